@@ -1,0 +1,152 @@
+"""Settings: devbox.toml at the repo root, overridden by DEVBOX_<SECTION>_<KEY>.
+
+Validated on load: an unknown key, a wrong type or a missing directory is a one-line
+ConfigError naming the key and where it came from. Unknown DEVBOX_* environment variables
+are ignored on purpose: Jetify's Nix tool of the same name exports its own.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from devbox.core.errors import ConfigError
+
+CONFIG_NAME = "devbox.toml"
+
+# section -> key -> default. Types are taken from the defaults (all str for now).
+DEFAULTS: dict[str, dict[str, str]] = {
+    "paths": {
+        "bootc": "bootc",
+        "terraform": "terraform",
+        "build": ".build",
+        "worktrees": "../{repo}.worktrees",
+    },
+    "image": {
+        "name": "localhost/devbox:latest",
+        "builder": "quay.io/centos-bootc/bootc-image-builder:latest",
+    },
+    "podman": {"url": ""},
+    "container": {"shell": "/bin/bash", "network": ""},
+    "libvirt": {"uri": "qemu:///system"},
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    repo: Path  # the main repository (never a linked worktree)
+    bootc_dir: Path
+    terraform_dir: Path
+    build_dir: Path
+    worktrees_dir: Path
+    image: str
+    builder_image: str
+    podman_url: str  # "" = auto-detect
+    shell: str
+    network: str
+    libvirt_uri: str
+
+    @property
+    def repo_name(self) -> str:
+        return self.repo.name
+
+    def build_path(self, *parts: str) -> Path:
+        return self.build_dir.joinpath(*parts)
+
+
+def env_name(section: str, key: str) -> str:
+    return f"DEVBOX_{section.upper()}_{key.upper()}"
+
+
+def _read_file(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except PermissionError:
+        raise ConfigError(
+            f"cannot read {path}: permission denied", f"chmod u+r {path}"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", "check the file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", "fix the syntax") from None
+
+
+def _merge(path: Path, data: Mapping[str, object], env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    values = {section: dict(keys) for section, keys in DEFAULTS.items()}
+    for section, table in data.items():
+        if section not in DEFAULTS:
+            raise ConfigError(
+                f"{path}: unknown section [{section}]",
+                f"known sections: {', '.join(DEFAULTS)}",
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {section} must be a table", f"write it as [{section}]")
+        for key, value in table.items():
+            if key not in DEFAULTS[section]:
+                raise ConfigError(
+                    f"{path}: unknown key {section}.{key}",
+                    f"known keys in [{section}]: {', '.join(DEFAULTS[section])}",
+                )
+            if not isinstance(value, str):
+                raise ConfigError(
+                    f"{path}: {section}.{key} must be a string, not {type(value).__name__}",
+                    f'quote it: {key} = "{value}"',
+                )
+            values[section][key] = value
+    for section, keys in DEFAULTS.items():
+        for key in keys:
+            name = env_name(section, key)
+            if name in env:
+                values[section][key] = env[name]
+    return values
+
+
+def _dir(root: Path, raw: str, repo: str, origin: str, *, must_exist: bool) -> Path:
+    path = Path(raw.replace("{repo}", repo)).expanduser()
+    path = (root / path) if not path.is_absolute() else path
+    path = Path(os.path.normpath(path))
+    if must_exist and not path.is_dir():
+        raise ConfigError(f"{origin}: directory {path} does not exist", "create it or fix the path")
+    return path
+
+
+def load(repo: Path, env: Mapping[str, str] | None = None) -> Settings:
+    """Load settings for the main repository ``repo``."""
+    env = os.environ if env is None else env
+    repo = repo.resolve()
+    path = repo / CONFIG_NAME
+    values = _merge(path, _read_file(path), env)
+
+    def origin(section: str, key: str) -> str:
+        name = env_name(section, key)
+        return name if name in env else f"{path.name} {section}.{key}"
+
+    p = values["paths"]
+    image = values["image"]["name"].strip()
+    if not image or any(c.isspace() for c in image):
+        raise ConfigError(f"{origin('image', 'name')}: image name {image!r} is not valid", "e.g. localhost/devbox:latest")
+    url = values["podman"]["url"].strip()
+    if url and not url.startswith(("unix://", "tcp://")):
+        raise ConfigError(
+            f"{origin('podman', 'url')}: {url!r} is not a podman URL",
+            "use unix:///path/to/podman.sock (or leave it empty to auto-detect)",
+        )
+    return Settings(
+        repo=repo,
+        bootc_dir=_dir(repo, p["bootc"], repo.name, origin("paths", "bootc"), must_exist=True),
+        terraform_dir=_dir(repo, p["terraform"], repo.name, origin("paths", "terraform"), must_exist=False),
+        build_dir=_dir(repo, p["build"], repo.name, origin("paths", "build"), must_exist=False),
+        worktrees_dir=_dir(repo, p["worktrees"], repo.name, origin("paths", "worktrees"), must_exist=False),
+        image=image,
+        builder_image=values["image"]["builder"],
+        podman_url=url,
+        shell=values["container"]["shell"],
+        network=values["container"]["network"],
+        libvirt_uri=values["libvirt"]["uri"],
+    )

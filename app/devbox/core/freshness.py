@@ -1,0 +1,164 @@
+"""Content digests of build inputs and the fresh/stale verdicts, with reasons.
+
+Freshness compares identities, never clocks: the image carries the digest of the bootc/
+tree it was built from (paths, modes, contents). A stat cache (size, mtime, ctime, inode)
+lets a warm check skip re-hashing files that did not change; a ``touch`` or a ``git
+checkout`` only costs a re-hash of the touched files and never a rebuild, while a content
+change with its mtime set back still changes ctime and is caught.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SourceTree:
+    """The identity of a directory tree: one digest plus an entry per path."""
+
+    root: Path
+    digest: str
+    entries: dict[str, str] = field(repr=False)  # relpath -> "f 644 <sha256>" | "d 755" | "l target"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    fresh: bool
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons) if self.reasons else "up to date"
+
+
+def _hash_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load_cache(path: Path | None) -> dict[str, list[int | str]]:
+    if path is None:
+        return {}
+    try:
+        with path.open("rb") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
+        return {}
+    files = data.get("files")
+    return files if isinstance(files, dict) else {}
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def scan(root: Path, cache: Path | None = None) -> SourceTree:
+    """Digest the tree under ``root``; ``cache`` (a JSON file) remembers per-file hashes."""
+    old = _load_cache(cache)
+    new: dict[str, list[int | str]] = {}
+    entries: dict[str, str] = {}
+    stack = [""]
+    base = os.fspath(root)
+    while stack:
+        rel_dir = stack.pop()
+        with os.scandir(os.path.join(base, rel_dir) if rel_dir else base) as it:
+            for de in it:
+                rel = f"{rel_dir}/{de.name}" if rel_dir else de.name
+                st = de.stat(follow_symlinks=False)
+                mode = stat.S_IMODE(st.st_mode)
+                if stat.S_ISDIR(st.st_mode):
+                    entries[rel] = f"d {mode:o}"
+                    stack.append(rel)
+                elif stat.S_ISLNK(st.st_mode):
+                    entries[rel] = f"l {os.readlink(de.path)}"
+                elif stat.S_ISREG(st.st_mode):
+                    key: list[int | str] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+                    hit = old.get(rel)
+                    if hit is not None and hit[:4] == key:
+                        sha = str(hit[4])
+                    else:
+                        sha = _hash_file(de.path)
+                    new[rel] = [*key, sha]
+                    entries[rel] = f"f {mode:o} {sha}"
+                else:
+                    entries[rel] = f"o {stat.S_IFMT(st.st_mode):o}"  # fifo, socket: identity only
+    h = hashlib.sha256()
+    for rel in sorted(entries):
+        h.update(f"{rel}\0{entries[rel]}\n".encode())
+    if cache is not None and new != old:
+        with contextlib.suppress(OSError):  # a read-only .build must not stop a status check
+            write_atomic(cache, json.dumps({"version": CACHE_VERSION, "files": new}).encode())
+    return SourceTree(root=root, digest=h.hexdigest(), entries=entries)
+
+
+def diff_reasons(prefix: str, old: dict[str, str], new: dict[str, str], limit: int = 5) -> tuple[str, ...]:
+    """Human reasons, e.g. ``("bootc/Containerfile changed", "bootc/x added")``."""
+    reasons: list[str] = []
+    for rel in sorted(old.keys() | new.keys()):
+        if rel not in new:
+            reasons.append(f"{prefix}{rel} removed")
+        elif rel not in old:
+            reasons.append(f"{prefix}{rel} added")
+        elif old[rel] != new[rel]:
+            what = "mode changed" if old[rel].split()[2:] == new[rel].split()[2:] else "changed"
+            reasons.append(f"{prefix}{rel} {what}")
+    if len(reasons) > limit:
+        reasons = [*reasons[:limit], f"and {len(reasons) - limit} more"]
+    return tuple(reasons)
+
+
+class ManifestStore:
+    """Remembers which entries produced a digest, so a stale verdict can name files."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def save(self, tree: SourceTree) -> None:
+        data = json.dumps(tree.entries, sort_keys=True).encode()
+        with contextlib.suppress(OSError):
+            write_atomic(self.directory / f"{tree.digest}.json", data)
+
+    def load(self, digest: str) -> dict[str, str] | None:
+        if not all(c in "0123456789abcdef" for c in digest):
+            return None
+        try:
+            data = json.loads((self.directory / f"{digest}.json").read_bytes())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+
+def judge(tree: SourceTree, built_digest: str | None, manifests: ManifestStore, prefix: str) -> Verdict:
+    """Is an artifact built from ``built_digest`` still fresh for ``tree``?"""
+    if built_digest is None:
+        return Verdict(False, ("image missing",))
+    if not built_digest:
+        return Verdict(False, ("image has no devbox.sources label (built outside devbox)",))
+    if built_digest == tree.digest:
+        return Verdict(True)
+    old = manifests.load(built_digest)
+    if old is None:
+        return Verdict(False, (f"{prefix} changed since the image was built",))
+    return Verdict(False, diff_reasons(prefix, old, tree.entries) or (f"{prefix} changed",))

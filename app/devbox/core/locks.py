@@ -1,0 +1,61 @@
+"""Advisory file locks under .build/locks/, so concurrent devbox runs do not collide."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from devbox.core.errors import Busy, Cancelled
+
+
+def _holder(fd: int) -> str:
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(os.pread(fd, 32, 0).decode().strip() or "0")
+        if pid:
+            return f" (pid {pid})"
+    return ""
+
+
+@contextlib.contextmanager
+def hold(
+    path: Path,
+    what: str,
+    *,
+    cancel: threading.Event | None = None,
+    on_wait: Callable[[], None] | None = None,
+) -> Iterator[None]:
+    """Hold an exclusive lock on ``path``.
+
+    Without ``cancel`` it raises Busy at once when another process holds the lock; with
+    one it calls ``on_wait`` and waits until the lock is free or ``cancel`` is set.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if cancel is None:
+                raise Busy(
+                    f"{what} is already in progress in another devbox process{_holder(fd)}",
+                    "wait for it to finish, then run the command again",
+                ) from None
+            if on_wait is not None:
+                on_wait()
+            while True:
+                if cancel.wait(0.2):
+                    raise Cancelled(f"interrupted while waiting for {what}") from None
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    continue
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -1,0 +1,119 @@
+"""The podman adapter: the only module that talks to podman.
+
+Queries (inspect, list, stop, remove) go to the libpod REST socket (fast, no process).
+Builds, ``run`` and ``exec`` use the podman CLI: ``podman build`` stops a RUN step at once on
+SIGINT (a REST client that disconnects leaves the server running the step to its end:
+measured 12 s of an interrupted ``sleep``), and ``exec -it`` needs a real terminal. When
+podman.url is set, the CLI is pointed at the same service with ``--url``, so both paths
+always see the same storage.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devbox.core.errors import BuildFailed, Cancelled, DiskFull, PodmanMissing
+from devbox.core.events import Sink
+from devbox.core.podman_api import PodmanAPI, default_socket
+from devbox.core.proc import stream
+
+INSTALL_REMEDY = "install podman: sudo dnf install podman (Debian/Ubuntu: sudo apt-get install podman)"
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    created: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+
+class Podman:
+    """One front door to podman for a devbox settings' connection."""
+
+    def __init__(self, url: str = "") -> None:
+        self.explicit_url = url
+        self.url = url or default_socket()
+        self._api: PodmanAPI | None = None
+
+    @property
+    def api(self) -> PodmanAPI:
+        if self._api is None:
+            self._api = PodmanAPI(self.url)
+        return self._api
+
+    def cli(self) -> list[str]:
+        """The argv prefix for the podman CLI, bound to the same service as the API."""
+        exe = shutil.which("podman")
+        if exe is None:
+            raise PodmanMissing("podman is not installed (no `podman` on PATH)", INSTALL_REMEDY)
+        return [exe, "--url", self.explicit_url] if self.explicit_url else [exe]
+
+    def check(self) -> None:
+        """Fail with the right error when podman is missing or its socket is not answering."""
+        if shutil.which("podman") is None and not self.explicit_url:
+            raise PodmanMissing("podman is not installed (no `podman` on PATH)", INSTALL_REMEDY)
+        self.api.ping()
+
+    # images -------------------------------------------------------------------------
+    def image(self, name: str) -> ImageInfo | None:
+        data = self.api.image(name)
+        if data is None:
+            return None
+        config: dict[str, Any] = data.get("Config") or {}
+        labels = data.get("Labels") or config.get("Labels") or {}
+        return ImageInfo(id=str(data.get("Id", "")), created=str(data.get("Created", "")), labels=labels)
+
+    def build(
+        self,
+        context: Path,
+        tag: str,
+        labels: Mapping[str, str],
+        sink: Sink,
+        cancel: threading.Event,
+        *,
+        extra_args: Sequence[str] = (),
+    ) -> str:
+        """Build ``context`` and tag it ``tag``; return the new image ID.
+
+        The tag moves only when the build succeeds, so an interrupted or failed build leaves
+        the previous image tagged and usable.
+        """
+        argv = self.cli()
+        with tempfile.TemporaryDirectory(prefix="devbox-build-") as tmp:
+            iidfile = Path(tmp) / "iid"
+            argv += ["build", "--tag", tag, "--iidfile", str(iidfile)]
+            for key, value in sorted(labels.items()):
+                argv += ["--label", f"{key}={value}"]
+            argv += [*extra_args, "--file", str(context / "Containerfile"), str(context)]
+            done = stream(argv, "podman", sink, cancel)
+            if done.cancelled:
+                raise Cancelled("image build interrupted", f"the previous image {tag} is untouched")
+            if done.returncode != 0:
+                text = "\n".join(done.tail).lower()
+                if "no space left on device" in text:
+                    raise DiskFull(
+                        "disk full while building the image",
+                        "free space (podman system prune; df -h) and run `devbox image build` again",
+                        detail=done.tail,
+                    )
+                raise BuildFailed(
+                    f"podman build failed (exit {done.returncode})",
+                    f"fix the step shown above in {context.name}/ and run `devbox image build` again",
+                    detail=done.tail,
+                )
+            try:
+                return iidfile.read_text().strip()
+            except OSError:
+                info = self.image(tag)
+                return info.id if info else ""
+

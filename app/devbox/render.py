@@ -1,0 +1,133 @@
+"""Headless rendering of core events: Rich on a terminal, plain lines otherwise.
+
+Rich is imported only when stdout is a terminal, so scripted and no-op runs stay fast.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from typing import IO, Any
+
+from devbox.core.errors import DevboxError
+from devbox.core.events import Event, LogLine, Progress, Step
+
+MARKS = {"start": "==>", "done": " ok", "skip": " --", "fail": "!!!"}
+
+
+class PlainRenderer:
+    """One line per event; log lines verbatim. For pipes, CI logs and tests."""
+
+    def __init__(self, out: IO[str] | None = None, err: IO[str] | None = None) -> None:
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.shown_tail = False
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, LogLine):
+            self.out.write(f"{event.text}\n")
+            self.shown_tail = True
+        elif isinstance(event, Step):
+            if event.state == "fail" and not event.detail:
+                return
+            self.out.write(f"{MARKS[event.state]} {event.name}: {event.detail}\n".rstrip() + "\n")
+        elif isinstance(event, Progress):
+            self.out.write(f"... {event.what} {event.done}/{event.total}\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        self.out.flush()
+
+    def error(self, exc: DevboxError) -> None:
+        if exc.detail and not self.shown_tail:
+            for line in exc.detail:
+                self.err.write(f"  {line}\n")
+        fix = f" (fix: {exc.remedy})" if exc.remedy else ""
+        self.err.write(f"devbox: {exc.message}{fix}\n")
+        self.err.flush()
+
+
+class RichRenderer:
+    """A spinner with the current step and a live tail of the log; steps stay on screen."""
+
+    TAIL = 12
+
+    def __init__(self, verbose: bool = False) -> None:
+        from rich.console import Console
+
+        self.console = Console()
+        self.err_console = Console(stderr=True)
+        self.verbose = verbose
+        self.tail: deque[str] = deque(maxlen=self.TAIL)
+        self.current = ""
+        self.started = time.monotonic()
+        self.live: Any = None
+
+    def _renderable(self) -> Any:
+        from rich.console import Group
+        from rich.spinner import Spinner
+        from rich.text import Text
+
+        elapsed = time.monotonic() - self.started
+        head = Spinner("dots", text=Text(f"{self.current}  {elapsed:4.0f}s", style="bold"))
+        lines = [Text(f"  {line}", style="dim", overflow="ellipsis", no_wrap=True) for line in self.tail]
+        return Group(head, *lines)
+
+    def _ensure_live(self) -> None:
+        if self.live is None:
+            from rich.live import Live
+
+            self.live = Live(self._renderable(), console=self.console, refresh_per_second=8, transient=True)
+            self.live.start()
+            self.live.get_renderable = self._renderable  # re-render on each refresh (spinner, clock)
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, LogLine):
+            self.tail.append(event.text)
+            if self.verbose:
+                self.console.print(event.text, markup=False, highlight=False)
+            self._ensure_live()
+        elif isinstance(event, Step):
+            if event.state == "start":
+                self.current = f"{event.name}: {event.detail}"
+                self.started = time.monotonic()
+                self.tail.clear()
+                self._ensure_live()
+            else:
+                style = {"done": "green", "skip": "cyan", "fail": "red"}[event.state]
+                mark = {"done": "✓", "skip": "·", "fail": "✗"}[event.state]
+                if event.state != "fail" or event.detail:
+                    from rich.markup import escape
+
+                    self.console.print(f"[{style}]{mark}[/] [bold]{escape(event.name)}[/]: {escape(event.detail)}", highlight=False)
+                if event.state != "fail":
+                    self.tail.clear()
+        elif isinstance(event, Progress):
+            self.current = f"{event.what} {event.done}/{event.total}"
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+    def error(self, exc: DevboxError) -> None:
+        self.close()
+        lines = exc.detail or ()
+        if lines and not self.verbose:
+            self.err_console.rule("last lines of the log", style="red")
+            for line in lines:
+                self.err_console.print(f"  {line}", markup=False, highlight=False)
+        from rich.markup import escape
+
+        fix = f" [dim](fix: {escape(exc.remedy)})[/]" if exc.remedy else ""
+        self.err_console.print(f"[bold red]devbox:[/] {escape(exc.message)}{fix}", highlight=False, soft_wrap=True)
+
+
+Renderer = PlainRenderer | RichRenderer
+
+
+def make_renderer(verbose: bool = False) -> Renderer:
+    if sys.stdout.isatty():
+        return RichRenderer(verbose=verbose)
+    return PlainRenderer()

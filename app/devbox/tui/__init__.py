@@ -1,0 +1,1 @@
+"""devbox-tui: the Textual face. It only calls devbox.core and renders what it reports."""

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Shared by the root shims: find the project, make sure its virtualenv exists, and run
+# devbox from it by path (never another `devbox` on PATH, such as Jetify's Nix tool).
+# Sourced, not run.
+
+DEVBOX_REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+export DEVBOX_REPO
+DEVBOX_VENV=${DEVBOX_VENV:-$DEVBOX_REPO/.venv}
+DEVBOX_BIN=$DEVBOX_VENV/bin/devbox
+
+devbox_bootstrap() {
+    # A stamp records which pyproject.toml the venv was made from: reinstall when it changes.
+    local stamp=$DEVBOX_VENV/.devbox-pyproject
+    if [[ -x $DEVBOX_BIN ]] && cmp -s "$DEVBOX_REPO/pyproject.toml" "$stamp"; then
+        return 0
+    fi
+    local py
+    py=$(command -v python3 || true)
+    if [[ -z $py ]]; then
+        echo "devbox: python3 is not installed (fix: sudo dnf install python3)" >&2
+        exit 3
+    fi
+    if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+        echo "devbox: python3 is older than 3.11 (fix: install Python 3.11 or newer)" >&2
+        exit 3
+    fi
+    echo "devbox: setting up $DEVBOX_VENV (first run only)" >&2
+    if ! { [[ -x $DEVBOX_VENV/bin/python ]] || "$py" -m venv "$DEVBOX_VENV"; } ||
+        ! "$DEVBOX_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$DEVBOX_REPO" >&2; then
+        echo "devbox: could not set up $DEVBOX_VENV (fix: check the pip output above, then rerun)" >&2
+        exit 3
+    fi
+    cp "$DEVBOX_REPO/pyproject.toml" "$stamp"
+}
+
+devbox_exec() {
+    devbox_bootstrap
+    exec "$DEVBOX_BIN" "$@"
+}
