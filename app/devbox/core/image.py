@@ -85,7 +85,9 @@ def _build_locked(settings: Settings, podman: Podman, sink: Sink, cancel: thread
             return current
         why = "--force" if force and current.verdict.fresh else current.verdict.reason
         sink(Step("image", "start", f"building {settings.image}: {why}"))
-        podman.build(settings.bootc_dir, settings.image, {LABEL_SOURCES: current.sources.digest}, sink, cancel)
+        podman.build(
+            settings.bootc_dir, settings.image, {LABEL_SOURCES: current.sources.digest}, sink, cancel, no_cache=force
+        )
         _manifests(settings).save(current.sources)
         after = status(settings, podman)
         assert after.info is not None

@@ -10,18 +10,19 @@ always see the same storage.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from devbox.core.errors import BuildFailed, Cancelled, DiskFull, PodmanMissing
-from devbox.core.events import Sink
+from devbox.core.events import LogLine, Sink
 from devbox.core.podman_api import PodmanAPI, default_socket
-from devbox.core.proc import stream
+from devbox.core.proc import run, stream
 
 INSTALL_REMEDY = "install podman: sudo dnf install podman (Debian/Ubuntu: sudo apt-get install podman)"
 
@@ -48,6 +49,8 @@ class Podman:
     @property
     def api(self) -> PodmanAPI:
         if self._api is None:
+            if not self.explicit_url and shutil.which("podman") is None:
+                raise PodmanMissing("podman is not installed (no `podman` on PATH)", INSTALL_REMEDY)
             self._api = PodmanAPI(self.url)
         return self._api
 
@@ -60,8 +63,7 @@ class Podman:
 
     def check(self) -> None:
         """Fail with the right error when podman is missing or its socket is not answering."""
-        if shutil.which("podman") is None and not self.explicit_url:
-            raise PodmanMissing("podman is not installed (no `podman` on PATH)", INSTALL_REMEDY)
+        self.cli()
         self.api.ping()
 
     # images -------------------------------------------------------------------------
@@ -73,6 +75,17 @@ class Podman:
         labels = data.get("Labels") or config.get("Labels") or {}
         return ImageInfo(id=str(data.get("Id", "")), created=str(data.get("Created", "")), labels=labels)
 
+    def _build_containers(self) -> set[str]:
+        """IDs of buildah working containers (podman lists them with --external only)."""
+        res = run([*self.cli(), "ps", "--all", "--external", "--format", "json"])
+        if res.returncode != 0:
+            return set()
+        try:
+            rows = json.loads(res.stdout or "[]")
+        except ValueError:
+            return set()
+        return {str(r["Id"]) for r in rows if str(r.get("State", "")).lower() == "storage"}
+
     def build(
         self,
         context: Path,
@@ -81,7 +94,7 @@ class Podman:
         sink: Sink,
         cancel: threading.Event,
         *,
-        extra_args: Sequence[str] = (),
+        no_cache: bool = False,
     ) -> str:
         """Build ``context`` and tag it ``tag``; return the new image ID.
 
@@ -94,8 +107,16 @@ class Podman:
             argv += ["build", "--tag", tag, "--iidfile", str(iidfile)]
             for key, value in sorted(labels.items()):
                 argv += ["--label", f"{key}={value}"]
-            argv += [*extra_args, "--file", str(context / "Containerfile"), str(context)]
+            if no_cache:
+                argv.append("--no-cache")
+            argv += ["--file", str(context / "Containerfile"), str(context)]
+            before = self._build_containers()
             done = stream(argv, "podman", sink, cancel)
+            if done.cancelled or done.returncode != 0:
+                # podman 4.x leaves its working container behind when a build is signalled
+                for leftover in sorted(self._build_containers() - before):
+                    run([*self.cli(), "rm", "--force", leftover])
+                    sink(LogLine("devbox", f"removed build container {leftover[:12]} left by the interrupted build"))
             if done.cancelled:
                 raise Cancelled("image build interrupted", f"the previous image {tag} is untouched")
             if done.returncode != 0:

@@ -1,0 +1,57 @@
+"""A tiny base image standing in for fedora-bootc (which cannot be pulled here).
+
+busybox-static for the userland, plus this machine's bash, git and setpriv with the
+shared libraries they load: enough for bootc/entrypoint.sh, a login shell, git commits
+and pre-commit hooks inside a container.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+BINARIES = ("/usr/bin/bash", "/usr/bin/git", "/usr/bin/setpriv")
+
+
+def _libs(binary: str) -> set[str]:
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
+    libs: set[str] = set()
+    for line in out.splitlines():
+        parts = line.split()
+        if "=>" in parts and len(parts) >= 3 and parts[2].startswith("/"):
+            libs.add(parts[2])
+        elif parts and parts[0].startswith("/"):
+            libs.add(parts[0])
+    return libs
+
+
+def make_rootfs(root: Path) -> None:
+    (root / "bin").mkdir(parents=True)
+    shutil.copy2("/bin/busybox", root / "bin" / "busybox")
+    applets = subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True, check=True).stdout.split()
+    for applet in applets:
+        if applet not in ("bash", "setpriv", "busybox"):
+            os.symlink("busybox", root / "bin" / applet)
+    for d in ("usr", "etc", "var/tmp", "tmp", "home", "run", "proc", "sys", "dev", "etc/skel"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    os.symlink("../bin", root / "usr" / "bin")  # busybox applets and copied tools in one place
+    for lib in set().union(*(_libs(b) for b in BINARIES)):
+        dest = root / lib.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(os.path.realpath(lib), dest)
+    for binary in BINARIES:
+        shutil.copy2(binary, root / "bin" / Path(binary).name)
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc" / "group").write_text("root:x:0:\n")
+    (root / "tmp").chmod(0o1777)
+    (root / "var" / "tmp").chmod(0o1777)
+
+
+def import_base(podman: str, root: Path, tag: str) -> None:
+    tarball = root.parent / "rootfs.tar"
+    with tarfile.open(tarball, "w") as tf:
+        tf.add(root, arcname=".")
+    subprocess.run([podman, "import", "--change", "CMD /bin/sh", str(tarball), tag], check=True, capture_output=True)

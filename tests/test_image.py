@@ -1,0 +1,142 @@
+"""Image build and change detection against real podman."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Project
+
+from devbox.core import config, image
+from devbox.core.errors import BuildFailed, Cancelled
+from devbox.core.events import Event, LogLine, Step
+from devbox.core.podman import Podman
+
+pytestmark = pytest.mark.podman
+
+
+def _build(project: Project, **kw: bool) -> tuple[image.ImageStatus, list[tuple[float, Event]]]:
+    settings = config.load(project.root, env={})
+    events: list[tuple[float, Event]] = []
+    st = image.build(settings, Podman(), lambda e: events.append((time.monotonic(), e)), threading.Event(), **kw)
+    return st, events
+
+
+def _status(project: Project) -> dict[str, object]:
+    res = project.devbox("image", "status", "--json")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)  # type: ignore[no-any-return]
+
+
+def test_first_build_streams_labels_then_second_is_noop(project: Project) -> None:
+    st, events = _build(project)
+    finished = time.monotonic()
+    first = next(t for t, e in events if isinstance(e, LogLine) and e.text == "devbox-fixture: first line")
+    last = next(t for t, e in events if isinstance(e, LogLine) and e.text == "devbox-fixture: last line")
+    # the RUN step sleeps 2 s between its lines: they reached the sink as they happened
+    assert last - first > 1.5
+    assert finished - first > 1.5
+    assert st.verdict.fresh and st.info is not None
+    assert st.info.labels[image.LABEL_SOURCES] == st.sources.digest
+    labels = subprocess.run(
+        ["podman", "image", "inspect", "--format", "{{index .Labels \"devbox.sources\"}}", project.image],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    assert labels == st.sources.digest
+
+    again, events2 = _build(project)
+    assert again.info is not None and again.info.id == st.info.id
+    assert not any(isinstance(e, LogLine) for _, e in events2)
+    assert [e.state for _, e in events2 if isinstance(e, Step)] == ["skip"]
+
+
+def test_touch_keeps_fresh_and_old_mtime_content_change_is_stale(project: Project) -> None:
+    _build(project)
+    later = time.time() + 3600
+    for path in project.bootc.rglob("*"):
+        os.utime(path, (later, later), follow_symlinks=False)
+    assert _status(project)["fresh"] is True
+
+    cf = project.bootc / "Containerfile"
+    before = cf.stat()
+    cf.write_text(cf.read_text().replace("last line", "LAST line"))
+    os.utime(cf, ns=(before.st_atime_ns, before.st_mtime_ns))  # content changed, mtime set back
+    assert cf.stat().st_mtime_ns == before.st_mtime_ns
+    status = _status(project)
+    assert status["fresh"] is False
+    assert status["reasons"] == ["bootc/Containerfile changed"]
+    res = project.devbox("image", "build")
+    assert res.returncode == 0, res.stderr
+    assert "bootc/Containerfile changed" in res.stdout
+    assert _status(project)["fresh"] is True
+
+
+def test_missing_image_reason_and_force_rebuilds(project: Project) -> None:
+    status = _status(project)
+    assert status == {**status, "fresh": False, "reasons": ["image missing"], "id": None}
+    first, _ = _build(project)
+    forced, events = _build(project, force=True)
+    assert first.info and forced.info and forced.info.id != first.info.id
+    assert any(isinstance(e, LogLine) and "first line" in e.text for _, e in events)
+
+
+def test_failing_step_keeps_old_image_and_shows_tail(project: Project) -> None:
+    first, _ = _build(project)
+    assert first.info
+    cf = project.bootc / "Containerfile"
+    cf.write_text(cf.read_text().replace("CMD [", 'RUN echo "about to fail" && exit 7\nCMD ['))
+    res = project.devbox("image", "build")
+    assert res.returncode == 6
+    assert "Traceback" not in res.stdout + res.stderr
+    assert "about to fail" in res.stdout + res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("devbox: podman build failed") and "fix:" in last
+    assert project.image_id() == first.info.id
+
+    with pytest.raises(BuildFailed) as err:
+        _build(project)
+    assert any("about to fail" in line for line in err.value.detail)
+
+
+def test_interrupt_stops_build_exit_130_old_image_kept(project: Project) -> None:
+    first, _ = _build(project)
+    assert first.info
+    cf = project.bootc / "Containerfile"
+    cf.write_text(cf.read_text().replace("CMD [", 'RUN echo "long step" && sleep 60\nCMD ['))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devbox.cli", "image", "build"],
+        cwd=project.root, env=project.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:  # wait until the long step is running
+        if "long step" in line and "RUN" not in line:
+            break
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert time.monotonic() - started < 30  # the 60 s step did not run to its end
+    assert "Traceback" not in out + err
+    assert "interrupted" in err
+    assert project.image_id() == first.info.id
+    leftovers = subprocess.run(
+        ["podman", "ps", "--all", "--external", "--format", "{{.Names}} {{.Status}}"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert "working-container" not in leftovers
+
+
+def test_sources_digest_ignores_clock_but_not_mode(tmp_path: Path) -> None:
+    from devbox.core.freshness import scan
+
+    (tmp_path / "a").write_text("x")
+    one = scan(tmp_path)
+    (tmp_path / "a").chmod(0o755)
+    assert scan(tmp_path).digest != one.digest
