@@ -12,21 +12,37 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import marshal
 import os
 import stat
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CACHE_VERSION = 1
 
 
-@dataclass(frozen=True)
 class SourceTree:
-    """The identity of a directory tree: one digest plus an entry per path."""
+    """The identity of a directory tree: one digest plus an entry per path.
 
-    root: Path
-    digest: str
-    entries: dict[str, str] = field(repr=False)  # relpath -> "f 644 <sha256>" | "d 755" | "l target"
+    ``entries`` (relpath -> "f 644 <sha256>" | "d 755" | "l target") is needed only to
+    explain a stale verdict or to record a build, so a warm scan loads it lazily.
+    """
+
+    def __init__(self, root: Path, digest: str, entries: Callable[[], dict[str, str]] | dict[str, str]) -> None:
+        self.root = root
+        self.digest = digest
+        self._entries = entries
+
+    @property
+    def entries(self) -> dict[str, str]:
+        if callable(self._entries):
+            self._entries = self._entries()
+        return self._entries
+
+    def __repr__(self) -> str:
+        return f"SourceTree({self.root}, {self.digest[:12]})"
 
 
 @dataclass(frozen=True)
@@ -47,7 +63,7 @@ def _hash_file(path: str) -> str:
     return h.hexdigest()
 
 
-def _load_cache(path: Path | None) -> dict[str, list[int | str]]:
+def _load_cache(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
@@ -57,8 +73,7 @@ def _load_cache(path: Path | None) -> dict[str, list[int | str]]:
         return {}
     if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
         return {}
-    files = data.get("files")
-    return files if isinstance(files, dict) else {}
+    return data
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -74,43 +89,72 @@ def write_atomic(path: Path, data: bytes) -> None:
             tmp.unlink()
 
 
-def scan(root: Path, cache: Path | None = None) -> SourceTree:
-    """Digest the tree under ``root``; ``cache`` (a JSON file) remembers per-file hashes."""
-    old = _load_cache(cache)
-    new: dict[str, list[int | str]] = {}
-    entries: dict[str, str] = {}
+def _walk(base: str) -> list[tuple[str, os.stat_result, str]]:
+    """(relpath, lstat, full path) for everything under ``base``."""
+    out: list[tuple[str, os.stat_result, str]] = []
     stack = [""]
-    base = os.fspath(root)
     while stack:
         rel_dir = stack.pop()
         with os.scandir(os.path.join(base, rel_dir) if rel_dir else base) as it:
             for de in it:
                 rel = f"{rel_dir}/{de.name}" if rel_dir else de.name
                 st = de.stat(follow_symlinks=False)
-                mode = stat.S_IMODE(st.st_mode)
+                out.append((rel, st, de.path))
                 if stat.S_ISDIR(st.st_mode):
-                    entries[rel] = f"d {mode:o}"
                     stack.append(rel)
-                elif stat.S_ISLNK(st.st_mode):
-                    entries[rel] = f"l {os.readlink(de.path)}"
-                elif stat.S_ISREG(st.st_mode):
-                    key: list[int | str] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-                    hit = old.get(rel)
-                    if hit is not None and hit[:4] == key:
-                        sha = str(hit[4])
-                    else:
-                        sha = _hash_file(de.path)
-                    new[rel] = [*key, sha]
-                    entries[rel] = f"f {mode:o} {sha}"
-                else:
-                    entries[rel] = f"o {stat.S_IFMT(st.st_mode):o}"  # fifo, socket: identity only
-    h = hashlib.sha256()
-    for rel in sorted(entries):
-        h.update(f"{rel}\0{entries[rel]}\n".encode())
-    if cache is not None and new != old:
+    return out
+
+
+def scan(root: Path, cache: Path | None = None) -> SourceTree:
+    """Digest the tree under ``root``; ``cache`` (a JSON file) remembers what it saw.
+
+    Warm path: when every path's (mode, size, mtime, ctime, inode) is as last time, the
+    cached digest is the answer and no file is opened. Otherwise files whose stat changed
+    are re-hashed and the rest reuse their cached hash.
+    """
+    items = _walk(os.fspath(root))
+    # marshal: the fastest stable serialisation of the stat signature (C, no formatting)
+    sig = hashlib.sha256(
+        marshal.dumps([(r, s.st_mode, s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for r, s, _ in items])
+    ).hexdigest()
+    quick = cache.with_suffix(".sig") if cache is not None else None
+    if quick is not None:
+        with contextlib.suppress(OSError, ValueError):
+            old_sig, digest = quick.read_text().split()
+            if old_sig == sig:
+                return SourceTree(root, digest, lambda: _entries_or_rescan(root, cache))
+    data = _load_cache(cache)
+    old: dict[str, list[Any]] = data.get("files") or {}
+    new: dict[str, list[Any]] = {}
+    entries: dict[str, str] = {}
+    for rel, st, full in items:
+        mode = stat.S_IMODE(st.st_mode)
+        if stat.S_ISDIR(st.st_mode):
+            entries[rel] = f"d {mode:o}"
+        elif stat.S_ISLNK(st.st_mode):
+            entries[rel] = f"l {os.readlink(full)}"
+        elif stat.S_ISREG(st.st_mode):
+            key: list[Any] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+            hit = old.get(rel)
+            sha = str(hit[4]) if hit is not None and hit[:4] == key else _hash_file(full)
+            new[rel] = [*key, sha]
+            entries[rel] = f"f {mode:o} {sha}"
+        else:
+            entries[rel] = f"o {stat.S_IFMT(st.st_mode):o}"  # fifo, socket: identity only
+    digest = hashlib.sha256("".join(f"{rel}\0{entries[rel]}\n" for rel in sorted(entries)).encode()).hexdigest()
+    if cache is not None and quick is not None:
         with contextlib.suppress(OSError):  # a read-only .build must not stop a status check
-            write_atomic(cache, json.dumps({"version": CACHE_VERSION, "files": new}).encode())
-    return SourceTree(root=root, digest=h.hexdigest(), entries=entries)
+            payload = {"version": CACHE_VERSION, "files": new, "entries": entries}
+            write_atomic(cache, json.dumps(payload).encode())
+            write_atomic(quick, f"{sig} {digest}\n".encode())
+    return SourceTree(root, digest, entries)
+
+
+def _entries_or_rescan(root: Path, cache: Path) -> dict[str, str]:
+    entries = _load_cache(cache).get("entries")
+    if isinstance(entries, dict):
+        return entries
+    return scan(root).entries
 
 
 def diff_reasons(prefix: str, old: dict[str, str], new: dict[str, str], limit: int = 5) -> tuple[str, ...]:

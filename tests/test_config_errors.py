@@ -1,0 +1,128 @@
+"""Bad settings and a missing or unreachable podman: one line, a remedy, a distinct exit code."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from devbox.core import config
+from devbox.core.errors import ConfigError, ExitCode
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_repo(tmp: Path, toml: str | None = "") -> Path:
+    repo = tmp / "repo"
+    (repo / "bootc").mkdir(parents=True)
+    if toml is not None:
+        (repo / "devbox.toml").write_text(toml)
+    return repo
+
+
+def run_cli(repo: Path, *args: str, env: dict[str, str] | None = None, user: int | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DEVBOX_")}
+    base["DEVBOX_REPO"] = str(repo)
+    base.update(env or {})
+    prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"] if user is not None else []
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "devbox.cli", *args], env=base, capture_output=True, text=True, cwd=repo
+    )
+
+
+def assert_one_line_error(res: subprocess.CompletedProcess[str], code: ExitCode, *words: str) -> None:
+    assert res.returncode == code, (res.returncode, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("devbox: ") and "(fix: " in lines[0]
+    for word in words:
+        assert word in lines[0]
+    assert "Traceback" not in res.stdout + res.stderr
+
+
+def test_defaults_and_env_override(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, '[image]\nname = "localhost/x:1"\n')
+    s = config.load(repo, env={})
+    assert s.image == "localhost/x:1"
+    assert s.bootc_dir == repo.resolve() / "bootc"
+    assert s.worktrees_dir == repo.resolve().parent / "repo.worktrees"
+    s = config.load(repo, env={"DEVBOX_IMAGE_NAME": "localhost/y:2", "DEVBOX_SOMETHING_ELSE": "ignored"})
+    assert s.image == "localhost/y:2"
+
+
+@pytest.mark.parametrize(
+    ("toml", "words"),
+    [
+        ("[image]\nnmae = 'x'\n", ["unknown key image.nmae", "known keys"]),
+        ("[imag]\nname = 'x'\n", ["unknown section [imag]"]),
+        ("[image]\nname = 3\n", ["image.name must be a string"]),
+        ("[image\n", ["not valid TOML"]),
+        ("[paths]\nbootc = 'nope'\n", ["paths.bootc", "does not exist"]),
+        ("[podman]\nurl = 'http://x'\n", ["podman.url", "not a podman URL"]),
+    ],
+)
+def test_bad_config_is_one_line_with_key(tmp_path: Path, toml: str, words: list[str]) -> None:
+    repo = make_repo(tmp_path, toml)
+    with pytest.raises(ConfigError) as err:
+        config.load(repo, env={})
+    for word in words:
+        assert word in err.value.one_line()
+    assert_one_line_error(run_cli(repo, "image", "status"), ExitCode.CONFIG, *words)
+
+
+def test_missing_bootc_dir_from_env(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    res = run_cli(repo, "image", "status", env={"DEVBOX_PATHS_BOOTC": "gone"})
+    assert_one_line_error(res, ExitCode.CONFIG, "DEVBOX_PATHS_BOOTC", "does not exist")
+
+
+def test_unreadable_devbox_toml() -> None:
+    # root reads anything: run as nobody, in a directory nobody can enter
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp).chmod(0o755)
+        repo = make_repo(Path(tmp), "[image]\n")
+        (repo / "devbox.toml").chmod(0o000)
+        res = run_cli(repo, "image", "status", user=65534 if os.getuid() == 0 else None)
+    assert_one_line_error(res, ExitCode.CONFIG, "cannot read", "devbox.toml", "permission denied")
+
+
+def test_no_devbox_toml_anywhere(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVBOX_")}
+    res = subprocess.run([sys.executable, "-m", "devbox.cli", "image", "status"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert_one_line_error(res, ExitCode.CONFIG, "no devbox.toml")
+
+
+def test_podman_not_installed(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in ("git",):  # a PATH with everything devbox may need except podman
+        found = shutil.which(tool)
+        assert found
+        (bindir / tool).symlink_to(found)
+    for args in (("image", "status"), ("image", "build")):
+        res = run_cli(repo, *args, env={"PATH": str(bindir)})
+        assert_one_line_error(res, ExitCode.PODMAN_MISSING, "podman is not installed", "install podman")
+
+
+def test_socket_missing_and_not_listening(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    gone = tmp_path / "gone.sock"
+    res = run_cli(repo, "image", "status", env={"DEVBOX_PODMAN_URL": f"unix://{gone}"})
+    assert_one_line_error(res, ExitCode.PODMAN_UNREACHABLE, "does not exist", "podman.socket")
+
+    dead = tmp_path / "dead.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(dead))  # bound but never listening: connect() is refused
+    try:
+        res = run_cli(repo, "image", "status", env={"DEVBOX_PODMAN_URL": f"unix://{dead}"})
+    finally:
+        s.close()
+    assert_one_line_error(res, ExitCode.PODMAN_UNREACHABLE, "not answering", "podman.socket")

@@ -1,0 +1,28 @@
+"""The core never loads textual or rich: proven in a fresh interpreter."""
+
+from __future__ import annotations
+
+import pkgutil
+import subprocess
+import sys
+
+import devbox.core
+
+
+def test_core_imports_neither_textual_nor_rich() -> None:
+    modules = [f"devbox.core.{m.name}" for m in pkgutil.iter_modules(devbox.core.__path__)]
+    assert len(modules) >= 8
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich'))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
+
+
+def test_headless_cli_without_tty_does_not_load_rich() -> None:
+    code = "import sys, devbox.cli, devbox.render as r; r.make_renderer(); print('rich' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"
