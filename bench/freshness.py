@@ -63,7 +63,9 @@ def main() -> None:
         warm_ms = median_ms(warm, args.rounds)
         print(f"tree: {args.files} files, {args.rounds} rounds (medians)")
         print(f"cold scan (hash everything): {cold_ms:8.1f} ms")
-        print(f"warm scan (stat cache):      {warm_ms:8.1f} ms   target <= 50 ms: {'OK' if warm_ms <= 50 else 'MISSED'}")
+        print(
+            f"warm scan (stat cache):      {warm_ms:8.1f} ms   target <= 50 ms: {'OK' if warm_ms <= 50 else 'MISSED'}"
+        )
         if podman:
             base = median_ms(exists, args.rounds)
             print(f"baseline `podman image exists`: {base:5.1f} ms")

@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from rootfs import import_base, make_rootfs  # noqa: E402
 
-BASE_IMAGE = "localhost/devbox-test-base:latest"
+BASE_IMAGE = "localhost/devbox-test-base:1"
 CONTAINERS_CONF = """\
 [engine]
 runtime = "runc"
@@ -105,7 +105,9 @@ class Project:
         env["DEVBOX_REPO"] = str(self.root)
         return env
 
-    def devbox(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def devbox(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
         """Run the real CLI in a subprocess, as a user would."""
         return subprocess.run(
             [sys.executable, "-m", "devbox.cli", *args],

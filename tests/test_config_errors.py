@@ -26,7 +26,9 @@ def make_repo(tmp: Path, toml: str | None = "") -> Path:
     return repo
 
 
-def run_cli(repo: Path, *args: str, env: dict[str, str] | None = None, user: int | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    repo: Path, *args: str, env: dict[str, str] | None = None, user: int | None = None
+) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("DEVBOX_")}
     base["DEVBOX_REPO"] = str(repo)
     base.update(env or {})
@@ -94,8 +96,9 @@ def test_unreadable_devbox_toml() -> None:
 
 def test_no_devbox_toml_anywhere(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEVBOX_")}
-    res = subprocess.run([sys.executable, "-m", "devbox.cli", "image", "status"], env=env, cwd=tmp_path,
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "devbox.cli", "image", "status"], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
     assert_one_line_error(res, ExitCode.CONFIG, "no devbox.toml")
 
 

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Project
 
+from conftest import Project
 from devbox.core import config, image
-from devbox.core.errors import BuildFailed, Cancelled
+from devbox.core.errors import BuildFailed
 from devbox.core.events import Event, LogLine, Step
 from devbox.core.podman import Podman
 
@@ -46,8 +46,10 @@ def test_first_build_streams_labels_then_second_is_noop(project: Project) -> Non
     assert st.verdict.fresh and st.info is not None
     assert st.info.labels[image.LABEL_SOURCES] == st.sources.digest
     labels = subprocess.run(
-        ["podman", "image", "inspect", "--format", "{{index .Labels \"devbox.sources\"}}", project.image],
-        capture_output=True, text=True, check=True,
+        ["podman", "image", "inspect", "--format", '{{index .Labels "devbox.sources"}}', project.image],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert labels == st.sources.digest
 
@@ -112,7 +114,11 @@ def test_interrupt_stops_build_exit_130_old_image_kept(project: Project) -> None
     cf.write_text(cf.read_text().replace("CMD [", 'RUN echo "long step" && sleep 60\nCMD ['))
     proc = subprocess.Popen(
         [sys.executable, "-m", "devbox.cli", "image", "build"],
-        cwd=project.root, env=project.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=project.root,
+        env=project.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     for line in proc.stdout:  # wait until the long step is running
@@ -128,7 +134,9 @@ def test_interrupt_stops_build_exit_130_old_image_kept(project: Project) -> None
     assert project.image_id() == first.info.id
     leftovers = subprocess.run(
         ["podman", "ps", "--all", "--external", "--format", "{{.Names}} {{.Status}}"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "working-container" not in leftovers
 

@@ -100,7 +100,9 @@ class RichRenderer:
                 if event.state != "fail" or event.detail:
                     from rich.markup import escape
 
-                    self.console.print(f"[{style}]{mark}[/] [bold]{escape(event.name)}[/]: {escape(event.detail)}", highlight=False)
+                    self.console.print(
+                        f"[{style}]{mark}[/] [bold]{escape(event.name)}[/]: {escape(event.detail)}", highlight=False
+                    )
                 if event.state != "fail":
                     self.tail.clear()
         elif isinstance(event, Progress):

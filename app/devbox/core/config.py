@@ -68,9 +68,7 @@ def _read_file(path: Path) -> dict[str, object]:
     except FileNotFoundError:
         return {}
     except PermissionError:
-        raise ConfigError(
-            f"cannot read {path}: permission denied", f"chmod u+r {path}"
-        ) from None
+        raise ConfigError(f"cannot read {path}: permission denied", f"chmod u+r {path}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}", "check the file") from None
     except tomllib.TOMLDecodeError as exc:
@@ -130,7 +128,9 @@ def load(repo: Path, env: Mapping[str, str] | None = None) -> Settings:
     p = values["paths"]
     image = values["image"]["name"].strip()
     if not image or any(c.isspace() for c in image):
-        raise ConfigError(f"{origin('image', 'name')}: image name {image!r} is not valid", "e.g. localhost/devbox:latest")
+        raise ConfigError(
+            f"{origin('image', 'name')}: image name {image!r} is not valid", "e.g. localhost/devbox:latest"
+        )
     url = values["podman"]["url"].strip()
     if url and not url.startswith(("unix://", "tcp://")):
         raise ConfigError(

@@ -117,12 +117,12 @@ def scan(root: Path, cache: Path | None = None) -> SourceTree:
     sig = hashlib.sha256(
         marshal.dumps([(r, s.st_mode, s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for r, s, _ in items])
     ).hexdigest()
-    quick = cache.with_suffix(".sig") if cache is not None else None
-    if quick is not None:
+    if cache is not None:
+        known = cache
         with contextlib.suppress(OSError, ValueError):
-            old_sig, digest = quick.read_text().split()
+            old_sig, digest = cache.with_suffix(".sig").read_text().split()
             if old_sig == sig:
-                return SourceTree(root, digest, lambda: _entries_or_rescan(root, cache))
+                return SourceTree(root, digest, lambda: _entries_or_rescan(root, known))
     data = _load_cache(cache)
     old: dict[str, list[Any]] = data.get("files") or {}
     new: dict[str, list[Any]] = {}
@@ -142,11 +142,11 @@ def scan(root: Path, cache: Path | None = None) -> SourceTree:
         else:
             entries[rel] = f"o {stat.S_IFMT(st.st_mode):o}"  # fifo, socket: identity only
     digest = hashlib.sha256("".join(f"{rel}\0{entries[rel]}\n" for rel in sorted(entries)).encode()).hexdigest()
-    if cache is not None and quick is not None:
+    if cache is not None:
         with contextlib.suppress(OSError):  # a read-only .build must not stop a status check
             payload = {"version": CACHE_VERSION, "files": new, "entries": entries}
             write_atomic(cache, json.dumps(payload).encode())
-            write_atomic(quick, f"{sig} {digest}\n".encode())
+            write_atomic(cache.with_suffix(".sig"), f"{sig} {digest}\n".encode())
     return SourceTree(root, digest, entries)
 
 

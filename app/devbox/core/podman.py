@@ -137,4 +137,3 @@ class Podman:
             except OSError:
                 info = self.image(tag)
                 return info.id if info else ""
-

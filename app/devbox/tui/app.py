@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import ClassVar
 
 from textual.app import App, ComposeResult
 from textual.widgets import Footer, Header, Static
@@ -19,7 +20,7 @@ def styles_path() -> Path:
 
 class DevboxApp(App[None]):
     TITLE = "devbox"
-    BINDINGS = [("q", "quit", "Quit")]
+    BINDINGS: ClassVar = [("q", "quit", "Quit")]
 
     def __init__(self) -> None:
         super().__init__(css_path=styles_path())

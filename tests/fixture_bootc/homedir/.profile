@@ -1,1 +1,2 @@
+# shellcheck shell=sh
 export FIXTURE_PROFILE=1
