@@ -38,5 +38,7 @@ fi
 
 export HOME="$home" USER="$user" LOGNAME="$user"
 cd "${DEVBOX_WORKDIR:-$home}"
-exec setpriv --reuid="$uid" --regid="$gid" --clear-groups \
+# devbox waits for this line before it reports the container as started
+echo "devbox-entrypoint: ready (user $user, uid $uid, gid $gid)"
+exec /usr/bin/setpriv --reuid="$uid" --regid="$gid" --clear-groups \
     --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from devbox import __version__
 from devbox.core import config
@@ -97,6 +97,143 @@ def cmd_image_status(ctx: Context) -> int:
     return ExitCode.OK
 
 
+def _interactive(ctx: Context) -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _exec(argv: list[str]) -> NoReturn:
+    """Hand the terminal to podman (replaces this process)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
+
+
+def cmd_start_work(ctx: Context) -> int:
+    from devbox.core import workspace
+
+    a = ctx.args
+    res = workspace.start_work(
+        ctx.settings, ctx.podman, a.branch, ctx.sink, ctx.cancel, from_ref=a.from_ref, recreate=a.recreate
+    )
+    ctx.renderer.close()
+    command = a.cmd or [ctx.settings.shell, "-l"]
+    if a.detach or not _interactive(ctx):
+        if a.cmd and not a.detach:
+            return _exec(workspace.exec_in(ctx.podman, res.container, command, tty=False))
+        print(res.container.name)
+        return ExitCode.OK
+    return _exec(workspace.exec_in(ctx.podman, res.container, command, tty=True))
+
+
+def cmd_status(ctx: Context) -> int:
+    from devbox.core import containers, image, workspace
+
+    img = image.status(ctx.settings, ctx.podman)
+    rows = workspace.worktree_rows(ctx.settings, ctx.podman)
+    conts = containers.list_containers(ctx.settings, ctx.podman)
+    current = img.info.id if img.info else None
+    if ctx.args.json:
+        _print_json(
+            {
+                "image": img.to_json(),
+                "worktrees": [r.to_json() for r in rows],
+                "containers": [c.to_json(current) for c in conts],
+            }
+        )
+        return ExitCode.OK
+    ident = img.info.short_id if img.info else "(none)"
+    print(f"image      {img.name} {ident}: " + ("fresh" if img.verdict.fresh else f"stale ({img.verdict.reason})"))
+    _print_worktrees(rows)
+    _print_containers(conts, current)
+    return ExitCode.OK
+
+
+def _print_worktrees(rows: list[Any]) -> None:
+    print("worktrees")
+    for r in rows:
+        s = r.state
+        sync = "" if s.ahead is None else f" +{s.ahead}/-{s.behind}"
+        cont = f"  [{r.container.name} {r.container.state}]" if r.container else ""
+        branch = r.worktree.branch or "(detached)"
+        print(f"  {branch:<24} {'dirty' if s.dirty else 'clean'}{sync}  {r.worktree.path}{cont}")
+
+
+def _print_containers(conts: list[Any], current: str | None) -> None:
+    print("containers" + ("" if conts else "  (none)"))
+    for c in conts:
+        stale = "  (older image: ./start-work --recreate)" if c.stale(current) else ""
+        print(f"  {c.name:<48} {c.state:<8} {c.branch}{stale}")
+
+
+def cmd_worktree_list(ctx: Context) -> int:
+    from devbox.core import workspace
+
+    rows = workspace.worktree_rows(ctx.settings, ctx.podman)
+    if ctx.args.json:
+        _print_json([r.to_json() for r in rows])
+    else:
+        _print_worktrees(rows)
+    return ExitCode.OK
+
+
+def cmd_worktree_add(ctx: Context) -> int:
+    from devbox.core import git, workspace
+
+    git.check_branch_name(ctx.args.branch)
+    wt = workspace.ensure_worktree(ctx.settings, ctx.args.branch, ctx.sink, ctx.args.from_ref)
+    ctx.renderer.close()
+    print(wt.path)
+    return ExitCode.OK
+
+
+def cmd_worktree_remove(ctx: Context) -> int:
+    from devbox.core import workspace
+
+    a = ctx.args
+    workspace.remove_worktree(ctx.settings, ctx.podman, a.ref, ctx.sink, force=a.force, delete_branch=a.delete_branch)
+    return ExitCode.OK
+
+
+def cmd_container_list(ctx: Context) -> int:
+    from devbox.core import containers
+
+    conts = containers.list_containers(ctx.settings, ctx.podman)
+    info = ctx.podman.image(ctx.settings.image)
+    current = info.id if info else None
+    if ctx.args.json:
+        _print_json([c.to_json(current) for c in conts])
+    else:
+        _print_containers(conts, current)
+    return ExitCode.OK
+
+
+def cmd_container_stop(ctx: Context) -> int:
+    from devbox.core import workspace
+
+    c = workspace.find_container(ctx.settings, ctx.podman, ctx.args.ref)
+    workspace.stop_container(ctx.podman, c, ctx.sink)
+    return ExitCode.OK
+
+
+def cmd_container_rm(ctx: Context) -> int:
+    from devbox.core import workspace
+
+    c = workspace.find_container(ctx.settings, ctx.podman, ctx.args.ref)
+    workspace.remove_container(ctx.podman, c, force=ctx.args.force)
+    print(f"removed {c.name}")
+    return ExitCode.OK
+
+
+def cmd_container_exec(ctx: Context) -> int:
+    from devbox.core import workspace
+
+    c = workspace.find_container(ctx.settings, ctx.podman, ctx.args.ref)
+    command = ctx.args.command or [ctx.settings.shell, "-l"]
+    if command and command[0] == "--":
+        command = command[1:]
+    return _exec(workspace.exec_in(ctx.podman, c, command, tty=_interactive(ctx)))
+
+
 def cmd_vm_up(ctx: Context) -> int:
     from devbox.core.errors import NotAvailable
 
@@ -124,6 +261,48 @@ def build_parser() -> argparse.ArgumentParser:
     p = img.add_parser("status", help="is the image fresh, and if not, why")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_image_status)
+
+    p = sub.add_parser("start-work", help="worktree + container for BRANCH, then attach")
+    p.add_argument("branch", help="branch to work on (created from HEAD or --from if new)")
+    p.add_argument("--from", dest="from_ref", metavar="REF", help="start a new branch from REF")
+    p.add_argument("--detach", action="store_true", help="leave the container running; print its name")
+    p.add_argument("--recreate", action="store_true", help="replace the container (new image; /var kept)")
+    p.add_argument("--cmd", nargs=argparse.REMAINDER, help="run this instead of a login shell (e.g. start-claude)")
+    p.set_defaults(handler=cmd_start_work)
+
+    p = sub.add_parser("status", help="image, worktrees and containers in one view")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_status)
+
+    wt = sub.add_parser("worktree", help="git worktrees").add_subparsers(dest="wt_cmd", required=True)
+    p = wt.add_parser("list", help="branch, path, dirty/clean, ahead/behind, container")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_worktree_list)
+    p = wt.add_parser("add", help="create or reuse the worktree for BRANCH")
+    p.add_argument("branch")
+    p.add_argument("--from", dest="from_ref", metavar="REF")
+    p.set_defaults(handler=cmd_worktree_add)
+    p = wt.add_parser("remove", help="remove a worktree (refuses to lose work without --force)")
+    p.add_argument("ref", metavar="BRANCH|PATH")
+    p.add_argument("--force", action="store_true", help="also when dirty, unpushed or in use")
+    p.add_argument("--delete-branch", action="store_true", help="delete the branch too")
+    p.set_defaults(handler=cmd_worktree_remove)
+
+    ct = sub.add_parser("container", help="devbox containers").add_subparsers(dest="ct_cmd", required=True)
+    p = ct.add_parser("list", help="containers of this repo")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_container_list)
+    p = ct.add_parser("stop", help="stop a container (by branch or name)")
+    p.add_argument("ref", metavar="BRANCH|NAME")
+    p.set_defaults(handler=cmd_container_stop)
+    p = ct.add_parser("rm", help="remove a container and its /var and /etc volumes")
+    p.add_argument("ref", metavar="BRANCH|NAME")
+    p.add_argument("--force", action="store_true", help="also when running")
+    p.set_defaults(handler=cmd_container_rm)
+    p = ct.add_parser("exec", help="run a command (default: a login shell) in a container")
+    p.add_argument("ref", metavar="BRANCH|NAME")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.set_defaults(handler=cmd_container_exec)
 
     vm = sub.add_parser("vm", help="VM mode").add_subparsers(dest="vm_cmd", required=True)
     vm.add_parser("up", help="build the disk and boot the VM").set_defaults(handler=cmd_vm_up)

@@ -24,6 +24,7 @@ class ExitCode(IntEnum):
     REFUSED = 11
     DISK_FULL = 12
     NOT_AVAILABLE = 13
+    CONTAINER_FAILED = 14
     INTERRUPTED = 130
 
 
@@ -57,6 +58,12 @@ class PodmanUnreachable(DevboxError):
 
 class PodmanError(DevboxError):
     exit_code = ExitCode.FAILURE
+
+
+class ContainerFailed(DevboxError):
+    """A container that would not start or stay up."""
+
+    exit_code = ExitCode.CONTAINER_FAILED
 
 
 class BuildFailed(DevboxError):

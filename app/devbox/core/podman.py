@@ -127,6 +127,12 @@ class Podman:
                         "free space (podman system prune; df -h) and run `devbox image build` again",
                         detail=done.tail,
                     )
+                if "initializing source" in text or "pinging container registry" in text:
+                    raise BuildFailed(
+                        "podman could not pull the base image named in the Containerfile",
+                        "check the network and registry login (podman login quay.io), then build again",
+                        detail=done.tail,
+                    )
                 raise BuildFailed(
                     f"podman build failed (exit {done.returncode})",
                     f"fix the step shown above in {context.name}/ and run `devbox image build` again",
