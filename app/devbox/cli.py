@@ -129,8 +129,8 @@ def cmd_status(ctx: Context) -> int:
     from devbox.core import containers, image, workspace
 
     img = image.status(ctx.settings, ctx.podman)
-    rows = workspace.worktree_rows(ctx.settings, ctx.podman)
     conts = containers.list_containers(ctx.settings, ctx.podman)
+    rows = workspace.worktree_rows(ctx.settings, conts)
     current = img.info.id if img.info else None
     if ctx.args.json:
         _print_json(
@@ -168,7 +168,10 @@ def _print_containers(conts: list[Any], current: str | None) -> None:
 def cmd_worktree_list(ctx: Context) -> int:
     from devbox.core import workspace
 
-    rows = workspace.worktree_rows(ctx.settings, ctx.podman)
+    conts, unknown = workspace.containers_if_reachable(ctx.settings, ctx.podman)
+    if unknown:
+        sys.stderr.write(f"devbox: containers not shown: {unknown}\n")
+    rows = workspace.worktree_rows(ctx.settings, conts)
     if ctx.args.json:
         _print_json([r.to_json() for r in rows])
     else:

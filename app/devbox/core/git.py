@@ -178,7 +178,7 @@ def unique_commits(repo: Path, branch: str) -> int:
         "--max-count=100",
         f"refs/heads/{branch}",
         "--not",
-        f"--exclude=refs/heads/{branch}",
+        f"--exclude={branch}",  # --branches matches names without refs/heads/
         "--branches",
         "--remotes",
     )

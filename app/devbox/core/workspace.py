@@ -17,7 +17,15 @@ from typing import Any
 from devbox.core import containers, git, image
 from devbox.core.config import Settings
 from devbox.core.containers import Container, HostUser
-from devbox.core.errors import Cancelled, ContainerFailed, NotFound, PodmanError, Refused
+from devbox.core.errors import (
+    Cancelled,
+    ContainerFailed,
+    NotFound,
+    PodmanError,
+    PodmanMissing,
+    PodmanUnreachable,
+    Refused,
+)
 from devbox.core.events import Sink, Step
 from devbox.core.locks import hold
 from devbox.core.podman import Podman
@@ -206,8 +214,16 @@ class WorktreeRow:
         }
 
 
-def worktree_rows(settings: Settings, podman: Podman | None) -> list[WorktreeRow]:
-    by_branch = {c.branch: c for c in containers.list_containers(settings, podman)} if podman else {}
+def containers_if_reachable(settings: Settings, podman: Podman) -> tuple[list[Container], str | None]:
+    """This repo's containers, or none and the reason when podman cannot be asked."""
+    try:
+        return containers.list_containers(settings, podman), None
+    except (PodmanMissing, PodmanUnreachable) as exc:
+        return [], exc.message
+
+
+def worktree_rows(settings: Settings, conts: list[Container]) -> list[WorktreeRow]:
+    by_branch = {c.branch: c for c in conts}
     return [WorktreeRow(w, git.state(w), by_branch.get(w.branch or "")) for w in git.list_worktrees(settings.repo)]
 
 
@@ -225,7 +241,10 @@ def remove_worktree(
         raise NotFound(
             f"{ref!r} is not a branch or path of a worktree of {settings.repo}", "see `devbox worktree list`"
         )
-    c = next((c for c in containers.list_containers(settings, podman) if c.branch == target.branch), None)
+    conts, unknown = containers_if_reachable(settings, podman)
+    if unknown:
+        sink(Step("container", "skip", f"not checked for containers on this worktree: {unknown}"))
+    c = next((c for c in conts if c.branch == target.branch), None)
     if c is not None:
         if not force:
             raise Refused(f"container {c.name} uses this worktree", "remove it first (devbox container rm) or --force")

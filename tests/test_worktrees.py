@@ -1,0 +1,168 @@
+"""Worktrees and branch names with real git (no podman needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import git
+
+from devbox.core import git as gitmod
+from devbox.core.errors import BadName, ExitCode, Refused
+from devbox.core.events import null_sink
+
+
+def repo(tmp: Path) -> Path:
+    root = tmp / "proj"
+    (root / "bootc").mkdir(parents=True)
+    (root / "bootc" / "Containerfile").write_text("FROM scratch\n")
+    (root / "devbox.toml").write_text("")
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.email", "dev@example.com")
+    git(root, "config", "user.name", "Dev")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "init")
+    return root
+
+
+def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVBOX_")}
+    env["DEVBOX_REPO"] = str(root)
+    env["DEVBOX_PODMAN_URL"] = f"unix://{root}/no-podman.sock"  # git-only commands must not need podman
+    return subprocess.run([sys.executable, "-m", "devbox.cli", *args], env=env, cwd=root, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL)
+
+
+BAD_NAMES = [
+    "", "-x", "--force", "a..b", "../x", "../../etc", "/abs", "a/", "a//b", "with space", "tab\there",
+    "nl\nx", "bell\x07", "del\x7f", "x@{1}", "@", "a~1", "a^", "a:b", "a?", "a*", "a[b", "back\\slash",
+    "x.lock", "end.", ".hidden", "a/.b", "HEAD", "x" * 201,
+]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES, ids=[repr(n)[:20] for n in BAD_NAMES])
+def test_bad_branch_names_rejected_nothing_created(tmp_path: Path, name: str) -> None:
+    root = repo(tmp_path)
+    branches = git(root, "branch", "--list")
+    for args in (("worktree", "add", "--", name), ("start-work", "--detach", "--", name)):
+        res = cli(root, *args)
+        assert res.returncode == ExitCode.BAD_NAME, (args, res.stderr)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("devbox: invalid branch name"), res.stderr
+        assert "Traceback" not in res.stderr
+    assert not (tmp_path / "proj.worktrees").exists()
+    assert git(root, "branch", "--list") == branches
+    assert len(gitmod.list_worktrees(root)) == 1
+    assert not (root / ".build").exists()
+
+
+@pytest.mark.parametrize("ref", ["-x", "--output=/tmp/pwn", "a b", "nope"])
+def test_bad_from_ref_rejected(tmp_path: Path, ref: str) -> None:
+    root = repo(tmp_path)
+    res = cli(root, "worktree", "add", "feat", f"--from={ref}")
+    assert res.returncode in (ExitCode.BAD_NAME, ExitCode.NOT_FOUND), res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert len(gitmod.list_worktrees(root)) == 1
+    assert "feat" not in git(root, "branch", "--list")
+
+
+@pytest.mark.parametrize("ref", ["/etc", "../", "/", "nosuchbranch", str(Path.home())])
+def test_remove_rejects_paths_that_are_not_worktrees(tmp_path: Path, ref: str) -> None:
+    root = repo(tmp_path)
+    res = cli(root, "worktree", "remove", "--force", ref)
+    assert res.returncode == ExitCode.NOT_FOUND, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert root.exists() and (root / ".git").exists()
+
+
+def test_add_new_existing_remote_and_from(tmp_path: Path) -> None:
+    root = repo(tmp_path)
+    # a remote with a branch that is not local yet
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "clone", "-q", "--bare", str(root), str(origin))
+    git(root, "remote", "add", "origin", str(origin))
+    git(root, "branch", "remote-only")
+    git(root, "push", "-q", "origin", "remote-only")
+    git(root, "branch", "-D", "remote-only")
+    git(root, "fetch", "-q", "origin")
+    git(root, "branch", "existing")
+
+    res = cli(root, "worktree", "add", "feature/new")
+    assert res.returncode == 0, res.stderr
+    new = tmp_path / "proj.worktrees" / "feature" / "new"
+    assert res.stdout.strip().splitlines()[-1] == str(new)
+    assert (new / "devbox.toml").exists()
+
+    assert cli(root, "worktree", "add", "existing").returncode == 0
+    assert cli(root, "worktree", "add", "remote-only").returncode == 0
+    upstream = git(tmp_path / "proj.worktrees" / "remote-only", "rev-parse", "--abbrev-ref", "@{upstream}")
+    assert upstream.strip() == "origin/remote-only"
+
+    git(root, "commit", "-q", "--allow-empty", "-m", "second")
+    res = cli(root, "worktree", "add", "from-first", "--from", "HEAD~1")
+    assert res.returncode == 0, res.stderr
+    head = git(tmp_path / "proj.worktrees" / "from-first", "rev-parse", "HEAD").strip()
+    assert head == git(root, "rev-parse", "HEAD~1").strip()
+
+    # reuse: a second add is a no-op that answers the same path
+    again = cli(root, "worktree", "add", "feature/new")
+    assert again.returncode == 0 and again.stdout.strip().splitlines()[-1] == str(new)
+    assert len(gitmod.list_worktrees(root)) == 5
+
+
+def test_list_shows_dirty_and_ahead_behind(tmp_path: Path) -> None:
+    root = repo(tmp_path)
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "clone", "-q", "--bare", str(root), str(origin))
+    git(root, "remote", "add", "origin", str(origin))
+    git(root, "fetch", "-q", "origin")
+    git(root, "branch", "--set-upstream-to=origin/main", "main")
+    git(root, "commit", "-q", "--allow-empty", "-m", "ahead")
+    assert cli(root, "worktree", "add", "side").returncode == 0
+    (tmp_path / "proj.worktrees" / "side" / "new.txt").write_text("x")
+    res = cli(root, "worktree", "list", "--json")
+    assert res.returncode == 0, res.stderr
+    rows = {r["branch"]: r for r in json.loads(res.stdout)}
+    assert rows["main"]["main"] and rows["main"]["ahead"] == 1 and rows["main"]["behind"] == 0
+    assert rows["side"]["dirty"] is True and rows["side"]["ahead"] is None
+    assert rows["main"]["dirty"] is False
+    assert rows["side"]["container"] is None
+
+
+def test_remove_refuses_dirty_and_unique_commits_keeps_branch(tmp_path: Path) -> None:
+    root = repo(tmp_path)
+    wt_root = tmp_path / "proj.worktrees"
+    assert cli(root, "worktree", "add", "work").returncode == 0
+    wt = wt_root / "work"
+    (wt / "f.txt").write_text("draft")
+    res = cli(root, "worktree", "remove", "work")
+    assert res.returncode == ExitCode.REFUSED and "uncommitted changes" in res.stderr
+    git(wt, "add", "f.txt")
+    git(wt, "commit", "-qm", "only here")
+    res = cli(root, "worktree", "remove", "work")
+    assert res.returncode == ExitCode.REFUSED and "1 commit(s) on no other branch" in res.stderr
+    assert wt.exists()
+    res = cli(root, "worktree", "remove", str(wt), "--force")
+    assert res.returncode == 0, res.stderr
+    assert not wt.exists()
+    assert "work" in git(root, "branch", "--list")  # the branch (and its commit) survive
+
+    assert cli(root, "worktree", "add", "merged").returncode == 0
+    assert cli(root, "worktree", "remove", "merged", "--delete-branch").returncode == 0
+    assert "merged" not in git(root, "branch", "--list")
+
+
+def test_main_checkout_is_never_removed(tmp_path: Path) -> None:
+    root = repo(tmp_path)
+    with pytest.raises(Refused):
+        gitmod.remove_worktree(root, gitmod.list_worktrees(root)[0], force=True, delete_branch=False, sink=null_sink)
+
+
+def test_worktree_path_stays_inside(tmp_path: Path) -> None:
+    assert gitmod.worktree_path(tmp_path, "a/b") == (tmp_path / "a" / "b").resolve()
+    with pytest.raises(BadName):
+        gitmod.worktree_path(tmp_path, "../escape")
