@@ -1,0 +1,206 @@
+"""Container mode end to end: real git, real podman, the real entrypoint.sh."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Project, git, make_project
+
+from devbox.core.errors import ExitCode
+
+pytestmark = pytest.mark.podman
+
+
+def podman(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["podman", *args], capture_output=True, text=True)
+
+
+def cleanup(proj: Project) -> None:
+    ids = podman("ps", "-aq", "--filter", f"label=devbox.repo={proj.root}").stdout.split()
+    for cid in ids:
+        name = podman("inspect", "--format", "{{.Name}}", cid).stdout.strip()
+        podman("rm", "-f", "-t", "0", cid)
+        podman("volume", "rm", "-f", f"{name}-var", f"{name}-etc")
+    podman("rmi", "-f", proj.image)
+
+
+@pytest.fixture(scope="module")
+def started(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Project, Path, str]]:
+    """One project with branch feat/iso started (module-wide: a build and a start are slow)."""
+    proj = make_project(tmp_path_factory.mktemp("cm"))
+    hook = proj.root / ".git" / "hooks" / "pre-commit"
+    hook.write_text('#!/bin/sh\necho "hook ran in $(pwd)" > "$(git rev-parse --show-toplevel)/.hook-ran"\n'
+                    'if [ -e "$(git rev-parse --show-toplevel)/.block" ]; then echo "blocked by hook"; exit 1; fi\n')
+    hook.chmod(0o755)
+    res = proj.devbox("start-work", "feat/iso", "--detach")
+    assert res.returncode == 0, res.stderr
+    name = res.stdout.strip().splitlines()[-1]
+    yield proj, proj.root.parent / "proj.worktrees" / "feat" / "iso", name
+    cleanup(proj)
+
+
+def inside(proj: Project, ref: str, script: str, *, root: bool = False, name: str = "") -> subprocess.CompletedProcess[str]:
+    if root:
+        return podman("exec", "--user", "0", name, "sh", "-c", script)
+    return proj.devbox("container", "exec", ref, "--", "sh", "-c", script)
+
+
+def test_isolation_from_inside(started: tuple[Project, Path, str], tmp_path: Path) -> None:
+    proj, wt, name = started
+    marker = tmp_path / "host-secret"
+    marker.write_text("secret")
+    checks = {
+        "read-only root": "! touch /usr/devbox-probe 2>/dev/null",
+        "no host path": f"! test -e {marker}",
+        "no podman socket": "! test -e /run/podman/podman.sock && ! test -e /var/run/podman/podman.sock",
+        "no docker socket": "! test -e /var/run/docker.sock && ! test -e /run/docker.sock",
+        "no new privs": "grep -q '^NoNewPrivs:[[:space:]]*1' /proc/self/status",
+        # a user gets no capabilities; host root keeps only the entrypoint's six in the bounding set
+        # (CHOWN DAC_OVERRIDE FOWNER SETGID SETUID SETPCAP = 0x1cb)
+        "capabilities": "grep -q '^CapEff:[[:space:]]*0000000000000000' /proc/self/status"
+        if os.getuid()
+        else "grep -q '^CapBnd:[[:space:]]*00000000000001cb' /proc/self/status",
+        "uid is the host's": f"test \"$(id -u)\" = {os.getuid()} && test \"$(id -g)\" = {os.getgid()}",
+        "cwd is the worktree": f'test "$(pwd)" = {wt}',
+        "main repo at its host path": f"test -d {proj.root}/.git",
+        "home seeded from skel": 'test -f "$HOME/.profile" && test "$HOME" != /',
+        "no host home": "! test -e /root/.bashrc || true",
+    }
+    for what, script in checks.items():
+        res = inside(proj, "feat/iso", script)
+        assert res.returncode == 0, (what, res.stdout, res.stderr)
+    for path in ("/var/devbox-probe", "/etc/devbox-probe"):
+        assert inside(proj, "", f"touch {path}", root=True, name=name).returncode == 0, path
+    assert not (marker.parent / "devbox-probe").exists()
+    info = json.loads(podman("inspect", name).stdout)[0]
+    assert info["HostConfig"]["ReadonlyRootfs"] is True
+    assert info["HostConfig"]["Privileged"] is False
+    assert not info["HostConfig"].get("Devices")
+    assert info["HostConfig"]["NetworkMode"] != "host"
+    mounts = {m["Destination"] for m in info["Mounts"]}
+    assert {str(wt), str(proj.root), "/var", "/etc"} <= mounts
+    assert not any(d.startswith(("/root", "/home")) or "podman.sock" in d for d in mounts)
+
+
+def test_git_commit_inside_with_hook_is_seen_on_host(started: tuple[Project, Path, str]) -> None:
+    proj, wt, _ = started
+    res = inside(proj, "feat/iso", "echo hello > made-inside.txt && git add made-inside.txt && "
+                 "git commit -q -m 'from the container' && git status --porcelain")
+    assert res.returncode == 0, res.stderr
+    made = wt / "made-inside.txt"
+    assert made.stat().st_uid == os.getuid() and made.stat().st_gid == os.getgid()
+    assert git(proj.root, "log", "-1", "--format=%s", "feat/iso").strip() == "from the container"
+    assert f"hook ran in {wt}" in (wt / ".hook-ran").read_text()
+    (wt / ".block").write_text("")
+    blocked = inside(proj, "feat/iso", "touch b.txt && git add b.txt && git commit -q -m blocked")
+    assert blocked.returncode != 0 and "blocked by hook" in blocked.stdout + blocked.stderr
+    assert git(proj.root, "log", "-1", "--format=%s", "feat/iso").strip() == "from the container"
+
+
+def test_second_start_is_noop(started: tuple[Project, Path, str]) -> None:
+    proj, _, name = started
+    before = podman("inspect", "--format", "{{.Id}}", name).stdout.strip()
+    images = podman("images", "-q").stdout
+    res = proj.devbox("start-work", "feat/iso", "--detach")
+    assert res.returncode == 0, res.stderr
+    assert "is up to date" in res.stdout and "is running" in res.stdout
+    assert res.stdout.strip().splitlines()[-1] == name
+    assert podman("inspect", "--format", "{{.Id}}", name).stdout.strip() == before
+    assert podman("images", "-q").stdout == images
+    assert len(podman("ps", "-aq", "--filter", f"label=devbox.repo={proj.root}").stdout.split()) == 1
+
+
+def test_concurrent_starts_make_one_container(started: tuple[Project, Path, str]) -> None:
+    proj = started[0]
+    results: list[subprocess.CompletedProcess[str]] = []
+
+    def go() -> None:
+        results.append(proj.devbox("start-work", "race", "--detach"))
+
+    threads = [threading.Thread(target=go) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    codes = sorted(r.returncode for r in results)
+    assert codes[0] == 0 and set(codes) <= {0, ExitCode.BUSY}, [r.stderr for r in results]
+    for r in results:
+        if r.returncode == ExitCode.BUSY:
+            assert "already in progress" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    race = podman("ps", "-aq", "--filter", f"label=devbox.repo={proj.root}", "--filter", "label=devbox.branch=race")
+    assert len(race.stdout.split()) == 1
+    assert git(proj.root, "worktree", "list").count("[race]") == 1
+
+
+def test_lifecycle_stop_rm_exec(started: tuple[Project, Path, str]) -> None:
+    proj = started[0]
+    assert proj.devbox("start-work", "life", "--detach").returncode == 0
+    listed = json.loads(proj.devbox("container", "list", "--json").stdout)
+    life = next(c for c in listed if c["branch"] == "life")
+    assert life["state"] == "running" and life["stale_image"] is False
+    res = proj.devbox("container", "rm", "life")
+    assert res.returncode == ExitCode.REFUSED and "is running" in res.stderr
+    assert proj.devbox("container", "stop", "life").returncode == 0
+    res = proj.devbox("container", "exec", "life", "--", "true")
+    assert res.returncode == ExitCode.REFUSED and "not running" in res.stderr
+    res = proj.devbox("start-work", "life", "--detach")  # restarts the stopped one
+    assert res.returncode == 0 and "starting stopped" in res.stdout
+    assert proj.devbox("container", "rm", "--force", "life").returncode == 0
+    assert podman("container", "exists", life["name"]).returncode == 1
+    assert podman("volume", "exists", f"{life['name']}-var").returncode == 1
+    status = json.loads(proj.devbox("status", "--json").stdout)
+    assert "life" not in [c["branch"] for c in status["containers"]]
+    assert "life" in [w["branch"] for w in status["worktrees"]]
+
+
+def test_stale_image_is_reported_then_recreate_keeps_var(started: tuple[Project, Path, str]) -> None:
+    proj = started[0]
+    assert proj.devbox("start-work", "upgrade", "--detach").returncode == 0
+    assert proj.devbox("container", "exec", "upgrade", "--", "sh", "-c", 'echo kept > "$HOME/note"').returncode == 0
+    (proj.bootc / "homedir" / ".newfile").write_text("new\n")
+    res = proj.devbox("start-work", "upgrade", "--detach")
+    assert res.returncode == 0, res.stderr
+    assert "bootc/homedir/.newfile added" in res.stdout
+    assert "made from an older image" in res.stdout
+    status = json.loads(proj.devbox("status", "--json").stdout)
+    assert next(c for c in status["containers"] if c["branch"] == "upgrade")["stale_image"] is True
+    res = proj.devbox("start-work", "upgrade", "--detach", "--recreate")
+    assert res.returncode == 0, res.stderr
+    kept = proj.devbox("container", "exec", "upgrade", "--", "sh", "-c", 'cat "$HOME/note"')
+    assert kept.stdout.strip() == "kept"
+    status = json.loads(proj.devbox("status", "--json").stdout)
+    assert next(c for c in status["containers"] if c["branch"] == "upgrade")["stale_image"] is False
+
+
+def test_container_that_dies_at_start_is_reported(base_image: str, tmp_path: Path) -> None:
+    proj = make_project(tmp_path)
+    try:
+        (proj.bootc / "entrypoint.sh").write_text("#!/bin/sh\necho 'entrypoint exploded' >&2\nexit 3\n")
+        res = proj.devbox("start-work", "boom", "--detach")
+        assert res.returncode == ExitCode.CONTAINER_FAILED, res.stderr
+        assert "entrypoint exploded" in res.stderr.strip().splitlines()[-1]
+        assert "Traceback" not in res.stderr
+    finally:
+        cleanup(proj)
+
+
+def test_no_tty_without_detach_prints_name(started: tuple[Project, Path, str]) -> None:
+    proj, _, name = started
+    res = proj.devbox("start-work", "feat/iso")
+    assert res.returncode == 0 and res.stdout.strip().splitlines()[-1] == name
+    res = proj.devbox("start-work", "feat/iso", "--cmd", "sh", "-c", "echo via-cmd; id -u")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-2:] == ["via-cmd", str(os.getuid())]
+
+
+def test_exit_code_enum_is_distinct() -> None:
+    values = [int(c) for c in ExitCode]
+    assert len(values) == len(set(values))
+    assert sys.executable
