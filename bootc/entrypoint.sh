@@ -19,12 +19,14 @@ if [ "$(id -u)" != 0 ]; then
     exec "$@"
 fi
 
-# /etc is writable (a per-container volume): add the user once, idempotently.
+# /etc is writable (a per-container volume): add the user once, idempotently. Under
+# --userns=keep-id podman bind-mounts its own read-only passwd/group with the user in them;
+# a failed append there is harmless (setpriv takes numeric IDs).
 if ! grep -q "^[^:]*:[^:]*:[^:]*:$gid:" /etc/group 2>/dev/null; then
-    printf '%s:x:%s:\n' "$user" "$gid" >>/etc/group
+    { printf '%s:x:%s:\n' "$user" "$gid" >>/etc/group; } 2>/dev/null || true
 fi
 if ! grep -q "^[^:]*:[^:]*:$uid:" /etc/passwd 2>/dev/null; then
-    printf '%s:x:%s:%s:devbox user:%s:/bin/bash\n' "$user" "$uid" "$gid" "$home" >>/etc/passwd
+    { printf '%s:x:%s:%s:devbox user:%s:/bin/bash\n' "$user" "$uid" "$gid" "$home" >>/etc/passwd; } 2>/dev/null || true
 fi
 
 # /var is writable (a per-container volume): the home survives stop/start.

@@ -1,0 +1,112 @@
+"""Container mode under rootless podman, as an unprivileged user (the common case on a laptop).
+
+Runs when the suite runs as root and DEVBOX_TEST_ROOTLESS_USER names a user with subuids
+(.ci/run makes one). The user gets its own podman API socket and storage; devbox runs
+from a copy of app/ with the system Python (the headless core needs no third-party
+package). Proves --userns=keep-id: files made inside belong to that user on the host.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import BASE_IMAGE, ROOT, make_project
+from rootfs import import_base, make_rootfs
+
+pytestmark = pytest.mark.podman
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+class AsUser:
+    def __init__(self, name: str, tmp: Path) -> None:
+        pw = pwd.getpwnam(name)
+        self.uid, self.gid, self.home = pw.pw_uid, pw.pw_gid, pw.pw_dir
+        self.runtime = Path(f"/run/user/{self.uid}")
+        self.runtime.mkdir(parents=True, exist_ok=True)
+        os.chown(self.runtime, self.uid, self.gid)
+        self.runtime.chmod(0o700)
+        conf = tmp / "containers.conf"
+        shutil.copy(os.environ["CONTAINERS_CONF"], conf)
+        conf.chmod(0o644)
+        self.env = {
+            "HOME": self.home, "USER": name, "LOGNAME": name, "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            "XDG_RUNTIME_DIR": str(self.runtime), "CONTAINERS_CONF": str(conf), "PYTHONPATH": str(tmp / "app"),
+        }
+
+    def argv(self, *args: str) -> list[str]:
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--", *args]
+
+    def run(self, *args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.argv(*args), env={**self.env, **env}, cwd=cwd, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=300)
+
+
+@pytest.fixture
+def rootless(podman_service: str) -> Iterator[tuple[AsUser, Path]]:
+    name = os.environ.get("DEVBOX_TEST_ROOTLESS_USER")
+    if os.getuid() != 0 or not name:
+        pytest.skip("set DEVBOX_TEST_ROOTLESS_USER (and run as root) to test rootless podman")
+    if not os.stat("/dev/net/tun").st_mode & 0o006 == 0o006:
+        # rootless networking (slirp4netns, also used by RUN steps) opens /dev/net/tun as the user;
+        # distributions ship it 0666, these sandboxes 0600 (.ci/run sets 0666)
+        pytest.skip("/dev/net/tun is not usable by unprivileged users (chmod 0666 /dev/net/tun)")
+    if not Path(SYSTEM_PYTHON).exists():
+        pytest.skip(f"{SYSTEM_PYTHON} is needed to run devbox as the unprivileged user")
+    tmp = Path(tempfile.mkdtemp(prefix="devbox-rootless-"))
+    tmp.chmod(0o755)
+    shutil.copytree(ROOT / "app", tmp / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    user = AsUser(name, tmp)
+    sock = user.runtime / "podman" / "podman.sock"
+    sock.parent.mkdir(exist_ok=True)
+    os.chown(sock.parent, user.uid, user.gid)
+    service = subprocess.Popen(user.argv("podman", "system", "service", "--time=0", f"unix://{sock}"),
+                               env=user.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            assert time.monotonic() < deadline, "rootless podman service did not start"
+            time.sleep(0.1)
+        make_rootfs(tmp / "base" / "rootfs")
+        import_base("podman", tmp / "base" / "rootfs", "localhost/devbox-rootless-scratch")  # build the tar as root
+        tar = tmp / "base" / "rootfs.tar"
+        tar.chmod(0o644)
+        res = user.run("podman", "import", "--change", "CMD /bin/sh", str(tar), BASE_IMAGE)
+        assert res.returncode == 0, res.stderr
+        for d in (tmp / "base",):
+            shutil.rmtree(d)
+        subprocess.run(["podman", "rmi", "-f", "localhost/devbox-rootless-scratch"], capture_output=True)
+        yield user, tmp
+    finally:
+        user.run("sh", "-c", "podman rm -af -t 0; podman volume prune -f; podman rmi -af")
+        service.terminate()
+        service.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_rootless_start_work_maps_the_user(rootless: tuple[AsUser, Path]) -> None:
+    user, tmp = rootless
+    proj = make_project(tmp)
+    subprocess.run(["chown", "-R", f"{user.uid}:{user.gid}", str(tmp)], check=True)
+    devbox = (SYSTEM_PYTHON, "-m", "devbox.cli")
+    res = user.run(*devbox, "start-work", "rootless", "--detach", cwd=proj.root, DEVBOX_REPO=str(proj.root))
+    assert res.returncode == 0, res.stdout + res.stderr
+    name = res.stdout.strip().splitlines()[-1]
+    inspect = user.run("podman", "inspect", "--format", "{{.Config.CreateCommand}}", name)
+    assert "--userns keep-id" in inspect.stdout  # (podman 4.3 reports UsernsMode "private" for it)
+    res = user.run(*devbox, "container", "exec", "rootless", "--", "sh", "-c",
+                   "id -u; id -g; touch made-rootless; grep NoNewPrivs /proc/self/status",
+                   cwd=proj.root, DEVBOX_REPO=str(proj.root))
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.split("\n")
+    assert lines[:2] == [str(user.uid), str(user.gid)]
+    assert "1" in lines[2]
+    made = tmp / "proj.worktrees" / "rootless" / "made-rootless"
+    assert (made.stat().st_uid, made.stat().st_gid) == (user.uid, user.gid)
