@@ -48,20 +48,34 @@ def main() -> None:
         subprocess.run(devbox, env=env, check=True, capture_output=True)
         image_id = proj.image_id()
         assert image_id
-        raw = [podman, "run", "-d", "--env", f"DEVBOX_UID={os.getuid()}", "--env", f"DEVBOX_GID={os.getgid()}",
-               "--label", "devbox.bench=1", image_id, "sleep", "1000"]
+        raw = [
+            podman,
+            "run",
+            "-d",
+            "--env",
+            f"DEVBOX_UID={os.getuid()}",
+            "--env",
+            f"DEVBOX_GID={os.getgid()}",
+            "--label",
+            "devbox.bench=1",
+            image_id,
+            "sleep",
+            "1000",
+        ]
         base, ours = [], []
         try:
             for _ in range(args.rounds):
                 base.append(timed(raw, env))
                 ours.append(timed(devbox, env))
         finally:
-            ids = subprocess.run([podman, "ps", "-aq", "--filter", "label=devbox.bench=1"],
-                                 capture_output=True, text=True).stdout.split()
+            ids = subprocess.run(
+                [podman, "ps", "-aq", "--filter", "label=devbox.bench=1"], capture_output=True, text=True
+            ).stdout.split()
             if ids:
                 subprocess.run([podman, "rm", "-f", "-t", "0", *ids], capture_output=True)
-            names = subprocess.run([podman, "ps", "-aq", "--filter", f"label=devbox.repo={proj.root}"],
-                                   capture_output=True, text=True).stdout.split()
+            names = subprocess.run(
+                [podman, "ps", "-aq", "--filter", f"label=devbox.repo={proj.root}"], capture_output=True, text=True
+            ).stdout.split()
             if names:
                 subprocess.run([podman, "rm", "-f", "-t", "0", *names], capture_output=True)
             subprocess.run([podman, "rmi", "-f", proj.image], capture_output=True)

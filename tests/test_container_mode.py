@@ -36,8 +36,10 @@ def started(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     """One project with branch feat/iso started (module-wide: a build and a start are slow)."""
     proj = make_project(tmp_path_factory.mktemp("cm"))
     hook = proj.root / ".git" / "hooks" / "pre-commit"
-    hook.write_text('#!/bin/sh\necho "hook ran in $(pwd)" > "$(git rev-parse --show-toplevel)/.hook-ran"\n'
-                    'if [ -e "$(git rev-parse --show-toplevel)/.block" ]; then echo "blocked by hook"; exit 1; fi\n')
+    hook.write_text(
+        '#!/bin/sh\necho "hook ran in $(pwd)" > "$(git rev-parse --show-toplevel)/.hook-ran"\n'
+        'if [ -e "$(git rev-parse --show-toplevel)/.block" ]; then echo "blocked by hook"; exit 1; fi\n'
+    )
     hook.chmod(0o755)
     res = proj.devbox("start-work", "feat/iso", "--detach")
     assert res.returncode == 0, res.stderr
@@ -46,7 +48,9 @@ def started(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     cleanup(proj)
 
 
-def inside(proj: Project, ref: str, script: str, *, root: bool = False, name: str = "") -> subprocess.CompletedProcess[str]:
+def inside(
+    proj: Project, ref: str, script: str, *, root: bool = False, name: str = ""
+) -> subprocess.CompletedProcess[str]:
     if root:
         return podman("exec", "--user", "0", name, "sh", "-c", script)
     return proj.devbox("container", "exec", ref, "--", "sh", "-c", script)
@@ -67,7 +71,7 @@ def test_isolation_from_inside(started: tuple[Project, Path, str], tmp_path: Pat
         "capabilities": "grep -q '^CapEff:[[:space:]]*0000000000000000' /proc/self/status"
         if os.getuid()
         else "grep -q '^CapBnd:[[:space:]]*00000000000001cb' /proc/self/status",
-        "uid is the host's": f"test \"$(id -u)\" = {os.getuid()} && test \"$(id -g)\" = {os.getgid()}",
+        "uid is the host's": f'test "$(id -u)" = {os.getuid()} && test "$(id -g)" = {os.getgid()}',
         "cwd is the worktree": f'test "$(pwd)" = {wt}',
         "main repo at its host path": f"test -d {proj.root}/.git",
         "home seeded from skel": 'test -f "$HOME/.profile" && test "$HOME" != /',
@@ -91,8 +95,12 @@ def test_isolation_from_inside(started: tuple[Project, Path, str], tmp_path: Pat
 
 def test_git_commit_inside_with_hook_is_seen_on_host(started: tuple[Project, Path, str]) -> None:
     proj, wt, _ = started
-    res = inside(proj, "feat/iso", "echo hello > made-inside.txt && git add made-inside.txt && "
-                 "git commit -q -m 'from the container' && git status --porcelain")
+    res = inside(
+        proj,
+        "feat/iso",
+        "echo hello > made-inside.txt && git add made-inside.txt && "
+        "git commit -q -m 'from the container' && git status --porcelain",
+    )
     assert res.returncode == 0, res.stderr
     made = wt / "made-inside.txt"
     assert made.stat().st_uid == os.getuid() and made.stat().st_gid == os.getgid()

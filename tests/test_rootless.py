@@ -37,16 +37,28 @@ class AsUser:
         shutil.copy(os.environ["CONTAINERS_CONF"], conf)
         conf.chmod(0o644)
         self.env = {
-            "HOME": self.home, "USER": name, "LOGNAME": name, "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
-            "XDG_RUNTIME_DIR": str(self.runtime), "CONTAINERS_CONF": str(conf), "PYTHONPATH": str(tmp / "app"),
+            "HOME": self.home,
+            "USER": name,
+            "LOGNAME": name,
+            "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            "XDG_RUNTIME_DIR": str(self.runtime),
+            "CONTAINERS_CONF": str(conf),
+            "PYTHONPATH": str(tmp / "app"),
         }
 
     def argv(self, *args: str) -> list[str]:
         return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--", *args]
 
     def run(self, *args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.argv(*args), env={**self.env, **env}, cwd=cwd, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=300)
+        return subprocess.run(
+            self.argv(*args),
+            env={**self.env, **env},
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=300,
+        )
 
 
 @pytest.fixture
@@ -67,8 +79,12 @@ def rootless(podman_service: str) -> Iterator[tuple[AsUser, Path]]:
     sock = user.runtime / "podman" / "podman.sock"
     sock.parent.mkdir(exist_ok=True)
     os.chown(sock.parent, user.uid, user.gid)
-    service = subprocess.Popen(user.argv("podman", "system", "service", "--time=0", f"unix://{sock}"),
-                               env=user.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    service = subprocess.Popen(
+        user.argv("podman", "system", "service", "--time=0", f"unix://{sock}"),
+        env=user.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while not sock.exists():
@@ -101,9 +117,18 @@ def test_rootless_start_work_maps_the_user(rootless: tuple[AsUser, Path]) -> Non
     name = res.stdout.strip().splitlines()[-1]
     inspect = user.run("podman", "inspect", "--format", "{{.Config.CreateCommand}}", name)
     assert "--userns keep-id" in inspect.stdout  # (podman 4.3 reports UsernsMode "private" for it)
-    res = user.run(*devbox, "container", "exec", "rootless", "--", "sh", "-c",
-                   "id -u; id -g; touch made-rootless; grep NoNewPrivs /proc/self/status",
-                   cwd=proj.root, DEVBOX_REPO=str(proj.root))
+    res = user.run(
+        *devbox,
+        "container",
+        "exec",
+        "rootless",
+        "--",
+        "sh",
+        "-c",
+        "id -u; id -g; touch made-rootless; grep NoNewPrivs /proc/self/status",
+        cwd=proj.root,
+        DEVBOX_REPO=str(proj.root),
+    )
     assert res.returncode == 0, res.stderr
     lines = res.stdout.split("\n")
     assert lines[:2] == [str(user.uid), str(user.gid)]

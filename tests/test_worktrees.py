@@ -33,14 +33,46 @@ def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEVBOX_")}
     env["DEVBOX_REPO"] = str(root)
     env["DEVBOX_PODMAN_URL"] = f"unix://{root}/no-podman.sock"  # git-only commands must not need podman
-    return subprocess.run([sys.executable, "-m", "devbox.cli", *args], env=env, cwd=root, capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "devbox.cli", *args],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 BAD_NAMES = [
-    "", "-x", "--force", "a..b", "../x", "../../etc", "/abs", "a/", "a//b", "with space", "tab\there",
-    "nl\nx", "bell\x07", "del\x7f", "x@{1}", "@", "a~1", "a^", "a:b", "a?", "a*", "a[b", "back\\slash",
-    "x.lock", "end.", ".hidden", "a/.b", "HEAD", "x" * 201,
+    "",
+    "-x",
+    "--force",
+    "a..b",
+    "../x",
+    "../../etc",
+    "/abs",
+    "a/",
+    "a//b",
+    "with space",
+    "tab\there",
+    "nl\nx",
+    "bell\x07",
+    "del\x7f",
+    "x@{1}",
+    "@",
+    "a~1",
+    "a^",
+    "a:b",
+    "a?",
+    "a*",
+    "a[b",
+    "back\\slash",
+    "x.lock",
+    "end.",
+    ".hidden",
+    "a/.b",
+    "HEAD",
+    "x" * 201,
 ]
 
 
