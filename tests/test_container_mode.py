@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Project, git, make_project
 
 from devbox.core.errors import ExitCode
+
+from conftest import Project, git, make_project
 
 pytestmark = pytest.mark.podman
 

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Project
 from devbox.core import config, image
 from devbox.core.errors import BuildFailed
 from devbox.core.events import Event, LogLine, Step
 from devbox.core.podman import Podman
+
+from conftest import Project
 
 pytestmark = pytest.mark.podman
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from conftest import BASE_IMAGE, ROOT, make_project
 from rootfs import import_base, make_rootfs
 
@@ -66,7 +67,7 @@ def rootless(podman_service: str) -> Iterator[tuple[AsUser, Path]]:
     name = os.environ.get("DEVBOX_TEST_ROOTLESS_USER")
     if os.getuid() != 0 or not name:
         pytest.skip("set DEVBOX_TEST_ROOTLESS_USER (and run as root) to test rootless podman")
-    if not os.stat("/dev/net/tun").st_mode & 0o006 == 0o006:
+    if os.stat("/dev/net/tun").st_mode & 0o006 != 0o006:
         # rootless networking (slirp4netns, also used by RUN steps) opens /dev/net/tun as the user;
         # distributions ship it 0666, these sandboxes 0600 (.ci/run sets 0666)
         pytest.skip("/dev/net/tun is not usable by unprivileged users (chmod 0666 /dev/net/tun)")

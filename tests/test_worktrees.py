@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import git
 
 from devbox.core import git as gitmod
 from devbox.core.errors import BadName, ExitCode, Refused
 from devbox.core.events import null_sink
+
+from conftest import git
 
 
 def repo(tmp: Path) -> Path:
