@@ -149,3 +149,36 @@ def project(tmp_path: Path, base_image: str) -> Iterator[Project]:
     proj = make_project(tmp_path)
     yield proj
     subprocess.run(["podman", "rmi", "--force", proj.image], capture_output=True)
+
+
+def run_in_pty(
+    argv: list[str], env: dict[str, str], cwd: Path, send: bytes = b"", timeout: float = 120
+) -> tuple[int, str]:
+    """Run ``argv`` on a pseudo-terminal (as from an interactive shell); return (rc, output)."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd, start_new_session=True)
+    os.close(slave)
+    out = bytearray()
+    sent = False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the other side closed
+                break
+            if not chunk:
+                break
+            out += chunk
+        if send and not sent and (b"$" in out or b"#" in out):  # a prompt: type the input
+            os.write(master, send)
+            sent = True
+        if proc.poll() is not None and not ready:
+            break
+    os.close(master)
+    rc = proc.wait(timeout=10)
+    return rc, out.decode(errors="replace")

@@ -213,3 +213,17 @@ def test_exit_code_enum_is_distinct() -> None:
     values = [int(c) for c in ExitCode]
     assert len(values) == len(set(values))
     assert sys.executable
+
+
+def test_terminal_start_work_attaches_a_login_shell(started: tuple[Project, Path, str]) -> None:
+    from conftest import run_in_pty
+
+    proj, wt, _ = started
+    rc, out = run_in_pty(
+        [sys.executable, "-m", "devbox.cli", "start-work", "feat/iso"],
+        proj.env,
+        proj.root,
+        send=b'echo "MARK-$((6*7)) $(pwd) $(id -u)"; exit\n',
+    )
+    assert rc == 0, out
+    assert f"MARK-42 {wt} {os.getuid()}" in out

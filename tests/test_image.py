@@ -149,3 +149,20 @@ def test_sources_digest_ignores_clock_but_not_mode(tmp_path: Path) -> None:
     one = scan(tmp_path)
     (tmp_path / "a").chmod(0o755)
     assert scan(tmp_path).digest != one.digest
+
+
+def test_terminal_output_uses_rich(project: Project) -> None:
+    from conftest import run_in_pty
+
+    import re
+
+    def plain(text: str) -> str:
+        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+    rc, out = run_in_pty([sys.executable, "-m", "devbox.cli", "image", "build"], project.env, project.root)
+    assert rc == 0, out
+    assert "\x1b[32m✓" in out  # Rich's green step mark (plain output says " ok image:")
+    assert "✓ image:" in plain(out)
+    assert "devbox-fixture: first line" in plain(out)  # the live log tail
+    rc, out = run_in_pty([sys.executable, "-m", "devbox.cli", "image", "build"], project.env, project.root)
+    assert rc == 0 and "· image:" in plain(out) and "is up to date" in plain(out)

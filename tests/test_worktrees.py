@@ -199,3 +199,34 @@ def test_worktree_path_stays_inside(tmp_path: Path) -> None:
     assert gitmod.worktree_path(tmp_path, "a/b") == (tmp_path / "a" / "b").resolve()
     with pytest.raises(BadName):
         gitmod.worktree_path(tmp_path, "../escape")
+
+
+def test_full_disk_leaves_no_half_worktree(tmp_path: Path) -> None:
+    if os.getuid() != 0:
+        pytest.skip("mounting a tiny tmpfs needs root")
+    root = repo(tmp_path)
+    (root / "big.bin").write_bytes(os.urandom(512 * 1024))
+    git(root, "add", "big.bin")
+    git(root, "commit", "-qm", "big")
+    full = tmp_path / "full"
+    full.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(full)]).returncode != 0:
+        pytest.skip("cannot mount tmpfs here")
+    try:
+        env_res = subprocess.run(
+            [sys.executable, "-m", "devbox.cli", "worktree", "add", "feature/x"],
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("DEVBOX_")},
+                "DEVBOX_REPO": str(root),
+                "DEVBOX_PATHS_WORKTREES": str(full / "wt"),
+            },
+            capture_output=True,
+            text=True,
+        )
+        assert env_res.returncode == ExitCode.DISK_FULL, env_res.stderr
+        assert len(env_res.stderr.strip().splitlines()) == 1 and "free disk space" in env_res.stderr
+        assert list(full.iterdir()) == []  # nothing half-written
+        assert len(gitmod.list_worktrees(root)) == 1
+        assert "feature/x" not in git(root, "branch", "--list")
+    finally:
+        subprocess.run(["umount", str(full)], check=True)

@@ -7,12 +7,15 @@ option) and then by ``git check-ref-format --branch``.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from devbox.core.errors import BadName, GitError, NotFound, Refused
+from devbox.core.errors import BadName, DevboxError, DiskFull, GitError, NotFound, Refused
 from devbox.core.events import LogLine, Sink
 from devbox.core.proc import run
 
@@ -42,10 +45,7 @@ def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
         raise GitError("git is not installed", "install git: sudo dnf install git") from None
     if check and res.returncode != 0:
         msg = (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1]
-        low = msg.lower()
-        if "no space left" in low:
-            from devbox.core.errors import DiskFull
-
+        if "no space left" in res.stderr.lower():
             raise DiskFull(f"git {args[0]}: {msg}", "free disk space and run the command again")
         raise GitError(f"git {args[0]} failed: {msg}", "see the git message; fix it and run the command again")
     return res
@@ -159,8 +159,21 @@ def add_worktree(repo: Path, branch: str, path: Path, sink: Sink, from_ref: str 
         else:
             args = ["worktree", "add", "-b", branch, str(path), "HEAD"]
             how = "new branch from HEAD"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    res = _git(repo, *args)
+    made = [d for d in (path, *path.parents) if not d.exists()]  # what a failure must take back
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        res = _git(repo, *args)
+    except (DevboxError, OSError) as exc:
+        free = _free_bytes(path)
+        _roll_back(repo, branch, created_branch=not local, made=made)
+        if isinstance(exc, OSError):
+            raise _os_error(exc, f"creating {path}") from None
+        if free is not None and free < 16 << 20:  # git only says "unable to write file"
+            raise DiskFull(
+                f"disk full while checking out {branch!r} into {path.parent} ({free // 1024} KiB free)",
+                "free disk space (or set paths.worktrees elsewhere) and run the command again",
+            ) from None
+        raise
     for line in (res.stdout + res.stderr).splitlines():
         sink(LogLine("git", line))
     wt = find_worktree(repo, branch)
@@ -168,6 +181,32 @@ def add_worktree(repo: Path, branch: str, path: Path, sink: Sink, from_ref: str 
         raise GitError(f"git worktree add did not create a worktree for {branch!r}", "run `git worktree list`")
     sink(LogLine("git", f"worktree {path} ({how})"))
     return wt
+
+
+def _roll_back(repo: Path, branch: str, *, created_branch: bool, made: list[Path]) -> None:
+    """Undo a failed ``worktree add``: its directories, git's admin entry, the new branch."""
+    for d in made:  # innermost first
+        shutil.rmtree(d, ignore_errors=True)
+    _git(repo, "worktree", "prune", check=False)
+    if created_branch and find_worktree(repo, branch) is None:
+        _git(repo, "branch", "-D", branch, check=False)
+
+
+def _free_bytes(path: Path) -> int | None:
+    for d in (path, *path.parents):
+        if d.exists():
+            try:
+                st = os.statvfs(d)
+            except OSError:
+                return None
+            return st.f_bavail * st.f_frsize
+    return None
+
+
+def _os_error(exc: OSError, doing: str) -> DevboxError:
+    if exc.errno == errno.ENOSPC:
+        return DiskFull(f"disk full while {doing}", "free disk space and run the command again")
+    return DevboxError(f"{doing} failed: {exc.strerror or exc}", "check the path and its permissions")
 
 
 def unique_commits(repo: Path, branch: str) -> int:

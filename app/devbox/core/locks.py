@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from devbox.core.errors import Busy, Cancelled
+from devbox.core.errors import Busy, Cancelled, DevboxError, DiskFull
 
 
 def _holder(fd: int) -> str:
@@ -33,8 +34,15 @@ def hold(
     Without ``cancel`` it raises Busy at once when another process holds the lock; with
     one it calls ``on_wait`` and waits until the lock is free or ``cancel`` is set.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise DiskFull(f"disk full: cannot create {path}", "free disk space and run the command again") from None
+        raise DevboxError(
+            f"cannot create lock file {path}: {exc.strerror}", "make the build directory (paths.build) writable"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

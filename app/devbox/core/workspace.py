@@ -144,6 +144,7 @@ def start_work(
 ) -> StartResult:
     """A worktree for ``branch``, a fresh-enough image, and the branch's container running."""
     git.check_branch_name(branch)
+    podman.check()  # before anything is created: a missing podman must leave no worktree behind
     with hold(_branch_lock(settings, branch), f"start-work for {branch!r}"):
         wt = ensure_worktree(settings, branch, sink, from_ref)
         img = image.build(settings, podman, sink, cancel)

@@ -1,0 +1,63 @@
+"""The wheel works outside the repository, styles included; devbox-tui starts."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from conftest import ROOT
+
+
+def test_wheel_carries_styles_and_runs_outside_the_repo(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(dist),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = dist.glob("devbox-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "devbox/styles/devbox.tcss" in names
+    assert "devbox/core/freshness.py" in names
+    entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "devbox = devbox.cli:run" in entry_points and "devbox-tui = devbox.tui.app:run" in entry_points
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([venv / "bin" / "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)], check=True)
+    out = subprocess.run([venv / "bin" / "devbox", "--version"], cwd="/", capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "devbox 0.1.0"
+    check = "import importlib.resources as r; print(r.files('devbox').joinpath('styles/devbox.tcss').is_file())"
+    out = subprocess.run([venv / "bin" / "python", "-c", check], cwd="/", capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+
+
+def test_tui_placeholder_starts_with_its_stylesheet() -> None:
+    from textual.widgets import Static
+
+    from devbox.tui.app import DevboxApp, styles_path
+
+    assert styles_path().is_file()
+
+    async def go() -> str:
+        app = DevboxApp()
+        async with app.run_test() as pilot:
+            text = str(app.query_one("#placeholder", Static).render())
+            await pilot.press("q")
+        return text
+
+    assert "start-work" in asyncio.run(go())
