@@ -152,9 +152,9 @@ def test_sources_digest_ignores_clock_but_not_mode(tmp_path: Path) -> None:
 
 
 def test_terminal_output_uses_rich(project: Project) -> None:
-    from conftest import run_in_pty
-
     import re
+
+    from conftest import run_in_pty
 
     def plain(text: str) -> str:
         return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
