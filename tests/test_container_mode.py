@@ -209,6 +209,20 @@ def test_no_tty_without_detach_prints_name(started: tuple[Project, Path, str]) -
     assert res.stdout.strip().splitlines()[-2:] == ["via-cmd", str(os.getuid())]
 
 
+def test_start_work_on_the_main_checkouts_branch(started: tuple[Project, Path, str]) -> None:
+    proj = started[0]
+    res = proj.devbox("start-work", "main", "--cmd", "sh", "-c", "pwd; git status --porcelain")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert str(proj.root) in lines  # the main checkout is the worktree, mounted once
+    assert not [ln for ln in lines if ".build" in ln]  # .build/ ignores itself
+    name = next(
+        c["name"] for c in json.loads(proj.devbox("container", "list", "--json").stdout) if c["branch"] == "main"
+    )
+    mounts = json.loads(podman("inspect", name).stdout)[0]["Mounts"]
+    assert [m["Destination"] for m in mounts].count(str(proj.root)) == 1
+
+
 def test_exit_code_enum_is_distinct() -> None:
     values = [int(c) for c in ExitCode]
     assert len(values) == len(set(values))

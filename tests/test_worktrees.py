@@ -230,3 +230,22 @@ def test_full_disk_leaves_no_half_worktree(tmp_path: Path) -> None:
         assert "feature/x" not in git(root, "branch", "--list")
     finally:
         subprocess.run(["umount", str(full)], check=True)
+
+
+@pytest.mark.parametrize("where", ["wt:colon", "wt,comma"])
+def test_unmountable_worktree_dir_rejected_before_anything(tmp_path: Path, where: str) -> None:
+    root = repo(tmp_path)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DEVBOX_")},
+        "DEVBOX_REPO": str(root),
+        "DEVBOX_PATHS_WORKTREES": str(tmp_path / where),
+    }
+    res = subprocess.run(
+        [sys.executable, "-m", "devbox.cli", "start-work", "--detach", "ok-branch"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == ExitCode.BAD_NAME and "cannot mount" in res.stderr
+    assert not (tmp_path / where).exists()
+    assert "ok-branch" not in git(root, "branch", "--list")

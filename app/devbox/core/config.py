@@ -7,6 +7,7 @@ are ignored on purpose: Jetify's Nix tool of the same name exports its own.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -54,6 +55,11 @@ class Settings:
         return self.repo.name
 
     def build_path(self, *parts: str) -> Path:
+        """A path under .build/, which is made on first use and ignores itself in git."""
+        if not self.build_dir.is_dir():
+            with contextlib.suppress(OSError):  # the caller's own write reports a real problem
+                self.build_dir.mkdir(parents=True, exist_ok=True)
+                (self.build_dir / ".gitignore").write_text("# made by devbox: artifacts, caches, locks\n*\n")
         return self.build_dir.joinpath(*parts)
 
 

@@ -18,6 +18,7 @@ from devbox.core import containers, git, image
 from devbox.core.config import Settings
 from devbox.core.containers import Container, HostUser
 from devbox.core.errors import (
+    BadName,
     Cancelled,
     ContainerFailed,
     NotFound,
@@ -144,6 +145,9 @@ def start_work(
 ) -> StartResult:
     """A worktree for ``branch``, a fresh-enough image, and the branch's container running."""
     git.check_branch_name(branch)
+    for path, key in ((settings.repo, "the repository"), (settings.worktrees_dir, "paths.worktrees")):
+        if ":" in str(path) or "," in str(path):  # podman's --volume syntax cannot carry them
+            raise BadName(f"{key} path {path} contains ':' or ','; podman cannot mount it", "move it to a plain path")
     podman.check()  # before anything is created: a missing podman must leave no worktree behind
     with hold(_branch_lock(settings, branch), f"start-work for {branch!r}"):
         wt = ensure_worktree(settings, branch, sink, from_ref)
