@@ -74,7 +74,10 @@ def check_branch_name(name: str) -> str:
     elif len(name) > 200:
         why = "it is longer than 200 characters"
     if why is None:
-        res = run(["git", "check-ref-format", "--branch", name])
+        try:
+            res = run(["git", "check-ref-format", "--branch", name])
+        except FileNotFoundError:
+            raise GitError("git is not installed", "install git: sudo dnf install git") from None
         if res.returncode != 0:
             why = "git check-ref-format refuses it"
     if why:

@@ -45,6 +45,7 @@ class Podman:
         self.explicit_url = url
         self.url = url or default_socket()
         self._api: PodmanAPI | None = None
+        self._checked = False
 
     @property
     def api(self) -> PodmanAPI:
@@ -63,8 +64,11 @@ class Podman:
 
     def check(self) -> None:
         """Fail with the right error when podman is missing or its socket is not answering."""
+        if self._checked:
+            return
         self.cli()
         self.api.ping()
+        self._checked = True
 
     # images -------------------------------------------------------------------------
     def image(self, name: str) -> ImageInfo | None:
