@@ -1,0 +1,35 @@
+"""The root shims: first run bootstraps the virtualenv, later runs reuse it, and the
+project's devbox is used even when another `devbox` comes first on PATH."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from conftest import ROOT
+
+
+def test_start_work_bootstraps_venv_once_and_ignores_path_devbox(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(
+        ROOT, repo, ignore=shutil.ignore_patterns(".venv", ".build", "__pycache__", "*.egg-info", ".git", ".*_cache")
+    )
+    impostor = tmp_path / "bin"
+    impostor.mkdir()
+    (impostor / "devbox").write_text("#!/bin/sh\necho 'jetify devbox' >&2\nexit 99\n")
+    (impostor / "devbox").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEVBOX_", "VIRTUAL_ENV"))}
+    env["PATH"] = f"{impostor}:{env['PATH']}"
+
+    first = subprocess.run([repo / "start-work", "--help"], env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert "setting up" in first.stderr and "usage: devbox start-work" in first.stdout
+    assert (repo / ".venv" / "bin" / "devbox").exists()
+
+    second = subprocess.run([repo / "start-work", "--help"], env=env, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 0 and "setting up" not in second.stderr and "jetify" not in second.stderr
+
+    vm = subprocess.run([repo / "vm-up.sh"], env=env, capture_output=True, text=True, timeout=60, cwd=repo)
+    assert vm.returncode == 13 and "VM mode is not part of this release" in vm.stderr
