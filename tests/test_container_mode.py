@@ -174,9 +174,12 @@ def test_stale_image_is_reported_then_recreate_keeps_var(started: tuple[Project,
     assert proj.devbox("start-work", "upgrade", "--detach").returncode == 0
     assert proj.devbox("container", "exec", "upgrade", "--", "sh", "-c", 'echo kept > "$HOME/note"').returncode == 0
     (proj.bootc / "homedir" / ".newfile").write_text("new\n")
+    old_image = json.loads(proj.devbox("image", "status", "--json").stdout)["id"]
     res = proj.devbox("start-work", "upgrade", "--detach")
     assert res.returncode == 0, res.stderr
     assert "bootc/homedir/.newfile added" in res.stdout
+    assert f"previous image {old_image[:12]} kept: a container still uses it" in res.stdout
+    assert podman("image", "exists", old_image).returncode == 0
     assert "made from an older image" in res.stdout
     status = json.loads(proj.devbox("status", "--json").stdout)
     assert next(c for c in status["containers"] if c["branch"] == "upgrade")["stale_image"] is True

@@ -30,6 +30,10 @@ def _build(project: Project, **kw: bool) -> tuple[image.ImageStatus, list[tuple[
     return st, events
 
 
+def podman_image_exists(ref: str) -> bool:
+    return subprocess.run(["podman", "image", "exists", ref]).returncode == 0
+
+
 def _status(project: Project) -> dict[str, object]:
     res = project.devbox("image", "status", "--json")
     assert res.returncode == 0, res.stderr
@@ -75,10 +79,12 @@ def test_touch_keeps_fresh_and_old_mtime_content_change_is_stale(project: Projec
     status = _status(project)
     assert status["fresh"] is False
     assert status["reasons"] == ["bootc/Containerfile changed"]
+    old = project.image_id()
     res = project.devbox("image", "build")
     assert res.returncode == 0, res.stderr
     assert "bootc/Containerfile changed" in res.stdout
     assert _status(project)["fresh"] is True
+    assert old and podman_image_exists(old) is False  # unused previous build cleaned up
 
 
 def test_missing_image_reason_and_force_rebuilds(project: Project) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from devbox.core.config import Settings
-from devbox.core.events import Sink, Step
+from devbox.core.events import LogLine, Sink, Step
 from devbox.core.freshness import ManifestStore, SourceTree, Verdict, judge, scan
 from devbox.core.locks import hold
 from devbox.core.podman import ImageInfo, Podman
@@ -91,6 +91,10 @@ def _build_locked(settings: Settings, podman: Podman, sink: Sink, cancel: thread
         _manifests(settings).save(current.sources)
         after = status(settings, podman)
         assert after.info is not None
+        if current.info is not None and current.info.id != after.info.id:
+            # the previous build, untagged now: drop it unless a container still runs on it
+            fate = "removed" if podman.api.remove_image(current.info.id) else "kept: a container still uses it"
+            sink(LogLine("devbox", f"previous image {current.info.short_id} {fate}"))
         note = "" if after.verdict.fresh else f" (sources changed during the build: {after.verdict.reason})"
         sink(Step("image", "done", f"{settings.image} {after.info.short_id}{note}"))
         return after

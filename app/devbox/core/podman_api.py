@@ -184,5 +184,10 @@ class PodmanAPI:
         params = {"force": str(force).lower(), "v": str(volumes).lower()}
         self.call("DELETE", f"/containers/{quote(name, safe='')}", params, ok_missing=True)
 
+    def remove_image(self, ref: str) -> bool:
+        """Remove an image unless a container uses it (then keep it and answer False)."""
+        status, _ = self.request("DELETE", f"/images/{quote(ref, safe='')}")
+        return status < 400
+
     def remove_volume(self, name: str) -> None:
         self.call("DELETE", f"/volumes/{quote(name, safe='')}", {"force": "false"}, ok_missing=True)
