@@ -226,6 +226,18 @@ def test_start_work_on_the_main_checkouts_branch(started: tuple[Project, Path, s
     assert [m["Destination"] for m in mounts].count(str(proj.root)) == 1
 
 
+def test_failed_podman_run_leaves_nothing(started: tuple[Project, Path, str]) -> None:
+    proj = started[0]
+    env = {**proj.env, "DEVBOX_CONTAINER_NETWORK": "devbox-no-such-network"}
+    res = proj.devbox("start-work", "badnet", "--detach", env=env)
+    assert res.returncode == ExitCode.FAILURE, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("devbox: podman run failed") and "devbox-no-such-network" in last
+    assert "Traceback" not in res.stderr
+    assert podman("ps", "-aq", "--filter", "label=devbox.branch=badnet").stdout.strip() == ""
+    assert "badnet-" not in podman("volume", "ls", "--format", "{{.Name}}").stdout
+
+
 def test_exit_code_enum_is_distinct() -> None:
     values = [int(c) for c in ExitCode]
     assert len(values) == len(set(values))

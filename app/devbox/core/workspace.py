@@ -75,7 +75,10 @@ def _create(
     image_id: str,
     sink: Sink,
     cancel: threading.Event,
+    *,
+    keep_var: bool = False,
 ) -> Container:
+    """``podman run`` the branch's container; a failed or interrupted run leaves nothing behind."""
     argv = containers.run_argv(
         settings,
         name=name,
@@ -88,12 +91,17 @@ def _create(
     )
     since = int(time.time()) - 1
     done = stream([*podman.cli(), *argv], "podman", sink, cancel)
-    if done.returncode != 0:
+    if done.returncode != 0 or done.cancelled:
         tail = done.tail[-1] if done.tail else f"exit {done.returncode}"
         if "already in use" in tail:
             raise Refused(
                 f"container {name} already exists (made by another devbox run)", "run start-work again to attach"
             )
+        half = containers.get(podman, name)
+        if half is not None:
+            remove_container(podman, half, force=True, keep_var=keep_var)
+        if done.cancelled:
+            raise Cancelled(f"interrupted while creating {name}", "nothing was left behind")
         raise PodmanError(f"podman run failed: {tail}", "see the podman message above", detail=done.tail)
     return _ensure_running(podman, name, cancel, since)
 
@@ -159,7 +167,7 @@ def start_work(
         if existing is not None and recreate:
             sink(Step("container", "start", f"recreating {name} from {img.info.short_id} (keeping its /var)"))
             remove_container(podman, existing, force=True, keep_var=True)
-            c = _create(settings, podman, name, branch, wt, img.info.id, sink, cancel)
+            c = _create(settings, podman, name, branch, wt, img.info.id, sink, cancel, keep_var=True)
             sink(Step("container", "done", f"{name} recreated"))
             return StartResult(c, wt, "recreated", False)
         if existing is None:
