@@ -89,20 +89,20 @@ def write_atomic(path: Path, data: bytes) -> None:
             tmp.unlink()
 
 
-def _walk(base: str) -> list[tuple[str, os.stat_result, str]]:
-    """(relpath, lstat, full path) for everything under ``base``."""
-    out: list[tuple[str, os.stat_result, str]] = []
-    stack = [""]
+def _walk(base: str) -> tuple[list[str], list[os.stat_result]]:
+    """Full paths and their lstat results for everything under ``base`` (the hot loop:
+    one stat call per entry, nothing else built per entry)."""
+    paths: list[str] = []
+    stats: list[os.stat_result] = []
+    stack = [base]
     while stack:
-        rel_dir = stack.pop()
-        with os.scandir(os.path.join(base, rel_dir) if rel_dir else base) as it:
+        with os.scandir(stack.pop()) as it:
             for de in it:
-                rel = f"{rel_dir}/{de.name}" if rel_dir else de.name
-                st = de.stat(follow_symlinks=False)
-                out.append((rel, st, de.path))
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(rel)
-    return out
+                paths.append(de.path)
+                stats.append(de.stat(follow_symlinks=False))
+                if de.is_dir(follow_symlinks=False):
+                    stack.append(de.path)
+    return paths, stats
 
 
 def scan(root: Path, cache: Path | None = None) -> SourceTree:
@@ -112,11 +112,12 @@ def scan(root: Path, cache: Path | None = None) -> SourceTree:
     cached digest is the answer and no file is opened. Otherwise files whose stat changed
     are re-hashed and the rest reuse their cached hash.
     """
-    items = _walk(os.fspath(root))
+    base = os.fspath(root)
+    paths, stats = _walk(base)
     # marshal: the fastest stable serialisation of the stat signature (C, no formatting)
-    sig = hashlib.sha256(
-        marshal.dumps([(r, s.st_mode, s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for r, s, _ in items])
-    ).hexdigest()
+    h = hashlib.sha256(marshal.dumps(paths))
+    h.update(marshal.dumps([(s.st_mode, s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for s in stats]))
+    sig = h.hexdigest()
     if cache is not None:
         known = cache
         with contextlib.suppress(OSError, ValueError):
@@ -127,7 +128,9 @@ def scan(root: Path, cache: Path | None = None) -> SourceTree:
     old: dict[str, list[Any]] = data.get("files") or {}
     new: dict[str, list[Any]] = {}
     entries: dict[str, str] = {}
-    for rel, st, full in items:
+    cut = len(base) + 1
+    for full, st in zip(paths, stats, strict=True):
+        rel = full[cut:]
         mode = stat.S_IMODE(st.st_mode)
         if stat.S_ISDIR(st.st_mode):
             entries[rel] = f"d {mode:o}"
