@@ -249,3 +249,22 @@ def test_unmountable_worktree_dir_rejected_before_anything(tmp_path: Path, where
     assert res.returncode == ExitCode.BAD_NAME and "cannot mount" in res.stderr
     assert not (tmp_path / where).exists()
     assert "ok-branch" not in git(root, "branch", "--list")
+
+
+def test_run_from_inside_a_worktree_acts_on_the_main_repo(tmp_path: Path) -> None:
+    root = repo(tmp_path)
+    assert cli(root, "worktree", "add", "inner").returncode == 0
+    inner = tmp_path / "proj.worktrees" / "inner"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVBOX_")}
+    env["DEVBOX_PODMAN_URL"] = f"unix://{root}/no-podman.sock"
+    res = subprocess.run(
+        [sys.executable, "-m", "devbox.cli", "worktree", "list", "--json"],
+        env=env,
+        cwd=inner / "bootc",
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout)
+    assert rows[0]["path"] == str(root.resolve()) and rows[0]["main"] is True
+    assert not (inner / ".build").exists()

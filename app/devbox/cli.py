@@ -19,42 +19,9 @@ from typing import Any, NoReturn
 
 from devbox import __version__
 from devbox.core import config
-from devbox.core.errors import Cancelled, ConfigError, DevboxError, ExitCode
+from devbox.core.errors import Cancelled, DevboxError, ExitCode
 from devbox.core.podman import Podman
 from devbox.render import PlainRenderer, Renderer, make_renderer
-
-
-def find_repo(start: Path, env: dict[str, str] | os._Environ[str] = os.environ) -> Path:
-    """The main repository: $DEVBOX_REPO, else the nearest parent holding devbox.toml.
-
-    From inside a linked worktree this answers the main repository, where settings,
-    .build/ and the image live.
-    """
-    if env.get("DEVBOX_REPO"):
-        repo = Path(env["DEVBOX_REPO"]).expanduser()
-        if not repo.is_dir():
-            raise ConfigError(f"DEVBOX_REPO={repo} is not a directory", "point it at the project checkout")
-        return _main_worktree(repo)
-    for d in (start, *start.parents):
-        if (d / config.CONFIG_NAME).is_file():
-            return _main_worktree(d)
-    raise ConfigError(
-        f"no {config.CONFIG_NAME} in {start} or any parent",
-        "run devbox inside the project checkout, or set DEVBOX_REPO",
-    )
-
-
-def _main_worktree(path: Path) -> Path:
-    dotgit = path / ".git"
-    if dotgit.is_file():  # a linked worktree: .git says "gitdir: <main>/.git/worktrees/<name>"
-        text = dotgit.read_text().strip()
-        if text.startswith("gitdir:"):
-            gitdir = (path / text.split(":", 1)[1].strip()).resolve()
-            commondir = gitdir / "commondir"
-            if commondir.is_file():
-                common = (gitdir / commondir.read_text().strip()).resolve()
-                return common.parent
-    return path.resolve()
 
 
 class Context:
@@ -64,8 +31,8 @@ class Context:
         self.args = args
         self.renderer = renderer
         self.cancel = threading.Event()
-        repo = Path(args.repo).expanduser() if args.repo else find_repo(Path.cwd())
-        self.settings = config.load(_main_worktree(repo) if args.repo else repo)
+        start = Path(args.repo).expanduser() if args.repo else None
+        self.settings = config.load(config.find_repo(start))
         self.podman = Podman(self.settings.podman_url)
 
     def sink(self, event: Any) -> None:
