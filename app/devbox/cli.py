@@ -58,13 +58,16 @@ def cmd_image_status(ctx: Context) -> int:
     if ctx.args.json:
         _print_json(st.to_json())
     else:
-        ident = st.info.short_id if st.info else "(none)"
-        state = "fresh" if st.verdict.fresh else "stale"
-        print(f"{st.name} {ident}: {state}" + ("" if st.verdict.fresh else f" ({st.verdict.reason})"))
+        print(_image_line(st))
     return ExitCode.OK
 
 
-def _interactive(ctx: Context) -> bool:
+def _image_line(st: Any) -> str:
+    ident = st.info.short_id if st.info else "(none)"
+    return f"{st.name} {ident}: " + ("fresh" if st.verdict.fresh else f"stale ({st.verdict.reason})")
+
+
+def _interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
@@ -84,7 +87,7 @@ def cmd_start_work(ctx: Context) -> int:
     )
     ctx.renderer.close()
     command = a.cmd or [ctx.settings.shell, "-l"]
-    if a.detach or not _interactive(ctx):
+    if a.detach or not _interactive():
         if a.cmd and not a.detach:
             return _exec(workspace.exec_in(ctx.podman, res.container, command, tty=False))
         print(res.container.name)
@@ -108,8 +111,7 @@ def cmd_status(ctx: Context) -> int:
             }
         )
         return ExitCode.OK
-    ident = img.info.short_id if img.info else "(none)"
-    print(f"image      {img.name} {ident}: " + ("fresh" if img.verdict.fresh else f"stale ({img.verdict.reason})"))
+    print(f"image      {_image_line(img)}")
     _print_worktrees(rows)
     _print_containers(conts, current)
     return ExitCode.OK
@@ -147,10 +149,9 @@ def cmd_worktree_list(ctx: Context) -> int:
 
 
 def cmd_worktree_add(ctx: Context) -> int:
-    from devbox.core import git, workspace
+    from devbox.core import workspace
 
-    git.check_branch_name(ctx.args.branch)
-    wt = workspace.ensure_worktree(ctx.settings, ctx.args.branch, ctx.sink, ctx.args.from_ref)
+    wt = workspace.add_worktree(ctx.settings, ctx.args.branch, ctx.sink, ctx.args.from_ref)
     ctx.renderer.close()
     print(wt.path)
     return ExitCode.OK
@@ -201,7 +202,7 @@ def cmd_container_exec(ctx: Context) -> int:
     command = ctx.args.command or [ctx.settings.shell, "-l"]
     if command and command[0] == "--":
         command = command[1:]
-    return _exec(workspace.exec_in(ctx.podman, c, command, tty=_interactive(ctx)))
+    return _exec(workspace.exec_in(ctx.podman, c, command, tty=_interactive()))
 
 
 def cmd_vm_up(ctx: Context) -> int:

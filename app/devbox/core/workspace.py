@@ -60,6 +60,12 @@ def ensure_worktree(settings: Settings, branch: str, sink: Sink, from_ref: str |
     return wt
 
 
+def add_worktree(settings: Settings, branch: str, sink: Sink, from_ref: str | None = None) -> git.Worktree:
+    """``devbox worktree add``: validate the name, then create or reuse the worktree."""
+    git.check_branch_name(branch)
+    return ensure_worktree(settings, branch, sink, from_ref)
+
+
 def _rootless(podman: Podman) -> bool:
     if podman.explicit_url:
         return podman.api.rootless()
