@@ -1,5 +1,6 @@
-"""Shared fixtures: a real podman (runc + test containers.conf), a local stand-in for
-fedora-bootc, and throwaway projects (git repo + devbox.toml + bootc/ of the same shape)."""
+"""Shared fixtures: this session's own real podman (runc, its own storage and API socket),
+a local stand-in for fedora-bootc, and throwaway projects (git repo + devbox.toml + bootc/
+of the same shape)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,71 +22,102 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from rootfs import import_base, make_rootfs  # noqa: E402
 
-BASE_IMAGE = "localhost/devbox-test-base:1"
 CONTAINERS_CONF = """\
 [engine]
 runtime = "runc"
+tmp_dir = "{root}/tmp"
+volume_path = "{root}/graph/volumes"
+static_dir = "{root}/graph/libpod"
 [containers]
 default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
 """
+STORAGE_CONF = """\
+[storage]
+driver = "overlay"
+graphroot = "{root}/graph"
+runroot = "{root}/run"
+"""
+SESSION = uuid.uuid4().hex[:8]
+BASE_IMAGE = f"localhost/devbox-test-base-{SESSION}:1"
 
 
-def _socket_path() -> str:
-    from devbox.core.podman_api import default_socket
-
-    return default_socket().removeprefix("unix://")
-
-
-def _ping(path: str) -> bool:
+def ping(url: str, timeout: float = 2.0) -> bool:
     from devbox.core.errors import DevboxError
-    from devbox.core.podman_api import PodmanAPI
+    from devbox.core.podman import Podman
 
     try:
-        PodmanAPI(f"unix://{path}", timeout=2).ping()
+        Podman(url, timeout=timeout).check()
     except DevboxError:
         return False
     return True
 
 
-@pytest.fixture(scope="session")
-def podman_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The podman CLI path, with the test containers.conf and the API socket answering.
+@dataclass
+class PodmanService:
+    """This test session's own podman: its own storage, config and API socket, so two test
+    runs on one machine (or a user's own containers) never see each other."""
 
-    CI starts the service (.ci/run); a developer's run starts one here if none answers.
-    """
-    exe = shutil.which("podman")
-    if exe is None:
-        pytest.skip("podman is not installed")
-    if "CONTAINERS_CONF" not in os.environ:
-        conf = tmp_path_factory.mktemp("podman") / "containers.conf"
-        conf.write_text(CONTAINERS_CONF)
-        os.environ["CONTAINERS_CONF"] = str(conf)
-    sock = _socket_path()
-    proc = None
-    if not _ping(sock):
-        Path(sock).parent.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.Popen(
-            [exe, "system", "service", "--time=0", f"unix://{sock}"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+    exe: str
+    root: Path
+    url: str
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.exe, "system", "service", "--time=0", self.url],
+            stdout=(self.root / "service.log").open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 30
-        while not _ping(sock):
+        while not ping(self.url):
             if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"podman system service did not answer on {sock}")
+                self.proc.kill()
+                pytest.fail(f"podman system service did not answer on {self.url}")
             time.sleep(0.1)
-    yield exe
-    if proc is not None:
-        proc.terminate()
-        proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
 
 
 @pytest.fixture(scope="session")
-def base_image(podman_service: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+def podman_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanService]:
+    exe = shutil.which("podman")
+    if exe is None:
+        pytest.fail("podman is not installed (CI installs it: bash .ci/run)")
+    root = Path(tempfile.mkdtemp(prefix=f"devbox-podman-{SESSION}-"))  # short: overlay mount options
+    for d in ("graph", "run", "tmp"):
+        (root / d).mkdir()
+    (root / "containers.conf").write_text(CONTAINERS_CONF.format(root=root))
+    (root / "storage.conf").write_text(STORAGE_CONF.format(root=root))
+    saved = {k: os.environ.get(k) for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "DEVBOX_PODMAN_URL")}
+    os.environ["CONTAINERS_CONF"] = str(root / "containers.conf")
+    os.environ["CONTAINERS_STORAGE_CONF"] = str(root / "storage.conf")
+    service = PodmanService(exe, root, f"unix://{root}/podman.sock")
+    os.environ["DEVBOX_PODMAN_URL"] = service.url
+    service.start()
+    yield service
+    service.stop()
+    subprocess.run([exe, "system", "reset", "--force"], capture_output=True, timeout=300)
+    shutil.rmtree(root, ignore_errors=True)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def base_image(podman_service: PodmanService, tmp_path_factory: pytest.TempPathFactory) -> str:
     root = tmp_path_factory.mktemp("base") / "rootfs"
     make_rootfs(root)
-    import_base(podman_service, root, BASE_IMAGE)
+    import_base(podman_service.exe, root, BASE_IMAGE)
     return BASE_IMAGE
 
 
@@ -101,7 +135,7 @@ class Project:
 
     @property
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DEVBOX_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DEVBOX_") or k == "DEVBOX_PODMAN_URL"}
         env["DEVBOX_REPO"] = str(self.root)
         return env
 
@@ -133,7 +167,8 @@ def make_project(tmp: Path, name: str = "proj") -> Project:
     shutil.copy2(ROOT / "bootc" / "entrypoint.sh", bootc / "entrypoint.sh")
     (bootc / "build-id").write_text(uuid.uuid4().hex + "\n")  # busts podman's layer cache per project
     cf = bootc / "Containerfile"
-    cf.write_text(cf.read_text().replace("COPY homedir/", "COPY build-id /etc/devbox-build-id\nCOPY homedir/"))
+    text = cf.read_text().replace("localhost/devbox-test-base:1", BASE_IMAGE)
+    cf.write_text(text.replace("COPY homedir/", "COPY build-id /etc/devbox-build-id\nCOPY homedir/"))
     image = f"localhost/devbox-test-{uuid.uuid4().hex[:10]}:latest"
     (root / "devbox.toml").write_text(f'[image]\nname = "{image}"\n')
     git(root, "init", "-q", "-b", "main")
@@ -149,6 +184,9 @@ def project(tmp_path: Path, base_image: str) -> Iterator[Project]:
     proj = make_project(tmp_path)
     yield proj
     subprocess.run(["podman", "rmi", "--force", proj.image], capture_output=True)
+
+
+FIXTURE_PROMPT = b"devbox-fixture$ "  # tests/fixture_bootc/homedir/.profile
 
 
 def run_in_pty(
@@ -174,7 +212,7 @@ def run_in_pty(
             if not chunk:
                 break
             out += chunk
-        if send and not sent and (b"$" in out or b"#" in out):  # a prompt: type the input
+        if send and not sent and FIXTURE_PROMPT in out:  # the container shell's prompt: type the input
             os.write(master, send)
             sent = True
         if proc.poll() is not None and not ready:

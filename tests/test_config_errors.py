@@ -119,7 +119,9 @@ def test_socket_missing_and_not_listening(tmp_path: Path) -> None:
     repo = make_repo(tmp_path)
     gone = tmp_path / "gone.sock"
     res = run_cli(repo, "image", "status", env={"DEVBOX_PODMAN_URL": f"unix://{gone}"})
-    assert_one_line_error(res, ExitCode.PODMAN_UNREACHABLE, "does not exist", "podman.socket")
+    assert_one_line_error(
+        res, ExitCode.PODMAN_UNREACHABLE, "does not exist", f"podman system service --time=0 unix://{gone}"
+    )
 
     dead = tmp_path / "dead.sock"
     s = socket.socket(socket.AF_UNIX)
@@ -128,4 +130,56 @@ def test_socket_missing_and_not_listening(tmp_path: Path) -> None:
         res = run_cli(repo, "image", "status", env={"DEVBOX_PODMAN_URL": f"unix://{dead}"})
     finally:
         s.close()
-    assert_one_line_error(res, ExitCode.PODMAN_UNREACHABLE, "not answering", "podman.socket")
+    assert_one_line_error(res, ExitCode.PODMAN_UNREACHABLE, "not answering", "podman.autostart")
+
+
+def test_listener_that_never_answers_times_out_fast(tmp_path: Path) -> None:
+    import time
+
+    repo = make_repo(tmp_path)
+    hung = tmp_path / "hung.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(hung))
+    s.listen(8)  # accepts connections, never answers
+    try:
+        started = time.monotonic()
+        res = run_cli(repo, "image", "status", env={"DEVBOX_PODMAN_URL": f"unix://{hung}"})
+        took = time.monotonic() - started
+    finally:
+        s.close()
+    assert_one_line_error(res, ExitCode.PODMAN_UNREACHABLE, "is not answering", "no reply in time")
+    assert took < 15  # the ping gives up after 3 s, not the 30 s of a normal call
+
+
+def test_typed_values_from_file_and_env(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, "[podman]\nautostart = true\ntimeout = 7\n")
+    s = config.load(repo, env={})
+    assert s.podman_autostart is True and s.podman_timeout == 7
+    s = config.load(repo, env={"DEVBOX_PODMAN_AUTOSTART": "no", "DEVBOX_PODMAN_TIMEOUT": "12"})
+    assert s.podman_autostart is False and s.podman_timeout == 12
+    for toml, words in (
+        ("[podman]\ntimeout = '7'\n", ["podman.timeout must be an integer", "timeout = 30"]),
+        ("[podman]\ntimeout = true\n", ["podman.timeout must be an integer"]),
+        ("[podman]\nautostart = 1\n", ["podman.autostart must be true or false"]),
+        ("[podman]\ntimeout = 0\n", ["podman.timeout", "positive"]),
+    ):
+        (repo / "devbox.toml").write_text(toml)
+        with pytest.raises(ConfigError) as err:
+            config.load(repo, env={})
+        for word in words:
+            assert word in err.value.one_line(), (toml, err.value.one_line())
+    (repo / "devbox.toml").write_text("")
+    for name, value, word in (
+        ("DEVBOX_PODMAN_TIMEOUT", "soon", "must be an integer"),
+        ("DEVBOX_PODMAN_AUTOSTART", "maybe", "must be true or false"),
+    ):
+        res = run_cli(repo, "image", "status", env={name: value})
+        assert_one_line_error(res, ExitCode.CONFIG, name, word)
+
+
+def test_default_image_name_is_unique_per_checkout(tmp_path: Path) -> None:
+    a = make_repo(tmp_path / "a")
+    b = make_repo(tmp_path / "b")
+    na, nb = config.load(a, env={}).image, config.load(b, env={}).image
+    assert na != nb and na.startswith("localhost/devbox-repo-") and na.endswith(":latest")
+    assert config.load(a, env={}).image == na  # stable

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from devbox.core import config, image
+from devbox.core import image, ops
 from devbox.core.errors import BuildFailed
 from devbox.core.events import Event, LogLine, Step
-from devbox.core.podman import Podman
+from devbox.core.session import Devbox
 
 from conftest import Project
 
@@ -24,9 +24,9 @@ pytestmark = pytest.mark.podman
 
 
 def _build(project: Project, **kw: bool) -> tuple[image.ImageStatus, list[tuple[float, Event]]]:
-    settings = config.load(project.root, env={})
     events: list[tuple[float, Event]] = []
-    st = image.build(settings, Podman(), lambda e: events.append((time.monotonic(), e)), threading.Event(), **kw)
+    with Devbox.open(project.root, env=project.env) as session:
+        st = ops.build_image(session, sink=lambda e: events.append((time.monotonic(), e)), **kw)
     return st, events
 
 

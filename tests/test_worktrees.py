@@ -12,7 +12,7 @@ import pytest
 
 from devbox.core import git as gitmod
 from devbox.core.errors import BadName, ExitCode, Refused
-from devbox.core.events import null_sink
+from devbox.core.events import Reporter, null_sink
 
 from conftest import git
 
@@ -173,13 +173,13 @@ def test_remove_refuses_dirty_and_unique_commits_keeps_branch(tmp_path: Path) ->
     wt = wt_root / "work"
     (wt / "f.txt").write_text("draft")
     res = cli(root, "worktree", "remove", "work")
-    assert res.returncode == ExitCode.REFUSED and "uncommitted changes" in res.stderr
+    assert res.returncode == ExitCode.REFUSED and "1 uncommitted file(s): f.txt" in res.stderr
     git(wt, "add", "f.txt")
     git(wt, "commit", "-qm", "only here")
-    res = cli(root, "worktree", "remove", "work")
-    assert res.returncode == ExitCode.REFUSED and "1 commit(s) on no other branch" in res.stderr
-    assert wt.exists()
-    res = cli(root, "worktree", "remove", str(wt), "--force")
+    res = cli(root, "worktree", "remove", "work", "--delete-branch")  # deleting the branch would lose it
+    assert res.returncode == ExitCode.REFUSED and "1 commit(s) of the branch on no other branch" in res.stderr
+    assert wt.exists() and "work" in git(root, "branch", "--list")
+    res = cli(root, "worktree", "remove", str(wt))  # the branch keeps the commit: nothing lost
     assert res.returncode == 0, res.stderr
     assert not wt.exists()
     assert "work" in git(root, "branch", "--list")  # the branch (and its commit) survive
@@ -192,7 +192,10 @@ def test_remove_refuses_dirty_and_unique_commits_keeps_branch(tmp_path: Path) ->
 def test_main_checkout_is_never_removed(tmp_path: Path) -> None:
     root = repo(tmp_path)
     with pytest.raises(Refused):
-        gitmod.remove_worktree(root, gitmod.list_worktrees(root)[0], force=True, delete_branch=False, sink=null_sink)
+        gitmod.remove_worktree(root, gitmod.list_worktrees(root)[0], force=True, report=Reporter(null_sink, "test"))
+    res = cli(root, "worktree", "remove", "--force", str(root))
+    assert res.returncode == ExitCode.REFUSED and "main checkout" in res.stderr
+    assert (root / ".git").is_dir()
 
 
 def test_worktree_path_stays_inside(tmp_path: Path) -> None:
@@ -268,3 +271,58 @@ def test_run_from_inside_a_worktree_acts_on_the_main_repo(tmp_path: Path) -> Non
     rows = json.loads(res.stdout)
     assert rows[0]["path"] == str(root.resolve()) and rows[0]["main"] is True
     assert not (inner / ".build").exists()
+
+
+def test_detached_head_commit_counts_as_work(tmp_path: Path) -> None:
+    root = repo(tmp_path)
+    assert cli(root, "worktree", "add", "det").returncode == 0
+    wt = tmp_path / "proj.worktrees" / "det"
+    git(wt, "checkout", "-q", "--detach")
+    git(wt, "commit", "-q", "--allow-empty", "-m", "only on the detached HEAD")
+    head = git(wt, "rev-parse", "HEAD").strip()
+    git(root, "branch", "-D", "det")  # nothing but the worktree's HEAD holds the commit now
+    res = cli(root, "worktree", "remove", str(wt))
+    assert res.returncode == ExitCode.REFUSED, res.stderr
+    assert "1 commit(s) of the detached HEAD on no other branch" in res.stderr
+    assert wt.exists() and git(root, "cat-file", "-t", head).strip() == "commit"
+    assert cli(root, "worktree", "remove", str(wt), "--force").returncode == 0
+    assert not wt.exists()
+
+
+def test_worktree_deleted_by_hand_is_listed_as_missing(tmp_path: Path) -> None:
+    import shutil
+
+    root = repo(tmp_path)
+    for b in ("gone", "kept"):
+        assert cli(root, "worktree", "add", b).returncode == 0
+    shutil.rmtree(tmp_path / "proj.worktrees" / "gone")
+    for args in (("worktree", "list", "--json"), ("status", "--json")):
+        res = cli(root, *args)
+        assert res.returncode == 0, (args, res.stderr)
+        data = json.loads(res.stdout)
+        rows = {r["branch"]: r for r in (data if isinstance(data, list) else data["worktrees"])}
+        assert rows["gone"]["missing"] is True and rows["kept"]["missing"] is False
+    plain = cli(root, "worktree", "list")
+    assert plain.returncode == 0 and "MISSING" in plain.stdout and "git worktree prune" in plain.stdout
+    res = cli(root, "start-work", "gone", "--detach")
+    assert res.returncode != 0 and "git worktree prune" in res.stderr and "--recreate" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    res = cli(root, "worktree", "remove", "gone")
+    assert res.returncode == 0, res.stderr
+    assert "gone" not in git(root, "worktree", "list")
+    assert "gone" in git(root, "branch", "--list")
+
+
+def test_status_cheap_git_state_with_many_worktrees(tmp_path: Path) -> None:
+    root = repo(tmp_path)
+    for i in range(30):
+        git(root, "worktree", "add", "-q", "-b", f"w{i}", str(tmp_path / "wts" / f"w{i}"))
+    (tmp_path / "wts" / "w7" / "new file.txt").write_text("x")
+    (tmp_path / "wts" / "w9" / "devbox.toml").write_text("changed")
+    res = cli(root, "worktree", "list", "--json")
+    assert res.returncode == 0, res.stderr
+    rows = {r["branch"]: r for r in json.loads(res.stdout)}
+    assert len(rows) == 31
+    assert rows["w7"]["untracked"] == 1 and rows["w7"]["files"] == ["new file.txt"]
+    assert rows["w9"]["changed"] == 1 and rows["w9"]["files"] == ["devbox.toml"]
+    assert sum(r["dirty"] for r in rows.values()) == 2

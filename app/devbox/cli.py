@@ -7,6 +7,7 @@ user (an unexpected exception prints one line and points at ``DEVBOX_DEBUG=1``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -18,22 +19,23 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from devbox import __version__
-from devbox.core import config
-from devbox.core.errors import Cancelled, DevboxError, ExitCode
-from devbox.core.podman import Podman
+from devbox.core import ops
+from devbox.core.containers import Container
+from devbox.core.errors import Cancelled, DevboxError, ExitCode, NotAvailable
+from devbox.core.session import Devbox
 from devbox.render import PlainRenderer, Renderer, make_renderer
 
 
 class Context:
-    """What every command gets: settings, podman, a renderer and a cancel event."""
+    """What every command gets: the session, a renderer and a cancel event."""
 
     def __init__(self, args: argparse.Namespace, renderer: Renderer) -> None:
         self.args = args
         self.renderer = renderer
         self.cancel = threading.Event()
         start = Path(args.repo).expanduser() if args.repo else None
-        self.settings = config.load(config.find_repo(start))
-        self.podman = Podman(self.settings.podman_url)
+        self.session = Devbox.open(start)
+        self.settings = self.session.settings
 
     def sink(self, event: Any) -> None:
         self.renderer(event)
@@ -45,26 +47,17 @@ def _print_json(data: Any) -> None:
 
 # commands -----------------------------------------------------------------------------
 def cmd_image_build(ctx: Context) -> int:
-    from devbox.core import image
-
-    image.build(ctx.settings, ctx.podman, ctx.sink, ctx.cancel, force=ctx.args.force)
+    ops.build_image(ctx.session, force=ctx.args.force, pull=ctx.args.pull, sink=ctx.sink, cancel=ctx.cancel)
     return ExitCode.OK
 
 
 def cmd_image_status(ctx: Context) -> int:
-    from devbox.core import image
-
-    st = image.status(ctx.settings, ctx.podman)
+    st = ops.image_status(ctx.session)
     if ctx.args.json:
         _print_json(st.to_json())
     else:
-        print(_image_line(st))
+        print(st.line())
     return ExitCode.OK
-
-
-def _image_line(st: Any) -> str:
-    ident = st.info.short_id if st.info else "(none)"
-    return f"{st.name} {ident}: " + ("fresh" if st.verdict.fresh else f"stale ({st.verdict.reason})")
 
 
 def _interactive() -> bool:
@@ -79,55 +72,52 @@ def _exec(argv: list[str]) -> NoReturn:
 
 
 def cmd_start_work(ctx: Context) -> int:
-    from devbox.core import workspace
-
     a = ctx.args
-    res = workspace.start_work(
-        ctx.settings, ctx.podman, a.branch, ctx.sink, ctx.cancel, from_ref=a.from_ref, recreate=a.recreate
+    res = ops.start_work(
+        ctx.session, a.branch, from_ref=a.from_ref, recreate=a.recreate, sink=ctx.sink, cancel=ctx.cancel
     )
     ctx.renderer.close()
     command = a.cmd or [ctx.settings.shell, "-l"]
     if a.detach or not _interactive():
         if a.cmd and not a.detach:
-            return _exec(workspace.exec_in(ctx.podman, res.container, command, tty=False))
+            return _exec(ops.attach_argv(ctx.session, res.container, command, tty=False))
         print(res.container.name)
         return ExitCode.OK
-    return _exec(workspace.exec_in(ctx.podman, res.container, command, tty=True))
+    return _exec(ops.attach_argv(ctx.session, res.container, command, tty=True))
 
 
 def cmd_status(ctx: Context) -> int:
-    from devbox.core import containers, image, workspace
-
-    img = image.status(ctx.settings, ctx.podman)
-    conts = containers.list_containers(ctx.settings, ctx.podman)
-    rows = workspace.worktree_rows(ctx.settings, conts)
-    current = img.info.id if img.info else None
+    st = ops.status(ctx.session, cancel=ctx.cancel)
     if ctx.args.json:
-        _print_json(
-            {
-                "image": img.to_json(),
-                "worktrees": [r.to_json() for r in rows],
-                "containers": [c.to_json(current) for c in conts],
-            }
-        )
+        _print_json(st.to_json())
         return ExitCode.OK
-    print(f"image      {_image_line(img)}")
-    _print_worktrees(rows)
-    _print_containers(conts, current)
+    img = st.image.value
+    print(f"image      {img.line() if img else st.image.problem.one_line() if st.image.problem else ''}")
+    _print_worktrees(st.worktrees.value or ())
+    if st.worktrees.problem:
+        print(f"  ({st.worktrees.problem.one_line()})")
+    _print_containers(st.containers.value or (), st.image_id)
+    if st.containers.problem:
+        print(f"  ({st.containers.problem.one_line()})")
     return ExitCode.OK
 
 
-def _print_worktrees(rows: list[Any]) -> None:
+def _print_worktrees(rows: Sequence[ops.WorktreeRow]) -> None:
     print("worktrees")
     for r in rows:
         s = r.state
         sync = "" if s.ahead is None else f" +{s.ahead}/-{s.behind}"
         cont = f"  [{r.container.name} {r.container.state}]" if r.container else ""
-        branch = r.worktree.branch or "(detached)"
-        print(f"  {branch:<24} {'dirty' if s.dirty else 'clean'}{sync}  {r.worktree.path}{cont}")
+        if s.missing:
+            state = "MISSING (deleted by hand: git worktree prune, or ./start-work BRANCH --recreate)"
+        elif s.error:
+            state = f"unknown ({s.error})"
+        else:
+            state = f"dirty ({s.changed + s.untracked})" if s.dirty else "clean"
+        print(f"  {r.worktree.label:<24} {state}{sync}  {r.worktree.path}{cont}")
 
 
-def _print_containers(conts: list[Any], current: str | None) -> None:
+def _print_containers(conts: Sequence[Container], current: str | None) -> None:
     print("containers" + ("" if conts else "  (none)"))
     for c in conts:
         stale = "  (older image: ./start-work --recreate)" if c.stale(current) else ""
@@ -135,12 +125,9 @@ def _print_containers(conts: list[Any], current: str | None) -> None:
 
 
 def cmd_worktree_list(ctx: Context) -> int:
-    from devbox.core import workspace
-
-    conts, unknown = workspace.containers_if_reachable(ctx.settings, ctx.podman)
-    if unknown:
-        sys.stderr.write(f"devbox: containers not shown: {unknown}\n")
-    rows = workspace.worktree_rows(ctx.settings, conts)
+    rows, conts = ops.list_worktrees(ctx.session, cancel=ctx.cancel)
+    if conts.problem:
+        sys.stderr.write(f"devbox: containers not shown: {conts.problem.one_line()}\n")
     if ctx.args.json:
         _print_json([r.to_json() for r in rows])
     else:
@@ -149,28 +136,22 @@ def cmd_worktree_list(ctx: Context) -> int:
 
 
 def cmd_worktree_add(ctx: Context) -> int:
-    from devbox.core import workspace
-
-    wt = workspace.add_worktree(ctx.settings, ctx.args.branch, ctx.sink, ctx.args.from_ref)
+    wt = ops.add_worktree(ctx.session, ctx.args.branch, from_ref=ctx.args.from_ref, sink=ctx.sink, cancel=ctx.cancel)
     ctx.renderer.close()
     print(wt.path)
     return ExitCode.OK
 
 
 def cmd_worktree_remove(ctx: Context) -> int:
-    from devbox.core import workspace
-
     a = ctx.args
-    workspace.remove_worktree(ctx.settings, ctx.podman, a.ref, ctx.sink, force=a.force, delete_branch=a.delete_branch)
+    ops.remove_worktree(
+        ctx.session, a.ref, force=a.force, delete_branch=a.delete_branch, sink=ctx.sink, cancel=ctx.cancel
+    )
     return ExitCode.OK
 
 
 def cmd_container_list(ctx: Context) -> int:
-    from devbox.core import containers
-
-    conts = containers.list_containers(ctx.settings, ctx.podman)
-    info = ctx.podman.image(ctx.settings.image)
-    current = info.id if info else None
+    conts, current = ops.list_containers(ctx.session)
     if ctx.args.json:
         _print_json([c.to_json(current) for c in conts])
     else:
@@ -179,35 +160,26 @@ def cmd_container_list(ctx: Context) -> int:
 
 
 def cmd_container_stop(ctx: Context) -> int:
-    from devbox.core import workspace
-
-    c = workspace.find_container(ctx.settings, ctx.podman, ctx.args.ref)
-    workspace.stop_container(ctx.podman, c, ctx.sink)
+    ops.stop_container(ctx.session, ctx.args.ref, sink=ctx.sink, cancel=ctx.cancel)
     return ExitCode.OK
 
 
 def cmd_container_rm(ctx: Context) -> int:
-    from devbox.core import workspace
-
-    c = workspace.find_container(ctx.settings, ctx.podman, ctx.args.ref)
-    workspace.remove_container(ctx.podman, c, force=ctx.args.force)
-    print(f"removed {c.name}")
+    removed = ops.remove_container(ctx.session, ctx.args.ref, force=ctx.args.force, sink=ctx.sink, cancel=ctx.cancel)
+    ctx.renderer.close()
+    print("removed " + ", ".join(removed.what))
     return ExitCode.OK
 
 
 def cmd_container_exec(ctx: Context) -> int:
-    from devbox.core import workspace
-
-    c = workspace.find_container(ctx.settings, ctx.podman, ctx.args.ref)
+    c = ops.find_container(ctx.session, ctx.args.ref)
     command = ctx.args.command or [ctx.settings.shell, "-l"]
     if command and command[0] == "--":
-        command = command[1:]
-    return _exec(workspace.exec_in(ctx.podman, c, command, tty=_interactive()))
+        command = command[1:] or [ctx.settings.shell, "-l"]
+    return _exec(ops.attach_argv(ctx.session, c, command, tty=_interactive()))
 
 
 def cmd_vm_up(ctx: Context) -> int:
-    from devbox.core.errors import NotAvailable
-
     raise NotAvailable(
         "VM mode is not part of this release yet",
         "use container mode: ./start-work BRANCH",
@@ -227,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     img = sub.add_parser("image", help="the bootc image").add_subparsers(dest="image_cmd", required=True)
     p = img.add_parser("build", help="build the image if bootc/ changed")
-    p.add_argument("--force", action="store_true", help="build even when the image is fresh")
+    p.add_argument("--force", action="store_true", help="rebuild without the layer cache (pulls a newer base too)")
+    p.add_argument("--pull", action="store_true", help="pull newer base images, rebuild if one changed")
     p.set_defaults(handler=cmd_image_build)
     p = img.add_parser("status", help="is the image fresh, and if not, why")
     p.add_argument("--json", action="store_true")
@@ -308,6 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         renderer.error(Cancelled())
         return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:  # `devbox status --json | head`: the reader left; say nothing
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, as a Unix tool killed by the closed pipe
     except Exception as exc:  # a bug: one line, no traceback (unless asked)
         if os.environ.get("DEVBOX_DEBUG"):
             raise
@@ -316,7 +292,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return int(ExitCode.FAILURE)
     finally:
-        renderer.close()
+        try:
+            renderer.close()
+        except BrokenPipeError:
+            _silence_stdout()
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def run() -> None:

@@ -23,6 +23,7 @@ class PlainRenderer:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.shown_tail = False
+        self.last_progress = 0.0
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, LogLine):
@@ -33,7 +34,13 @@ class PlainRenderer:
                 return
             self.out.write(f"{MARKS[event.state]} {event.name}: {event.detail}\n".rstrip() + "\n")
         elif isinstance(event, Progress):
-            self.out.write(f"... {event.what} {event.done}/{event.total}\n")
+            # redraws arrive many times a second: a log file gets one line every 2 s at most
+            now = time.monotonic()
+            if now - self.last_progress < 2.0:
+                return
+            self.last_progress = now
+            frac = event.fraction
+            self.out.write(f"... {event.text}" + (f" ({frac:.0%})" if frac is not None else "") + "\n")
         self.out.flush()
 
     def close(self) -> None:
@@ -42,7 +49,7 @@ class PlainRenderer:
     def error(self, exc: DevboxError) -> None:
         if exc.detail and not self.shown_tail:
             for line in exc.detail:
-                self.err.write(f"  {line}\n")
+                self.err.write(f"  {line[:400]}\n")
         fix = f" (fix: {exc.remedy})" if exc.remedy else ""
         self.err.write(f"devbox: {exc.message}{fix}\n")
         self.err.flush()
@@ -61,18 +68,24 @@ class RichRenderer:
         self.verbose = verbose
         self.tail: deque[str] = deque(maxlen=self.TAIL)
         self.current = ""
+        self.progress = ""
         self.started = time.monotonic()
         self.live: Any = None
+        from rich.spinner import Spinner
+
+        # one Spinner for the whole run: it animates from its own start time, so a new one
+        # per refresh would show its first frame forever
+        self.spinner = Spinner("dots", style="bold")
 
     def _renderable(self) -> Any:
         from rich.console import Group
-        from rich.spinner import Spinner
         from rich.text import Text
 
         elapsed = time.monotonic() - self.started
-        head = Spinner("dots", text=Text(f"{self.current}  {elapsed:4.0f}s", style="bold"))
-        lines = [Text(f"  {line}", style="dim", overflow="ellipsis", no_wrap=True) for line in self.tail]
-        return Group(head, *lines)
+        progress = f"  {self.progress}" if self.progress else ""
+        self.spinner.update(text=Text(f"{self.current}{progress}  {elapsed:4.0f}s", style="bold"))
+        lines = [Text(f"  {line[:500]}", style="dim", overflow="ellipsis", no_wrap=True) for line in self.tail]
+        return Group(self.spinner, *lines)
 
     def _ensure_live(self) -> None:
         if self.live is None:
@@ -89,6 +102,7 @@ class RichRenderer:
                 self.console.print(event.text, markup=False, highlight=False)
             self._ensure_live()
         elif isinstance(event, Step):
+            self.progress = ""
             if event.state == "start":
                 self.current = f"{event.name}: {event.detail}"
                 self.started = time.monotonic()
@@ -106,7 +120,8 @@ class RichRenderer:
                 if event.state != "fail":
                     self.tail.clear()
         elif isinstance(event, Progress):
-            self.current = f"{event.what} {event.done}/{event.total}"
+            frac = event.fraction
+            self.progress = (f"{frac:.0%} " if frac is not None else "") + event.text[:80]
 
     def close(self) -> None:
         if self.live is not None:
@@ -119,7 +134,7 @@ class RichRenderer:
         if lines and not self.verbose:
             self.err_console.rule("last lines of the log", style="red")
             for line in lines:
-                self.err_console.print(f"  {line}", markup=False, highlight=False)
+                self.err_console.print(f"  {line[:400]}", markup=False, highlight=False)
         from rich.markup import escape
 
         fix = f" [dim](fix: {escape(exc.remedy)})[/]" if exc.remedy else ""

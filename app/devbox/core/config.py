@@ -8,7 +8,9 @@ are ignored on purpose: Jetify's Nix tool of the same name exports its own.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,8 +20,10 @@ from devbox.core.errors import ConfigError
 
 CONFIG_NAME = "devbox.toml"
 
-# section -> key -> default. Types are taken from the defaults (all str for now).
-DEFAULTS: dict[str, dict[str, str]] = {
+# section -> key -> default. The default's type is the key's type: str, int, bool or
+# list[str]. Sections for VM mode arrive with VM mode.
+Value = str | int | bool | list[str]
+DEFAULTS: dict[str, dict[str, Value]] = {
     "paths": {
         "bootc": "bootc",
         "terraform": "terraform",
@@ -27,13 +31,18 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "worktrees": "../{repo}.worktrees",
     },
     "image": {
-        "name": "localhost/devbox:latest",
+        "name": "",  # empty: localhost/devbox-<repo>-<hash of its path>:latest, unique per checkout
         "builder": "quay.io/centos-bootc/bootc-image-builder:latest",
     },
-    "podman": {"url": ""},
+    "podman": {
+        "url": "",
+        "autostart": False,  # start a podman API service for this run when none answers
+        "timeout": 30,  # seconds for one API call (a ping gives up after 3)
+    },
     "container": {"shell": "/bin/bash", "network": ""},
     "libvirt": {"uri": "qemu:///system"},
 }
+TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list of strings"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,8 @@ class Settings:
     image: str
     builder_image: str
     podman_url: str  # "" = auto-detect
+    podman_autostart: bool
+    podman_timeout: int
     shell: str
     network: str
     libvirt_uri: str
@@ -81,8 +92,43 @@ def _read_file(path: Path) -> dict[str, object]:
         raise ConfigError(f"{path} is not valid TOML: {exc}", "fix the syntax") from None
 
 
-def _merge(path: Path, data: Mapping[str, object], env: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    values = {section: dict(keys) for section, keys in DEFAULTS.items()}
+def _typed(value: object, default: Value, origin: str, key: str) -> Value:
+    """``value`` from the file, checked against the type of ``default``."""
+    kind = type(default)
+    ok = (
+        isinstance(value, list) and all(isinstance(v, str) for v in value)
+        if kind is list
+        else (isinstance(value, kind) and not (kind is int and isinstance(value, bool)))
+    )
+    if not ok:
+        example = {str: f'{key} = "{value}"', int: f"{key} = 30", bool: f"{key} = true", list: f'{key} = ["a", "b"]'}
+        raise ConfigError(
+            f"{origin} must be {TYPE_NAMES[kind]}, not {type(value).__name__}", f"write it as {example[kind]}"
+        )
+    return value  # type: ignore[return-value]
+
+
+def _from_env(raw: str, default: Value, name: str) -> Value:
+    """An environment variable's text as the key's type."""
+    if isinstance(default, bool):
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError(f"{name}={raw!r} must be true or false", f"e.g. {name}=true")
+    if isinstance(default, int):
+        try:
+            return int(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} must be an integer", f"e.g. {name}=30") from None
+    if isinstance(default, list):
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    return raw
+
+
+def _merge(path: Path, data: Mapping[str, object], env: Mapping[str, str]) -> dict[str, dict[str, Value]]:
+    values: dict[str, dict[str, Value]] = {section: dict(keys) for section, keys in DEFAULTS.items()}
     for section, table in data.items():
         if section not in DEFAULTS:
             raise ConfigError(
@@ -97,17 +143,12 @@ def _merge(path: Path, data: Mapping[str, object], env: Mapping[str, str]) -> di
                     f"{path}: unknown key {section}.{key}",
                     f"known keys in [{section}]: {', '.join(DEFAULTS[section])}",
                 )
-            if not isinstance(value, str):
-                raise ConfigError(
-                    f"{path}: {section}.{key} must be a string, not {type(value).__name__}",
-                    f'quote it: {key} = "{value}"',
-                )
-            values[section][key] = value
+            values[section][key] = _typed(value, DEFAULTS[section][key], f"{path}: {section}.{key}", key)
     for section, keys in DEFAULTS.items():
-        for key in keys:
+        for key, default in keys.items():
             name = env_name(section, key)
             if name in env:
-                values[section][key] = env[name]
+                values[section][key] = _from_env(env[name], default, name)
     return values
 
 
@@ -118,6 +159,12 @@ def _dir(root: Path, raw: str, repo: str, origin: str, *, must_exist: bool) -> P
     if must_exist and not path.is_dir():
         raise ConfigError(f"{origin}: directory {path} does not exist", "create it or fix the path")
     return path
+
+
+def default_image_name(repo: Path) -> str:
+    """``localhost/devbox-<repo>-<hash6>:latest``: two checkouts never share (and fight over) a tag."""
+    slug = re.sub(r"[^a-z0-9_.-]+", "-", repo.name.lower()).strip("-._")[:40] or "repo"
+    return f"localhost/devbox-{slug}-{hashlib.sha256(str(repo).encode()).hexdigest()[:6]}:latest"
 
 
 def load(repo: Path, env: Mapping[str, str] | None = None) -> Settings:
@@ -131,30 +178,39 @@ def load(repo: Path, env: Mapping[str, str] | None = None) -> Settings:
         name = env_name(section, key)
         return name if name in env else f"{path.name} {section}.{key}"
 
+    def text(section: str, key: str) -> str:
+        return str(values[section][key])
+
     p = values["paths"]
-    image = values["image"]["name"].strip()
-    if not image or any(c.isspace() for c in image):
+    image = text("image", "name").strip() or default_image_name(repo)
+    if any(c.isspace() for c in image) or image.startswith("-"):
         raise ConfigError(
             f"{origin('image', 'name')}: image name {image!r} is not valid", "e.g. localhost/devbox:latest"
         )
-    url = values["podman"]["url"].strip()
+    url = text("podman", "url").strip()
     if url and not url.startswith(("unix://", "tcp://")):
         raise ConfigError(
             f"{origin('podman', 'url')}: {url!r} is not a podman URL",
             "use unix:///path/to/podman.sock (or leave it empty to auto-detect)",
         )
+    timeout = values["podman"]["timeout"]
+    assert isinstance(timeout, int)
+    if timeout <= 0:
+        raise ConfigError(f"{origin('podman', 'timeout')}: must be a positive number of seconds", "e.g. 30")
     return Settings(
         repo=repo,
-        bootc_dir=_dir(repo, p["bootc"], repo.name, origin("paths", "bootc"), must_exist=True),
-        terraform_dir=_dir(repo, p["terraform"], repo.name, origin("paths", "terraform"), must_exist=False),
-        build_dir=_dir(repo, p["build"], repo.name, origin("paths", "build"), must_exist=False),
-        worktrees_dir=_dir(repo, p["worktrees"], repo.name, origin("paths", "worktrees"), must_exist=False),
+        bootc_dir=_dir(repo, str(p["bootc"]), repo.name, origin("paths", "bootc"), must_exist=True),
+        terraform_dir=_dir(repo, str(p["terraform"]), repo.name, origin("paths", "terraform"), must_exist=False),
+        build_dir=_dir(repo, str(p["build"]), repo.name, origin("paths", "build"), must_exist=False),
+        worktrees_dir=_dir(repo, str(p["worktrees"]), repo.name, origin("paths", "worktrees"), must_exist=False),
         image=image,
-        builder_image=values["image"]["builder"],
+        builder_image=text("image", "builder"),
         podman_url=url,
-        shell=values["container"]["shell"],
-        network=values["container"]["network"],
-        libvirt_uri=values["libvirt"]["uri"],
+        podman_autostart=bool(values["podman"]["autostart"]),
+        podman_timeout=timeout,
+        shell=text("container", "shell"),
+        network=text("container", "network"),
+        libvirt_uri=text("libvirt", "uri"),
     )
 
 

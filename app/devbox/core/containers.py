@@ -1,6 +1,6 @@
 """Containers: one per worktree, named and labelled so devbox can find it again.
 
-The run flags are the isolation contract of container mode (see ``run_argv``): the
+The create spec is the isolation contract of container mode (see ``spec``): the
 worktree and the main repository at their host paths, read-only root, per-container
 volumes for /var and /etc, the host user's UID/GID, no-new-privileges, a minimal
 capability set that the entrypoint drops entirely, and nothing else of the host.
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from devbox.core.config import Settings
-from devbox.core.podman import Podman
+from devbox.core.podman import ContainerRecord, CreateSpec, Mount, Podman
 
 LABEL_REPO = "devbox.repo"
 LABEL_BRANCH = "devbox.branch"
@@ -52,6 +52,7 @@ class Container:
     branch: str
     worktree: str
     image_id: str
+    started_at: float | None = None
 
     @property
     def running(self) -> bool:
@@ -68,43 +69,32 @@ class Container:
             "branch": self.branch,
             "worktree": self.worktree,
             "image_id": self.image_id,
+            "started_at": self.started_at,
             "stale_image": self.stale(current_image_id),
         }
 
-
-def _from_list(row: dict[str, Any]) -> Container:
-    labels = row.get("Labels") or {}
-    names = row.get("Names") or [""]
-    return Container(
-        name=str(names[0]),
-        id=str(row.get("Id", "")),
-        state=str(row.get("State", "")).lower(),
-        branch=labels.get(LABEL_BRANCH, ""),
-        worktree=labels.get(LABEL_WORKTREE, ""),
-        image_id=labels.get(LABEL_IMAGE, ""),
-    )
-
-
-def _from_inspect(data: dict[str, Any]) -> Container:
-    labels = (data.get("Config") or {}).get("Labels") or {}
-    return Container(
-        name=str(data.get("Name", "")).lstrip("/"),
-        id=str(data.get("Id", "")),
-        state=str((data.get("State") or {}).get("Status", "")).lower(),
-        branch=labels.get(LABEL_BRANCH, ""),
-        worktree=labels.get(LABEL_WORKTREE, ""),
-        image_id=labels.get(LABEL_IMAGE, ""),
-    )
+    @classmethod
+    def from_record(cls, rec: ContainerRecord) -> Container:
+        labels = rec.labels
+        return cls(
+            name=rec.name,
+            id=rec.id,
+            state=rec.state,
+            branch=labels.get(LABEL_BRANCH, ""),
+            worktree=labels.get(LABEL_WORKTREE, ""),
+            image_id=labels.get(LABEL_IMAGE, ""),
+            started_at=rec.started_at,
+        )
 
 
 def list_containers(settings: Settings, podman: Podman) -> list[Container]:
-    rows = podman.api.containers({LABEL_REPO: str(settings.repo)})
-    return sorted((_from_list(r) for r in rows), key=lambda c: c.branch)
+    recs = podman.containers({LABEL_REPO: str(settings.repo)})
+    return sorted((Container.from_record(r) for r in recs), key=lambda c: (c.branch, c.name))
 
 
 def get(podman: Podman, name: str) -> Container | None:
-    data = podman.api.container(name)
-    return None if data is None else _from_inspect(data)
+    rec = podman.container(name)
+    return None if rec is None else Container.from_record(rec)
 
 
 @dataclass(frozen=True)
@@ -126,7 +116,7 @@ class HostUser:
         return f"/var/home/{self.name}"
 
 
-def run_argv(
+def spec(
     settings: Settings,
     *,
     name: str,
@@ -136,80 +126,63 @@ def run_argv(
     user: HostUser,
     rootless: bool,
     env: dict[str, str],
-) -> list[str]:
-    """The ``podman run`` arguments (after ``podman``) for a branch's container."""
+) -> CreateSpec:
+    """The isolation contract of a branch's container, as a podman create spec."""
     var_vol, etc_vol = volume_names(name)
-    mounts = [worktree] if worktree == settings.repo else [worktree, settings.repo]
-    argv = [
-        "run",
-        "--detach",
-        "--init",
-        "--name",
-        name,
-        "--hostname",
-        name[:63],
-        "--label",
-        f"{LABEL_REPO}={settings.repo}",
-        "--label",
-        f"{LABEL_BRANCH}={branch}",
-        "--label",
-        f"{LABEL_WORKTREE}={worktree}",
-        "--label",
-        f"{LABEL_IMAGE}={image_id}",
-        # read-only root; /tmp, /run, /var/tmp tmpfs (podman's --read-only-tmpfs default)
-        "--read-only",
-        # /var and /etc writable and kept across stop/start, seeded from the image on first
-        # use (podman copies image content into an empty named volume); --recreate renews
-        # /etc from the new image and keeps /var (the home), as bootc does on upgrade
-        "--volume",
-        f"{var_vol}:/var",
-        "--volume",
-        f"{etc_vol}:/etc",
-        "--security-opt",
-        "no-new-privileges",
-        "--cap-drop",
-        "all",
-    ]
-    for cap in ENTRYPOINT_CAPS:
-        argv += ["--cap-add", cap]
-    for path in mounts:  # same absolute path inside: .git files of worktrees resolve
-        argv += ["--volume", f"{path}:{path}:rw,z"]
-    if rootless:
-        argv += ["--userns", "keep-id"]  # host UID -> same UID inside; refused by rootful podman
-    argv += ["--user", "0:0"]  # the entrypoint starts as root (in the container) and drops to the user
-    if settings.network:
-        argv += ["--network", settings.network]
-    all_env = {
-        "DEVBOX_UID": str(user.uid),
-        "DEVBOX_GID": str(user.gid),
-        "DEVBOX_USER": user.name,
-        "DEVBOX_WORKDIR": str(worktree),
-        "DEVBOX_BRANCH": branch,
-        **env,
-    }
-    for key, value in sorted(all_env.items()):
-        argv += ["--env", f"{key}={value}"]
-    argv += ["--workdir", str(worktree), image_id, *KEEPALIVE]
-    return argv
+    paths = [worktree] if worktree == settings.repo else [worktree, settings.repo]
+    return CreateSpec(
+        name=name,
+        image=image_id,
+        command=KEEPALIVE,
+        labels={
+            LABEL_REPO: str(settings.repo),
+            LABEL_BRANCH: branch,
+            LABEL_WORKTREE: str(worktree),
+            LABEL_IMAGE: image_id,
+        },
+        env={
+            "DEVBOX_UID": str(user.uid),
+            "DEVBOX_GID": str(user.gid),
+            "DEVBOX_USER": user.name,
+            "DEVBOX_WORKDIR": str(worktree),
+            "DEVBOX_BRANCH": branch,
+            **env,
+        },
+        mounts=(
+            # /var and /etc writable and kept across stop/start, seeded from the image on first
+            # use (podman copies image content into an empty named volume); --recreate renews
+            # /etc from the new image and keeps /var (the home), as bootc does on upgrade
+            Mount(var_vol, "/var", volume=True),
+            Mount(etc_vol, "/etc", volume=True),
+            # same absolute path inside: the .git files of worktrees resolve
+            *(Mount(str(p), str(p), options=("z",)) for p in paths),
+        ),
+        workdir=str(worktree),
+        hostname=name[:63],
+        user="0:0",  # the entrypoint starts as root (in the container) and drops to the user
+        cap_add=ENTRYPOINT_CAPS,
+        userns="keep-id" if rootless else "",  # host UID -> same UID inside; refused by rootful podman
+        network=settings.network,
+        read_only=True,  # /tmp, /run, /var/tmp tmpfs
+    )
 
 
-def exec_argv(container: Container, user: HostUser, command: list[str], *, tty: bool) -> list[str]:
-    """``podman exec`` arguments (after ``podman``) that run ``command`` as the host user."""
-    argv = ["exec", "--interactive"]
-    if tty:
-        argv.append("--tty")
-    argv += [
-        "--user",
-        f"{user.uid}:{user.gid}",
-        "--workdir",
-        container.worktree or "/",
-        "--env",
-        f"HOME={user.home}",
-        "--env",
-        f"USER={user.name}",
-        "--env",
-        f"LOGNAME={user.name}",
-        container.name,
+def drop_privileges(user: HostUser, command: list[str]) -> list[str]:
+    """``command`` behind the same privilege drop as the entrypoint's main process: every
+    process devbox starts in a container runs as the user with no capabilities at all (a
+    host root user too) and no way to gain any."""
+    return [
+        "/usr/bin/setpriv",
+        f"--reuid={user.uid}",
+        f"--regid={user.gid}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+        "--",
         *command,
     ]
-    return argv
+
+
+def exec_env(user: HostUser) -> dict[str, str]:
+    return {"HOME": user.home, "USER": user.name, "LOGNAME": user.name}

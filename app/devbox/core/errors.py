@@ -6,9 +6,10 @@ nowhere else, so the CLI and the TUI tell the same story.
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, unique
 
 
+@unique  # two codes with one number would be an alias: a silent bug
 class ExitCode(IntEnum):
     OK = 0
     FAILURE = 1
@@ -25,6 +26,7 @@ class ExitCode(IntEnum):
     DISK_FULL = 12
     NOT_AVAILABLE = 13
     CONTAINER_FAILED = 14
+    TIMEOUT = 15
     INTERRUPTED = 130
 
 
@@ -102,6 +104,16 @@ class DiskFull(DevboxError):
 
 class NotAvailable(DevboxError):
     exit_code = ExitCode.NOT_AVAILABLE
+
+
+class ToolMissing(DevboxError):
+    """A program devbox runs is not installed (adapters re-raise it with their own code)."""
+
+
+class ToolTimeout(DevboxError):
+    """A tool did not answer in time (a hung socket, a stuck process)."""
+
+    exit_code = ExitCode.TIMEOUT
 
 
 class Cancelled(DevboxError):

@@ -1,4 +1,6 @@
-"""Content digests of build inputs and the fresh/stale verdicts, with reasons.
+"""Content digests of build inputs and the fresh/stale verdicts, with reasons, for any
+artifact (the image now; the disk and the VM record the identities they were built from
+the same way).
 
 Freshness compares identities, never clocks: the image carries the digest of the bootc/
 tree it was built from (paths, modes, contents). A stat cache (size, mtime, ctime, inode)
@@ -20,7 +22,42 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-CACHE_VERSION = 1
+from devbox.core.filesystem import write_atomic
+
+CACHE_VERSION = 2
+# Editor and OS droppings: never part of an image's identity, and never sent to podman
+# either (the build's ignore file lists them too), so the digest and the build agree.
+EDITOR_PATTERNS = ("*.swp", "*.swo", "*.swx", "*~", ".#*", "#*#", ".DS_Store", "4913")
+IGNORE_FILES = (".containerignore", ".dockerignore")  # podman reads the first that exists
+
+
+def ignore_file(root: Path) -> Path | None:
+    return next((root / n for n in IGNORE_FILES if (root / n).is_file()), None)
+
+
+def ignore_patterns(root: Path) -> list[str]:
+    """The context's own ignore patterns (docker syntax) plus devbox's editor patterns."""
+    own: list[str] = []
+    path = ignore_file(root)
+    if path is not None:
+        with contextlib.suppress(OSError):
+            own = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    return [*own, *(f"**/{p}" for p in EDITOR_PATTERNS)]
+
+
+def _ignored(root: Path) -> Callable[[str], bool]:
+    """A matcher for relative paths that podman leaves out of the build context."""
+    patterns = ignore_patterns(root)
+    if ignore_file(root) is None:  # editor patterns only: fnmatch on the name, no import
+        import fnmatch
+
+        return lambda rel: any(fnmatch.fnmatchcase(rel.rsplit("/", 1)[-1], p) for p in EDITOR_PATTERNS)
+    import pathspec  # ~60 ms to import: only on a cold scan of a context that has an ignore file
+
+    # docker patterns are anchored at the context root; gitignore's are not: anchor them
+    lines = [f"!/{p[1:].lstrip('/')}" if p.startswith("!") else f"/{p.lstrip('/')}" for p in patterns]
+    spec = pathspec.PathSpec.from_lines("gitwildmatch", lines)
+    return lambda rel: spec.match_file(rel)
 
 
 class SourceTree:
@@ -76,19 +113,6 @@ def _load_cache(path: Path | None) -> dict[str, Any]:
     return data
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
 def _walk(base: str) -> tuple[list[str], list[os.stat_result]]:
     """Full paths and their lstat results for everything under ``base`` (the hot loop:
     one stat call per entry, nothing else built per entry)."""
@@ -129,8 +153,11 @@ def scan(root: Path, cache: Path | None = None) -> SourceTree:
     new: dict[str, list[Any]] = {}
     entries: dict[str, str] = {}
     cut = len(base) + 1
+    ignored = _ignored(root)
     for full, st in zip(paths, stats, strict=True):
         rel = full[cut:]
+        if ignored(rel):
+            continue
         mode = stat.S_IMODE(st.st_mode)
         if stat.S_ISDIR(st.st_mode):
             entries[rel] = f"d {mode:o}"
@@ -197,15 +224,33 @@ class ManifestStore:
         return data if isinstance(data, dict) else None
 
 
-def judge(tree: SourceTree, built_digest: str | None, manifests: ManifestStore, prefix: str) -> Verdict:
-    """Is an artifact built from ``built_digest`` still fresh for ``tree``?"""
+def judge(
+    tree: SourceTree, built_digest: str | None, manifests: ManifestStore, prefix: str, artifact: str = "image"
+) -> Verdict:
+    """Is ``artifact``, built from sources with ``built_digest``, still fresh for ``tree``?
+
+    ``built_digest`` is None when the artifact does not exist and "" when it carries no
+    record of its sources.
+    """
     if built_digest is None:
-        return Verdict(False, ("image missing",))
+        return Verdict(False, (f"{artifact} missing",))
     if not built_digest:
-        return Verdict(False, ("image has no devbox.sources label (built outside devbox)",))
+        return Verdict(False, (f"{artifact} has no record of its sources (built outside devbox)",))
     if built_digest == tree.digest:
         return Verdict(True)
     old = manifests.load(built_digest)
     if old is None:
-        return Verdict(False, (f"{prefix} changed since the image was built",))
+        return Verdict(False, (f"{prefix} changed since the {artifact} was built",))
     return Verdict(False, diff_reasons(prefix, old, tree.entries) or (f"{prefix} changed",))
+
+
+def compare(artifact: str, recorded: str | None, current: str | None, upstream: str) -> Verdict:
+    """Freshness of an artifact keyed by an upstream identity (a disk by its image ID and
+    inputs, a VM by its disk key): "image rebuilt since the disk was made"."""
+    if recorded is None:
+        return Verdict(False, (f"{artifact} missing",))
+    if current is None:
+        return Verdict(False, (f"{upstream} missing",))
+    if recorded != current:
+        return Verdict(False, (f"{upstream} rebuilt since the {artifact} was made",))
+    return Verdict(True)

@@ -7,18 +7,24 @@ option) and then by ``git check-ref-format --branch``.
 
 from __future__ import annotations
 
-import errno
-import os
 import re
 import shutil
-import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from devbox.core.errors import BadName, DevboxError, DiskFull, GitError, NotFound, Refused
-from devbox.core.events import LogLine, Sink
-from devbox.core.proc import run
+from devbox.core.errors import BadName, Cancelled, DevboxError, DiskFull, GitError, NotFound, Refused, ToolMissing
+from devbox.core.events import Reporter
+from devbox.core.filesystem import free_bytes, os_error
+from devbox.core.proc import Completed, run, stream
 
+# git must never stop to ask (a credential prompt would hang a worker) and its messages
+# are parsed in English
+GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
+STATUS_WORKERS = 8  # git status calls at once: enough to hide latency, few enough for 2 cores
+
+MAX_BRANCH = 200  # a worktree path and a container name are made from it
 NAME_REMEDY = "use letters, digits and - _ . / (e.g. feature/login)"
 _BAD_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
@@ -29,22 +35,44 @@ class Worktree:
     branch: str | None  # None: detached HEAD
     head: str
     is_main: bool
+    prunable: bool = False  # its directory is gone (deleted by hand); `git worktree prune` forgets it
+
+    @property
+    def label(self) -> str:
+        return self.branch or f"(detached {self.head[:8]})"
 
 
 @dataclass(frozen=True)
 class WorktreeState:
-    dirty: bool
-    ahead: int | None  # None: no upstream
-    behind: int | None
+    changed: int = 0  # tracked files modified, added, deleted, renamed or in conflict
+    untracked: int = 0
+    files: tuple[str, ...] = ()  # the first few changed or untracked paths
+    ahead: int | None = None  # None: no upstream
+    behind: int | None = None
+    missing: bool = False  # the directory does not exist
+    error: str = ""  # git could not tell (the row still lists)
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.changed or self.untracked)
 
 
-def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def _git(
+    repo: Path, *args: str, check: bool = True, cancel: threading.Event | None = None, timeout: float = 120.0
+) -> Completed:
     try:
-        res = run(["git", "-C", str(repo), *args])
-    except FileNotFoundError:
+        res = run(
+            ["git", "-C", str(repo), *args],
+            tool="git",
+            cancel=cancel,
+            timeout=timeout,
+            env=GIT_ENV,
+            remedy="a git command hung: check the repository (a stale index.lock?) and run again",
+        )
+    except ToolMissing:
         raise GitError("git is not installed", "install git: sudo dnf install git") from None
     if check and res.returncode != 0:
-        msg = (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1]
+        msg = res.last_error()
         if "no space left" in res.stderr.lower():
             raise DiskFull(f"git {args[0]}: {msg}", "free disk space and run the command again")
         raise GitError(f"git {args[0]} failed: {msg}", "see the git message; fix it and run the command again")
@@ -71,13 +99,10 @@ def check_branch_name(name: str) -> str:
         why = "a part of it starts with '.' or it ends with '.' or '.lock'"
     elif name == "HEAD":
         why = "HEAD is not a branch"
-    elif len(name) > 200:
-        why = "it is longer than 200 characters"
+    elif len(name) > MAX_BRANCH:
+        why = f"it is {len(name)} characters long, more than {MAX_BRANCH}: shorten it"
     if why is None:
-        try:
-            res = run(["git", "check-ref-format", "--branch", name])
-        except FileNotFoundError:
-            raise GitError("git is not installed", "install git: sudo dnf install git") from None
+        res = _git(Path.cwd() if Path.cwd().exists() else Path("/"), "check-ref-format", "--branch", name, check=False)
         if res.returncode != 0:
             why = "git check-ref-format refuses it"
     if why:
@@ -96,7 +121,9 @@ def list_worktrees(repo: Path) -> list[Worktree]:
         if "worktree" not in fields:
             continue
         branch = fields.get("branch", "").removeprefix("refs/heads/") or None
-        result.append(Worktree(Path(fields["worktree"]), branch, fields.get("HEAD", ""), not result))
+        path = Path(fields["worktree"])
+        gone = "prunable" in fields or not path.is_dir()
+        result.append(Worktree(path, branch, fields.get("HEAD", ""), not result, prunable=gone and bool(result)))
     return result
 
 
@@ -104,17 +131,38 @@ def find_worktree(repo: Path, branch: str) -> Worktree | None:
     return next((w for w in list_worktrees(repo) if w.branch == branch), None)
 
 
-def state(wt: Worktree) -> WorktreeState:
-    dirty = bool(_git(wt.path, "status", "--porcelain", "--untracked-files=normal").stdout.strip())
+def state(wt: Worktree, cancel: threading.Event | None = None, sample: int = 5) -> WorktreeState:
+    """Dirty counts and ahead/behind from one ``git status --porcelain=v2 --branch``."""
+    if wt.prunable or not wt.path.is_dir():
+        return WorktreeState(missing=True)
+    res = _git(wt.path, "status", "--porcelain=v2", "--branch", "--untracked-files=normal", check=False, cancel=cancel)
+    if res.returncode != 0:
+        return WorktreeState(error=res.last_error())
+    changed = untracked = 0
+    files: list[str] = []
     ahead = behind = None
-    if wt.branch:
-        res = _git(
-            wt.path, "rev-list", "--left-right", "--count", f"{wt.branch}...{wt.branch}@{{upstream}}", check=False
-        )
-        if res.returncode == 0:
-            a, b = res.stdout.split()
-            ahead, behind = int(a), int(b)
-    return WorktreeState(dirty, ahead, behind)
+    for line in res.stdout.splitlines():
+        if line.startswith("# branch.ab "):
+            a, b = line.split()[2:4]
+            ahead, behind = int(a), -int(b)
+        elif line.startswith(("1 ", "2 ", "u ")):
+            changed += 1
+            if len(files) < sample:  # 1 XY sub mH mI mW hH hI path; 2 ... path\torig; u ... path
+                cut = {"1": 8, "2": 9, "u": 10}[line[0]]
+                files.append(line.split(" ", cut)[-1].split("\t")[0])
+        elif line.startswith("? "):
+            untracked += 1
+            if len(files) < sample:
+                files.append(line[2:])
+    return WorktreeState(changed, untracked, tuple(files), ahead, behind)
+
+
+def states(wts: list[Worktree], cancel: threading.Event | None = None) -> list[WorktreeState]:
+    """``state`` of every worktree, a few at a time (200 worktrees stay correct and quick)."""
+    if len(wts) <= 1:
+        return [state(w, cancel) for w in wts]
+    with ThreadPoolExecutor(max_workers=min(STATUS_WORKERS, len(wts))) as pool:
+        return list(pool.map(lambda w: state(w, cancel), wts))
 
 
 def worktree_path(worktrees_dir: Path, branch: str) -> Path:
@@ -130,7 +178,9 @@ def _remote_branches(repo: Path, branch: str) -> list[str]:
     return [r for r in out.split() if r.split("/", 1)[1:] == [branch]]
 
 
-def add_worktree(repo: Path, branch: str, path: Path, sink: Sink, from_ref: str | None = None) -> Worktree:
+def add_worktree(
+    repo: Path, branch: str, path: Path, report: Reporter, cancel: threading.Event, from_ref: str | None = None
+) -> Worktree:
     """Check ``branch`` out at ``path``: the local branch, else a remote one, else a new one."""
     if path.exists() and any(path.iterdir()):
         raise Refused(
@@ -165,24 +215,31 @@ def add_worktree(repo: Path, branch: str, path: Path, sink: Sink, from_ref: str 
     made = [d for d in (path, *path.parents) if not d.exists()]  # what a failure must take back
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        res = _git(repo, *args)
+        # streamed: git's own messages reach the user in the order git printed them
+        done = stream(["git", "-C", str(repo), *args], report, cancel, source="git", env=GIT_ENV)
     except (DevboxError, OSError) as exc:
-        free = _free_bytes(path)
         _roll_back(repo, branch, created_branch=not local, made=made)
         if isinstance(exc, OSError):
-            raise _os_error(exc, f"creating {path}") from None
-        if free is not None and free < 16 << 20:  # git only says "unable to write file"
-            raise DiskFull(
-                f"disk full while checking out {branch!r} into {path.parent} ({free // 1024} KiB free)",
-                "free disk space (or set paths.worktrees elsewhere) and run the command again",
-            ) from None
+            raise os_error(exc, f"creating {path}") from None
         raise
-    for line in (res.stdout + res.stderr).splitlines():
-        sink(LogLine("git", line))
+    if done.returncode != 0 or done.cancelled:
+        free = free_bytes(path)
+        _roll_back(repo, branch, created_branch=not local, made=made)
+        if done.cancelled:
+            raise Cancelled(f"interrupted while checking out {branch!r}", "nothing was left behind")
+        text = "\n".join(done.tail).lower()
+        if "no space left" in text or (free is not None and free < 16 << 20):  # git may only say "unable to write"
+            raise DiskFull(
+                f"disk full while checking out {branch!r} into {path.parent}"
+                + (f" ({free // 1024} KiB free)" if free is not None else ""),
+                "free disk space (or set paths.worktrees elsewhere) and run the command again",
+            )
+        last = next((ln for ln in reversed(done.tail) if ln.strip()), f"exit {done.returncode}")
+        raise GitError(f"git worktree add failed: {last}", "see the git message; fix it and run the command again")
     wt = find_worktree(repo, branch)
     if wt is None:
         raise GitError(f"git worktree add did not create a worktree for {branch!r}", "run `git worktree list`")
-    sink(LogLine("git", f"worktree {path} ({how})"))
+    report.log(f"worktree {path} ({how})", source="git")
     return wt
 
 
@@ -195,54 +252,40 @@ def _roll_back(repo: Path, branch: str, *, created_branch: bool, made: list[Path
         _git(repo, "branch", "-D", branch, check=False)
 
 
-def _free_bytes(path: Path) -> int | None:
-    for d in (path, *path.parents):
-        if d.exists():
-            try:
-                st = os.statvfs(d)
-            except OSError:
-                return None
-            return st.f_bavail * st.f_frsize
-    return None
-
-
-def _os_error(exc: OSError, doing: str) -> DevboxError:
-    if exc.errno == errno.ENOSPC:
-        return DiskFull(f"disk full while {doing}", "free disk space and run the command again")
-    return DevboxError(f"{doing} failed: {exc.strerror or exc}", "check the path and its permissions")
-
-
-def unique_commits(repo: Path, branch: str) -> int:
-    """How many commits of ``branch`` are on no other branch and no remote (capped at 100)."""
-    res = _git(
-        repo,
-        "rev-list",
-        "--max-count=100",
-        f"refs/heads/{branch}",
-        "--not",
-        f"--exclude={branch}",  # --branches matches names without refs/heads/
-        "--branches",
-        "--remotes",
-    )
+def unique_commits(repo: Path, wt: Worktree, limit: int = 100) -> int:
+    """Commits reachable from the worktree's HEAD (its branch, or a detached HEAD) that are
+    on no other branch and no remote: what removing it without its branch would lose."""
+    if wt.branch:
+        # --exclude takes the short name: --branches matches names without refs/heads/
+        args = [f"refs/heads/{wt.branch}", "--not", f"--exclude={wt.branch}", "--branches", "--remotes"]
+    elif wt.head:
+        args = [wt.head, "--not", "--branches", "--remotes"]
+    else:
+        return 0
+    res = _git(repo, "rev-list", f"--max-count={limit}", *args)
     return len(res.stdout.split())
 
 
-def remove_worktree(repo: Path, wt: Worktree, *, force: bool, delete_branch: bool, sink: Sink) -> None:
+def prune(repo: Path) -> None:
+    """Forget worktrees whose directories are gone."""
+    _git(repo, "worktree", "prune")
+
+
+def remove_worktree(repo: Path, wt: Worktree, *, force: bool, report: Reporter) -> None:
+    """``git worktree remove`` (the caller has already refused to lose work unless forced)."""
     if wt.is_main:
         raise Refused(f"{wt.path} is the main checkout, not a linked worktree", "remove linked worktrees only")
-    if not force:
-        if state(wt).dirty:
-            raise Refused(f"worktree {wt.path} has uncommitted changes", "commit or stash them, or pass --force")
-        if wt.branch and (n := unique_commits(repo, wt.branch)):
-            raise Refused(
-                f"branch {wt.branch!r} has {n}{'+' if n >= 100 else ''} commit(s) on no other branch or remote",
-                "push or merge them, or pass --force (the branch itself is kept)",
-            )
+    if wt.prunable:
+        prune(repo)
+        report.log(f"forgot worktree {wt.path} (its directory was already gone)", source="git")
+        return
     _git(repo, "worktree", "remove", *(["--force"] if force else []), str(wt.path))
-    sink(LogLine("git", f"removed worktree {wt.path}"))
-    if delete_branch and wt.branch:
-        _git(repo, "branch", "-D" if force else "-d", wt.branch)
-        sink(LogLine("git", f"deleted branch {wt.branch}"))
+    report.log(f"removed worktree {wt.path}", source="git")
+
+
+def delete_branch(repo: Path, branch: str, *, force: bool, report: Reporter) -> None:
+    _git(repo, "branch", "-D" if force else "-d", branch)
+    report.log(f"deleted branch {branch}", source="git")
 
 
 def identity(repo: Path) -> dict[str, str]:

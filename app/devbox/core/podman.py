@@ -1,110 +1,495 @@
 """The podman adapter: the only module that talks to podman.
 
-Queries (inspect, list, stop, remove) go to the libpod REST socket (fast, no process).
-Builds, ``run`` and ``exec`` use the podman CLI: ``podman build`` stops a RUN step at once on
-SIGINT (a REST client that disconnects leaves the server running the step to its end:
-measured 12 s of an interrupted ``sleep``), and ``exec -it`` needs a real terminal. When
-podman.url is set, the CLI is pointed at the same service with ``--url``, so both paths
-always see the same storage.
+Every libpod API call (images, containers, volumes, logs, events, stats) goes through
+podman-py, imported on first use (it costs ~0.25 s: requests, urllib3, and rich for its
+pull progress). Records are parsed here and nowhere else: the rest of devbox sees frozen
+``ImageRecord`` / ``ContainerRecord`` values and devbox errors with a remedy.
+
+The podman CLI is kept where it is the better tool: ``podman build`` (a local build can be
+stopped mid-RUN; a REST build runs the current step to its end after the client leaves)
+and the argv for ``podman exec -it`` (a real terminal). The CLI runs locally when it sees
+the same storage as the API service, else with ``--url`` (see ``cli``).
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import os
 import shutil
+import signal
 import tempfile
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from devbox.core.errors import BuildFailed, Cancelled, DiskFull, PodmanMissing
-from devbox.core.events import LogLine, Sink
-from devbox.core.podman_api import PodmanAPI, default_socket
-from devbox.core.proc import run, stream
+from devbox.core import proc
+from devbox.core.errors import (
+    BuildFailed,
+    Cancelled,
+    DevboxError,
+    DiskFull,
+    NotFound,
+    PodmanError,
+    PodmanMissing,
+    PodmanUnreachable,
+    ToolMissing,
+)
+from devbox.core.events import Reporter
+from devbox.core.filesystem import read_json, write_json
+
+if TYPE_CHECKING:
+    from podman import PodmanClient
 
 INSTALL_REMEDY = "install podman: sudo dnf install podman (Debian/Ubuntu: sudo apt-get install podman)"
+PING_TIMEOUT = 3.0  # a listener that never answers is reported as such quickly
 
 
+def default_socket(uid: int | None = None, env: Mapping[str, str] | None = None) -> str:
+    """The socket of the podman that owns this user's storage (rootful for root)."""
+    uid = os.getuid() if uid is None else uid
+    env = os.environ if env is None else env
+    if uid == 0:
+        return "unix:///run/podman/podman.sock"
+    runtime = env.get("XDG_RUNTIME_DIR") or f"/run/user/{uid}"
+    return f"unix://{runtime}/podman/podman.sock"
+
+
+def socket_remedy(url: str) -> str:
+    """The exact command that starts a podman API service on this machine."""
+    path = url.removeprefix("unix://")
+    if not url.startswith("unix://"):
+        return f"start the podman service that {url} points at, or fix podman.url"
+    also = "or set podman.autostart = true in devbox.toml"
+    if os.path.isdir("/run/systemd/system") and path == default_socket().removeprefix("unix://"):
+        scope = "" if os.getuid() == 0 else " --user"
+        return f"systemctl{scope} enable --now podman.socket; {also}"
+    return f"run: podman system service --time=0 unix://{path} &; {also}"
+
+
+# records ------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class ImageInfo:
+class ImageRecord:
     id: str
     created: str
     labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def short_id(self) -> str:
-        return self.id[:12]
+        return self.id.removeprefix("sha256:")[:12]
+
+
+@dataclass(frozen=True)
+class ContainerRecord:
+    name: str
+    id: str
+    state: str  # running, exited, created, stopped, ...
+    labels: Mapping[str, str]
+    started_at: float | None = None  # epoch seconds, when running
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str  # a host path (bind) or a volume name
+    target: str
+    volume: bool = False
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CreateSpec:
+    """What a container is made of, in podman's terms (container-mode policy lives in
+    containers.py; this is only the shape the API takes)."""
+
+    name: str
+    image: str
+    command: tuple[str, ...]
+    labels: Mapping[str, str]
+    env: Mapping[str, str]
+    mounts: tuple[Mount, ...]
+    workdir: str
+    hostname: str
+    user: str
+    cap_add: tuple[str, ...]
+    userns: str = ""  # "keep-id" for rootless
+    network: str = ""  # "", "none", "host", or a network name
+    read_only: bool = True
+    init: bool = True
+    no_new_privileges: bool = True
+
+
+def _ts(value: object) -> float | None:
+    """An RFC 3339 time from libpod (nanoseconds, a zone) as epoch seconds."""
+    if not isinstance(value, str) or value.startswith("0001-"):
+        return None
+    from datetime import datetime
+
+    text = value.replace("Z", "+00:00")
+    head, dot, rest = text.partition(".")
+    if dot:  # Python takes at most 6 fraction digits
+        digits = "".join(c for c in rest if c.isdigit())
+        text = f"{head}.{digits[:6]}{rest[len(digits) :]}"
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def _container(attrs: Mapping[str, Any]) -> ContainerRecord:
+    """A record from either a list entry or an inspect answer (their shapes differ)."""
+    state = attrs.get("State")
+    if isinstance(state, dict):  # inspect
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        return ContainerRecord(
+            name=str(attrs.get("Name", "")).lstrip("/"),
+            id=str(attrs.get("Id", "")),
+            state=str(state.get("Status", "")).lower(),
+            labels=dict(labels),
+            started_at=_ts(state.get("StartedAt")) if state.get("Running") else None,
+        )
+    names = attrs.get("Names") or [""]
+    started = attrs.get("StartedAt")
+    return ContainerRecord(
+        name=str(names[0]),
+        id=str(attrs.get("Id", "")),
+        state=str(state or "").lower(),
+        labels=dict(attrs.get("Labels") or {}),
+        started_at=float(started) if isinstance(started, int | float) and started > 0 else None,
+    )
 
 
 class Podman:
-    """One front door to podman for a devbox settings' connection."""
+    """One front door to podman: a lazily made podman-py client and the CLI beside it."""
 
-    def __init__(self, url: str = "") -> None:
+    def __init__(self, url: str = "", *, timeout: float = 30.0, autostart: bool = False) -> None:
         self.explicit_url = url
         self.url = url or default_socket()
-        self._api: PodmanAPI | None = None
+        self.timeout = timeout
+        self.autostart = autostart
+        self._client: PodmanClient | None = None
         self._checked = False
+        self._cli: list[str] | None = None
+        self._lock = threading.Lock()
+        self.started_service: proc.Completed | None = None
+
+    # connection -------------------------------------------------------------------------
+    def _make_client(self, timeout: float) -> PodmanClient:
+        try:
+            import podman  # the one place podman-py is imported
+        except ImportError:
+            raise PodmanMissing("the podman-py library is missing", "reinstall devbox: pip install -e .") from None
+        return podman.PodmanClient(base_url=self.url, timeout=timeout)
 
     @property
-    def api(self) -> PodmanAPI:
-        if self._api is None:
-            if not self.explicit_url and shutil.which("podman") is None:
-                raise PodmanMissing("podman is not installed (no `podman` on PATH)", INSTALL_REMEDY)
-            self._api = PodmanAPI(self.url)
-        return self._api
+    def client(self) -> PodmanClient:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self.check()
+                    self._client = self._make_client(self.timeout)
+        return self._client
 
-    def cli(self) -> list[str]:
-        """The argv prefix for the podman CLI, bound to the same service as the API."""
+    @contextlib.contextmanager
+    def api(self, doing: str) -> Iterator[None]:
+        """Turn podman-py's and requests' failures into devbox errors with a remedy."""
+        try:
+            yield
+        except DevboxError:
+            raise
+        except Exception as exc:  # podman-py raises requests' and its own types
+            raise self._translate(exc, doing) from None
+
+    def _translate(self, exc: Exception, doing: str) -> DevboxError:
+        # podman-py wraps transport failures (requests' ConnectionError, ReadTimeout, a
+        # socket's OSError) in an APIError "... operation failed": look down the chain
+        chain: list[BaseException] = []
+        link: BaseException | None = exc
+        while link is not None and len(chain) < 10:
+            chain.append(link)
+            link = link.__cause__ or link.__context__
+        names = {type(e).__name__ for e in chain}
+        if any("Timeout" in n for n in names):
+            return PodmanUnreachable(
+                f"podman API at {self.url} is not answering ({doing}: no reply in time)", socket_remedy(self.url)
+            )
+        if names & {"ConnectionError", "ChunkedEncodingError", "ProtocolError"} or any(
+            type(e).__module__ == "builtins" and isinstance(e, OSError) for e in chain
+        ):
+            path = self.url.removeprefix("unix://")
+            if self.url.startswith("unix://") and not os.path.exists(path):
+                return PodmanUnreachable(f"podman API socket {path} does not exist", socket_remedy(self.url))
+            return PodmanUnreachable(f"podman API at {self.url} is not answering", socket_remedy(self.url))
+        explanation = getattr(exc, "explanation", None) or str(exc)
+        if getattr(exc, "status_code", None) == 404 or type(exc).__name__.endswith("NotFound"):
+            return NotFound(f"podman: {explanation}", "see `devbox status`")
+        text = str(explanation).strip().splitlines()[0] if str(explanation).strip() else type(exc).__name__
+        return PodmanError(f"podman: {doing} failed: {text[:300]}", "see `podman info` and the podman service log")
+
+    def check(self) -> None:
+        """Fail with the right error when podman is missing or its service is not answering
+        (start a short-lived service first when podman.autostart is on)."""
+        if self._checked:
+            return
+        if shutil.which("podman") is None and not self.explicit_url:
+            raise PodmanMissing("podman is not installed (no `podman` on PATH)", INSTALL_REMEDY)
+        try:
+            self._ping()
+        except PodmanUnreachable:
+            if not self.autostart or not self.url.startswith("unix://"):
+                raise
+            self._start_service()
+        self._checked = True
+
+    def _ping(self) -> None:
+        client = self._make_client(PING_TIMEOUT)
+        try:
+            with self.api("ping"):
+                if not client.ping():
+                    raise PodmanUnreachable(f"podman API at {self.url} did not answer ping", socket_remedy(self.url))
+        finally:
+            with contextlib.suppress(Exception):
+                client.close()
+
+    def _start_service(self) -> None:
+        """``podman system service`` for this user on the configured socket, exiting by itself
+        after 5 minutes without clients (podman.autostart)."""
+        path = Path(self.url.removeprefix("unix://"))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PodmanUnreachable(f"cannot create {path.parent}: {exc.strerror}", socket_remedy(self.url)) from None
+        proc.spawn_daemon([self._exe(), "system", "service", "--time=300", self.url], tool="podman")
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                self._ping()
+                return
+            except PodmanUnreachable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None
+
+    def info(self) -> dict[str, Any]:
+        with self.api("info"):
+            return dict(self.client.info())
+
+    def rootless(self) -> bool:
+        if not self.explicit_url:
+            return os.geteuid() != 0
+        return bool(((self.info().get("host") or {}).get("security") or {}).get("rootless"))
+
+    # the CLI ----------------------------------------------------------------------------
+    def _exe(self) -> str:
         exe = shutil.which("podman")
         if exe is None:
             raise PodmanMissing("podman is not installed (no `podman` on PATH)", INSTALL_REMEDY)
-        return [exe, "--url", self.explicit_url] if self.explicit_url else [exe]
+        return exe
 
-    def check(self) -> None:
-        """Fail with the right error when podman is missing or its socket is not answering."""
-        if self._checked:
-            return
-        self.cli()
-        self.api.ping()
-        self._checked = True
+    def cli(self) -> list[str]:
+        """The argv prefix for the podman CLI, bound to the same storage as the API.
 
-    # images -------------------------------------------------------------------------
-    def image(self, name: str) -> ImageInfo | None:
-        data = self.api.image(name)
-        if data is None:
-            return None
-        config: dict[str, Any] = data.get("Config") or {}
-        labels = data.get("Labels") or config.get("Labels") or {}
-        return ImageInfo(id=str(data.get("Id", "")), created=str(data.get("Created", "")), labels=labels)
+        With the default socket the local CLI is the same podman. With podman.url, the CLI
+        runs locally only when it sees the service's storage (graph root and run root);
+        otherwise it is pointed at the service with ``--url``.
+        """
+        if self._cli is None:
+            exe = self._exe()
+            self._cli = [exe]
+            if self.explicit_url:
+                store = self.info().get("store") or {}
+                local = proc.run([exe, "info", "--format", "{{.Store.GraphRoot}} {{.Store.RunRoot}}"], tool="podman")
+                if local.stdout.split() != [str(store.get("graphRoot")), str(store.get("runRoot"))]:
+                    self._cli = [exe, "--url", self.explicit_url]
+        return list(self._cli)
 
-    def _build_containers(self) -> set[str]:
-        """IDs of buildah working containers (podman lists them with --external only)."""
-        res = run([*self.cli(), "ps", "--all", "--external", "--format", "json"])
-        if res.returncode != 0:
-            return set()
+    def run_cli(self, *args: str, timeout: float = 60.0) -> proc.Completed:
         try:
-            rows = json.loads(res.stdout or "[]")
-        except ValueError:
-            return set()
-        return {str(r["Id"]) for r in rows if str(r.get("State", "")).lower() == "storage"}
+            return proc.run([*self.cli(), *args], tool="podman", timeout=timeout)
+        except ToolMissing:
+            raise PodmanMissing("podman is not installed (no `podman` on PATH)", INSTALL_REMEDY) from None
 
+    # images -----------------------------------------------------------------------------
+    def image(self, ref: str) -> ImageRecord | None:
+        with self.api(f"inspecting image {ref}"):
+            try:
+                img = self.client.images.get(ref)
+            except Exception as exc:
+                if type(exc).__name__.endswith("NotFound"):
+                    return None
+                raise
+            attrs = img.attrs
+            labels = attrs.get("Labels") or (attrs.get("Config") or {}).get("Labels") or {}
+            return ImageRecord(id=str(attrs.get("Id", "")), created=str(attrs.get("Created", "")), labels=labels)
+
+    def pull(self, ref: str) -> bool:
+        """Pull ``ref`` (newer or missing); False when the registry cannot be reached or refuses."""
+        with self.api(f"pulling {ref}"):
+            try:
+                self.client.images.pull(ref)
+            except Exception as exc:
+                if type(exc).__name__ in ("APIError", "ImageNotFound", "NotFound"):
+                    return False
+                raise
+            return True
+
+    def remove_image(self, ref: str) -> bool:
+        """Remove an image unless a container uses it (then keep it and answer False)."""
+        with self.api(f"removing image {ref}"):
+            try:
+                self.client.images.remove(ref)
+            except Exception as exc:
+                if type(exc).__name__ in ("APIError", "ImageNotFound"):
+                    return False
+                raise
+            return True
+
+    # containers -------------------------------------------------------------------------
+    def containers(self, labels: Mapping[str, str]) -> list[ContainerRecord]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        with self.api("listing containers"):
+            found = self.client.containers.list(all=True, filters=filters)
+            return [_container(c.attrs) for c in found]
+
+    def container(self, ref: str) -> ContainerRecord | None:
+        with self.api(f"inspecting container {ref}"):
+            try:
+                c = self.client.containers.get(ref)
+            except Exception as exc:
+                if type(exc).__name__.endswith("NotFound"):
+                    return None
+                raise
+            return _container(c.attrs)
+
+    def create(self, spec: CreateSpec) -> ContainerRecord:
+        """Create (not start) a container from ``spec``."""
+        binds = [m for m in spec.mounts if not m.volume]
+        kwargs: dict[str, Any] = {
+            "name": spec.name,
+            "command": list(spec.command),
+            "labels": dict(spec.labels),
+            "environment": dict(spec.env),
+            "working_dir": spec.workdir,
+            "hostname": spec.hostname,
+            "user": spec.user,
+            "init": spec.init,
+            "read_only": spec.read_only,
+            "read_write_tmpfs": spec.read_only,  # /tmp, /run, /var/tmp stay writable (tmpfs)
+            "no_new_privileges": spec.no_new_privileges,
+            "cap_drop": ["all"],
+            "cap_add": list(spec.cap_add),
+            "volumes": {m.source: {"bind": m.target, "mode": "rw"} for m in spec.mounts if m.volume},
+            "mounts": [
+                {"type": "bind", "source": m.source, "target": m.target, **{o: True for o in m.options if o != "z"}}
+                | ({"relabel": "z"} if "z" in m.options else {})
+                for m in binds
+            ],
+        }
+        if spec.userns:
+            kwargs["userns_mode"] = spec.userns
+        if spec.network in ("none", "host", "private", "slirp4netns", "pasta"):
+            kwargs["network_mode"] = spec.network
+        elif spec.network:
+            kwargs["network"] = spec.network
+        with self.api(f"creating {spec.name}"):
+            c = self.client.containers.create(spec.image, **kwargs)
+            return _container(c.attrs) if c.attrs.get("State") else self._must(spec.name)
+
+    def _must(self, ref: str) -> ContainerRecord:
+        rec = self.container(ref)
+        if rec is None:
+            raise NotFound(f"container {ref} is gone", "see `devbox container list`")
+        return rec
+
+    def start(self, ref: str) -> None:
+        with self.api(f"starting {ref}"):
+            self.client.containers.get(ref).start()
+
+    def stop(self, ref: str, timeout: int = 10) -> None:
+        with self.api(f"stopping {ref}"):
+            try:
+                self.client.containers.get(ref).stop(timeout=timeout)
+            except Exception as exc:
+                if not type(exc).__name__.endswith("NotFound"):
+                    raise
+
+    def remove(self, ref: str, *, force: bool = False) -> None:
+        with self.api(f"removing {ref}"):
+            try:
+                self.client.containers.remove(ref, force=force)
+            except Exception as exc:
+                if not type(exc).__name__.endswith("NotFound"):
+                    raise
+
+    def logs(self, ref: str, *, tail: int = 50, since: int | None = None) -> list[str]:
+        """The last lines of a container's output (stdout and stderr)."""
+        with self.api(f"reading the log of {ref}"):
+            try:
+                c = self.client.containers.get(ref)
+                raw = c.logs(stdout=True, stderr=True, tail=tail, since=since, stream=False)
+            except Exception as exc:
+                if type(exc).__name__.endswith("NotFound"):
+                    return []
+                raise
+            data = raw if isinstance(raw, bytes) else b"".join(raw)
+            return data.decode(errors="replace").splitlines()
+
+    # volumes ----------------------------------------------------------------------------
+    def volume_exists(self, name: str) -> bool:
+        with self.api(f"inspecting volume {name}"):
+            return bool(self.client.volumes.exists(name))
+
+    def remove_volume(self, name: str) -> bool:
+        """Remove a named volume; False when it did not exist."""
+        with self.api(f"removing volume {name}"):
+            try:
+                self.client.volumes.remove(name, force=False)
+            except Exception as exc:
+                if type(exc).__name__.endswith("NotFound"):
+                    return False
+                raise
+            return True
+
+    # exec -------------------------------------------------------------------------------
+    def exec_argv(
+        self, ref: str, command: list[str], *, user: str, workdir: str, env: Mapping[str, str], tty: bool
+    ) -> list[str]:
+        """The full ``podman exec`` argv (a face runs or execs it on its terminal)."""
+        argv = [*self.cli(), "exec", "--interactive"]
+        if tty:
+            argv.append("--tty")
+        argv += ["--user", user, "--workdir", workdir]
+        for key, value in env.items():
+            argv += ["--env", f"{key}={value}"]
+        return [*argv, ref, *command]
+
+    # builds -----------------------------------------------------------------------------
     def build(
         self,
         context: Path,
         tag: str,
         labels: Mapping[str, str],
-        sink: Sink,
+        report: Reporter,
         cancel: threading.Event,
         *,
+        record: Path,
         no_cache: bool = False,
+        ignorefile: Path | None = None,
     ) -> str:
         """Build ``context`` and tag it ``tag``; return the new image ID.
 
         The tag moves only when the build succeeds, so an interrupted or failed build leaves
-        the previous image tagged and usable.
+        the previous image tagged and usable. ``record`` names the running build (pid and
+        start time) so that a devbox killed mid-build is found and stopped by the next run.
         """
+        take_over_build(record, report)
         argv = self.cli()
         with tempfile.TemporaryDirectory(prefix="devbox-build-") as tmp:
             iidfile = Path(tmp) / "iid"
@@ -113,37 +498,94 @@ class Podman:
                 argv += ["--label", f"{key}={value}"]
             if no_cache:
                 argv.append("--no-cache")
+            if ignorefile is not None:
+                argv += ["--ignorefile", str(ignorefile)]
             argv += ["--file", str(context / "Containerfile"), str(context)]
-            before = self._build_containers()
-            done = stream(argv, "podman", sink, cancel)
-            if done.cancelled or done.returncode != 0:
-                # podman 4.x leaves its working container behind when a build is signalled
-                for leftover in sorted(self._build_containers() - before):
-                    run([*self.cli(), "rm", "--force", leftover])
-                    sink(LogLine("devbox", f"removed build container {leftover[:12]} left by the interrupted build"))
+
+            def started(pid: int) -> None:
+                with contextlib.suppress(OSError):
+                    write_json(record, {"pid": pid, "start": proc.start_time(pid), "tag": tag})
+
+            try:
+                done = proc.stream(
+                    argv, report, cancel, source="podman", on_start=started, stop=lambda p: stop_build(p.pid)
+                )
+            except ToolMissing:
+                raise PodmanMissing("podman is not installed (no `podman` on PATH)", INSTALL_REMEDY) from None
+            finally:
+                with contextlib.suppress(OSError):
+                    record.unlink()
             if done.cancelled:
                 raise Cancelled("image build interrupted", f"the previous image {tag} is untouched")
             if done.returncode != 0:
-                text = "\n".join(done.tail).lower()
-                if "no space left on device" in text:
-                    raise DiskFull(
-                        "disk full while building the image",
-                        "free space (podman system prune; df -h) and run `devbox image build` again",
-                        detail=done.tail,
-                    )
-                if "initializing source" in text or "pinging container registry" in text:
-                    raise BuildFailed(
-                        "podman could not pull the base image named in the Containerfile",
-                        "check the network and registry login (podman login quay.io), then build again",
-                        detail=done.tail,
-                    )
-                raise BuildFailed(
-                    f"podman build failed (exit {done.returncode})",
-                    f"fix the step shown above in {context.name}/ and run `devbox image build` again",
-                    detail=done.tail,
-                )
+                raise _build_error(done, context)
             try:
                 return iidfile.read_text().strip()
             except OSError:
                 info = self.image(tag)
                 return info.id if info else ""
+
+
+def _build_error(done: proc.Finished, context: Path) -> DevboxError:
+    text = "\n".join(done.tail).lower()
+    tail = tuple(done.tail)
+    if "no space left on device" in text:
+        return DiskFull(
+            "disk full while building the image",
+            "free space (podman system prune; df -h) and run `devbox image build` again",
+            detail=tail,
+        )
+    if "initializing source" in text or "pinging container registry" in text or "manifest unknown" in text:
+        return BuildFailed(
+            "podman could not pull the base image named in the Containerfile",
+            "check the network and registry login (podman login quay.io), then build again",
+            detail=tail,
+        )
+    for line in done.tail:  # a COPY of a symlink that leaves the context: podman dumps Go structs
+        low = line.lower()
+        if "outside of the build context" in low or ("copier" in low and "symlink" in low):
+            return BuildFailed(
+                "a COPY source is a symlink that points outside the build context",
+                f"replace the symlink in {context.name}/ with the file itself, then build again",
+                detail=tail,
+            )
+    return BuildFailed(
+        f"podman build failed (exit {done.returncode})",
+        f"fix the step shown above in {context.name}/ and run `devbox image build` again",
+        detail=tail,
+    )
+
+
+def stop_build(pid: int) -> None:
+    """Stop a ``podman build`` so that it cleans up after itself.
+
+    Signalled, podman 4.x leaves its RUN step running (reparented to init) and its working
+    container behind. Killed RUN processes instead make the step fail, and a failed build
+    removes its own working container. So: SIGKILL everything below podman's direct
+    children (the RUN step's processes; PID 1 of a container ignores SIGTERM), give podman
+    time to fail the step, and only then signal podman itself.
+    """
+    for _ in range(3):
+        levels = proc.descendants(pid)
+        if not proc.kill([p for level in levels[1:] for p in level]):
+            break
+        if proc.wait_gone(pid, 10.0):
+            return
+    for sig, wait in ((signal.SIGINT, 10.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        if not proc.kill([pid], sig) or proc.wait_gone(pid, wait):
+            return
+
+
+def take_over_build(record: Path, report: Reporter) -> None:
+    """A build left running by a devbox that was killed: say so and stop it."""
+    data = read_json(record)
+    if not isinstance(data, dict):
+        return
+    pid, start = data.get("pid"), data.get("start")
+    if isinstance(pid, int) and start is not None and proc.start_time(pid) == start:
+        report.log(
+            f"an image build left running by an earlier devbox run (podman pid {pid}) is still going: stopping it"
+        )
+        stop_build(pid)
+    with contextlib.suppress(OSError):
+        record.unlink()

@@ -1,44 +1,207 @@
-"""Running a tool as a child process: argument lists only, streamed, cancellable.
+"""The one way devbox runs a tool as a child process: argument lists only, never a shell.
 
-Every adapter that runs a long command (podman build, later bootc-image-builder and
-terraform) goes through ``stream``: each output line goes to the sink as it appears; a set
-cancel event sends SIGINT to the child (in its own session, so a terminal Ctrl-C reaches
-it once, through us), then SIGTERM and SIGKILL if it does not stop.
+- ``run``: a short call with its output captured, cancellable, with a timeout that becomes
+  a one-line ``ToolTimeout`` (never "internal error").
+- ``stream``: a long call (podman build, bootc-image-builder, terraform apply, rsync) whose
+  stdout and stderr are read apart and reported as they appear. Lines end at ``\\n`` *or*
+  ``\\r``: a ``\\r``-terminated line is a progress update (a ``Progress`` event, not a log
+  line), so a progress bar that redraws one line never floods the log. An optional parser
+  turns a tool's own progress lines into numbers. stdout can be captured besides (for
+  ``terraform output -json``).
+- The environment given is merged onto devbox's own (a value of ``None`` removes a name).
+- Children run in their own session: a terminal Ctrl-C reaches devbox once, and devbox
+  decides how to stop the child (SIGINT, then SIGTERM, then SIGKILL, or the adapter's own
+  ``stop``).
+
+Only this module imports ``subprocess``.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import threading
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from devbox.core.events import LogLine, Sink
+from devbox.core.errors import Cancelled, ToolMissing, ToolTimeout
+from devbox.core.events import Reporter
+
+MAX_LINE = 1 << 20  # a line longer than this is cut into pieces (a tool printing no newline)
+SHOWN = 400  # characters of a line kept for error messages ("last lines of the log")
+
+#: parses one line into (done, total, text) when it is a progress line
+ProgressParser = Callable[[str], "tuple[float | None, float | None, str] | None"]
+Env = Mapping[str, "str | None"]
+
+
+@dataclass(frozen=True)
+class Completed:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def last_error(self) -> str:
+        """The last non-empty stderr line (else stdout), for a one-line message."""
+        for text in (self.stderr, self.stdout):
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+            if lines:
+                return lines[-1][:SHOWN]
+        return f"exit {self.returncode}"
 
 
 @dataclass(frozen=True)
 class Finished:
     returncode: int
     cancelled: bool
-    tail: tuple[str, ...]  # the last lines of output, for error messages
+    tail: tuple[str, ...]  # the last lines of output (each cut to SHOWN), for error messages
+    stdout: str = ""  # the whole stdout, when asked for with capture_stdout
 
 
-def _stopper(proc: subprocess.Popen[bytes], cancel: threading.Event, grace: float) -> None:
-    while proc.poll() is None:
-        if cancel.wait(0.1):
-            break
-    else:
-        return
-    for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        if proc.poll() is not None:
-            return
+def merged_env(env: Env | None) -> dict[str, str] | None:
+    if env is None:
+        return None
+    out = dict(os.environ)
+    for key, value in env.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
+def _popen(argv: Sequence[str], tool: str, **kw: object) -> subprocess.Popen[bytes]:
+    try:
+        return subprocess.Popen(list(argv), **kw)  # type: ignore[call-overload, no-any-return]
+    except FileNotFoundError:
+        raise ToolMissing(f"{tool} is not installed (no `{argv[0]}`)", f"install {tool}") from None
+    except PermissionError:
+        raise ToolMissing(f"{argv[0]} is not executable", f"check the {tool} installation") from None
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    tool: str,
+    cwd: Path | None = None,
+    env: Env | None = None,
+    timeout: float = 60.0,
+    cancel: threading.Event | None = None,
+    input: bytes | None = None,
+    remedy: str = "",
+) -> Completed:
+    """Run a short command and capture its output (decoded, errors replaced)."""
+    proc = _popen(
+        argv,
+        tool,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=merged_env(env),
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    data = input
+    while True:
         try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
+            out, err = proc.communicate(data, timeout=0.1 if cancel is not None else max(0.01, timeout))
+            break
+        except subprocess.TimeoutExpired:
+            data = None  # communicate() keeps what it has sent
+            if cancel is not None and cancel.is_set():
+                _stop_group(proc, grace=2.0)
+                raise Cancelled(f"interrupted while running {tool}") from None
+            if time.monotonic() > deadline:
+                _stop_group(proc, grace=1.0)
+                raise ToolTimeout(
+                    f"{tool} did not finish within {timeout:g} s ({' '.join(argv[1:3])[:60]})",
+                    remedy or f"check that {tool} works (run it by hand), then try again",
+                ) from None
+    return Completed(tuple(argv), proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+
+
+def interactive(argv: Sequence[str], *, tool: str, cwd: Path | None = None, env: Env | None = None) -> int:
+    """Run a command on this terminal (a shell in a container or a VM); return its exit code."""
+    proc = _popen(argv, tool, cwd=cwd, env=merged_env(env))
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # the Ctrl-C belongs to the program on the terminal
+            continue
+
+
+class LineSplitter:
+    """Bytes in, (text, final) out: final lines end in ``\\n``, progress lines in ``\\r``."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+
+    def feed(self, data: bytes) -> list[tuple[str, bool]]:
+        self.buf += data
+        out: list[tuple[str, bool]] = []
+        start = 0
+        buf = self.buf
+        i = 0
+        n = len(buf)
+        while i < n:
+            c = buf[i]
+            if c == 10:  # \n
+                out.append((buf[start:i].rstrip(b"\r").decode(errors="replace"), True))
+                start = i + 1
+            elif c == 13:  # \r: a progress redraw, unless it is the \r of \r\n
+                if i + 1 == n:
+                    break  # wait: the next chunk may start with \n
+                if buf[i + 1] != 10:
+                    out.append((buf[start:i].decode(errors="replace"), False))
+                    start = i + 1
+            i += 1
+        self.buf = buf[start:]
+        if len(self.buf) > MAX_LINE:
+            out.append((self.buf.decode(errors="replace"), True))
+            self.buf = b""
+        return out
+
+    def flush(self) -> list[tuple[str, bool]]:
+        rest, self.buf = self.buf.rstrip(b"\r"), b""
+        return [(rest.decode(errors="replace"), True)] if rest else []
+
+
+def _reader(fd: int, name: str, q: queue.Queue[tuple[str, str | None, bool]]) -> None:
+    splitter = LineSplitter()
+    try:
+        while chunk := os.read(fd, 65536):
+            for text, final in splitter.feed(chunk):
+                q.put((name, text, final))
+    except OSError:
+        pass
+    for text, final in splitter.flush():
+        q.put((name, text, final))
+    q.put((name, None, True))
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> bool:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGINT the child's session, then SIGTERM, then SIGKILL, until it is gone."""
+    for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        if proc.poll() is not None or not _signal_group(proc, sig):
             return
         try:
             proc.wait(wait)
@@ -49,40 +212,152 @@ def _stopper(proc: subprocess.Popen[bytes], cancel: threading.Event, grace: floa
 
 def stream(
     argv: Sequence[str],
-    source: str,
-    sink: Sink,
+    report: Reporter,
     cancel: threading.Event,
     *,
+    source: str,
     cwd: Path | None = None,
-    env: dict[str, str] | None = None,
+    env: Env | None = None,
     grace: float = 20.0,
     tail_lines: int = 30,
+    capture_stdout: bool = False,
+    parse: ProgressParser | None = None,
+    on_start: Callable[[int], None] | None = None,
+    stop: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    timeout: float | None = None,
 ) -> Finished:
-    """Run ``argv``, report stdout+stderr line by line, honour ``cancel``."""
-    proc = subprocess.Popen(
-        list(argv),
+    """Run ``argv``, report its lines as they come, honour ``cancel`` and ``timeout``.
+
+    ``stop`` replaces the default way of stopping the child on cancel (e.g. podman build
+    first has its RUN step killed so that podman cleans up after itself).
+    """
+    proc = _popen(
+        argv,
+        source,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=subprocess.PIPE,
         cwd=cwd,
-        env=env,
+        env=merged_env(env),
         start_new_session=True,
     )
-    stopper = threading.Thread(target=_stopper, args=(proc, cancel, grace), daemon=True)
-    stopper.start()
+    if on_start is not None:
+        on_start(proc.pid)
+    q: queue.Queue[tuple[str, str | None, bool]] = queue.Queue()
+    assert proc.stdout is not None and proc.stderr is not None
+    readers = [
+        threading.Thread(target=_reader, args=(proc.stdout.fileno(), "stdout", q), daemon=True),
+        threading.Thread(target=_reader, args=(proc.stderr.fileno(), "stderr", q), daemon=True),
+    ]
+    for t in readers:
+        t.start()
     tail: deque[str] = deque(maxlen=tail_lines)
-    assert proc.stdout is not None
-    for raw in proc.stdout:
-        line = raw.decode(errors="replace").rstrip("\r\n")
-        tail.append(line)
-        sink(LogLine(source, line))
+    captured: list[str] = []
+    open_streams = 2
+    stopping: threading.Thread | None = None
+    timed_out = False
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while open_streams:
+        try:
+            name, text, final = q.get(timeout=0.1)
+        except queue.Empty:
+            name, text = "", None
+        else:
+            if text is None:
+                open_streams -= 1
+                continue
+            parsed = parse(text) if parse is not None else None
+            if not final or parsed is not None:
+                done, total, what = parsed if parsed is not None else (None, None, text)
+                report.progress(what.strip(), done, total)
+            if final:
+                if capture_stdout and name == "stdout":
+                    captured.append(text)
+                else:
+                    tail.append(text[:SHOWN])
+                    report.log(text, source=source, stream="stdout" if name == "stdout" else "stderr")
+        if stopping is None and (cancel.is_set() or (deadline is not None and time.monotonic() > deadline)):
+            timed_out = not cancel.is_set()
+            how = stop or (lambda p: _stop_group(p, grace))
+            stopping = threading.Thread(target=how, args=(proc,), daemon=True)
+            stopping.start()
     rc = proc.wait()
-    stopper.join()
-    return Finished(rc, cancel.is_set(), tuple(tail))
+    proc.stdout.close()
+    proc.stderr.close()
+    if timed_out:
+        raise ToolTimeout(f"{source} did not finish within {timeout:g} s", f"see the {source} output above")
+    return Finished(rc, cancel.is_set(), tuple(tail), "\n".join(captured))
 
 
-def run(argv: Sequence[str], *, cwd: Path | None = None, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-    """Run a short command and capture its output (text)."""
-    return subprocess.run(
-        list(argv), cwd=cwd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False
-    )
+# processes devbox started and may have to find again ---------------------------------
+def start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot), or None if it is gone.
+
+    A pid plus its start time names one process for good: pids are reused, start times
+    are not.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return int(fields[19])
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc, every thread's list)."""
+    kids: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return kids
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                kids += [int(x) for x in fh.read().split()]
+        except OSError:
+            continue
+    return kids
+
+
+def descendants(pid: int) -> list[list[int]]:
+    """The process tree below ``pid``, level by level (children first)."""
+    levels: list[list[int]] = []
+    level = children(pid)
+    while level:
+        levels.append(level)
+        level = [k for p in level for k in children(p)]
+    return levels
+
+
+def kill(pids: Sequence[int], sig: int = signal.SIGKILL) -> int:
+    """Signal each pid that still exists; return how many were signalled."""
+    n = 0
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+            n += 1
+        except (ProcessLookupError, PermissionError):
+            continue
+    return n
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while start_time(pid) is not None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def spawn_daemon(argv: Sequence[str], *, tool: str, log: Path | None = None) -> int:
+    """Start a service that outlives this run on purpose (the caller says so); return its pid."""
+    out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
+    try:
+        child = _popen(argv, tool, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+    finally:
+        if log is not None:
+            out.close()  # type: ignore[union-attr]
+    return child.pid

@@ -1,0 +1,56 @@
+"""Every use case of devbox, in one place: ``op(session, ..., sink, cancel) -> record``.
+
+The CLI and the TUI call these and nothing else of the core. Each operation reports what
+it does as events to ``sink`` (a plain callable), stops when ``cancel`` (a
+``threading.Event``) is set, raises a ``DevboxError`` with a remedy when it cannot do its
+job, and returns a frozen record.
+
+| operation | does | returns |
+|---|---|---|
+| ``status`` | image, worktrees, containers; each section on its own | ``Status`` |
+| ``image_status`` / ``build_image`` | freshness with reasons / build when stale | ``ImageStatus`` |
+| ``list_worktrees`` / ``add_worktree`` | git worktrees | rows / ``Worktree`` |
+| ``worktree_loss`` / ``remove_worktree`` | what would be lost / remove it | ``Loss``, ``Removed`` |
+| ``start_work`` | worktree, fresh image, running container | ``StartResult`` |
+| ``list_containers`` / ``find_container`` | this repo's containers | ``Container`` |
+| ``stop_container`` / ``container_loss`` / ``remove_container`` | lifecycle | ``Container`` / ``Loss`` / ``Removed`` |
+| ``attach_argv`` | the argv of a shell or command in a container, as the user | ``list[str]`` |
+"""
+
+from devbox.core.ops.containers import (
+    attach_argv,
+    container_loss,
+    find_container,
+    list_containers,
+    remove_container,
+    start_work,
+    stop_container,
+)
+from devbox.core.ops.results import Loss, Problem, Removed, Section, StartResult, Status, WorktreeRow
+from devbox.core.ops.status import build_image, image_status, status
+from devbox.core.ops.worktrees import add_worktree, find_worktree, list_worktrees, remove_worktree, worktree_loss
+
+__all__ = [
+    "Loss",
+    "Problem",
+    "Removed",
+    "Section",
+    "StartResult",
+    "Status",
+    "WorktreeRow",
+    "add_worktree",
+    "attach_argv",
+    "build_image",
+    "container_loss",
+    "find_container",
+    "find_worktree",
+    "image_status",
+    "list_containers",
+    "list_worktrees",
+    "remove_container",
+    "remove_worktree",
+    "start_work",
+    "status",
+    "stop_container",
+    "worktree_loss",
+]

@@ -1,0 +1,225 @@
+"""Container operations: start-work (worktree, image, container), stop, remove, attach."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from devbox.core import containers, git, image
+from devbox.core.containers import Container
+from devbox.core.errors import BadName, Cancelled, ContainerFailed, NotFound, PodmanError, Refused
+from devbox.core.events import Reporter, Sink, Subject, null_sink
+from devbox.core.locks import hold
+from devbox.core.ops.results import Loss, Removed, StartResult
+from devbox.core.ops.worktrees import branch_lock, ensure_worktree
+from devbox.core.session import Devbox
+
+READY = "devbox-entrypoint: ready"
+
+
+def list_containers(session: Devbox) -> tuple[tuple[Container, ...], str | None]:
+    """This repo's containers and the current image ID (to tell stale ones)."""
+    conts = tuple(containers.list_containers(session.settings, session.podman))
+    info = session.podman.image(session.settings.image)
+    return conts, info.id if info else None
+
+
+def find_container(session: Devbox, ref: str) -> Container:
+    """A container of this repo by branch or by name."""
+    for c in containers.list_containers(session.settings, session.podman):
+        if ref in (c.branch, c.name):
+            return c
+    raise NotFound(f"no devbox container for {ref!r} in {session.settings.repo}", "see `devbox container list`")
+
+
+def container_loss(session: Devbox, c: Container) -> Loss:
+    var_vol = containers.volume_names(c.name)[0]
+    return Loss(running=c.name if c.running else "", home=var_vol if session.podman.volume_exists(var_vol) else "")
+
+
+def remove_container_record(
+    session: Devbox, c: Container, *, force: bool, report: Reporter, keep_var: bool = False
+) -> list[str]:
+    """Remove ``c`` and its /etc volume (and its /var volume unless ``keep_var``); say what went."""
+    if c.running and not force:
+        raise Refused(
+            f"container {c.name} is running", f"stop it first (devbox container stop {c.branch}) or pass --force"
+        )
+    podman = session.podman
+    podman.remove(c.name, force=force)
+    gone = [f"container {c.name}"]
+    var_vol, etc_vol = containers.volume_names(c.name)
+    for vol in (etc_vol,) if keep_var else (etc_vol, var_vol):
+        if podman.remove_volume(vol):
+            gone.append(f"volume {vol}")
+    report.log(f"removed {', '.join(gone)}", source="podman")
+    return gone
+
+
+def remove_container(
+    session: Devbox, ref: str, *, force: bool = False, sink: Sink = null_sink, cancel: threading.Event | None = None
+) -> Removed:
+    c = find_container(session, ref)
+    report = Reporter(sink, "container-rm", Subject("container", c.name))
+    report.step("start", f"removing {c.name}")
+    gone = remove_container_record(session, c, force=force, report=report)
+    report.step("done", f"removed {c.name}")
+    return Removed(tuple(gone))
+
+
+def stop_container(
+    session: Devbox, ref: str, *, sink: Sink = null_sink, cancel: threading.Event | None = None
+) -> Container:
+    c = find_container(session, ref)
+    report = Reporter(sink, "container-stop", Subject("container", c.name))
+    report.step("start", f"stopping {c.name}")
+    session.podman.stop(c.name)
+    after = containers.get(session.podman, c.name) or c
+    report.step("done", f"{c.name} {after.state}")
+    return after
+
+
+def attach_argv(session: Devbox, c: Container, command: list[str], *, tty: bool) -> list[str]:
+    """The argv that runs ``command`` in ``c`` as the user, with no privileges (the face
+    execs it, or runs it on its terminal)."""
+    if not c.running:
+        raise Refused(f"container {c.name} is not running ({c.state})", f"start it: ./start-work {c.branch}")
+    user = session.user
+    return session.podman.exec_argv(
+        c.name,
+        containers.drop_privileges(user, command),
+        user="0:0",  # setpriv needs root inside to clear the bounding set, then becomes the user
+        workdir=c.worktree or "/",
+        env=containers.exec_env(user),
+        tty=tty,
+    )
+
+
+def _wait_ready(session: Devbox, name: str, cancel: threading.Event, since: int, timeout: float = 30.0) -> Container:
+    """Wait for the entrypoint's ready line (logged after ``since``); if the container dies
+    first, say why."""
+    podman = session.podman
+    deadline = time.monotonic() + timeout
+    while True:
+        c = containers.get(podman, name)
+        lines = podman.logs(name, tail=30, since=since)
+        if c is not None and c.running and any(READY in line for line in lines):
+            return c
+        if c is None or c.state in ("exited", "stopped", "dead") or time.monotonic() > deadline:
+            state = c.state if c else "gone"
+            last = next((ln for ln in reversed(lines) if ln.strip()), "no output")
+            raise ContainerFailed(
+                f"container {name} did not start ({state}): {last[:300]}",
+                f"see `podman logs {name}`; after fixing bootc/, run start-work with --recreate",
+                detail=tuple(ln[:400] for ln in lines[-15:]),
+            )
+        if cancel.wait(0.05):
+            raise Cancelled(f"interrupted while {name} was starting")
+
+
+def _create(
+    session: Devbox,
+    name: str,
+    branch: str,
+    wt: git.Worktree,
+    image_id: str,
+    report: Reporter,
+    cancel: threading.Event,
+    *,
+    keep_var: bool = False,
+) -> Container:
+    """Create and start the branch's container; a failed or interrupted start leaves nothing."""
+    podman = session.podman
+    spec = containers.spec(
+        session.settings,
+        name=name,
+        branch=branch,
+        worktree=wt.path,
+        image_id=image_id,
+        user=session.user,
+        rootless=podman.rootless(),
+        env=git.identity(session.settings.repo),
+    )
+    if containers.get(podman, name) is not None:
+        raise Refused(f"container {name} already exists (made by another devbox run)", "run start-work again")
+    try:
+        podman.create(spec)
+        since = int(time.time()) - 1
+        podman.start(name)
+        return _wait_ready(session, name, cancel, since)
+    except BaseException as exc:
+        half = containers.get(podman, name)
+        if half is not None:
+            gone = remove_container_record(session, half, force=True, report=report, keep_var=keep_var)
+            if isinstance(exc, Cancelled):
+                raise Cancelled(f"interrupted while {name} was starting", f"removed {', '.join(gone)}") from None
+        if isinstance(exc, PodmanError):
+            raise PodmanError(
+                f"podman could not start {name}: {exc.message.removeprefix('podman: ')}", exc.remedy
+            ) from None
+        raise
+
+
+def start_work(
+    session: Devbox,
+    branch: str,
+    *,
+    from_ref: str | None = None,
+    recreate: bool = False,
+    sink: Sink = null_sink,
+    cancel: threading.Event | None = None,
+) -> StartResult:
+    """A worktree for ``branch``, a fresh-enough image, and the branch's container running."""
+    cancel = cancel or threading.Event()
+    settings = session.settings
+    report = Reporter(sink, "start-work")
+    git.check_branch_name(branch)
+    for path, key in ((settings.repo, "the repository"), (settings.worktrees_dir, "paths.worktrees")):
+        if ":" in str(path) or "," in str(path):  # podman's mount syntax cannot carry them
+            raise BadName(f"{key} path {path} contains ':' or ','; podman cannot mount it", "move it to a plain path")
+    wt = git.find_worktree(settings.repo, branch)
+    if wt is not None and wt.prunable and not recreate:
+        ensure_worktree(session, branch, report, cancel)  # says what happened and how to fix it
+    podman = session.podman
+    podman.check()  # before anything is created: a missing podman must leave no worktree behind
+    with hold(branch_lock(session, branch), f"start-work for {branch!r}"):
+        wt = git.find_worktree(settings.repo, branch)
+        if wt is not None and wt.prunable and recreate:
+            report.about(Subject("worktree", branch)).log(f"{wt.path} was deleted by hand: making it anew")
+            git.prune(settings.repo)
+        img_report = report.about(Subject("image", settings.image))
+        current = image.status(settings, podman)
+        if not current.verdict.fresh:
+            image.ensure_bases(settings, podman, img_report)  # an unpullable base fails before the worktree
+        wt = ensure_worktree(session, branch, report, cancel, from_ref)
+        img = image.build(settings, podman, img_report, cancel)
+        assert img.info is not None
+        name = containers.container_name(settings, branch)
+        r = report.about(Subject("container", name))
+        existing = containers.get(podman, name)
+        stale = existing is not None and existing.stale(img.info.id)
+        if existing is not None and recreate:
+            r.step("start", f"recreating {name} from {img.info.short_id} (keeping its /var)")
+            remove_container_record(session, existing, force=True, report=r, keep_var=True)
+            c = _create(session, name, branch, wt, img.info.id, r, cancel, keep_var=True)
+            r.step("done", f"{name} recreated")
+            return StartResult(c, wt, "recreated", False)
+        if existing is None:
+            r.step("start", f"creating {name}")
+            c = _create(session, name, branch, wt, img.info.id, r, cancel)
+            r.step("done", f"{name} running")
+            return StartResult(c, wt, "created", False)
+        note = f" (made from an older image; --recreate switches to {img.info.short_id})" if stale else ""
+        if existing.running:
+            r.step("skip", f"{name} is running{note}")
+            return StartResult(existing, wt, "running", stale)
+        r.step("start", f"starting stopped {name}{note}")
+        since = int(time.time()) - 1
+        podman.start(name)
+        try:
+            started = _wait_ready(session, name, cancel, since)
+        except Cancelled:
+            podman.stop(name, timeout=2)
+            raise Cancelled(f"interrupted while {name} was starting", f"stopped {name} again") from None
+        r.step("done", f"{name} {started.state}")
+        return StartResult(started, wt, "started", stale)

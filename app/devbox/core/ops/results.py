@@ -1,0 +1,165 @@
+"""The frozen records operations return, and how each becomes JSON for ``--json``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from devbox.core.containers import Container
+from devbox.core.errors import DevboxError
+from devbox.core.git import Worktree, WorktreeState
+from devbox.core.image import ImageStatus
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A devbox error as data: a status section that could not be made says why."""
+
+    message: str
+    remedy: str
+    exit_code: int
+
+    @classmethod
+    def of(cls, exc: DevboxError) -> Problem:
+        return cls(exc.message, exc.remedy, int(exc.exit_code))
+
+    def one_line(self) -> str:
+        return f"{self.message} (fix: {self.remedy})" if self.remedy else self.message
+
+    def to_json(self) -> dict[str, Any]:
+        return {"message": self.message, "remedy": self.remedy, "exit_code": self.exit_code}
+
+
+@dataclass(frozen=True)
+class Section(Generic[T]):
+    """One part of a view: its value, or the problem that kept devbox from getting it."""
+
+    value: T | None = None
+    problem: Problem | None = None
+
+    @classmethod
+    def fetch(cls, get: Callable[[], T]) -> Section[T]:
+        try:
+            return cls(get())
+        except DevboxError as exc:
+            return cls(None, Problem.of(exc))
+
+
+@dataclass(frozen=True)
+class WorktreeRow:
+    worktree: Worktree
+    state: WorktreeState
+    container: Container | None
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            "branch": self.worktree.branch,
+            "path": str(self.worktree.path),
+            "head": self.worktree.head,
+            "main": self.worktree.is_main,
+            "missing": s.missing,
+            "dirty": s.dirty,
+            "changed": s.changed,
+            "untracked": s.untracked,
+            "files": list(s.files),
+            "ahead": s.ahead,
+            "behind": s.behind,
+            "error": s.error or None,
+            "container": self.container.name if self.container else None,
+            "container_state": self.container.state if self.container else None,
+        }
+
+
+@dataclass(frozen=True)
+class Status:
+    """``devbox status``: every section fetched on its own (schema in README, "status --json")."""
+
+    repo: str
+    image: Section[ImageStatus]
+    worktrees: Section[tuple[WorktreeRow, ...]]
+    containers: Section[tuple[Container, ...]]
+
+    SCHEMA = 1
+
+    @property
+    def image_id(self) -> str | None:
+        return self.image.value.id if self.image.value else None
+
+    def problems(self) -> dict[str, Problem]:
+        parts: dict[str, Section[Any]] = {
+            "image": self.image,
+            "worktrees": self.worktrees,
+            "containers": self.containers,
+        }
+        return {name: sec.problem for name, sec in parts.items() if sec.problem is not None}
+
+    def to_json(self) -> dict[str, Any]:
+        current = self.image_id
+        return {
+            "schema": self.SCHEMA,
+            "repo": self.repo,
+            "image": self.image.value.to_json() if self.image.value else None,
+            "worktrees": [r.to_json() for r in self.worktrees.value or ()],
+            "containers": [c.to_json(current) for c in self.containers.value or ()],
+            "disk": None,  # VM mode
+            "vms": [],  # VM mode
+            "errors": {name: p.to_json() for name, p in self.problems().items()},
+        }
+
+
+@dataclass(frozen=True)
+class Loss:
+    """What removing a worktree or a container would destroy; empty means nothing."""
+
+    dirty: int = 0  # changed + untracked files
+    files: tuple[str, ...] = ()
+    commits: int = 0  # on no other branch or remote (capped at 100)
+    detached: bool = False
+    running: str = ""  # the name of a running container
+    home: str = ""  # the /var volume of a container (the user's home inside)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.dirty or self.commits or self.running or self.home)
+
+    def lines(self) -> list[str]:
+        out: list[str] = []
+        if self.dirty:
+            shown = ", ".join(self.files)
+            more = f" and {self.dirty - len(self.files)} more" if self.dirty > len(self.files) else ""
+            out.append(f"{self.dirty} uncommitted file(s): {shown}{more}")
+        if self.commits:
+            where = "the detached HEAD" if self.detached else "the branch"
+            plus = "+" if self.commits >= 100 else ""
+            out.append(f"{self.commits}{plus} commit(s) of {where} on no other branch or remote")
+        if self.running:
+            out.append(f"running container {self.running}")
+        if self.home:
+            out.append(f"home volume {self.home} (/var of the container)")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dirty": self.dirty,
+            "files": list(self.files),
+            "commits": self.commits,
+            "running": self.running or None,
+            "home": self.home or None,
+        }
+
+
+@dataclass(frozen=True)
+class Removed:
+    what: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class StartResult:
+    container: Container
+    worktree: Worktree
+    action: str  # "created", "started", "running", "recreated"
+    stale_image: bool

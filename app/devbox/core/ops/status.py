@@ -1,0 +1,46 @@
+"""``status``: the one view both faces show, each section fetched on its own and at once."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from devbox.core import containers, image
+from devbox.core.events import Reporter, Sink, null_sink
+from devbox.core.image import ImageStatus
+from devbox.core.ops.results import Section, Status
+from devbox.core.ops.worktrees import rows
+from devbox.core.session import Devbox
+
+
+def status(session: Devbox, *, sink: Sink = null_sink, cancel: threading.Event | None = None) -> Status:
+    """Image, worktrees and containers. podman being down costs the image and containers
+    sections (each says why and how to fix it); the worktrees still list."""
+    settings = session.settings
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        conts_f = pool.submit(Section.fetch, lambda: tuple(containers.list_containers(settings, session.podman)))
+        image_f = pool.submit(Section.fetch, lambda: image.status(settings, session.podman))
+        conts = conts_f.result()
+        wts = Section.fetch(lambda: rows(session, conts.value, cancel))
+        return Status(str(settings.repo), image_f.result(), wts, conts)
+
+
+def image_status(session: Devbox) -> ImageStatus:
+    """Fresh or stale, and why (no build)."""
+    return image.status(session.settings, session.podman)
+
+
+def build_image(
+    session: Devbox,
+    *,
+    force: bool = False,
+    pull: bool = False,
+    sink: Sink = null_sink,
+    cancel: threading.Event | None = None,
+) -> ImageStatus:
+    """Build the image if its sources (or, with ``pull``, its base) changed; ``force``
+    rebuilds without the layer cache."""
+    from devbox.core.events import Subject
+
+    report = Reporter(sink, "image-build", Subject("image", session.settings.image))
+    return image.build(session.settings, session.podman, report, cancel or threading.Event(), force=force, pull=pull)

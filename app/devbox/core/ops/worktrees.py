@@ -1,0 +1,164 @@
+"""Worktree operations: list, add, what removing one would lose, remove."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+from devbox.core import containers, git
+from devbox.core.containers import Container
+from devbox.core.errors import DevboxError, NotFound, Refused
+from devbox.core.events import Reporter, Sink, Subject, null_sink
+from devbox.core.locks import hold
+from devbox.core.ops.results import Loss, Removed, Section, WorktreeRow
+from devbox.core.session import Devbox
+
+
+def branch_lock(session: Devbox, branch: str) -> Path:
+    key = hashlib.sha256(branch.encode()).hexdigest()[:16]
+    return session.settings.build_path("locks", f"branch-{key}.lock")
+
+
+def rows(
+    session: Devbox, conts: tuple[Container, ...] | None, cancel: threading.Event | None = None
+) -> tuple[WorktreeRow, ...]:
+    """Every worktree with its git state and its container (a missing directory still lists)."""
+    wts = git.list_worktrees(session.settings.repo)
+    by_branch = {c.branch: c for c in conts or ()}
+    return tuple(
+        WorktreeRow(w, s, by_branch.get(w.branch or "")) for w, s in zip(wts, git.states(wts, cancel), strict=True)
+    )
+
+
+def list_worktrees(
+    session: Devbox, *, cancel: threading.Event | None = None
+) -> tuple[tuple[WorktreeRow, ...], Section[tuple[Container, ...]]]:
+    """Worktrees (git only) plus the containers section: podman being down costs only the
+    container column."""
+    conts = Section.fetch(lambda: tuple(containers.list_containers(session.settings, session.podman)))
+    return rows(session, conts.value, cancel), conts
+
+
+def ensure_worktree(
+    session: Devbox, branch: str, report: Reporter, cancel: threading.Event, from_ref: str | None = None
+) -> git.Worktree:
+    settings = session.settings
+    r = report.about(Subject("worktree", branch))
+    wt = git.find_worktree(settings.repo, branch)
+    if wt is not None and wt.prunable:
+        raise NotFound(
+            f"the worktree of {branch!r} at {wt.path} is missing (its directory was deleted)",
+            "forget it with `git worktree prune` and run again, or pass --recreate to make it anew",
+        )
+    if wt is not None:
+        if from_ref:
+            raise Refused(f"branch {branch!r} already has a worktree at {wt.path}", "drop --from to reuse it")
+        r.step("skip", f"{branch} at {wt.path}")
+        return wt
+    path = git.worktree_path(settings.worktrees_dir, branch)
+    r.step("start", f"creating {path}")
+    wt = git.add_worktree(settings.repo, branch, path, r, cancel, from_ref)
+    r.step("done", f"{branch} at {wt.path}")
+    return wt
+
+
+def add_worktree(
+    session: Devbox,
+    branch: str,
+    *,
+    from_ref: str | None = None,
+    sink: Sink = null_sink,
+    cancel: threading.Event | None = None,
+) -> git.Worktree:
+    """``devbox worktree add``: validate the name, then create or reuse the worktree."""
+    git.check_branch_name(branch)
+    with hold(branch_lock(session, branch), f"work on {branch!r}"):
+        return ensure_worktree(session, branch, Reporter(sink, "worktree-add"), cancel or threading.Event(), from_ref)
+
+
+def find_worktree(session: Devbox, ref: str) -> git.Worktree:
+    """A linked worktree by branch or by path."""
+    repo = session.settings.repo
+    wts = git.list_worktrees(repo)
+    target = next((w for w in wts if w.branch == ref), None)
+    if target is None:
+        p = Path(ref).expanduser()
+        resolved = Path(os.path.abspath(p)) if p.is_absolute() or os.sep in ref else None
+        target = next((w for w in wts if resolved is not None and w.path in (resolved, resolved.resolve())), None)
+    if target is None:
+        raise NotFound(f"{ref!r} is not a branch or path of a worktree of {repo}", "see `devbox worktree list`")
+    return target
+
+
+def worktree_loss(
+    session: Devbox, wt: git.Worktree, *, delete_branch: bool = False
+) -> tuple[Loss, Container | None, str]:
+    """What removing ``wt`` would lose, its container, and why containers were not checked.
+
+    Commits count when nothing else would hold them: a detached HEAD's, or the branch's
+    when the branch goes too (without --delete-branch the branch keeps them)."""
+    st = git.state(wt)
+    commits = git.unique_commits(session.settings.repo, wt) if (wt.branch is None or delete_branch) else 0
+    conts = Section.fetch(lambda: tuple(containers.list_containers(session.settings, session.podman)))
+    c = next((c for c in conts.value or () if wt.branch and c.branch == wt.branch), None)
+    home = ""
+    if c is not None:
+        var_vol = containers.volume_names(c.name)[0]
+        home = var_vol if session.podman.volume_exists(var_vol) else ""
+    loss = Loss(
+        dirty=st.changed + st.untracked,
+        files=st.files,
+        commits=commits,
+        detached=wt.branch is None,
+        running=c.name if c is not None and c.running else "",
+        home=home,
+    )
+    return loss, c, conts.problem.one_line() if conts.problem else ""
+
+
+def remove_worktree(
+    session: Devbox,
+    ref: str,
+    *,
+    force: bool = False,
+    delete_branch: bool = False,
+    sink: Sink = null_sink,
+    cancel: threading.Event | None = None,
+) -> Removed:
+    """Remove a linked worktree (by branch or path) and its container; refuse, naming all of
+    it, when that would lose work, unless ``force``."""
+    from devbox.core.ops.containers import remove_container_record
+
+    wt = find_worktree(session, ref)
+    report = Reporter(sink, "worktree-remove", Subject("worktree", wt.label))
+    if wt.is_main:
+        raise Refused(f"{wt.path} is the main checkout, not a linked worktree", "remove linked worktrees only")
+    with hold(branch_lock(session, wt.branch or str(wt.path)), f"work on {ref!r}"):
+        loss, c, unknown = worktree_loss(session, wt, delete_branch=delete_branch)
+        if unknown:  # nothing of a container is removed then: its home volume stays for `container rm`
+            report.log(f"not checked for a container on this worktree: {unknown}")
+        if not loss.empty and not force:
+            raise Refused(
+                f"removing {wt.path} would lose: " + "; ".join(loss.lines()),
+                "commit/push what you want to keep, or pass --force to lose all of it",
+            )
+        removed: list[str] = []
+        if c is not None:
+            removed += remove_container_record(
+                session, c, force=True, report=report.about(Subject("container", c.name))
+            )
+        git.remove_worktree(session.settings.repo, wt, force=force, report=report)
+        removed.append(f"worktree {wt.path}")
+        if delete_branch and wt.branch:
+            try:
+                git.delete_branch(session.settings.repo, wt.branch, force=force, report=report)
+            except DevboxError as exc:
+                raise Refused(
+                    f"worktree removed, but branch {wt.branch!r} was kept: {exc.message}",
+                    "merge it first, or pass --force",
+                ) from None
+            removed.append(f"branch {wt.branch}")
+        report.step("done", f"removed {wt.path}")
+        return Removed(tuple(removed))

@@ -1,0 +1,56 @@
+"""The front door of the core: ``Devbox(settings)`` holds the settings and the adapters.
+
+Like podman-py's ``PodmanClient`` it is a context manager, and it makes each adapter on
+first use: a ``devbox worktree list`` never loads podman-py, a ``devbox status`` never
+touches libvirt. Operations (``ops.py``) take a session as their first argument; the
+adapters for VM mode (disk builder, terraform, libvirt) and transfers (ssh) hang here too
+when they arrive.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+from devbox.core import config
+from devbox.core.config import Settings
+from devbox.core.containers import HostUser
+from devbox.core.podman import Podman
+
+
+class Devbox:
+    """Settings plus lazily made adapters, shared by every operation of one face."""
+
+    def __init__(self, settings: Settings, *, user: HostUser | None = None) -> None:
+        self.settings = settings
+        self.user = user or HostUser.current()
+        self._podman: Podman | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, repo: Path | None = None, env: Mapping[str, str] | None = None) -> Devbox:
+        """The session for ``repo`` (default: $DEVBOX_REPO or the nearest devbox.toml)."""
+        return cls(config.load(config.find_repo(repo, env), env))
+
+    @property
+    def podman(self) -> Podman:
+        if self._podman is None:
+            with self._lock:
+                if self._podman is None:
+                    s = self.settings
+                    self._podman = Podman(s.podman_url, timeout=s.podman_timeout, autostart=s.podman_autostart)
+        return self._podman
+
+    def close(self) -> None:
+        if self._podman is not None:
+            self._podman.close()
+
+    def __enter__(self) -> Devbox:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
