@@ -8,6 +8,7 @@ package). Proves --userns=keep-id: files made inside belong to that user on the 
 
 from __future__ import annotations
 
+import importlib
 import os
 import pwd
 import shutil
@@ -24,6 +25,8 @@ from rootfs import import_base, make_rootfs
 
 pytestmark = pytest.mark.podman
 SYSTEM_PYTHON = "/usr/bin/python3"
+# what the headless core imports besides the standard library (podman-py and its transport)
+RUNTIME_DEPENDENCIES = ("podman", "requests", "urllib3", "idna", "charset_normalizer", "certifi", "pathspec")
 
 
 class AsUser:
@@ -34,8 +37,10 @@ class AsUser:
         self.runtime.mkdir(parents=True, exist_ok=True)
         os.chown(self.runtime, self.uid, self.gid)
         self.runtime.chmod(0o700)
-        conf = tmp / "containers.conf"
-        shutil.copy(os.environ["CONTAINERS_CONF"], conf)
+        conf = tmp / "containers.conf"  # runc and ulimits only: storage is the user's own default
+        conf.write_text(
+            '[engine]\nruntime = "runc"\n[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n'
+        )
         conf.chmod(0o644)
         self.env = {
             "HOME": self.home,
@@ -44,7 +49,7 @@ class AsUser:
             "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
             "XDG_RUNTIME_DIR": str(self.runtime),
             "CONTAINERS_CONF": str(conf),
-            "PYTHONPATH": str(tmp / "app"),
+            "PYTHONPATH": f"{tmp / 'app'}:{tmp / 'site'}",
         }
 
     def argv(self, *args: str) -> list[str]:
@@ -76,6 +81,9 @@ def rootless(podman_service: str) -> Iterator[tuple[AsUser, Path]]:
     tmp = Path(tempfile.mkdtemp(prefix="devbox-rootless-"))
     tmp.chmod(0o755)
     shutil.copytree(ROOT / "app", tmp / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    for module in RUNTIME_DEPENDENCIES:  # the venv lives under /root, which the user cannot enter
+        src = Path(importlib.import_module(module).__file__ or "").parent
+        shutil.copytree(src, tmp / "site" / module, ignore=shutil.ignore_patterns("__pycache__"))
     user = AsUser(name, tmp)
     sock = user.runtime / "podman" / "podman.sock"
     sock.parent.mkdir(exist_ok=True)
@@ -116,8 +124,10 @@ def test_rootless_start_work_maps_the_user(rootless: tuple[AsUser, Path]) -> Non
     res = user.run(*devbox, "start-work", "rootless", "--detach", cwd=proj.root, DEVBOX_REPO=str(proj.root))
     assert res.returncode == 0, res.stdout + res.stderr
     name = res.stdout.strip().splitlines()[-1]
-    inspect = user.run("podman", "inspect", "--format", "{{.Config.CreateCommand}}", name)
-    assert "--userns keep-id" in inspect.stdout  # (podman 4.3 reports UsernsMode "private" for it)
+    # keep-id: the user's UID inside is the user's UID outside (uid 0 of the rootless user
+    # namespace). podman 4.3 reports UsernsMode "private" for it, so look at the map itself.
+    uid_map = user.run("podman", "exec", name, "cat", "/proc/self/uid_map")
+    assert [str(user.uid), "0", "1"] in [line.split() for line in uid_map.stdout.splitlines()], uid_map.stdout
     res = user.run(
         *devbox,
         "container",

@@ -353,7 +353,8 @@ class Podman:
 
     # containers -------------------------------------------------------------------------
     def containers(self, labels: Mapping[str, str]) -> list[ContainerRecord]:
-        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        # the list form: podman-py's dict form stringifies a list of values
+        filters = [f"label={k}={v}" for k, v in labels.items()]
         with self.api("listing containers"):
             found = self.client.containers.list(all=True, filters=filters)
             return [_container(c.attrs) for c in found]

@@ -154,9 +154,8 @@ def _create(
             if isinstance(exc, Cancelled):
                 raise Cancelled(f"interrupted while {name} was starting", f"removed {', '.join(gone)}") from None
         if isinstance(exc, PodmanError):
-            raise PodmanError(
-                f"podman could not start {name}: {exc.message.removeprefix('podman: ')}", exc.remedy
-            ) from None
+            cause = exc.message.split(" failed: ", 1)[-1]
+            raise PodmanError(f"podman could not start {name}: {cause}", exc.remedy) from None
         raise
 
 
