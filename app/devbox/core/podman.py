@@ -17,6 +17,7 @@ import contextlib
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -160,6 +161,28 @@ def _container(attrs: Mapping[str, Any]) -> ContainerRecord:
     )
 
 
+def _podman_py() -> Any:
+    """podman-py, imported on first use (the one place it is imported).
+
+    Its images module imports rich.progress when it can, for a pull progress bar devbox
+    never asks for; that is ~60 ms of a no-op start-work. The import is made to fail for
+    that one module (podman-py catches it) unless rich.progress is already loaded.
+    """
+    if "podman" in sys.modules:
+        return sys.modules["podman"]
+    block = "rich.progress" not in sys.modules
+    if block:
+        sys.modules["rich.progress"] = None  # type: ignore[assignment]
+    try:
+        import podman
+    except ImportError:
+        raise PodmanMissing("the podman-py library is missing", "reinstall devbox: pip install -e .") from None
+    finally:
+        if block and sys.modules.get("rich.progress", 0) is None:
+            del sys.modules["rich.progress"]
+    return podman
+
+
 class Podman:
     """One front door to podman: a lazily made podman-py client and the CLI beside it."""
 
@@ -176,11 +199,7 @@ class Podman:
 
     # connection -------------------------------------------------------------------------
     def _make_client(self, timeout: float) -> PodmanClient:
-        try:
-            import podman  # the one place podman-py is imported
-        except ImportError:
-            raise PodmanMissing("the podman-py library is missing", "reinstall devbox: pip install -e .") from None
-        return podman.PodmanClient(base_url=self.url, timeout=timeout)
+        return _podman_py().PodmanClient(base_url=self.url, timeout=timeout)
 
     @property
     def client(self) -> PodmanClient:
