@@ -130,8 +130,8 @@ def _ts(value: object) -> float | None:
     text = value.replace("Z", "+00:00")
     head, dot, rest = text.partition(".")
     if dot:  # Python takes at most 6 fraction digits
-        digits = "".join(c for c in rest if c.isdigit())
-        text = f"{head}.{digits[:6]}{rest[len(digits) :]}"
+        n = len(rest) - len(rest.lstrip("0123456789"))  # the fraction, before the zone
+        text = f"{head}.{rest[: min(n, 6)]}{rest[n:]}"
     try:
         return datetime.fromisoformat(text).timestamp()
     except ValueError:
@@ -199,7 +199,8 @@ class Podman:
 
     # connection -------------------------------------------------------------------------
     def _make_client(self, timeout: float) -> PodmanClient:
-        return _podman_py().PodmanClient(base_url=self.url, timeout=timeout)
+        client: PodmanClient = _podman_py().PodmanClient(base_url=self.url, timeout=timeout)
+        return client
 
     @property
     def client(self) -> PodmanClient:

@@ -266,6 +266,8 @@ def stream(
             if text is None:
                 open_streams -= 1
                 continue
+            if not final and not text.strip():
+                continue  # a redraw that starts with \r: nothing before it
             parsed = parse(text) if parse is not None else None
             if not final or parsed is not None:
                 done, total, what = parsed if parsed is not None else (None, None, text)

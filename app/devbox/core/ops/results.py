@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar
 
 from devbox.core.containers import Container
 from devbox.core.errors import DevboxError
+from devbox.core.freshness import SourceTree
 from devbox.core.git import Worktree, WorktreeState
 from devbox.core.image import ImageStatus
 
@@ -79,6 +80,7 @@ class Status:
     """``devbox status``: every section fetched on its own (schema in README, "status --json")."""
 
     repo: str
+    sources: Section[SourceTree]
     image: Section[ImageStatus]
     worktrees: Section[tuple[WorktreeRow, ...]]
     containers: Section[tuple[Container, ...]]
@@ -91,6 +93,7 @@ class Status:
 
     def problems(self) -> dict[str, Problem]:
         parts: dict[str, Section[Any]] = {
+            "sources": self.sources,
             "image": self.image,
             "worktrees": self.worktrees,
             "containers": self.containers,
@@ -102,6 +105,9 @@ class Status:
         return {
             "schema": self.SCHEMA,
             "repo": self.repo,
+            "sources": {"path": str(self.sources.value.root), "digest": self.sources.value.digest}
+            if self.sources.value
+            else None,
             "image": self.image.value.to_json() if self.image.value else None,
             "worktrees": [r.to_json() for r in self.worktrees.value or ()],
             "containers": [c.to_json(current) for c in self.containers.value or ()],

@@ -17,12 +17,13 @@ def status(session: Devbox, *, sink: Sink = null_sink, cancel: threading.Event |
     """Image, worktrees and containers. podman being down costs the image and containers
     sections (each says why and how to fix it); the worktrees still list."""
     settings = session.settings
-    with ThreadPoolExecutor(max_workers=3) as pool:
+    sources = Section.fetch(lambda: image.scan_sources(settings))  # no podman needed
+    with ThreadPoolExecutor(max_workers=2) as pool:
         conts_f = pool.submit(Section.fetch, lambda: tuple(containers.list_containers(settings, session.podman)))
-        image_f = pool.submit(Section.fetch, lambda: image.status(settings, session.podman))
+        image_f = pool.submit(Section.fetch, lambda: image.status(settings, session.podman, sources.value))
         conts = conts_f.result()
         wts = Section.fetch(lambda: rows(session, conts.value, cancel))
-        return Status(str(settings.repo), image_f.result(), wts, conts)
+        return Status(str(settings.repo), sources, image_f.result(), wts, conts)
 
 
 def image_status(session: Devbox) -> ImageStatus:
