@@ -4,6 +4,12 @@
 # Sourced, not run.
 
 DEVBOX_REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+# Run from a linked worktree (./start-work inside one), use the main repository: its
+# settings, its .build/ and its virtualenv (one environment per clone, not per branch).
+if common=$(git -C "$DEVBOX_REPO" rev-parse --path-format=absolute --git-common-dir 2>/dev/null) &&
+    [[ $common == */.git && -f ${common%/.git}/devbox.toml ]]; then
+    DEVBOX_REPO=${common%/.git}
+fi
 export DEVBOX_REPO
 DEVBOX_VENV=${DEVBOX_VENV:-$DEVBOX_REPO/.venv}
 DEVBOX_BIN=$DEVBOX_VENV/bin/devbox

@@ -14,6 +14,11 @@ from devbox.core.errors import DevboxError
 from devbox.core.events import Event, LogLine, Progress, Step
 
 MARKS = {"start": "==>", "done": " ok", "skip": " --", "fail": "!!!"}
+LONGEST = 4000  # a log line longer than this is cut on screen (a tool dumping a 1 MB line)
+
+
+def shown(text: str) -> str:
+    return text if len(text) <= LONGEST else f"{text[:LONGEST]}… ({len(text) - LONGEST} more characters)"
 
 
 class PlainRenderer:
@@ -27,7 +32,7 @@ class PlainRenderer:
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, LogLine):
-            self.out.write(f"{event.text}\n")
+            self.out.write(f"{shown(event.text)}\n")
             self.shown_tail = True
         elif isinstance(event, Step):
             if event.state == "fail" and not event.detail:
@@ -99,7 +104,7 @@ class RichRenderer:
         if isinstance(event, LogLine):
             self.tail.append(event.text)
             if self.verbose:
-                self.console.print(event.text, markup=False, highlight=False)
+                self.console.print(shown(event.text), markup=False, highlight=False)
             self._ensure_live()
         elif isinstance(event, Step):
             self.progress = ""

@@ -156,7 +156,7 @@ def scan(root: Path, cache: Path | None = None) -> SourceTree:
     ignored = _ignored(root)
     for full, st in zip(paths, stats, strict=True):
         rel = full[cut:]
-        if ignored(rel):
+        if ignored(rel) or (stat.S_ISDIR(st.st_mode) and ignored(f"{rel}/")):  # "notes/" names a directory
             continue
         mode = stat.S_IMODE(st.st_mode)
         if stat.S_ISDIR(st.st_mode):

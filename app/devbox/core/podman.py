@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import sys
@@ -358,7 +359,7 @@ class Podman:
                 if type(exc).__name__ in ("APIError", "ImageNotFound", "NotFound"):
                     return False
                 raise
-            return True
+        return self.image(ref) is not None  # podman-py may answer a failed pull without raising
 
     def remove_image(self, ref: str) -> bool:
         """Remove an image unless a container uses it (then keep it and answer False)."""
@@ -562,17 +563,34 @@ def _build_error(done: proc.Finished, context: Path) -> DevboxError:
             "check the network and registry login (podman login quay.io), then build again",
             detail=tail,
         )
-    for line in done.tail:  # a COPY of a symlink that leaves the context: podman dumps Go structs
-        low = line.lower()
-        if "outside of the build context" in low or ("copier" in low and "symlink" in low):
-            return BuildFailed(
-                "a COPY source is a symlink that points outside the build context",
-                f"replace the symlink in {context.name}/ with the file itself, then build again",
-                detail=tail,
-            )
+    for line in done.tail:  # podman answers a bad COPY source with a dump of Go structs: say it in one line
+        if "error during bulk transfer for copier" in line or "copier: get:" in line:
+            return _copy_error(line, context, tail)
     return BuildFailed(
         f"podman build failed (exit {done.returncode})",
         f"fix the step shown above in {context.name}/ and run `devbox image build` again",
+        detail=tail,
+    )
+
+
+def _copy_error(line: str, context: Path, tail: tuple[str, ...]) -> DevboxError:
+    step = re.search(r'building at STEP "([^"]*)"', line)
+    source = re.search(r'reading "([^"]*)"', line)
+    cause = line.rsplit("}: ", 1)[-1].removeprefix("copier: get: ")[:200]
+    where = f" at {step.group(1)!r}" if step else ""
+    if source:
+        path = Path(source.group(1))
+        if path.is_symlink():
+            target = os.path.realpath(path)
+            if not target.startswith(str(context.resolve()) + os.sep):
+                return BuildFailed(
+                    f"podman build failed{where}: {path.name} is a symlink to {target}, outside the build context",
+                    f"copy the file itself into {context.name}/ instead of a symlink, then build again",
+                    detail=tail,
+                )
+    return BuildFailed(
+        f"podman build failed{where}: {cause}",
+        f"check the COPY source in {context.name}/Containerfile, then build again",
         detail=tail,
     )
 
