@@ -41,7 +41,8 @@ def main() -> None:
     if podman is None:
         sys.exit("podman is not installed")
     with tempfile.TemporaryDirectory() as tmp:
-        if subprocess.run([podman, "image", "exists", BASE_IMAGE]).returncode != 0:
+        made_base = subprocess.run([podman, "image", "exists", BASE_IMAGE], capture_output=True).returncode != 0
+        if made_base:
             make_rootfs(Path(tmp) / "rootfs")
             import_base(podman, Path(tmp) / "rootfs", BASE_IMAGE)
         proj = make_project(Path(tmp))
@@ -81,6 +82,8 @@ def main() -> None:
             rm = [str(Path(sys.executable).with_name("devbox")), "container", "rm", "--force", "bench"]
             subprocess.run(rm, env=env, capture_output=True)  # the container and its two volumes
             subprocess.run([podman, "rmi", "-f", proj.image], capture_output=True)
+            if made_base:
+                subprocess.run([podman, "rmi", "-f", BASE_IMAGE], capture_output=True)
     b, o = statistics.median(base), statistics.median(ours)
     cost = statistics.median(imports) - statistics.median(bare)
     print(f"rounds: {args.rounds} (medians, interleaved)")

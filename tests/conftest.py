@@ -220,3 +220,10 @@ def run_in_pty(
     os.close(master)
     rc = proc.wait(timeout=10)
     return rc, out.decode(errors="replace")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """DEVBOX_TEST_REVERSE=1 runs the suite backwards (.ci/run does, after a forward run):
+    no test may depend on another having run first."""
+    if os.environ.get("DEVBOX_TEST_REVERSE") == "1":
+        items.reverse()

@@ -183,3 +183,25 @@ def test_default_image_name_is_unique_per_checkout(tmp_path: Path) -> None:
     na, nb = config.load(a, env={}).image, config.load(b, env={}).image
     assert na != nb and na.startswith("localhost/devbox-repo-") and na.endswith(":latest")
     assert config.load(a, env={}).image == na  # stable
+
+
+@pytest.mark.podman
+def test_autostart_starts_a_service_and_says_so(podman_service: object, tmp_path: Path) -> None:
+    import json
+    import signal
+
+    repo = make_repo(tmp_path)
+    sock = tmp_path / "auto" / "podman.sock"  # its directory does not exist yet either
+    env = {"DEVBOX_PODMAN_URL": f"unix://{sock}", "DEVBOX_PODMAN_AUTOSTART": "true"}
+    try:
+        res = run_cli(repo, "image", "status", "--json", env=env)
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["fresh"] is False
+        assert "started one" in res.stderr and "podman.autostart" in res.stderr and sock.exists()
+        again = run_cli(repo, "image", "status", env=env)
+        assert again.returncode == 0 and "started one" not in again.stderr  # the service is reused
+    finally:
+        for pid in subprocess.run(
+            ["pgrep", "-f", f"system service --time=300 unix://{sock}"], capture_output=True, text=True
+        ).stdout.split():
+            os.kill(int(pid), signal.SIGTERM)

@@ -123,7 +123,8 @@ def test_second_start_is_noop(started: tuple[Project, Path, str]) -> None:
     assert res.stdout.strip().splitlines()[-1] == name
     assert podman("inspect", "--format", "{{.Id}}", name).stdout.strip() == before
     assert podman("images", "-q").stdout == images
-    assert len(podman("ps", "-aq", "--filter", f"label=devbox.repo={proj.root}").stdout.split()) == 1
+    mine = ["ps", "-aq", "--filter", f"label=devbox.repo={proj.root}", "--filter", "label=devbox.branch=feat/iso"]
+    assert podman(*mine).stdout.split() == [before[:12]]  # other tests' branches may have containers too
 
 
 def test_concurrent_starts_make_one_container(started: tuple[Project, Path, str]) -> None:
@@ -236,12 +237,6 @@ def test_failed_podman_run_leaves_nothing(started: tuple[Project, Path, str]) ->
     assert "Traceback" not in res.stderr
     assert podman("ps", "-aq", "--filter", "label=devbox.branch=badnet").stdout.strip() == ""
     assert "badnet-" not in podman("volume", "ls", "--format", "{{.Name}}").stdout
-
-
-def test_exit_code_enum_is_distinct() -> None:
-    values = [int(c) for c in ExitCode]
-    assert len(values) == len(set(values))
-    assert sys.executable
 
 
 def test_terminal_start_work_attaches_a_login_shell(started: tuple[Project, Path, str]) -> None:

@@ -33,3 +33,17 @@ def test_start_work_bootstraps_venv_once_and_ignores_path_devbox(tmp_path: Path)
 
     vm = subprocess.run([repo / "vm-up.sh"], env=env, capture_output=True, text=True, timeout=60, cwd=repo)
     assert vm.returncode == 13 and "VM mode is not part of this release" in vm.stderr
+
+    cli = subprocess.run([repo / "devbox", "--version"], env=env, capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0 and cli.stdout.strip() == "devbox 0.1.0"  # README's `./devbox ...` works as shown
+
+    # from a linked worktree, the shims use the main repository's environment (no second venv)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
+    ident = ["-c", "user.email=a@b", "-c", "user.name=A"]
+    subprocess.run(["git", "-C", str(repo), *ident, "commit", "-qm", "init"], check=True)
+    linked = tmp_path / "linked"
+    subprocess.run(["git", "-C", str(repo), "worktree", "add", "-q", "-b", "side", str(linked)], check=True)
+    inner = subprocess.run([linked / "start-work", "--help"], env=env, capture_output=True, text=True, timeout=60)
+    assert inner.returncode == 0 and "setting up" not in inner.stderr, inner.stderr
+    assert not (linked / ".venv").exists()

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -187,7 +187,10 @@ def _podman_py() -> Any:
 class Podman:
     """One front door to podman: a lazily made podman-py client and the CLI beside it."""
 
-    def __init__(self, url: str = "", *, timeout: float = 30.0, autostart: bool = False) -> None:
+    def __init__(
+        self, url: str = "", *, timeout: float = 30.0, autostart: bool = False, notify: Callable[[str], None] = print
+    ) -> None:
+        self.notify = notify  # tells the user what devbox did on its own (started a service)
         self.explicit_url = url
         self.url = url or default_socket()
         self.timeout = timeout
@@ -281,7 +284,11 @@ class Podman:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise PodmanUnreachable(f"cannot create {path.parent}: {exc.strerror}", socket_remedy(self.url)) from None
-        proc.spawn_daemon([self._exe(), "system", "service", "--time=300", self.url], tool="podman")
+        pid = proc.spawn_daemon([self._exe(), "system", "service", "--time=300", self.url], tool="podman")
+        self.notify(
+            f"devbox: no podman service answered at {self.url}; started one (pid {pid}, podman.autostart), "
+            "it exits after 5 minutes without clients"
+        )
         deadline = time.monotonic() + 15
         while True:
             try:

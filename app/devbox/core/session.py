@@ -9,8 +9,9 @@ when they arrive.
 
 from __future__ import annotations
 
+import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -20,11 +21,18 @@ from devbox.core.containers import HostUser
 from devbox.core.podman import Podman
 
 
+def _to_stderr(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
 class Devbox:
     """Settings plus lazily made adapters, shared by every operation of one face."""
 
-    def __init__(self, settings: Settings, *, user: HostUser | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, user: HostUser | None = None, notify: Callable[[str], None] | None = None
+    ) -> None:
         self.settings = settings
+        self.notify = notify or _to_stderr
         self.user = user or HostUser.current()
         self._podman: Podman | None = None
         self._lock = threading.Lock()
@@ -40,7 +48,9 @@ class Devbox:
             with self._lock:
                 if self._podman is None:
                     s = self.settings
-                    self._podman = Podman(s.podman_url, timeout=s.podman_timeout, autostart=s.podman_autostart)
+                    self._podman = Podman(
+                        s.podman_url, timeout=s.podman_timeout, autostart=s.podman_autostart, notify=self.notify
+                    )
         return self._podman
 
     def close(self) -> None:

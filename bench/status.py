@@ -1,0 +1,110 @@
+"""``ops.status`` in-process vs the raw tool calls it replaces, with 50 worktrees and 50
+containers.
+
+Run: .venv/bin/python bench/status.py [--worktrees N] [--rounds R]
+Needs podman and its API socket. Makes a throwaway repo with N worktrees (one dirty in
+five) and N containers (``podman create``, never started), then times, interleaved:
+- baseline: ``git worktree list --porcelain`` + ``git status --porcelain=v2 --branch`` in
+  each worktree, one after another + ``podman ps -a --format json`` (what a shell script
+  would run for the same view);
+- ``ops.status(session)`` on a warm session, as the dashboard polls it (plus the first
+  call, podman-py's import included, printed beside).
+Target: ratio <= 1.0. Everything it made is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from devbox.core import ops  # noqa: E402
+from devbox.core.containers import LABEL_BRANCH, LABEL_REPO  # noqa: E402
+from devbox.core.session import Devbox  # noqa: E402
+
+from conftest import BASE_IMAGE, make_project  # noqa: E402
+from rootfs import import_base, make_rootfs  # noqa: E402
+
+
+def ms(fn: object) -> float:
+    t = time.perf_counter()
+    fn()  # type: ignore[operator]
+    return (time.perf_counter() - t) * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--worktrees", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=9)
+    args = ap.parse_args()
+    podman = shutil.which("podman")
+    if podman is None:
+        sys.exit("podman is not installed")
+    with tempfile.TemporaryDirectory() as tmp:
+        made_base = subprocess.run([podman, "image", "exists", BASE_IMAGE], capture_output=True).returncode != 0
+        if made_base:
+            make_rootfs(Path(tmp) / "rootfs")
+            import_base(podman, Path(tmp) / "rootfs", BASE_IMAGE)
+        proj = make_project(Path(tmp))
+        wts = []
+        for i in range(args.worktrees):
+            path = Path(tmp) / "wts" / f"w{i}"
+            subprocess.run(["git", "-C", str(proj.root), "worktree", "add", "-q", "-b", f"w{i}", str(path)], check=True)
+            if i % 5 == 0:
+                (path / "dirty.txt").write_text("x")
+            wts.append(path)
+        for i in range(args.worktrees):
+            subprocess.run(
+                [
+                    *(podman, "create", "--label", f"{LABEL_REPO}={proj.root}", "--label", f"{LABEL_BRANCH}=w{i}"),
+                    *("--label", "devbox.bench=status", BASE_IMAGE, "true"),
+                ],
+                check=True,
+                capture_output=True,
+            )
+
+        def raw() -> None:
+            git = ["git", "-C"]
+            subprocess.run([*git, str(proj.root), "worktree", "list", "--porcelain"], capture_output=True, check=True)
+            for w in [proj.root, *wts]:
+                subprocess.run([*git, str(w), "status", "--porcelain=v2", "--branch"], capture_output=True, check=True)
+            subprocess.run([podman, "ps", "-a", "--format", "json"], capture_output=True, check=True)
+
+        try:
+            with Devbox.open(proj.root, env=proj.env) as session:
+                first = ms(lambda: ops.status(session))
+                st = ops.status(session)
+                assert not st.problems(), st.problems()
+                assert len(st.worktrees.value or ()) == args.worktrees + 1
+                assert len(st.containers.value or ()) == args.worktrees
+                base, ours = [], []
+                for _ in range(args.rounds):
+                    base.append(ms(raw))
+                    ours.append(ms(lambda: ops.status(session)))
+        finally:
+            ids = subprocess.run(
+                [podman, "ps", "-aq", "--filter", "label=devbox.bench=status"], capture_output=True, text=True
+            ).stdout.split()
+            if ids:
+                subprocess.run([podman, "rm", "-f", *ids], capture_output=True)
+            subprocess.run([podman, "rmi", "-f", proj.image], capture_output=True)
+            if made_base:
+                subprocess.run([podman, "rmi", "-f", BASE_IMAGE], capture_output=True)
+    b, o = statistics.median(base), statistics.median(ours)
+    print(f"rounds: {args.rounds} (medians, interleaved); {args.worktrees} worktrees, {args.worktrees} containers")
+    print(f"baseline raw calls (git x{args.worktrees + 2}, podman ps): {b:7.1f} ms")
+    print(f"ops.status, warm session:               {o:7.1f} ms")
+    print(f"ops.status, first call (imports podman-py): {first:7.1f} ms")
+    print(f"ratio ops.status / raw calls:           {o / b:7.2f}   target <= 1.0: {'OK' if o / b <= 1.0 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
