@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
-import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -29,10 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from devbox.core import proc
 from devbox.core.errors import (
-    BuildFailed,
-    Cancelled,
     DevboxError,
-    DiskFull,
     NotFound,
     PodmanError,
     PodmanMissing,
@@ -40,7 +34,6 @@ from devbox.core.errors import (
     ToolMissing,
 )
 from devbox.core.events import Reporter
-from devbox.core.filesystem import read_json, write_json
 
 if TYPE_CHECKING:
     from podman import PodmanClient
@@ -512,126 +505,14 @@ class Podman:
         no_cache: bool = False,
         ignorefile: Path | None = None,
     ) -> str:
-        """Build ``context`` and tag it ``tag``; return the new image ID.
+        """Build ``context`` with the podman CLI and tag it ``tag``; return the new image ID
+        (podman_build.py: how a build is streamed, stopped and taken over)."""
+        from devbox.core import podman_build
 
-        The tag moves only when the build succeeds, so an interrupted or failed build leaves
-        the previous image tagged and usable. ``record`` names the running build (pid and
-        start time) so that a devbox killed mid-build is found and stopped by the next run.
-        """
-        take_over_build(record, report)
-        argv = self.cli()
-        with tempfile.TemporaryDirectory(prefix="devbox-build-") as tmp:
-            iidfile = Path(tmp) / "iid"
-            argv += ["build", "--tag", tag, "--iidfile", str(iidfile)]
-            for key, value in sorted(labels.items()):
-                argv += ["--label", f"{key}={value}"]
-            if no_cache:
-                argv.append("--no-cache")
-            if ignorefile is not None:
-                argv += ["--ignorefile", str(ignorefile)]
-            argv += ["--file", str(context / "Containerfile"), str(context)]
-
-            def started(pid: int) -> None:
-                with contextlib.suppress(OSError):
-                    write_json(record, {"pid": pid, "start": proc.start_time(pid), "tag": tag})
-
-            try:
-                done = proc.stream(
-                    argv, report, cancel, source="podman", on_start=started, stop=lambda p: stop_build(p.pid)
-                )
-            except ToolMissing:
-                raise PodmanMissing("podman is not installed (no `podman` on PATH)", INSTALL_REMEDY) from None
-            finally:
-                with contextlib.suppress(OSError):
-                    record.unlink()
-            if done.cancelled:
-                raise Cancelled("image build interrupted", f"the previous image {tag} is untouched")
-            if done.returncode != 0:
-                raise _build_error(done, context)
-            try:
-                return iidfile.read_text().strip()
-            except OSError:
-                info = self.image(tag)
-                return info.id if info else ""
-
-
-def _build_error(done: proc.Finished, context: Path) -> DevboxError:
-    text = "\n".join(done.tail).lower()
-    tail = tuple(done.tail)
-    if "no space left on device" in text:
-        return DiskFull(
-            "disk full while building the image",
-            "free space (podman system prune; df -h) and run `devbox image build` again",
-            detail=tail,
+        iid = podman_build.build(
+            self.cli(), context, tag, labels, report, cancel, record=record, no_cache=no_cache, ignorefile=ignorefile
         )
-    if "initializing source" in text or "pinging container registry" in text or "manifest unknown" in text:
-        return BuildFailed(
-            "podman could not pull the base image named in the Containerfile",
-            "check the network and registry login (podman login quay.io), then build again",
-            detail=tail,
-        )
-    for line in done.tail:  # podman answers a bad COPY source with a dump of Go structs: say it in one line
-        if "error during bulk transfer for copier" in line or "copier: get:" in line:
-            return _copy_error(line, context, tail)
-    return BuildFailed(
-        f"podman build failed (exit {done.returncode})",
-        f"fix the step shown above in {context.name}/ and run `devbox image build` again",
-        detail=tail,
-    )
-
-
-def _copy_error(line: str, context: Path, tail: tuple[str, ...]) -> DevboxError:
-    step = re.search(r'building at STEP "([^"]*)"', line)
-    source = re.search(r'reading "([^"]*)"', line)
-    cause = line.rsplit("}: ", 1)[-1].removeprefix("copier: get: ")[:200]
-    where = f" at {step.group(1)!r}" if step else ""
-    if source:
-        path = Path(source.group(1))
-        if path.is_symlink():
-            target = os.path.realpath(path)
-            if not target.startswith(str(context.resolve()) + os.sep):
-                return BuildFailed(
-                    f"podman build failed{where}: {path.name} is a symlink to {target}, outside the build context",
-                    f"copy the file itself into {context.name}/ instead of a symlink, then build again",
-                    detail=tail,
-                )
-    return BuildFailed(
-        f"podman build failed{where}: {cause}",
-        f"check the COPY source in {context.name}/Containerfile, then build again",
-        detail=tail,
-    )
-
-
-def stop_build(pid: int) -> None:
-    """Stop a ``podman build`` so that it cleans up after itself.
-
-    Signalled, podman 4.x leaves its RUN step running (reparented to init) and its working
-    container behind. Killed RUN processes instead make the step fail, and a failed build
-    removes its own working container. So: SIGKILL everything below podman's direct
-    children (the RUN step's processes; PID 1 of a container ignores SIGTERM), give podman
-    time to fail the step, and only then signal podman itself.
-    """
-    for _ in range(3):
-        levels = proc.descendants(pid)
-        if not proc.kill([p for level in levels[1:] for p in level]):
-            break
-        if proc.wait_gone(pid, 10.0):
-            return
-    for sig, wait in ((signal.SIGINT, 10.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        if not proc.kill([pid], sig) or proc.wait_gone(pid, wait):
-            return
-
-
-def take_over_build(record: Path, report: Reporter) -> None:
-    """A build left running by a devbox that was killed: say so and stop it."""
-    data = read_json(record)
-    if not isinstance(data, dict):
-        return
-    pid, start = data.get("pid"), data.get("start")
-    if isinstance(pid, int) and start is not None and proc.start_time(pid) == start:
-        report.log(
-            f"an image build left running by an earlier devbox run (podman pid {pid}) is still going: stopping it"
-        )
-        stop_build(pid)
-    with contextlib.suppress(OSError):
-        record.unlink()
+        if not iid:
+            info = self.image(tag)
+            iid = info.id if info else ""
+        return iid
