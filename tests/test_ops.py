@@ -15,10 +15,10 @@ import pytest
 from devbox.core import ops
 from devbox.core.errors import ExitCode
 from devbox.core.events import Event, LogLine, Step
-from devbox.core.podman import _container, _ts
+from devbox.core.podman_records import _container, _ts
 from devbox.core.session import Devbox
 
-from conftest import Project, git
+from conftest import Project
 
 
 def test_exit_codes_are_unique_and_unique_is_enforced() -> None:
@@ -33,13 +33,9 @@ def test_exit_codes_are_unique_and_unique_is_enforced() -> None:
 
 
 def plain_repo(tmp: Path) -> Path:
-    root = tmp / "proj"
-    (root / "bootc").mkdir(parents=True)
-    (root / "bootc" / "Containerfile").write_text("FROM scratch\n")
-    (root / "devbox.toml").write_text("")
-    git(root, "init", "-q", "-b", "main")
-    git(root, "-c", "user.email=a@b", "-c", "user.name=A", "commit", "-q", "--allow-empty", "-m", "init")
-    return root
+    from test_worktrees import repo
+
+    return repo(tmp)
 
 
 def test_status_json_with_podman_down_is_valid_and_says_why(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from devbox.core.errors import ConfigError
@@ -41,6 +41,21 @@ DEFAULTS: dict[str, dict[str, Value]] = {
     },
     "container": {"shell": "/bin/bash", "network": ""},
     "libvirt": {"uri": "qemu:///system"},
+    # devbox-tui: binding id -> key (Textual key names, comma-separated for several)
+    "keys": {
+        "new": "n",
+        "attach": "a",
+        "rebuild": "b",
+        "rebuild_force": "B",
+        "stop": "s",
+        "remove_container": "x",
+        "remove_worktree": "X",
+        "refresh": "r",
+        "container_log": "l",
+        "filter_log": "slash",
+        "follow_log": "f",
+        "quit": "q",
+    },
 }
 TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list of strings"}
 
@@ -60,6 +75,7 @@ class Settings:
     shell: str
     network: str
     libvirt_uri: str
+    keys: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def repo_name(self) -> str:
@@ -211,6 +227,7 @@ def load(repo: Path, env: Mapping[str, str] | None = None) -> Settings:
         shell=text("container", "shell"),
         network=text("container", "network"),
         libvirt_uri=text("libvirt", "uri"),
+        keys={k: str(v) for k, v in values["keys"].items()},
     )
 
 

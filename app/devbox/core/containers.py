@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from devbox.core.config import Settings
-from devbox.core.podman import ContainerRecord, CreateSpec, Mount, Podman
+from devbox.core.podman import Podman
+from devbox.core.podman_records import ContainerRecord, CreateSpec, Mount
 
 LABEL_REPO = "devbox.repo"
 LABEL_BRANCH = "devbox.branch"

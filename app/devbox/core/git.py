@@ -156,6 +156,30 @@ def state(wt: Worktree, cancel: threading.Event | None = None, sample: int = 5) 
     return WorktreeState(changed, untracked, tuple(files), ahead, behind)
 
 
+@dataclass(frozen=True)
+class Activity:
+    """When the worktree last committed, and how far it is from its base branch."""
+
+    last_commit: int | None = None  # epoch seconds
+    insertions: int = 0
+    deletions: int = 0
+    files: int = 0
+
+
+def activity(wt: Worktree, base: str | None) -> Activity:
+    """Last commit time and ``git diff --shortstat base...HEAD`` (two quick git calls; the
+    dashboard caches the answer by HEAD and the base's commit)."""
+    if wt.prunable or not wt.path.is_dir():
+        return Activity()
+    res = _git(wt.path, "log", "-1", "--format=%ct", "HEAD", check=False)
+    last = int(res.stdout.strip()) if res.ok and res.stdout.strip().isdigit() else None
+    if not base or base == wt.branch:
+        return Activity(last)
+    diff = _git(wt.path, "diff", "--shortstat", f"{base}...HEAD", check=False)
+    numbers = {m.group(2)[:3]: int(m.group(1)) for m in re.finditer(r"(\d+) (file|insert|delet)", diff.stdout)}
+    return Activity(last, numbers.get("ins", 0), numbers.get("del", 0), numbers.get("fil", 0))
+
+
 def states(wts: list[Worktree], cancel: threading.Event | None = None) -> list[WorktreeState]:
     """``state`` of every worktree, a few at a time (200 worktrees stay correct and quick)."""
     if len(wts) <= 1:

@@ -20,7 +20,8 @@ from devbox.core.events import Reporter
 from devbox.core.filesystem import write_atomic
 from devbox.core.freshness import ManifestStore, SourceTree, Verdict, ignore_patterns, judge, scan
 from devbox.core.locks import hold
-from devbox.core.podman import ImageRecord, Podman
+from devbox.core.podman import Podman
+from devbox.core.podman_records import ImageRecord
 
 LABEL_SOURCES = "devbox.sources"
 LABEL_CHECKOUT = "devbox.checkout"

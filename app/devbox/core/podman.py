@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +33,16 @@ from devbox.core.errors import (
     ToolMissing,
 )
 from devbox.core.events import Reporter
+from devbox.core.podman_records import (
+    ContainerEvent,
+    ContainerRecord,
+    ContainerStats,
+    CreateSpec,
+    ImageRecord,
+    _container,
+    _demux,
+    _event,
+)
 
 if TYPE_CHECKING:
     from podman import PodmanClient
@@ -62,97 +71,6 @@ def socket_remedy(url: str) -> str:
         scope = "" if os.getuid() == 0 else " --user"
         return f"systemctl{scope} enable --now podman.socket; {also}"
     return f"run: podman system service --time=0 unix://{path} &; {also}"
-
-
-# records ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ImageRecord:
-    id: str
-    created: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def short_id(self) -> str:
-        return self.id.removeprefix("sha256:")[:12]
-
-
-@dataclass(frozen=True)
-class ContainerRecord:
-    name: str
-    id: str
-    state: str  # running, exited, created, stopped, ...
-    labels: Mapping[str, str]
-    started_at: float | None = None  # epoch seconds, when running
-
-
-@dataclass(frozen=True)
-class Mount:
-    source: str  # a host path (bind) or a volume name
-    target: str
-    volume: bool = False
-    options: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class CreateSpec:
-    """What a container is made of, in podman's terms (container-mode policy lives in
-    containers.py; this is only the shape the API takes)."""
-
-    name: str
-    image: str
-    command: tuple[str, ...]
-    labels: Mapping[str, str]
-    env: Mapping[str, str]
-    mounts: tuple[Mount, ...]
-    workdir: str
-    hostname: str
-    user: str
-    cap_add: tuple[str, ...]
-    userns: str = ""  # "keep-id" for rootless
-    network: str = ""  # "", "none", "host", or a network name
-    read_only: bool = True
-    init: bool = True
-    no_new_privileges: bool = True
-
-
-def _ts(value: object) -> float | None:
-    """An RFC 3339 time from libpod (nanoseconds, a zone) as epoch seconds."""
-    if not isinstance(value, str) or value.startswith("0001-"):
-        return None
-    from datetime import datetime
-
-    text = value.replace("Z", "+00:00")
-    head, dot, rest = text.partition(".")
-    if dot:  # Python takes at most 6 fraction digits
-        n = len(rest) - len(rest.lstrip("0123456789"))  # the fraction, before the zone
-        text = f"{head}.{rest[: min(n, 6)]}{rest[n:]}"
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        return None
-
-
-def _container(attrs: Mapping[str, Any]) -> ContainerRecord:
-    """A record from either a list entry or an inspect answer (their shapes differ)."""
-    state = attrs.get("State")
-    if isinstance(state, dict):  # inspect
-        labels = (attrs.get("Config") or {}).get("Labels") or {}
-        return ContainerRecord(
-            name=str(attrs.get("Name", "")).lstrip("/"),
-            id=str(attrs.get("Id", "")),
-            state=str(state.get("Status", "")).lower(),
-            labels=dict(labels),
-            started_at=_ts(state.get("StartedAt")) if state.get("Running") else None,
-        )
-    names = attrs.get("Names") or [""]
-    started = attrs.get("StartedAt")
-    return ContainerRecord(
-        name=str(names[0]),
-        id=str(attrs.get("Id", "")),
-        state=str(state or "").lower(),
-        labels=dict(attrs.get("Labels") or {}),
-        started_at=float(started) if isinstance(started, int | float) and started > 0 else None,
-    )
 
 
 def _podman_py() -> Any:
@@ -462,6 +380,79 @@ class Podman:
                 raise
             data = raw if isinstance(raw, bytes) else b"".join(raw)
             return data.decode(errors="replace").splitlines()
+
+    # streams the dashboard follows --------------------------------------------------------
+    def events(self, cancel: threading.Event, *, window: int = 2) -> Iterator[ContainerEvent]:
+        """Container events (create, start, died, remove, ...) as they happen, until ``cancel``.
+
+        Each request asks for a window of ``window`` seconds (``until``), so the stream ends
+        by itself and ``cancel`` is honoured within that time: no thread is left blocked on
+        a socket when the app quits.
+        """
+        since = int(time.time())
+        seen: set[tuple[str, str, str]] = set()
+        while not cancel.is_set():
+            until = int(time.time()) + window
+            with self.api("following podman events"):
+                for raw in self.client.events(since=since, until=until, filters={"type": "container"}, decode=True):
+                    ev = _event(raw)
+                    key = (ev.time_nano, ev.id, ev.action)
+                    if key not in seen:
+                        seen.add(key)
+                        yield ev
+            since = until
+            if len(seen) > 10_000:
+                seen.clear()
+
+    def stats(self, names: list[str]) -> dict[str, ContainerStats]:
+        """CPU and memory of running containers, one API call for all of them."""
+        if not names:
+            return {}
+        with self.api("reading container stats"):
+            res = self.client.api.get("/containers/stats", params={"stream": False, "containers": names})
+            if not res.ok:
+                return {}
+            data = res.json() or {}
+        out: dict[str, ContainerStats] = {}
+        for row in data.get("Stats") or []:
+            name = str(row.get("Name", ""))
+            out[name] = ContainerStats(
+                name=name,
+                cpu_percent=float(row.get("CPU") or 0.0),
+                mem_bytes=int(row.get("MemUsage") or 0),
+                mem_limit=int(row.get("MemLimit") or 0),
+            )
+        return out
+
+    def follow_logs(self, ref: str, cancel: threading.Event, *, tail: int = 200) -> Iterator[str]:
+        """A container's output as it comes (``podman logs -f``), until ``cancel`` or the
+        container is gone. Reads in windows (``until``) so that ``cancel`` is honoured."""
+        since: str | None = None
+        first = True
+        while not cancel.is_set():
+            until = int(time.time()) + 1
+            with self.api(f"following the log of {ref}"):
+                try:
+                    c = self.client.containers.get(ref)
+                except Exception as exc:
+                    if type(exc).__name__.endswith("NotFound"):
+                        return
+                    raise
+                params: dict[str, Any] = {"stdout": True, "stderr": True, "timestamps": True, "until": until}
+                if first:
+                    params["tail"] = tail
+                elif since is not None:
+                    params["since"] = since
+                res = self.client.api.get(f"/containers/{c.id}/logs", params=params)
+                body = res.content if res.ok else b""
+            for line in _demux(body).splitlines():
+                ts, _, text = line.partition(" ")
+                if since is not None and ts <= since:
+                    continue
+                since = ts
+                yield text
+            first = False
+            cancel.wait(0.5)
 
     # volumes ----------------------------------------------------------------------------
     def volume_exists(self, name: str) -> bool:

@@ -1,13 +1,59 @@
-"""devbox-tui entry point (the dashboard arrives with the TUI issue)."""
+"""devbox-tui: the dashboard. Panes for worktrees, containers, VMs and the artifact chain,
+a log that follows whatever runs, and one key per operation.
+
+The app only renders and dispatches: every action calls the same ``ops`` function as a
+``devbox`` subcommand, in a thread worker, and the log pane shows that command line first.
+A status poll (every 2 s, skipped while a dialog is open, woken at once by podman's event
+stream or by ``r``) posts snapshots that replace each other in the queue.
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import sys
+import threading
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from textual import on, work
 from textual.app import App, ComposeResult
-from textual.widgets import Footer, Header, Static
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Footer, Header, Static
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from devbox.core import config, ops, proc
+from devbox.core.containers import Container
+from devbox.core.errors import DevboxError, ExitCode
+from devbox.core.events import Sink
+from devbox.core.git import Activity
+from devbox.core.podman_records import ContainerStats
+from devbox.core.session import Devbox
+from devbox.tui.dialogs import ConfirmTeardown, NewWorktree
+from devbox.tui.logpane import LogPane
+from devbox.tui.panes import ArtifactsStrip, ContainersTable, VmsPane, WorktreesTable, artifacts_line, problem_text
+
+POLL = 2.0  # seconds between git/status polls (podman events wake the poll at once)
+DESCRIPTIONS = {
+    "new": "New",
+    "attach": "Attach",
+    "rebuild": "Rebuild",
+    "rebuild_force": "Rebuild (no cache)",
+    "stop": "Stop",
+    "remove_container": "Rm container",
+    "remove_worktree": "Rm worktree",
+    "refresh": "Refresh",
+    "container_log": "Container log",
+    "filter_log": "Filter log",
+    "follow_log": "Follow log",
+    "quit": "Quit",
+}
+MUTATING = frozenset({"new", "attach", "rebuild", "rebuild_force", "stop", "remove_container", "remove_worktree"})
+SHOWN_IN_FOOTER = frozenset({"new", "attach", "rebuild", "stop", "remove_container", "remove_worktree", "quit"})
 
 
 def styles_path() -> Path:
@@ -18,18 +64,358 @@ def styles_path() -> Path:
     return Path(__file__).resolve().parents[3] / "styles" / "devbox.tcss"
 
 
+def bindings() -> list[BindingType]:
+    """One binding per operation, each with an id (remappable in devbox.toml [keys])."""
+    return [
+        Binding(key, action, DESCRIPTIONS[action], id=action, show=action in SHOWN_IN_FOOTER)
+        for action, key in config.DEFAULTS["keys"].items()
+        if isinstance(key, str)
+    ]
+
+
+def key_clashes(keymap: Mapping[str, str]) -> list[str]:
+    """ "x is bound to both stop and remove_container" for every key used twice."""
+    owners: dict[str, list[str]] = {}
+    for binding_id, keys in keymap.items():
+        for key in keys.split(","):
+            owners.setdefault(key.strip(), []).append(binding_id)
+    return [f"key {k!r} is bound to {' and '.join(ids)}" for k, ids in owners.items() if len(ids) > 1]
+
+
+class StatusUpdated(Message):
+    """A new snapshot; a newer one replaces an unhandled older one in the queue."""
+
+    def __init__(self, status: ops.Status, activity: dict[Path, Activity], stats: dict[str, ContainerStats]) -> None:
+        super().__init__()
+        self.status = status
+        self.activity = activity
+        self.stats = stats
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, StatusUpdated)
+
+
+class AttachReady(Message):
+    def __init__(self, argv: list[str]) -> None:
+        super().__init__()
+        self.argv = argv
+
+
 class DevboxApp(App[None]):
     TITLE = "devbox"
-    BINDINGS: ClassVar = [("q", "quit", "Quit")]
+    BINDINGS: ClassVar[list[BindingType]] = bindings()
 
-    def __init__(self) -> None:
+    def __init__(self, session: Devbox, *, read_only: bool = False, watch: bool = True) -> None:
         super().__init__(css_path=styles_path())
+        self.session = session
+        self.read_only = read_only
+        self.live = watch
+        self.status: ops.Status | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._log_cancel = threading.Event()
+        self.sub_title = str(session.settings.repo) + ("  [read-only]" if read_only else "")
+        # what the core tells the user on its own (e.g. a podman service it started) goes to
+        # the log pane: writing to the terminal would tear the screen
+        session.notify = lambda text: self.log_pane.sink_text(text)
 
+    # layout -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("The dashboard is coming. Meanwhile: ./start-work BRANCH, devbox status.", id="placeholder")
+        with Horizontal(id="top"):
+            with Vertical(id="worktrees-pane", classes="pane"):
+                yield Static("Worktrees", classes="pane-title")
+                yield Static("", id="worktrees-problem", classes="problem")
+                yield WorktreesTable(id="worktrees")
+            with Vertical(id="containers-pane", classes="pane"):
+                yield Static("Containers", classes="pane-title")
+                yield Static("", id="containers-problem", classes="problem")
+                yield ContainersTable(id="containers")
+        with Horizontal(id="middle"):
+            with Vertical(id="vms-pane", classes="pane"):
+                yield Static("VMs", classes="pane-title")
+                yield VmsPane(id="vms")
+            yield ArtifactsStrip("bootc/ sources → image → disk → VM", id="artifacts", classes="pane")
+        yield LogPane(self.session.settings.build_path("logs"), id="log-pane", classes="pane")
         yield Footer()
+
+    @property
+    def log_pane(self) -> LogPane:
+        return self.query_one(LogPane)
+
+    def on_mount(self) -> None:
+        keymap = {**{k: str(v) for k, v in config.DEFAULTS["keys"].items()}, **self.session.settings.keys}
+        self.set_keymap(dict(self.session.settings.keys))
+        for clash in key_clashes(keymap):
+            self.notify(f"devbox.toml [keys]: {clash}", severity="warning", timeout=15)
+        self.query_one(WorktreesTable).focus()
+        if self.live:
+            self.poll_status()
+            self.follow_podman_events()
+
+    def on_unmount(self) -> None:
+        self._stop.set()
+        self._log_cancel.set()
+        self._wake.set()
+
+    def handle_bindings_clash(self, clashed_bindings: set[Binding], node: Any) -> None:
+        names = ", ".join(sorted(b.id or b.action for b in clashed_bindings))
+        self.notify(f"key clash in devbox.toml [keys]: {names}", severity="warning", timeout=15)
+
+    # background work --------------------------------------------------------------------
+    def _modal_open(self) -> bool:
+        return len(self.screen_stack) > 1
+
+    @work(thread=True, exit_on_error=False, group="poll", exclusive=True, description="status poll")
+    def poll_status(self) -> None:
+        worker = get_current_worker()
+        while not (worker.is_cancelled or self._stop.is_set()):
+            if not self._modal_open():
+                self.post_message(self.snapshot())
+            self._wake.wait(POLL)
+            self._wake.clear()
+
+    def snapshot(self) -> StatusUpdated:
+        st = ops.status(self.session)
+        rows = st.worktrees.value or ()
+        try:
+            act = ops.activity(self.session, rows)
+        except DevboxError:
+            act = {}
+        stats: dict[str, ContainerStats] = {}
+        if st.containers.value:
+            with contextlib.suppress(DevboxError):
+                stats = ops.container_stats(self.session, st.containers.value)
+        return StatusUpdated(st, act, stats)
+
+    @work(thread=True, exit_on_error=False, group="events", exclusive=True, description="podman events")
+    def follow_podman_events(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for _ in ops.watch_containers(self.session, self._stop):
+                    self._wake.set()
+            except DevboxError:
+                self._stop.wait(3.0)  # podman is down: the poll shows why; try again
+
+    def on_status_updated(self, msg: StatusUpdated) -> None:
+        st = msg.status
+        self.status = st
+        repo = self.session.settings.repo
+        self.query_one(WorktreesTable).show(st.worktrees.value or (), msg.activity, repo)
+        self.query_one(ContainersTable).show(st.containers.value or (), st.image_id, msg.stats)
+        self.query_one("#worktrees-problem", Static).update(problem_text(st.worktrees.problem))
+        problem = st.containers.problem
+        self.query_one("#containers-problem", Static).update(problem_text(problem))
+        self.query_one("#containers-problem").display = problem is not None
+        self.query_one("#worktrees-problem").display = st.worktrees.problem is not None
+        self.query_one(ArtifactsStrip).update(artifacts_line(st))
+        self.refresh_bindings()
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        if event.state != WorkerState.ERROR:
+            return
+        err = event.worker.error
+        if isinstance(err, DevboxError):
+            self.log_pane.sink_text(f"devbox: {err.one_line()}")
+            self.notify(err.message, title=err.remedy or "devbox", severity="error", timeout=10)
+        else:
+            self.notify(f"internal error: {type(err).__name__}: {err}", severity="error", timeout=10)
+        self._wake.set()
+
+    # selection --------------------------------------------------------------------------
+    def selection(self) -> tuple[ops.WorktreeRow | None, Container | None]:
+        st = self.status
+        if st is None:
+            return None, None
+        rows = st.worktrees.value or ()
+        conts = st.containers.value or ()
+        if self.focused is self.query_one(ContainersTable):
+            name = self.query_one(ContainersTable).selected_key()
+            c = next((c for c in conts if c.name == name), None)
+            row = next((r for r in rows if c is not None and r.worktree.branch == c.branch), None)
+            return row, c
+        path = self.query_one(WorktreesTable).selected_key()
+        row = next((r for r in rows if str(r.worktree.path) == path), None)
+        return row, row.container if row else None
+
+    @on(DataTable.RowHighlighted)
+    def _moved(self) -> None:
+        self.refresh_bindings()
+
+    def on_descendant_focus(self) -> None:
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in MUTATING and self.read_only:
+            return False
+        if action not in ("attach", "stop", "remove_container", "remove_worktree", "container_log"):
+            return True
+        row, c = self.selection()
+        if action == "stop":
+            return True if c is not None and c.running else None
+        if action in ("remove_container", "container_log"):
+            return True if c is not None else None
+        if action == "remove_worktree":
+            return True if row is not None and not row.worktree.is_main else None
+        ok = (c is not None and c.running) or (row is not None and row.worktree.branch and not row.state.missing)
+        return True if ok else None
+
+    # running operations -----------------------------------------------------------------
+    def run_op(self, name: str, command: str, fn: Callable[[Sink, threading.Event], object]) -> None:
+        self.log_pane.begin(name, command)
+        self._op(fn)
+
+    @work(thread=True, exit_on_error=False, group="op", description="operation")
+    def _op(self, fn: Callable[[Sink, threading.Event], object]) -> None:
+        try:
+            fn(self.log_pane.sink, self._stop)
+        finally:
+            self._wake.set()
+
+    def action_new(self) -> None:
+        def created(answer: tuple[str, str | None] | None) -> None:
+            if answer is None:
+                return
+            branch, base = answer
+            cmd = f"./start-work {branch} --detach" + (f" --from {base}" if base else "")
+            self.run_op(
+                f"start-work-{branch}",
+                cmd,
+                lambda sink, cancel: ops.start_work(self.session, branch, from_ref=base, sink=sink, cancel=cancel),
+            )
+
+        self.push_screen(NewWorktree(), created)
+
+    def action_rebuild(self, force: bool = False) -> None:
+        cmd = "./devbox image build" + (" --force" if force else "")
+        self.run_op(
+            "image-build",
+            cmd,
+            lambda sink, cancel: ops.build_image(self.session, force=force, sink=sink, cancel=cancel),
+        )
+
+    def action_rebuild_force(self) -> None:
+        self.action_rebuild(force=True)
+
+    def action_stop(self) -> None:
+        _, c = self.selection()
+        if c is not None:
+            name = c.name
+            self.run_op(
+                f"stop-{c.branch}",
+                f"./devbox container stop {c.branch}",
+                lambda sink, cancel: ops.stop_container(self.session, name, sink=sink, cancel=cancel),
+            )
+
+    def action_remove_container(self) -> None:
+        _, c = self.selection()
+        if c is not None:
+            self._confirm_container(c)
+
+    @work(thread=True, exit_on_error=False, group="confirm")
+    def _confirm_container(self, c: Container) -> None:
+        loss = ops.container_loss(self.session, c)
+        cmd = f"./devbox container rm --force {c.branch}"
+        self.call_from_thread(
+            self._ask,
+            f"Remove container {c.name}?",
+            loss.lines(),
+            cmd,
+            lambda sink, cancel: ops.remove_container(self.session, c.name, force=True, sink=sink, cancel=cancel),
+        )
+
+    def action_remove_worktree(self) -> None:
+        row, _ = self.selection()
+        if row is not None and not row.worktree.is_main:
+            self._confirm_worktree(row)
+
+    @work(thread=True, exit_on_error=False, group="confirm")
+    def _confirm_worktree(self, row: ops.WorktreeRow) -> None:
+        wt = ops.find_worktree(self.session, str(row.worktree.path))
+        loss, _, unknown = ops.worktree_loss(self.session, wt)
+        lines = loss.lines() + ([f"(containers not checked: {unknown})"] if unknown else [])
+        cmd = f"./devbox worktree remove --force {wt.branch or wt.path}"
+        path = str(wt.path)
+        self.call_from_thread(
+            self._ask,
+            f"Remove worktree {wt.path}?",
+            lines,
+            cmd,
+            lambda sink, cancel: ops.remove_worktree(self.session, path, force=True, sink=sink, cancel=cancel),
+        )
+
+    def _ask(self, title: str, losses: list[str], cmd: str, fn: Callable[[Sink, threading.Event], object]) -> None:
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_op(title, cmd, fn)
+
+        self.push_screen(ConfirmTeardown(title, losses, cmd), answered)
+
+    def action_attach(self) -> None:
+        row, c = self.selection()
+        if c is not None and c.running:
+            self._prepare_attach(c.name, None)
+        elif row is not None and row.worktree.branch:
+            self.log_pane.begin(f"start-work-{row.worktree.branch}", f"./start-work {row.worktree.branch}")
+            self._prepare_attach(None, row.worktree.branch)
+
+    @work(thread=True, exit_on_error=False, group="attach")
+    def _prepare_attach(self, name: str | None, branch: str | None) -> None:
+        if branch is not None:
+            c = ops.start_work(self.session, branch, sink=self.log_pane.sink, cancel=self._stop).container
+        else:
+            c = ops.find_container(self.session, name or "")
+        argv = ops.attach_argv(self.session, c, [self.session.settings.shell, "-l"], tty=True)
+        self.post_message(AttachReady(argv))
+
+    def on_attach_ready(self, msg: AttachReady) -> None:
+        with self.suspend():
+            proc.interactive(msg.argv, tool="podman")
+        self._wake.set()
+
+    def action_refresh(self) -> None:
+        self._wake.set()
+
+    def action_container_log(self) -> None:
+        _, c = self.selection()
+        if c is None:
+            return
+        self._log_cancel.set()
+        self._log_cancel = threading.Event()
+        self.log_pane.begin(f"log-{c.branch}", f"podman logs -f {c.name}")
+        self._follow_log(c.name, self._log_cancel)
+
+    @work(thread=True, exit_on_error=False, group="container-log", exclusive=True)
+    def _follow_log(self, name: str, cancel: threading.Event) -> None:
+        ops.follow_container_log(self.session, name, sink=self.log_pane.sink, cancel=cancel)
+
+    def action_filter_log(self) -> None:
+        self.log_pane.open_filter()
+
+    def action_follow_log(self) -> None:
+        self.log_pane.toggle_follow()
+
+
+def make_app(session: Devbox, *, read_only: bool = False, watch: bool = True) -> DevboxApp:
+    """The app factory (tests and snapshots build the app from a session, no argv)."""
+    return DevboxApp(session, read_only=read_only, watch=watch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="devbox-tui", description="The devbox dashboard.")
+    parser.add_argument("--repo", help="project checkout (default: $DEVBOX_REPO or the nearest devbox.toml)")
+    parser.add_argument("--read-only", action="store_true", help="show everything, change nothing")
+    args = parser.parse_args(argv)
+    try:
+        session = Devbox.open(Path(args.repo).expanduser() if args.repo else None)
+    except DevboxError as exc:
+        sys.stderr.write(f"devbox-tui: {exc.message}" + (f" (fix: {exc.remedy})" if exc.remedy else "") + "\n")
+        return int(exc.exit_code)
+    with session:
+        make_app(session, read_only=args.read_only).run()
+    return int(ExitCode.OK)
 
 
 def run() -> None:
-    DevboxApp().run()
+    sys.exit(main())

@@ -15,6 +15,8 @@ job, and returns a frozen record.
 | ``list_containers`` / ``find_container`` | this repo's containers | ``Container`` |
 | ``stop_container`` / ``container_loss`` / ``remove_container`` | lifecycle | ``Container`` / ``Loss`` / ``Removed`` |
 | ``attach_argv`` | the argv of a shell or command in a container, as the user | ``list[str]`` |
+| ``watch_containers`` / ``container_stats`` | podman's event stream / CPU and memory (dashboard) | events / stats |
+| ``follow_container_log`` / ``activity`` | a container's own log / last commit and diff stat | — / ``Activity`` |
 """
 
 from devbox.core.ops.containers import (
@@ -26,6 +28,7 @@ from devbox.core.ops.containers import (
     start_work,
     stop_container,
 )
+from devbox.core.ops.dashboard import activity, container_stats, follow_container_log, watch_containers
 from devbox.core.ops.results import Loss, Problem, Removed, Section, StartResult, Status, WorktreeRow
 from devbox.core.ops.status import build_image, image_status, status
 from devbox.core.ops.worktrees import add_worktree, find_worktree, list_worktrees, remove_worktree, worktree_loss
@@ -38,12 +41,15 @@ __all__ = [
     "StartResult",
     "Status",
     "WorktreeRow",
+    "activity",
     "add_worktree",
     "attach_argv",
     "build_image",
     "container_loss",
+    "container_stats",
     "find_container",
     "find_worktree",
+    "follow_container_log",
     "image_status",
     "list_containers",
     "list_worktrees",
@@ -52,5 +58,6 @@ __all__ = [
     "start_work",
     "status",
     "stop_container",
+    "watch_containers",
     "worktree_loss",
 ]

@@ -1,0 +1,59 @@
+"""What the dashboard follows beyond ``status``: podman's event and stats streams, a
+container's own log, and the worktrees' recent activity (cached by commit)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from devbox.core import git
+from devbox.core.containers import LABEL_REPO, Container
+from devbox.core.events import Reporter, Sink, Subject
+from devbox.core.ops.containers import find_container
+from devbox.core.ops.results import WorktreeRow
+from devbox.core.podman_records import ContainerEvent, ContainerStats
+from devbox.core.session import Devbox
+
+
+def watch_containers(session: Devbox, cancel: threading.Event) -> Iterator[ContainerEvent]:
+    """This repo's container events (created, started, died, removed) until ``cancel``."""
+    repo = str(session.settings.repo)
+    for ev in session.podman.events(cancel):
+        if ev.labels.get(LABEL_REPO) == repo:
+            yield ev
+
+
+def container_stats(session: Devbox, conts: Sequence[Container]) -> dict[str, ContainerStats]:
+    return session.podman.stats([c.name for c in conts if c.running])
+
+
+def follow_container_log(session: Devbox, ref: str, *, sink: Sink, cancel: threading.Event) -> None:
+    """A container's own output (``podman logs -f``) as log lines, until ``cancel``."""
+    c = find_container(session, ref)
+    report = Reporter(sink, "container-log", Subject("container", c.name))
+    report.step("start", f"following the log of {c.name}")
+    for line in session.podman.follow_logs(c.name, cancel):
+        report.log(line, source="container", stream="stdout")
+    report.step("done", f"stopped following {c.name}")
+
+
+_ACTIVITY_CACHE: dict[tuple[Path, str, str], git.Activity] = {}
+
+
+def activity(session: Devbox, rows: Sequence[WorktreeRow]) -> dict[Path, git.Activity]:
+    """Last commit and diff stat against the main checkout's branch for each worktree,
+    recomputed only when a worktree's HEAD or the base branch moved."""
+    main = next((r.worktree for r in rows if r.worktree.is_main), None)
+    base, base_head = (main.branch, main.head) if main is not None else (None, "")
+    out: dict[Path, git.Activity] = {}
+    for r in rows:
+        key = (r.worktree.path, r.worktree.head, base_head)
+        hit = _ACTIVITY_CACHE.get(key)
+        if hit is None:
+            hit = git.activity(r.worktree, base)
+            if len(_ACTIVITY_CACHE) > 4096:
+                _ACTIVITY_CACHE.clear()
+            _ACTIVITY_CACHE[key] = hit
+        out[r.worktree.path] = hit
+    return out

@@ -1,0 +1,107 @@
+"""Dialogs: teardown confirmation (names what will be lost; Cancel is the default) and the
+new-worktree form (the branch name checked as you type, by the core's own rules)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.validation import ValidationResult, Validator
+from textual.widgets import Button, Input, Label, Static
+
+from devbox.core.errors import DevboxError
+from devbox.core.git import check_branch_name
+
+
+class ConfirmTeardown(ModalScreen[bool]):
+    """ "Remove X?" with the list of what would be lost. Escape or Cancel (focused) says no."""
+
+    BINDINGS: ClassVar = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, losses: list[str], command: str) -> None:
+        super().__init__()
+        self.title_text = title
+        self.losses = losses
+        self.command = command
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(self.title_text, id="dialog-title")
+            if self.losses:
+                yield Static("This will be lost:\n" + "\n".join(f"  • {x}" for x in self.losses), id="dialog-loss")
+            else:
+                yield Static("Nothing uncommitted, unpushed or running will be lost.", id="dialog-loss")
+            yield Static(f"same as: {self.command}", id="dialog-command")
+            with Horizontal(id="dialog-buttons"):
+                yield Button("Cancel", id="cancel", variant="primary")
+                yield Button("Remove", id="confirm", variant="error")
+
+    def on_mount(self) -> None:
+        self.query_one("#cancel", Button).focus()
+
+    @on(Button.Pressed, "#confirm")
+    def _confirm(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel_button(self) -> None:
+        self.dismiss(False)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+
+class BranchName(Validator):
+    def validate(self, value: str) -> ValidationResult:
+        try:
+            check_branch_name(value)
+        except DevboxError as exc:
+            return self.failure(exc.message)
+        return self.success()
+
+
+class NewWorktree(ModalScreen["tuple[str, str | None] | None"]):
+    """Branch (checked as you type) and an optional base ref; answers None on Escape."""
+
+    BINDINGS: ClassVar = [Binding("escape", "cancel", "Cancel")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label("New worktree and container", id="dialog-title")
+            yield Input(placeholder="branch, e.g. feature/login", id="branch", validators=[BranchName()])
+            yield Static("", id="branch-error")
+            yield Input(placeholder="start from (optional: a ref, default HEAD)", id="from")
+            with Horizontal(id="dialog-buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Create", id="create", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#branch", Input).focus()
+
+    @on(Input.Changed, "#branch")
+    def _changed(self, event: Input.Changed) -> None:
+        result = event.validation_result
+        msg = "" if result is None or result.is_valid or not event.value else result.failure_descriptions[0]
+        self.query_one("#branch-error", Static).update(msg)
+        self.query_one("#create", Button).disabled = not (result is not None and result.is_valid)
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#create")
+    def _create(self) -> None:
+        box = self.query_one("#branch", Input)
+        result = box.validate(box.value)
+        if result is None or not result.is_valid:
+            return
+        base = self.query_one("#from", Input).value.strip() or None
+        self.dismiss((box.value, base))
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel_button(self) -> None:
+        self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

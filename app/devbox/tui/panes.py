@@ -1,0 +1,181 @@
+"""The dashboard's panes: worktrees, containers, VMs and the artifact chain.
+
+Tables are reconciled by row key on every snapshot (as memray's TUI does): new rows are
+added, changed cells updated in place, vanished rows removed. Nothing is rebuilt per tick,
+so the cursor stays where the user put it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from textual.widgets import DataTable, Static
+
+from devbox.core.containers import Container
+from devbox.core.git import Activity
+from devbox.core.ops import Problem, Status, WorktreeRow
+from devbox.core.podman_records import ContainerStats
+
+
+def ago(epoch: float | None, now: float | None = None) -> str:
+    if epoch is None:
+        return "-"
+    secs = max(0, int((now or time.time()) - epoch))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs // size}{unit}"
+    return f"{secs}s"
+
+
+def short_path(path: Path, repo: Path) -> str:
+    """Relative to the repo's parent when inside it (worktrees live beside the repo)."""
+    try:
+        return str(path.relative_to(repo.parent))
+    except ValueError:
+        home = str(Path.home())
+        text = str(path)
+        return "~" + text[len(home) :] if text.startswith(home + os.sep) else text
+
+
+def size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "K", "M", "G"):
+        if value < 1024:
+            return f"{value:.0f}{unit}"
+        value /= 1024
+    return f"{value:.1f}T"
+
+
+class ReconciledTable(DataTable[str]):
+    """A DataTable whose rows are kept in step with a snapshot by key."""
+
+    COLUMNS: tuple[tuple[str, str], ...] = ()
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        self.zebra_stripes = True
+        for key, label in self.COLUMNS:
+            self.add_column(label, key=key)
+
+    def reconcile(self, rows: Mapping[str, Sequence[str]]) -> None:
+        existing = {str(k.value) for k in self.rows}
+        for key in existing - rows.keys():
+            self.remove_row(key)
+        for key, cells in rows.items():
+            if key not in existing:
+                self.add_row(*cells, key=key)
+                continue
+            old = self.get_row(key)
+            for (col, _), new, before in zip(self.COLUMNS, cells, old, strict=True):
+                if new != before:
+                    self.update_cell(key, col, new, update_width=True)
+
+    def selected_key(self) -> str | None:
+        if self.row_count == 0:
+            return None
+        try:
+            row_key, _ = self.coordinate_to_cell_key((self.cursor_row, 0))  # type: ignore[arg-type]
+        except Exception:
+            return None
+        return str(row_key.value)
+
+
+class WorktreesTable(ReconciledTable):
+    COLUMNS = (
+        ("branch", "branch"),
+        ("path", "path"),
+        ("state", "state"),
+        ("sync", "↑↓"),
+        ("age", "last commit"),
+        ("diff", "vs base"),
+        ("container", "container"),
+    )
+
+    def show(self, rows: Sequence[WorktreeRow], activity: Mapping[Path, Activity], repo: Path) -> None:
+        now = time.time()
+        data: dict[str, list[str]] = {}
+        for r in rows:
+            s = r.state
+            if s.missing:
+                state = "MISSING"
+            elif s.error:
+                state = "unknown"
+            elif s.dirty:
+                state = f"dirty {s.changed}~ {s.untracked}?"
+            else:
+                state = "clean"
+            sync = "-" if s.ahead is None else f"+{s.ahead} -{s.behind}"
+            act = activity.get(r.worktree.path, Activity())
+            diff = f"+{act.insertions} −{act.deletions}, {act.files} files" if act.files else "-"
+            cont = f"{r.container.name} ({r.container.state})" if r.container else "-"
+            label = r.worktree.label + (" (main)" if r.worktree.is_main else "")
+            data[str(r.worktree.path)] = [
+                label,
+                short_path(r.worktree.path, repo),
+                state,
+                sync,
+                ago(act.last_commit, now),
+                diff,
+                cont,
+            ]
+        self.reconcile(data)
+
+
+class ContainersTable(ReconciledTable):
+    COLUMNS = (
+        ("name", "name"),
+        ("branch", "branch"),
+        ("state", "state"),
+        ("up", "uptime"),
+        ("image", "image"),
+        ("cpu", "CPU"),
+        ("mem", "memory"),
+    )
+
+    def show(self, conts: Sequence[Container], current_image: str | None, stats: Mapping[str, ContainerStats]) -> None:
+        now = time.time()
+        data: dict[str, list[str]] = {}
+        for c in conts:
+            st = stats.get(c.name)
+            data[c.name] = [
+                c.name,
+                c.branch,
+                c.state,
+                ago(c.started_at, now) if c.running else "-",
+                "stale" if c.stale(current_image) else "fresh",
+                f"{st.cpu_percent:.1f}%" if st else "-",
+                f"{size(st.mem_bytes)}" if st else "-",
+            ]
+        self.reconcile(data)
+
+
+def problem_text(problem: Problem | None) -> str:
+    return f"⚠ {problem.message}\n  fix: {problem.remedy}" if problem else ""
+
+
+def artifacts_line(st: Status) -> str:
+    """``bootc/ sources → image → disk → VM``, each fresh or stale with its reason."""
+    src = st.sources.value
+    sources = f"bootc/ sources {src.digest[:8]}" if src else "bootc/ sources ?"
+    img = st.image.value
+    if img is None:
+        image = f"image ? ({st.image.problem.message})" if st.image.problem else "image ?"
+    elif img.verdict.fresh:
+        image = f"image {img.info.short_id if img.info else ''} fresh"
+    else:
+        image = f"image stale ({img.verdict.reason})"
+    return f"{sources}  →  {image}  →  disk: not built (VM mode)  →  VM: not built"
+
+
+class ArtifactsStrip(Static):
+    pass
+
+
+class VmsPane(Static):
+    """VM mode arrives with its own issue; the pane is here so its place is obvious."""
+
+    def on_mount(self) -> None:
+        self.update("VM mode: no VMs")
