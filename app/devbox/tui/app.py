@@ -22,6 +22,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
@@ -230,12 +231,16 @@ class DevboxApp(App[None]):
             return None, None
         rows = st.worktrees.value or ()
         conts = st.containers.value or ()
-        if self.focused is self.query_one(ContainersTable):
-            name = self.query_one(ContainersTable).selected_key()
+        try:
+            wts, cts = self.query_one(WorktreesTable), self.query_one(ContainersTable)
+        except NoMatches:  # a dialog is on top, or the app is closing
+            return None, None
+        if self.focused is cts:
+            name = cts.selected_key()
             c = next((c for c in conts if c.name == name), None)
             row = next((r for r in rows if c is not None and r.worktree.branch == c.branch), None)
             return row, c
-        path = self.query_one(WorktreesTable).selected_key()
+        path = wts.selected_key()
         row = next((r for r in rows if str(r.worktree.path) == path), None)
         return row, row.container if row else None
 

@@ -1,0 +1,254 @@
+"""devbox-tui with Pilot against real git and podman: every binding runs its operation and
+the panes show the result; teardown asks first and removes exactly what was confirmed."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Button, Log, Static
+
+from devbox.core import ops
+from devbox.core.session import Devbox
+from devbox.tui.app import DevboxApp, key_clashes, make_app
+from devbox.tui.dialogs import ConfirmTeardown, NewWorktree
+from devbox.tui.logpane import CAP, LogPane
+from devbox.tui.panes import ContainersTable, WorktreesTable
+
+from conftest import Project, git
+
+pytestmark = pytest.mark.podman
+
+
+def podman(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["podman", *args], capture_output=True, text=True)
+
+
+async def until(pilot: Pilot[None], cond: Callable[[], object], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out waiting in the app"
+        await pilot.pause(0.1)
+
+
+def keys_of(table: WorktreesTable | ContainersTable) -> list[str]:
+    return [str(k.value) for k in table.rows]
+
+
+def session_for(project: Project) -> Devbox:
+    return Devbox.open(project.root, env=project.env)
+
+
+async def select(pilot: Pilot[None], table: WorktreesTable | ContainersTable, key: str) -> None:
+    table.focus()
+    await until(pilot, lambda: key in keys_of(table))
+    table.move_cursor(row=table.get_row_index(key))
+    await pilot.pause(0.05)
+
+
+def test_panes_keys_and_teardown(project: Project) -> None:
+    session = session_for(project)
+    ops.start_work(session, "keep")
+    ops.start_work(session, "victim")
+    victim_wt = project.root.parent / "proj.worktrees" / "victim"
+    (victim_wt / "draft.txt").write_text("unsaved work")
+
+    async def go() -> None:
+        app = make_app(session)
+        async with app.run_test(size=(160, 45)) as pilot:
+            wts, conts = app.query_one(WorktreesTable), app.query_one(ContainersTable)
+            await until(pilot, lambda: len(keys_of(conts)) == 2 and len(keys_of(wts)) == 3)
+            assert "VM mode: no VMs" in str(app.query_one("#vms", Static).render())
+            assert "image" in str(app.query_one("#artifacts", Static).render())
+
+            # new: the branch is checked as you type; Enter creates worktree + container
+            await pilot.press("n")
+            await until(pilot, lambda: isinstance(app.screen, NewWorktree))
+            await pilot.press(*"bad..name")
+            assert "contains '..'" in str(app.screen.query_one("#branch-error", Static).render())
+            assert app.screen.query_one("#create", Button).disabled
+            for _ in range(9):
+                await pilot.press("backspace")
+            await pilot.press(*"fresh", "enter")
+            await until(pilot, lambda: any("-fresh-" in k for k in keys_of(conts)), 120)
+            assert (project.root.parent / "proj.worktrees" / "fresh").is_dir()
+            assert "$ ./start-work fresh --detach" in "\n".join(app.query_one(LogPane).ring)
+
+            # stop: on the containers pane
+            victim = next(k for k in keys_of(conts) if "-victim-" in k)
+            await select(pilot, conts, victim)
+            await pilot.press("s")
+            await until(pilot, lambda: podman("inspect", "-f", "{{.State.Status}}", victim).stdout.strip() == "exited")
+
+            # remove container: Escape cancels and changes nothing
+            await pilot.press("x")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmTeardown))
+            assert app.screen.focused is app.screen.query_one("#cancel", Button)  # the default is Cancel
+            await pilot.press("escape")
+            await pilot.pause(0.5)
+            assert podman("container", "exists", victim).returncode == 0
+
+            # remove worktree: the dialog names the dirty file and the container; confirmed, it
+            # removes exactly that worktree and its container
+            await select(pilot, wts, str(victim_wt))
+            await pilot.press("X")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmTeardown))
+            loss = str(app.screen.query_one("#dialog-loss", Static).render())
+            assert "draft.txt" in loss and "home volume" in loss
+            await pilot.click("#confirm")
+            await until(pilot, lambda: not victim_wt.exists(), 60)
+            await until(pilot, lambda: podman("container", "exists", victim).returncode == 1)
+            assert "victim" in git(project.root, "branch", "--list")  # the branch is kept
+            keep = next(c for c in ops.list_containers(session)[0] if c.branch == "keep")
+            assert keep.running and (project.root.parent / "proj.worktrees" / "keep").is_dir()
+
+            # rebuild: runs the same op as `./devbox image build`, its log in the pane
+            await pilot.press("b")
+            await until(pilot, lambda: "is up to date" in "\n".join(app.query_one(LogPane).ring))
+            assert "$ ./devbox image build" in "\n".join(app.query_one(LogPane).ring)
+            await pilot.press("q")
+
+    try:
+        asyncio.run(go())
+    finally:
+        for branch in ("keep", "fresh"):
+            ops.remove_container(session, branch, force=True)
+        session.close()
+
+
+def test_remapped_key_and_read_only(project: Project) -> None:
+    (project.root / "devbox.toml").write_text((project.root / "devbox.toml").read_text() + '\n[keys]\nstop = "k"\n')
+    session = session_for(project)
+    c = ops.start_work(session, "remap").container
+
+    async def go(read_only: bool) -> None:
+        app = make_app(session, read_only=read_only)
+        async with app.run_test(size=(120, 40)) as pilot:
+            conts = app.query_one(ContainersTable)
+            await select(pilot, conts, c.name)
+            if read_only:
+                await pilot.press("x", "k", "n")
+                await pilot.pause(0.5)
+                assert not isinstance(app.screen, ConfirmTeardown | NewWorktree)
+                assert app.check_action("remove_container", ()) is False
+                assert podman("inspect", "-f", "{{.State.Status}}", c.name).stdout.strip() == "running"
+                return
+            await pilot.press("s")  # the old key does nothing now
+            await pilot.pause(1.0)
+            assert podman("inspect", "-f", "{{.State.Status}}", c.name).stdout.strip() == "running"
+            await pilot.press("k")
+            await until(pilot, lambda: podman("inspect", "-f", "{{.State.Status}}", c.name).stdout.strip() == "exited")
+
+    try:
+        asyncio.run(go(read_only=True))
+        asyncio.run(go(read_only=False))
+    finally:
+        ops.remove_container(session, "remap", force=True)
+        session.close()
+    assert key_clashes({"stop": "k", "remove_container": "k,x"}) == ["key 'k' is bound to stop and remove_container"]
+
+
+def test_podman_going_away_and_coming_back(project: Project, podman_service: object, tmp_path: Path) -> None:
+    from conftest import PodmanService
+
+    assert isinstance(podman_service, PodmanService)
+    own = PodmanService(podman_service.exe, tmp_path, f"unix://{tmp_path}/own.sock")  # same storage, own socket
+    own.start()
+    env = {**project.env, "DEVBOX_PODMAN_URL": own.url}
+    session = Devbox.open(project.root, env=env)
+    c = ops.start_work(session, "resilient").container
+
+    async def go() -> None:
+        app = make_app(session)
+        async with app.run_test(size=(120, 40)) as pilot:
+            conts = app.query_one(ContainersTable)
+            problem = app.query_one("#containers-problem", Static)
+            await until(pilot, lambda: c.name in keys_of(conts))
+            own.stop()
+            await until(pilot, lambda: problem.display and "podman" in str(problem.render()), 30)
+            assert len(keys_of(app.query_one(WorktreesTable))) == 2  # worktrees still listed
+            await pilot.press("r")  # the app keeps answering keys
+            own.start()
+            await until(pilot, lambda: not problem.display and c.name in keys_of(conts), 30)
+
+    try:
+        asyncio.run(go())
+    finally:
+        if own.proc is None:
+            own.start()
+        ops.remove_container(session, "resilient", force=True)
+        session.close()
+        own.stop()
+
+
+def test_log_flood_keeps_the_app_responsive(project: Project) -> None:
+    cf = project.bootc / "Containerfile"
+    flood = "RUN seq 1 200000 && head -c 1000000 /dev/zero | tr '\\0' y && echo && printf 'bad \\377\\376 bytes\\n'\n"
+    cf.write_text(cf.read_text().replace("CMD [", flood + "CMD ["))
+    session = session_for(project)
+
+    async def go() -> None:
+        app = make_app(session, watch=False)
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(LogPane)
+            log = app.query_one("#log", Log)
+            await pilot.press("b")
+            await until(pilot, lambda: pane.lines_total > 1000, 120)
+            toggled_at = pane.lines_total
+            await pilot.press("f")  # handled mid-stream
+            assert log.auto_scroll is False and toggled_at < 150_000
+            await pilot.press("f")
+            await until(
+                pilot,
+                lambda: "built" in "\n".join(list(pane.ring)[-5:]) or "ok image" in "\n".join(list(pane.ring)[-5:]),
+                300,
+            )
+            await pilot.pause(0.3)
+            assert log.line_count <= CAP and len(pane.ring) <= CAP
+            assert pane.file_path is not None
+            text = pane.file_path.read_text(errors="replace")
+            assert "\n1\n" in text and "\n200000\n" in text and "y" * 1_000_000 in text and "bad " in text
+            assert max(len(line) for line in pane.ring) < 2_100  # the 1 MB line is cut on screen only
+            await pilot.press("slash", *"12345", "enter")  # line 12345 left memory long ago
+            await until(pilot, lambda: any(line == "12345" for line in log.lines), 30)
+            await pilot.press("q")
+
+    try:
+        asyncio.run(go())
+    finally:
+        session.close()
+
+
+def test_sink_is_thread_safe_and_batched(project: Project) -> None:
+    session = session_for(project)
+
+    async def go() -> None:
+        app: DevboxApp = make_app(session, watch=False)
+        async with app.run_test() as pilot:
+            pane = app.query_one(LogPane)
+            pane.begin("flood", "flood")
+
+            def writer(n: int) -> None:
+                for i in range(n):
+                    pane.sink_text(f"\x1b[31mline {i}\x1b[0m")
+
+            threads = [threading.Thread(target=writer, args=(20_000,)) for _ in range(3)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            await pilot.pause(0.3)
+            log = app.query_one("#log", Log)
+            assert log.line_count == CAP and pane.lines_total == 60_001
+            assert not any("\x1b" in line for line in log.lines)  # colour codes never shown raw
+
+    try:
+        asyncio.run(go())
+    finally:
+        session.close()

@@ -1,0 +1,126 @@
+"""SVG snapshots of the dashboard (pytest-textual-snapshot): the main screen at 80x24 and
+160x45, the teardown dialog and the new-worktree dialog.
+
+The app is built by the same factory as ``devbox-tui``, without its pollers, and shown one
+fixed snapshot (fixed paths and relative times), so the pictures do not depend on this
+machine. Update after a deliberate change: ``pytest tests/test_tui_snapshots.py
+--snapshot-update``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input
+
+from devbox.core import config
+from devbox.core.containers import Container
+from devbox.core.freshness import SourceTree, Verdict
+from devbox.core.git import Activity, Worktree, WorktreeState
+from devbox.core.image import ImageStatus
+from devbox.core.ops import Section, Status, WorktreeRow
+from devbox.core.podman_records import ContainerStats, ImageRecord
+from devbox.core.session import Devbox
+from devbox.tui.app import DevboxApp, StatusUpdated, make_app
+from devbox.tui.dialogs import ConfirmTeardown, NewWorktree
+
+REPO = Path("/home/dev/demo")
+
+
+def demo_app(tmp: Path) -> DevboxApp:
+    settings = config.Settings(  # noqa: S604 - `shell` is a setting here, not a subprocess flag
+        repo=REPO,
+        bootc_dir=REPO / "bootc",
+        terraform_dir=REPO / "terraform",
+        build_dir=tmp / ".build",  # the log pane's files; never shown
+        worktrees_dir=REPO.parent / "demo.worktrees",
+        image="localhost/devbox-demo-1a2b3c:latest",
+        builder_image="",
+        podman_url="unix:///nonexistent.sock",
+        podman_autostart=False,
+        podman_timeout=1,
+        shell="/bin/bash",
+        network="",
+        libvirt_uri="",
+    )
+    return make_app(Devbox(settings), watch=False)
+
+
+def demo_update() -> StatusUpdated:
+    now = time.time()
+    wt_root = REPO.parent / "demo.worktrees"
+    main = Worktree(REPO, "main", "a" * 40, True)
+    login = Worktree(wt_root / "feature" / "login", "feature/login", "b" * 40, False)
+    docs = Worktree(wt_root / "docs", "docs", "c" * 40, False)
+    gone = Worktree(wt_root / "spike", "spike", "d" * 40, False, prunable=True)
+    image_id = "sha256:" + "e" * 64
+    c_login = Container(
+        "devbox-demo-feature-login-1f2e3d", "1" * 64, "running", "feature/login", str(login.path), image_id, now - 7260
+    )
+    c_docs = Container(
+        "devbox-demo-docs-4a5b6c", "2" * 64, "exited", "docs", str(docs.path), "sha256:" + "f" * 64, None
+    )
+    rows = (
+        WorktreeRow(main, WorktreeState(ahead=0, behind=0), None),
+        WorktreeRow(login, WorktreeState(changed=2, untracked=1, files=("app.py", "README.md", "new.txt")), c_login),
+        WorktreeRow(docs, WorktreeState(ahead=3, behind=1), c_docs),
+        WorktreeRow(gone, WorktreeState(missing=True), None),
+    )
+    tree = SourceTree(REPO / "bootc", "3f2a9c" + "0" * 58, {})
+    image = ImageStatus("localhost/devbox-demo-1a2b3c:latest", ImageRecord(image_id, "", {}), tree, Verdict(True))
+    status = Status(str(REPO), Section(tree), Section(image), Section(rows), Section((c_docs, c_login)))
+    activity = {
+        main.path: Activity(int(now - 5400)),
+        login.path: Activity(int(now - 600), 120, 8, 5),
+        docs.path: Activity(int(now - 86400 * 2), 14, 0, 2),
+    }
+    stats = {c_login.name: ContainerStats(c_login.name, 12.5, 300 << 20, 8 << 30)}
+    return StatusUpdated(status, activity, stats)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 45)])
+def test_main_screen(snap_compare: object, tmp_path: Path, size: tuple[int, int]) -> None:
+    async def show(pilot: object) -> None:
+        app = pilot.app  # type: ignore[attr-defined]
+        app.post_message(demo_update())
+        await pilot.pause(0.2)  # type: ignore[attr-defined]
+
+    assert snap_compare(demo_app(tmp_path), terminal_size=size, run_before=show)  # type: ignore[operator]
+
+
+def test_teardown_dialog(snap_compare: object, tmp_path: Path) -> None:
+    async def show(pilot: object) -> None:
+        app = pilot.app  # type: ignore[attr-defined]
+        app.post_message(demo_update())
+        await pilot.pause(0.2)  # type: ignore[attr-defined]
+        app.push_screen(
+            ConfirmTeardown(
+                "Remove worktree /home/dev/demo.worktrees/feature/login?",
+                [
+                    "3 uncommitted file(s): app.py, README.md, new.txt",
+                    "running container devbox-demo-feature-login-1f2e3d",
+                    "home volume devbox-demo-feature-login-1f2e3d-var (/var of the container)",
+                ],
+                "./devbox worktree remove --force feature/login",
+            )
+        )
+        await pilot.pause(0.2)  # type: ignore[attr-defined]
+
+    assert snap_compare(demo_app(tmp_path), terminal_size=(100, 30), run_before=show)  # type: ignore[operator]
+
+
+def test_new_worktree_dialog(snap_compare: object, tmp_path: Path) -> None:
+    async def show(pilot: object) -> None:
+        app = pilot.app  # type: ignore[attr-defined]
+        app.post_message(demo_update())
+        await pilot.pause(0.2)  # type: ignore[attr-defined]
+        app.push_screen(NewWorktree())
+        await pilot.pause(0.1)  # type: ignore[attr-defined]
+        for box in app.screen.query(Input):
+            box.cursor_blink = False  # a blinking cursor makes the picture depend on timing
+        await pilot.press(*"feature..x")  # type: ignore[attr-defined]
+        await pilot.pause(0.1)  # type: ignore[attr-defined]
+
+    assert snap_compare(demo_app(tmp_path), terminal_size=(100, 30), run_before=show)  # type: ignore[operator]

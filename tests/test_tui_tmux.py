@@ -1,0 +1,105 @@
+"""The real ``devbox-tui`` on a real terminal (tmux): it starts, shows its panes, attaches
+to a container shell and comes back, and ``q`` quits with exit code 0."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from devbox.core import ops
+from devbox.core.session import Devbox
+
+from conftest import Project
+
+pytestmark = pytest.mark.podman
+
+
+class Tmux:
+    def __init__(self, tmp: Path) -> None:
+        if shutil.which("tmux") is None:
+            pytest.fail("tmux is not installed (.ci/run installs it)")
+        self.socket = str(tmp / f"tmux-{uuid.uuid4().hex[:6]}")  # our own server: no clash with another run
+        self.exit_file = tmp / "exit-code"
+
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-S", self.socket, *args], capture_output=True, text=True, check=True).stdout
+
+    def start(self, command: str, env: dict[str, str]) -> None:
+        exports = " ".join(f"{k}={v!r}" for k, v in env.items() if k.startswith(("DEVBOX_", "CONTAINERS_", "PATH")))
+        script = f"export {exports}; {command}; echo $? > {self.exit_file}; sleep 60"
+        self.tmux("new-session", "-d", "-x", "160", "-y", "45", "sh", "-c", script)
+        subprocess.run(["tmux", "-S", self.socket, "resize-window", "-x", "160", "-y", "45"], capture_output=True)
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p")
+
+    def wait(self, cond: Callable[[str], bool], timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.screen()
+            if cond(text):
+                return text
+            assert time.monotonic() < deadline, text
+            time.sleep(0.2)
+
+    def keys(self, *keys: str) -> None:
+        self.tmux("send-keys", *keys)
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True)
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Tmux]:
+    t = Tmux(tmp_path)
+    yield t
+    t.kill()
+
+
+def tui_command() -> str:
+    return f"{Path(sys.executable).with_name('devbox-tui')}"
+
+
+def test_real_tui_starts_shows_panes_and_quits(project: Project, tmux: Tmux) -> None:
+    tmux.start(f"cd {project.root} && {tui_command()}", project.env)
+    text = tmux.wait(lambda s: "Worktrees" in s and "Containers" in s and "VMs" in s and "main" in s)
+    assert "VM mode: no VMs" in text and "n New" in text
+    tmux.keys("q")
+    deadline = time.monotonic() + 20
+    while not tmux.exit_file.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert tmux.exit_file.read_text().strip() == "0"
+
+
+def test_attach_suspends_runs_a_shell_and_comes_back(project: Project, tmux: Tmux) -> None:
+    with Devbox.open(project.root, env=project.env) as session:
+        res = ops.start_work(session, "attach-me")
+        wt = res.worktree.path
+        try:
+            tmux.start(f"cd {project.root} && {tui_command()}", project.env)
+            tmux.wait(lambda s: "attach-me" in s and "devbox-proj-attach-me" in s)
+            tmux.keys("Down")  # the attach-me worktree (after main)
+            time.sleep(0.3)
+            tmux.keys("a")
+            tmux.wait(lambda s: "devbox-fixture$" in s, 60)  # the container shell's prompt
+            tmux.keys("touch made-from-the-dashboard; exit", "Enter")
+            tmux.wait(lambda s: "Worktrees" in s and "Containers" in s, 30)  # back in the dashboard
+            assert (wt / "made-from-the-dashboard").exists()
+            tmux.keys("r")  # still answering keys
+            tmux.wait(lambda s: "dirt" in s, 30)  # the new file shows in the worktree's state
+            tmux.keys("q")
+            deadline = time.monotonic() + 20
+            while not tmux.exit_file.exists():
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            assert tmux.exit_file.read_text().strip() == "0"
+        finally:
+            ops.remove_container(session, "attach-me", force=True)
