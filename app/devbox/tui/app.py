@@ -115,6 +115,8 @@ class DevboxApp(App[None]):
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._log_cancel = threading.Event()
+        self._shown: dict[str, str] = {}
+        self._enabled: tuple[bool | None, ...] = ()
         self.sub_title = str(session.settings.repo) + ("  [read-only]" if read_only else "")
         # what the core tells the user on its own (e.g. a podman service it started) goes to
         # the log pane: writing to the terminal would tear the screen
@@ -204,13 +206,27 @@ class DevboxApp(App[None]):
         repo = self.session.settings.repo
         self.query_one(WorktreesTable).show(st.worktrees.value or (), msg.activity, repo)
         self.query_one(ContainersTable).show(st.containers.value or (), st.image_id, msg.stats)
-        self.query_one("#worktrees-problem", Static).update(problem_text(st.worktrees.problem))
-        problem = st.containers.problem
-        self.query_one("#containers-problem", Static).update(problem_text(problem))
-        self.query_one("#containers-problem").display = problem is not None
-        self.query_one("#worktrees-problem").display = st.worktrees.problem is not None
-        self.query_one(ArtifactsStrip).update(artifacts_line(st))
-        self.refresh_bindings()
+        # every update below re-lays out part of the screen: only when its text changed
+        self._set_text("#worktrees-problem", problem_text(st.worktrees.problem))
+        self._set_text("#containers-problem", problem_text(st.containers.problem))
+        self._set_text("#artifacts", artifacts_line(st))
+        self._refresh_bindings_if_changed()
+
+    def _set_text(self, selector: str, text: str) -> None:
+        widget = self.query_one(selector, Static)
+        if self._shown.get(selector) != text:
+            self._shown[selector] = text
+            widget.update(text)
+            if widget.has_class("problem"):
+                widget.display = bool(text)
+
+    def _refresh_bindings_if_changed(self) -> None:
+        """The footer is rebuilt on refresh_bindings (CSS applied anew): only when what the
+        keys can do has changed."""
+        state = tuple(self.check_action(b.action, ()) for b in self.BINDINGS if isinstance(b, Binding))
+        if state != self._enabled:
+            self._enabled = state
+            self.refresh_bindings()
 
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:
@@ -246,10 +262,10 @@ class DevboxApp(App[None]):
 
     @on(DataTable.RowHighlighted)
     def _moved(self) -> None:
-        self.refresh_bindings()
+        self._refresh_bindings_if_changed()
 
     def on_descendant_focus(self) -> None:
-        self.refresh_bindings()
+        self._refresh_bindings_if_changed()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in MUTATING and self.read_only:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from rich.cells import cell_len
 from textual.widgets import DataTable, Static
 
 from devbox.core.containers import Container
@@ -55,23 +56,31 @@ class ReconciledTable(DataTable[str]):
     COLUMNS: tuple[tuple[str, str], ...] = ()
 
     def on_mount(self) -> None:
+        self._shown: dict[str, list[str]] = {}  # what each row shows now, to compare without asking the table
         self.cursor_type = "row"
         self.zebra_stripes = True
         for key, label in self.COLUMNS:
             self.add_column(label, key=key)
 
     def reconcile(self, rows: Mapping[str, Sequence[str]]) -> None:
-        existing = {str(k.value) for k in self.rows}
-        for key in existing - rows.keys():
+        shown = self._shown
+        for key in shown.keys() - rows.keys():
             self.remove_row(key)
+            del shown[key]
         for key, cells in rows.items():
-            if key not in existing:
+            old = shown.get(key)
+            shown[key] = list(cells)
+            if old is None:
                 self.add_row(*cells, key=key)
                 continue
-            old = self.get_row(key)
+            if old == shown[key]:
+                continue
             for (col, _), new, before in zip(self.COLUMNS, cells, old, strict=True):
                 if new != before:
-                    self.update_cell(key, col, new, update_width=True)
+                    # re-measuring a column walks every row (Textual's update_width): only when
+                    # the new text is wider than the column already is
+                    wider = cell_len(new) > self.columns[col].content_width  # type: ignore[index]
+                    self.update_cell(key, col, new, update_width=wider)
 
     def selected_key(self) -> str | None:
         if self.row_count == 0:
