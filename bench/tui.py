@@ -148,9 +148,8 @@ def main() -> None:
     print(f"rounds: {args.rounds} (medians); {args.rows} worktrees, {args.rows} containers")
     print(f"baseline `python -c 'import textual.app'`: {base:7.1f} ms")
     print(f"devbox-tui first paint:                   {ours:7.1f} ms")
-    print(
-        f"ratio first paint / textual import:       {ours / base:7.2f}   target < 2: {'OK' if ours / base < 2 else 'MISSED'}"
-    )
+    paint = "OK" if ours / base < 2 else "MISSED"
+    print(f"ratio first paint / textual import:       {ours / base:7.2f}   target < 2: {paint}")
     print(f"UI-thread stall, first fill ({2 * args.rows} rows):  {first_fill:7.1f} ms (once, at start)")
     verdict = "OK" if worst < 50 else "MISSED"
     print(f"worst UI-thread stall per refresh:        {worst:7.1f} ms   target < 50 ms: {verdict}")
