@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import zipfile
@@ -46,18 +45,18 @@ def test_wheel_carries_styles_and_runs_outside_the_repo(tmp_path: Path) -> None:
     assert out.stdout.strip() == "True"
 
 
-def test_tui_placeholder_starts_with_its_stylesheet() -> None:
-    from textual.widgets import Static
+def test_tui_starts_with_its_stylesheet_and_reports_bad_repo(tmp_path: Path) -> None:
+    import os
 
-    from devbox.tui.app import DevboxApp, styles_path
+    from devbox.tui.app import styles_path
 
     assert styles_path().is_file()
-
-    async def go() -> str:
-        app = DevboxApp()
-        async with app.run_test() as pilot:
-            text = str(app.query_one("#placeholder", Static).render())
-            await pilot.press("q")
-        return text
-
-    assert "start-work" in asyncio.run(go())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVBOX_")}
+    res = subprocess.run(
+        [sys.executable, "-m", "devbox.tui.app", "--repo", str(tmp_path / "nope")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 3 and res.stderr.startswith("devbox-tui: project") and "(fix:" in res.stderr
+    assert "Traceback" not in res.stderr

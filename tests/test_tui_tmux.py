@@ -33,9 +33,24 @@ class Tmux:
 
     def start(self, command: str, env: dict[str, str]) -> None:
         exports = " ".join(f"{k}={v!r}" for k, v in env.items() if k.startswith(("DEVBOX_", "CONTAINERS_", "PATH")))
-        script = f"export {exports}; {command}; echo $? > {self.exit_file}; sleep 60"
-        self.tmux("new-session", "-d", "-x", "160", "-y", "45", "sh", "-c", script)
-        subprocess.run(["tmux", "-S", self.socket, "resize-window", "-x", "160", "-y", "45"], capture_output=True)
+        script = f"unset COLUMNS LINES; export {exports}; {command}; echo $? > {self.exit_file}; sleep 60"
+        # the size set before the session exists: resizing after start leaves stale fragments on screen
+        self.tmux(
+            "-f",
+            "/dev/null",
+            "start-server",
+            ";",
+            "set",
+            "-g",
+            "default-size",
+            "160x45",
+            ";",
+            "new-session",
+            "-d",
+            "sh",
+            "-c",
+            script,
+        )
 
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p")
@@ -85,7 +100,7 @@ def test_attach_suspends_runs_a_shell_and_comes_back(project: Project, tmux: Tmu
         wt = res.worktree.path
         try:
             tmux.start(f"cd {project.root} && {tui_command()}", project.env)
-            tmux.wait(lambda s: "attach-me" in s and "devbox-proj-attach-me" in s)
+            tmux.wait(lambda s: "attach-me" in s and "running" in s)
             tmux.keys("Down")  # the attach-me worktree (after main)
             time.sleep(0.3)
             tmux.keys("a")
@@ -94,7 +109,7 @@ def test_attach_suspends_runs_a_shell_and_comes_back(project: Project, tmux: Tmu
             tmux.wait(lambda s: "Worktrees" in s and "Containers" in s, 30)  # back in the dashboard
             assert (wt / "made-from-the-dashboard").exists()
             tmux.keys("r")  # still answering keys
-            tmux.wait(lambda s: "dirt" in s, 30)  # the new file shows in the worktree's state
+            tmux.wait(lambda s: "dirty" in s, 30)  # the new file shows in the worktree's state
             tmux.keys("q")
             deadline = time.monotonic() + 20
             while not tmux.exit_file.exists():
