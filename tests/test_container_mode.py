@@ -251,3 +251,22 @@ def test_terminal_start_work_attaches_a_login_shell(started: tuple[Project, Path
     )
     assert rc == 0, out
     assert f"MARK-42 {wt} {os.getuid()}" in out
+
+
+def test_worktree_remove_names_everything_it_would_lose(started: tuple[Project, Path, str]) -> None:
+    proj = started[0]
+    assert proj.devbox("start-work", "doomed", "--detach").returncode == 0
+    wt = proj.root.parent / "proj.worktrees" / "doomed"
+    (wt / "unsaved.txt").write_text("work in progress")
+    res = proj.devbox("worktree", "remove", "doomed")
+    assert res.returncode == ExitCode.REFUSED, res.stderr
+    line = res.stderr.strip().splitlines()[-1]
+    assert "1 uncommitted file(s): unsaved.txt" in line
+    assert "running container devbox-proj-doomed-" in line and "home volume devbox-proj-doomed-" in line
+    assert wt.exists() and podman("ps", "-q", "--filter", "label=devbox.branch=doomed").stdout.strip()
+    res = proj.devbox("worktree", "remove", "doomed", "--force")
+    assert res.returncode == 0, res.stderr
+    assert "removed container devbox-proj-doomed-" in res.stdout and "-var" in res.stdout
+    assert not wt.exists()
+    assert podman("ps", "-aq", "--filter", "label=devbox.branch=doomed").stdout.strip() == ""
+    assert "-doomed-" not in podman("volume", "ls", "--format", "{{.Name}}").stdout

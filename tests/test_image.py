@@ -150,10 +150,21 @@ def test_interrupt_stops_build_exit_130_old_image_kept(project: Project) -> None
 def test_sources_digest_ignores_clock_but_not_mode(tmp_path: Path) -> None:
     from devbox.core.freshness import scan
 
-    (tmp_path / "a").write_text("x")
-    one = scan(tmp_path)
-    (tmp_path / "a").chmod(0o755)
-    assert scan(tmp_path).digest != one.digest
+    src = tmp_path / "src"
+    src.mkdir()
+    cache = tmp_path / "cache.json"
+    (src / "a").write_text("x")
+    one = scan(src, cache)
+    later = time.time() + 7200
+    os.utime(src / "a", (later, later))  # the clock moves, the content does not
+    assert scan(src, cache).digest == one.digest
+    assert scan(src).digest == one.digest  # cold, without the stat cache, too
+    (src / "a").chmod(0o755)
+    moded = scan(src, cache)
+    assert moded.digest != one.digest
+    (src / "a").write_text("y")
+    os.utime(src / "a", (later, later))  # a content change with the mtime put back
+    assert scan(src, cache).digest not in (one.digest, moded.digest)
 
 
 def test_terminal_output_uses_rich(project: Project) -> None:

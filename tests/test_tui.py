@@ -252,3 +252,42 @@ def test_sink_is_thread_safe_and_batched(project: Project) -> None:
         asyncio.run(go())
     finally:
         session.close()
+
+
+def test_container_log_force_rebuild_palette_and_confirmed_removal(project: Project) -> None:
+    session = session_for(project)
+    c = ops.start_work(session, "logged").container
+    old_image = ops.image_status(session).id
+
+    async def go() -> None:
+        app = make_app(session)
+        async with app.run_test(size=(140, 40)) as pilot:
+            pane = app.query_one(LogPane)
+            conts = app.query_one(ContainersTable)
+            await select(pilot, conts, c.name)
+            await pilot.press("l")  # the container's own log
+            await until(pilot, lambda: any("devbox-entrypoint: ready" in line for line in pane.ring), 30)
+            assert f"$ podman logs -f {c.name}" in pane.ring
+
+            titles = [cmd.title for cmd in app.get_system_commands(app.screen)]
+            assert {"devbox: Stop", "devbox: Rm worktree", "devbox: Rebuild (no cache)"} <= set(titles)
+
+            await pilot.press("B")  # rebuild without the layer cache
+            await until(pilot, lambda: ops.image_status(session).id not in (None, old_image), 180)
+            assert "$ ./devbox image build --force" in pane.ring
+
+            await select(pilot, conts, c.name)
+            await pilot.press("x")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmTeardown))
+            loss = str(app.screen.query_one("#dialog-loss", Static).render())
+            assert f"running container {c.name}" in loss and f"{c.name}-var" in loss
+            await pilot.click("#confirm")
+            await until(pilot, lambda: podman("container", "exists", c.name).returncode == 1, 60)
+            await until(pilot, lambda: c.name not in keys_of(conts), 30)
+            assert f"{c.name}-var" not in podman("volume", "ls", "--format", "{{.Name}}").stdout
+            assert (project.root.parent / "proj.worktrees" / "logged").is_dir()  # only the container went
+
+    try:
+        asyncio.run(go())
+    finally:
+        session.close()

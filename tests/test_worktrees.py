@@ -326,3 +326,35 @@ def test_status_cheap_git_state_with_many_worktrees(tmp_path: Path) -> None:
     assert rows["w7"]["untracked"] == 1 and rows["w7"]["files"] == ["new file.txt"]
     assert rows["w9"]["changed"] == 1 and rows["w9"]["files"] == ["devbox.toml"]
     assert sum(r["dirty"] for r in rows.values()) == 2
+
+
+def test_full_disk_under_the_lock_file_is_disk_full_not_internal(tmp_path: Path) -> None:
+    if os.getuid() != 0:
+        pytest.skip("mounting a tiny tmpfs needs root")
+    root = repo(tmp_path)
+    build = tmp_path / "build"
+    build.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=64", "tmpfs", str(build)]).returncode:
+        pytest.skip("cannot mount tmpfs here")
+    try:
+        (build / "locks").mkdir()
+        fd = os.open(build / "filler", os.O_WRONLY | os.O_CREAT)  # fill every block
+        try:
+            while os.write(fd, b"x" * 4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("DEVBOX_")},
+            "DEVBOX_REPO": str(root),
+            "DEVBOX_PATHS_BUILD": str(build),
+        }
+        res = subprocess.run(
+            [sys.executable, "-m", "devbox.cli", "worktree", "add", "filled"], env=env, capture_output=True, text=True
+        )
+        assert "internal error" not in res.stderr and "Traceback" not in res.stderr
+        assert res.returncode in (0, ExitCode.DISK_FULL), res.stderr
+    finally:
+        subprocess.run(["umount", str(build)], check=True)

@@ -13,17 +13,19 @@ import argparse
 import contextlib
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 
 from textual import on, work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.message import Message
+from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
@@ -164,6 +166,15 @@ class DevboxApp(App[None]):
     def handle_bindings_clash(self, clashed_bindings: set[Binding], node: Any) -> None:
         names = ", ".join(sorted(b.id or b.action for b in clashed_bindings))
         self.notify(f"key clash in devbox.toml [keys]: {names}", severity="warning", timeout=15)
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """Every devbox action in the command palette (ctrl+p), with its key and command."""
+        yield from super().get_system_commands(screen)
+        keys = {**{k: str(v) for k, v in config.DEFAULTS["keys"].items()}, **self.session.settings.keys}
+        for action, title in DESCRIPTIONS.items():
+            if action == "quit" or self.check_action(action, ()) is False:
+                continue
+            yield SystemCommand(f"devbox: {title}", f"key {keys.get(action, '')}", partial(self.run_action, action))
 
     # background work --------------------------------------------------------------------
     def _modal_open(self) -> bool:
