@@ -45,7 +45,7 @@ resource "libvirt_domain" "vm" {
   type        = var.domain_type
   memory      = var.memory_mib
   vcpu        = var.vcpus
-  qemu_agent  = true
+  qemu_agent  = var.qemu_agent
   cloudinit   = libvirt_cloudinit_disk.init.id
 
   dynamic "cpu" {

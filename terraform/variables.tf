@@ -83,3 +83,9 @@ variable "wait_for_lease" {
   type        = bool
   default     = true
 }
+
+variable "qemu_agent" {
+  description = "ask the guest agent for the VM's addresses (the bootc image runs qemu-guest-agent)"
+  type        = bool
+  default     = true
+}
