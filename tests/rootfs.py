@@ -28,6 +28,17 @@ def _libs(binary: str) -> set[str]:
     return libs
 
 
+def add_binaries(root: Path, binaries: tuple[str, ...]) -> None:
+    """This machine's ``binaries`` and the shared libraries they load, into the rootfs."""
+    for lib in set().union(*(_libs(b) for b in binaries)):
+        dest = root / lib.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.exists():
+            shutil.copy2(os.path.realpath(lib), dest)
+    for binary in binaries:
+        shutil.copy2(binary, root / "bin" / Path(binary).name)
+
+
 def make_rootfs(root: Path) -> None:
     (root / "bin").mkdir(parents=True)
     shutil.copy2("/bin/busybox", root / "bin" / "busybox")

@@ -179,6 +179,20 @@ def cmd_container_exec(ctx: Context) -> int:
     return _exec(ops.attach_argv(ctx.session, c, command, tty=_interactive()))
 
 
+def cmd_disk_build(ctx: Context) -> int:
+    ops.build_disk(ctx.session, force=ctx.args.force, sink=ctx.sink, cancel=ctx.cancel)
+    return ExitCode.OK
+
+
+def cmd_disk_status(ctx: Context) -> int:
+    st = ops.disk_status(ctx.session)
+    if ctx.args.json:
+        _print_json(st.to_json())
+    else:
+        print(f"{st.path}: " + ("fresh" if st.verdict.fresh else f"stale ({st.verdict.reason})"))
+    return ExitCode.OK
+
+
 def cmd_vm_up(ctx: Context) -> int:
     raise NotAvailable(
         "VM mode is not part of this release yet",
@@ -247,6 +261,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref", metavar="BRANCH|NAME")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(handler=cmd_container_exec)
+
+    dk = sub.add_parser("disk", help="the VM disk (qcow2 from the image)").add_subparsers(
+        dest="disk_cmd", required=True
+    )
+    p = dk.add_parser("build", help="build the image, then the disk, each only if stale")
+    p.add_argument("--force", action="store_true", help="build the disk even when it is fresh")
+    p.set_defaults(handler=cmd_disk_build)
+    p = dk.add_parser("status", help="is the disk fresh, and if not, why")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_disk_status)
 
     vm = sub.add_parser("vm", help="VM mode").add_subparsers(dest="vm_cmd", required=True)
     vm.add_parser("up", help="build the disk and boot the VM").set_defaults(handler=cmd_vm_up)

@@ -41,6 +41,11 @@ DEFAULTS: dict[str, dict[str, Value]] = {
     },
     "container": {"shell": "/bin/bash", "network": ""},
     "libvirt": {"uri": "qemu:///system"},
+    "disk": {
+        "builder": "bib",  # bootc-image-builder (the only one today)
+        "size_gib": 64,  # the VM disk's minimum size
+        "rootfs": "ext4",  # required for Fedora images
+    },
     # devbox-tui: binding id -> key (Textual key names, comma-separated for several)
     "keys": {
         "new": "n",
@@ -75,6 +80,9 @@ class Settings:
     shell: str
     network: str
     libvirt_uri: str
+    disk_builder: str = "bib"
+    disk_size_gib: int = 64
+    disk_rootfs: str = "ext4"
     keys: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -228,7 +236,22 @@ def load(repo: Path, env: Mapping[str, str] | None = None) -> Settings:
         network=text("container", "network"),
         libvirt_uri=text("libvirt", "uri"),
         keys={k: str(v) for k, v in values["keys"].items()},
+        disk_builder=_choice(text("disk", "builder"), ("bib",), origin("disk", "builder")),
+        disk_size_gib=_positive(values["disk"]["size_gib"], origin("disk", "size_gib")),
+        disk_rootfs=_choice(text("disk", "rootfs"), ("ext4", "xfs", "btrfs"), origin("disk", "rootfs")),
     )
+
+
+def _choice(value: str, allowed: tuple[str, ...], origin: str) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{origin}: {value!r} is not one of {', '.join(allowed)}", f"use {allowed[0]}")
+    return value
+
+
+def _positive(value: object, origin: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{origin}: must be a positive integer", "e.g. 64")
+    return value
 
 
 def find_repo(explicit: Path | None = None, env: Mapping[str, str] | None = None) -> Path:

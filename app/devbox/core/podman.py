@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -469,6 +470,29 @@ class Podman:
                     return False
                 raise
             return True
+
+    def run_streamed(
+        self,
+        args: list[str],
+        report: Reporter,
+        cancel: threading.Event,
+        *,
+        name: str,
+        source: str,
+        parse: proc.ProgressParser | None = None,
+    ) -> proc.Finished:
+        """``podman run`` of a tool container (bootc-image-builder), streamed. On cancel the
+        named container is removed (stopping the client alone leaves it running)."""
+
+        def stop(p: Any) -> None:
+            with contextlib.suppress(DevboxError):
+                self.run_cli("rm", "--force", "--time", "2", name, timeout=60)
+            proc.kill([p.pid], signal.SIGTERM)
+
+        try:
+            return proc.stream([*self.cli(), *args], report, cancel, source=source, parse=parse, stop=stop)
+        except ToolMissing:
+            raise PodmanMissing("podman is not installed (no `podman` on PATH)", INSTALL_REMEDY) from None
 
     # exec -------------------------------------------------------------------------------
     def exec_argv(

@@ -176,7 +176,14 @@ def artifacts_line(st: Status) -> str:
         image = f"image {img.info.short_id if img.info else ''} fresh"
     else:
         image = f"image stale ({img.verdict.reason})"
-    return f"{sources}  →  {image}  →  disk: not built (VM mode)  →  VM: not built"
+    d = st.disk.value
+    if d is None or d.record is None:
+        disk = "disk: not built"
+    elif d.verdict.fresh:
+        disk = "disk fresh"
+    else:
+        disk = f"disk stale ({d.verdict.reason})"
+    return f"{sources}  →  {image}  →  {disk}  →  VM: not built"
 
 
 class ArtifactsStrip(Static):

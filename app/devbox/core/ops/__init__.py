@@ -17,6 +17,7 @@ job, and returns a frozen record.
 | ``attach_argv`` | the argv of a shell or command in a container, as the user | ``list[str]`` |
 | ``watch_containers`` / ``container_stats`` | podman's event stream / CPU and memory (dashboard) | events / stats |
 | ``follow_container_log`` / ``activity`` | a container's own log / last commit and diff stat | — / ``Activity`` |
+| ``disk_status`` / ``build_disk`` | VM mode's qcow2: freshness / image then disk, each if stale | ``DiskStatus`` |
 """
 
 from devbox.core.ops.containers import (
@@ -31,6 +32,7 @@ from devbox.core.ops.containers import (
 from devbox.core.ops.dashboard import activity, container_stats, follow_container_log, watch_containers
 from devbox.core.ops.results import Loss, Problem, Removed, Section, StartResult, Status, WorktreeRow
 from devbox.core.ops.status import build_image, image_status, status
+from devbox.core.ops.vm import build_disk, disk_status
 from devbox.core.ops.worktrees import add_worktree, find_worktree, list_worktrees, remove_worktree, worktree_loss
 
 __all__ = [
@@ -44,9 +46,11 @@ __all__ = [
     "activity",
     "add_worktree",
     "attach_argv",
+    "build_disk",
     "build_image",
     "container_loss",
     "container_stats",
+    "disk_status",
     "find_container",
     "find_worktree",
     "follow_container_log",

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from devbox.core.builder import DiskStatus
 from devbox.core.containers import Container
 from devbox.core.errors import DevboxError
 from devbox.core.freshness import SourceTree
@@ -84,6 +85,7 @@ class Status:
     image: Section[ImageStatus]
     worktrees: Section[tuple[WorktreeRow, ...]]
     containers: Section[tuple[Container, ...]]
+    disk: Section[DiskStatus] = Section()
 
     SCHEMA = 1
 
@@ -97,6 +99,7 @@ class Status:
             "image": self.image,
             "worktrees": self.worktrees,
             "containers": self.containers,
+            "disk": self.disk,
         }
         return {name: sec.problem for name, sec in parts.items() if sec.problem is not None}
 
@@ -111,7 +114,7 @@ class Status:
             "image": self.image.value.to_json() if self.image.value else None,
             "worktrees": [r.to_json() for r in self.worktrees.value or ()],
             "containers": [c.to_json(current) for c in self.containers.value or ()],
-            "disk": None,  # VM mode
+            "disk": self.disk.value.to_json() if self.disk.value else None,
             "vms": [],  # VM mode
             "errors": {name: p.to_json() for name, p in self.problems().items()},
         }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from devbox.core import containers, image
+from devbox.core import builder, containers, image
 from devbox.core.events import Reporter, Sink, null_sink
 from devbox.core.image import ImageStatus
 from devbox.core.ops.results import Section, Status
@@ -14,8 +14,9 @@ from devbox.core.session import Devbox
 
 
 def status(session: Devbox, *, sink: Sink = null_sink, cancel: threading.Event | None = None) -> Status:
-    """Image, worktrees and containers. podman being down costs the image and containers
-    sections (each says why and how to fix it); the worktrees still list."""
+    """Sources, image, worktrees, containers and the VM disk. podman being down costs the
+    image, containers and disk sections (each says why and how to fix it); the worktrees
+    and the sources still list."""
     settings = session.settings
     sources = Section.fetch(lambda: image.scan_sources(settings))  # no podman needed
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -23,7 +24,8 @@ def status(session: Devbox, *, sink: Sink = null_sink, cancel: threading.Event |
         image_f = pool.submit(Section.fetch, lambda: image.status(settings, session.podman, sources.value))
         conts = conts_f.result()
         wts = Section.fetch(lambda: rows(session, conts.value, cancel))
-        return Status(str(settings.repo), sources, image_f.result(), wts, conts)
+        disk = Section.fetch(lambda: builder.status(settings, session.podman, session.user))
+        return Status(str(settings.repo), sources, image_f.result(), wts, conts, disk)
 
 
 def image_status(session: Devbox) -> ImageStatus:
