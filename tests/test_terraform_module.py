@@ -92,25 +92,48 @@ def virsh(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["virsh", "-c", "qemu:///system", *args], capture_output=True, text=True, timeout=120)
 
 
-def test_module_applies_for_real_then_plans_nothing_then_destroys(provider_mirror: Path, tmp_path: Path) -> None:
-    """Against real libvirtd (TCG: these machines' KVM cannot run stock guests) with a blank
-    disk: the resources, the domain's description tag, an idempotent plan, a clean destroy."""
+def test_runner_contract_matches_the_module() -> None:
+    """The variables devbox passes and the outputs it reads are exactly the module's."""
+    import re
+
+    from devbox.core import terraform as tf
+
+    text = {p.name: p.read_text() for p in (ROOT / "terraform").glob("*.tf")}
+    declared = set(re.findall(r'^variable "([^"]+)"', text["variables.tf"], re.MULTILINE))
+    outputs = set(re.findall(r'^output "([^"]+)"', text["outputs.tf"], re.MULTILINE))
+    assert declared == tf.VARIABLES and outputs == tf.OUTPUTS
+
+
+def test_runner_applies_for_real_then_plans_nothing_then_destroys(
+    provider_mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """core/terraform.py against real libvirtd (TCG: these machines' KVM cannot run stock
+    guests) with a blank disk: plan 2 with reasons, apply streamed as events, the tagged
+    domain, outputs, plan 0, a new disk key plans a replacement, destroy leaves nothing."""
+    import threading
     import uuid
+
+    from devbox.core import config
+    from devbox.core import terraform as tf
+    from devbox.core.events import Event, LogLine, Reporter
 
     if shutil.which("virsh") is None or virsh("version").returncode != 0:
         pytest.fail("libvirtd is not reachable at qemu:///system (.ci/run installs and starts it)")
-    module = tmp_path / "module"
-    shutil.copytree(ROOT / "terraform", module, ignore=shutil.ignore_patterns(".terraform*"))
+    proj = tmp_path / "proj"
+    (proj / "bootc").mkdir(parents=True)
+    shutil.copytree(ROOT / "terraform", proj / "terraform", ignore=shutil.ignore_patterns(".terraform*"))
+    (proj / "devbox.toml").write_text("")
     cli = tmp_path / "terraformrc"
     cli.write_text(f'provider_installation {{\n  filesystem_mirror {{\n    path = "{provider_mirror}"\n  }}\n}}\n')
+    monkeypatch.setenv("TF_CLI_CONFIG_FILE", str(cli))
     disk = tmp_path / "disk.qcow2"
     subprocess.run(["qemu-img", "create", "-f", "qcow2", str(disk), "64M"], check=True, capture_output=True)
     disk.chmod(0o644)
     tmp_path.chmod(0o755)
     name = f"t{uuid.uuid4().hex[:8]}"
-    tfvars = {
+    variables: dict[str, object] = {
         "name": name,
-        "repo": str(tmp_path),
+        "repo": str(proj),
         "disk_path": str(disk),
         "disk_key": uuid.uuid4().hex,
         "user": "dev",
@@ -123,26 +146,29 @@ def test_module_applies_for_real_then_plans_nothing_then_destroys(provider_mirro
         "wait_for_lease": False,
         "qemu_agent": False,
     }
-    (module / "test.tfvars.json").write_text(json.dumps(tfvars))
-    var = "-var-file=test.tfvars.json"
-    assert terraform(module, cli, "init", "-input=false", "-no-color").returncode == 0
+    runner = tf.Runner(config.load(proj, env={}))
+    events: list[Event] = []
+    report = Reporter(events.append, "vm-up")
+    cancel = threading.Event()
+    runner.init(report)
     try:
-        plan = terraform(module, cli, "plan", "-detailed-exitcode", "-input=false", "-no-color", var)
-        assert plan.returncode == 2, plan.stdout + plan.stderr  # 2: changes to make
-        apply = terraform(module, cli, "apply", "-auto-approve", "-input=false", "-no-color", var)
-        assert apply.returncode == 0, apply.stdout + apply.stderr
+        plan = runner.plan(variables, report, cancel)
+        assert plan.changes and "libvirt_domain.vm to create" in plan.reasons
+        runner.apply(report, cancel)
+        lines = [e.text for e in events if isinstance(e, LogLine) and e.source == "terraform"]
+        assert any("Creation complete" in line for line in lines)  # -json messages, streamed
         xml = virsh("dumpxml", f"devbox-{name}").stdout
-        assert f"<description>devbox:{tmp_path}</description>" in xml and "type='qemu'" in xml
-        out = json.loads(terraform(module, cli, "output", "-json").stdout)
-        assert out["name"]["value"] == f"devbox-{name}" and out["disk_key"]["value"] == tfvars["disk_key"]
-        again = terraform(module, cli, "plan", "-detailed-exitcode", "-input=false", "-no-color", var)
-        assert again.returncode == 0, again.stdout + again.stderr  # 0: nothing to do
-        tfvars["disk_key"] = uuid.uuid4().hex  # a new disk: the VM must be replaced
-        (module / "test.tfvars.json").write_text(json.dumps(tfvars))
-        replace = terraform(module, cli, "plan", "-detailed-exitcode", "-input=false", "-no-color", var)
-        assert replace.returncode == 2 and "must be replaced" in replace.stdout, replace.stdout
+        assert f"<description>devbox:{proj}</description>" in xml and "type='qemu'" in xml
+        out = runner.output()
+        assert out["name"] == f"devbox-{name}" and out["disk_key"] == variables["disk_key"]
+        assert not runner.plan(variables, report, cancel).changes  # nothing to do
+        variables["disk_key"] = uuid.uuid4().hex  # a new disk: the VM is replaced, and says why
+        again = runner.plan(variables, report, cancel)
+        assert again.changes and "disk key changed (a new disk)" in again.reasons
+        assert (proj / ".build" / "terraform" / "terraform.tfstate").exists()
+        assert not list((proj / "terraform").glob("*.tfstate"))  # state lives under .build/
     finally:
-        destroy = terraform(module, cli, "destroy", "-auto-approve", "-input=false", "-no-color", var)
-    assert destroy.returncode == 0, destroy.stdout + destroy.stderr
+        runner.destroy(variables, report, cancel)
     assert virsh("dominfo", f"devbox-{name}").returncode != 0
     assert f"devbox-{name}-" not in virsh("vol-list", "default").stdout
+    assert runner.output() == {} or not runner.has_state()

@@ -1,0 +1,241 @@
+"""The terraform adapter: init, plan -detailed-exitcode, apply of the saved plan (streamed
+as ``-json`` events), destroy and output, against the module in ``terraform/`` with all
+state under ``.build/terraform/``.
+
+python-terraform (the card's choice) builds the argument lists: its ``generate_cmd_string``
+turns keyword options into flags well. It does not run anything here: its ``cmd`` cannot
+stream (``synchronous=False`` leaks a bogus flag), its ``destroy`` passes ``-force``
+(removed in Terraform 0.15), and every process of devbox goes through ``core/proc.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from devbox.core import proc
+from devbox.core.config import Settings
+from devbox.core.errors import Cancelled, DevboxError, NotAvailable, ToolMissing
+from devbox.core.events import Reporter
+from devbox.core.filesystem import read_json, write_json
+
+# The module's contract: what devbox passes and reads (tests/test_terraform_module.py
+# checks these against terraform/variables.tf and terraform/outputs.tf).
+VARIABLES = frozenset(
+    {
+        "libvirt_uri", "name", "repo", "disk_path", "disk_key", "pool", "network", "user", "ssh_public_key",
+        "memory_mib", "vcpus", "disk_size_bytes", "domain_type", "cpu_mode", "wait_for_lease", "qemu_agent",
+    }
+)  # fmt: skip
+OUTPUTS = frozenset({"name", "ip", "mac", "disk_key"})
+INSTALL_REMEDY = "install terraform 1.5 or newer (https://developer.hashicorp.com/terraform/install)"
+
+
+class TerraformFailed(DevboxError):
+    pass
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: bool  # plan -detailed-exitcode said 2
+    path: Path
+    reasons: tuple[str, ...]
+
+
+def _argv(command: str, *args: str, **options: Any) -> list[str]:
+    from python_terraform import Terraform  # argument building only (see the module docstring)
+
+    exe = shutil.which("terraform")
+    if exe is None:
+        raise ToolMissing("terraform is not installed (no `terraform` on PATH)", INSTALL_REMEDY)
+    return list(Terraform(terraform_bin_path=exe).generate_cmd_string(command, *args, **options))
+
+
+class Runner:
+    """terraform for one checkout: module ``terraform/``, state and plans in ``.build/terraform/``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.module = settings.terraform_dir
+        self.dir = settings.build_path("terraform")
+        self.state = self.dir / "terraform.tfstate"
+        self.vars = self.dir / "vars.tfvars.json"
+        self.plan_file = self.dir / "plan.tfplan"
+
+    def env(self) -> dict[str, str | None]:
+        return {
+            "TF_DATA_DIR": str(self.dir / ".terraform"),
+            "TF_IN_AUTOMATION": "1",
+            "CHECKPOINT_DISABLE": "1",  # the update check would wait for a network
+            "TF_INPUT": "0",
+        }
+
+    def _run(self, argv: list[str], *, timeout: float = 600.0) -> proc.Completed:
+        try:
+            return proc.run(argv, tool="terraform", cwd=self.module, env=self.env(), timeout=timeout)
+        except ToolMissing:
+            raise NotAvailable("terraform is not installed (no `terraform` on PATH)", INSTALL_REMEDY) from None
+
+    def module_digest(self) -> str:
+        h = hashlib.sha256()
+        for p in sorted(self.module.glob("*.tf*")):
+            h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+        return h.hexdigest()
+
+    def init(self, report: Reporter) -> None:
+        """``terraform init`` once per module version (offline when the CLI config has a mirror)."""
+        stamp = self.dir / "init.sha"
+        digest = self.module_digest()
+        if stamp.exists() and stamp.read_text() == digest and (self.dir / ".terraform").is_dir():
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        report.log("terraform init")
+        res = self._run(_argv("init", input=False, no_color=_flag()))
+        if not res.ok:
+            if "dmacvicar/libvirt" in res.stderr:
+                raise NotAvailable(
+                    "terraform cannot install the libvirt provider (dmacvicar/libvirt = 0.8.3)",
+                    "reach registry.terraform.io, or point TF_CLI_CONFIG_FILE at a filesystem_mirror holding it",
+                )
+            raise TerraformFailed(f"terraform init failed: {res.last_error()}", "see `terraform init` in terraform/")
+        stamp.write_text(digest)
+
+    def plan(self, variables: Mapping[str, Any], report: Reporter, cancel: threading.Event) -> Plan:
+        """``plan -detailed-exitcode -out``: 0 nothing to do, 2 changes (with the reasons)."""
+        unknown = set(variables) - VARIABLES
+        if unknown:
+            raise DevboxError(f"unknown terraform variables: {sorted(unknown)}", "this is a devbox bug: report it")
+        write_json(self.vars, dict(variables))
+        argv = _argv(
+            "plan",
+            detailed_exitcode=_flag(),
+            input=False,
+            no_color=_flag(),
+            lock_timeout="60s",
+            state=str(self.state),
+            out=str(self.plan_file),
+            var_file=str(self.vars),
+        )
+        done = proc.run(argv, tool="terraform", cwd=self.module, env=self.env(), timeout=900, cancel=cancel)
+        if done.returncode == 0:
+            return Plan(False, self.plan_file, ())
+        if done.returncode != 2:
+            raise TerraformFailed(f"terraform plan failed: {done.last_error()}", "see the terraform message above")
+        return Plan(True, self.plan_file, self._reasons())
+
+    def _reasons(self) -> tuple[str, ...]:
+        """Why the plan changes things, from ``terraform show -json`` of the saved plan."""
+        res = self._run(_argv("show", str(self.plan_file), json=_flag(), no_color=_flag()))
+        try:
+            data = json.loads(res.stdout)
+        except ValueError:
+            return ("terraform plans changes",)
+        reasons: list[str] = []
+        recorded = read_json(self.dir / "applied.json") or {}
+        if isinstance(recorded, dict) and recorded.get("module") not in (None, self.module_digest()):
+            reasons.append(f"{self.module.name}/ changed")
+        for rc in data.get("resource_changes") or []:
+            actions = (rc.get("change") or {}).get("actions") or []
+            if actions == ["no-op"] or actions == ["read"]:
+                continue
+            before = (rc.get("change") or {}).get("before") or {}
+            after = (rc.get("change") or {}).get("after") or {}
+            if (
+                rc.get("type") == "libvirt_volume"
+                and rc.get("name") == "base"
+                and before
+                and before.get("name") != after.get("name")
+            ):
+                reasons.append("disk key changed (a new disk)")
+            elif not before:
+                reasons.append(f"{rc.get('address')} to create")
+            elif "delete" in actions and "create" in actions:
+                reasons.append(f"{rc.get('address')} to replace")
+            else:
+                reasons.append(f"{rc.get('address')} to {'/'.join(actions)}")
+        return tuple(dict.fromkeys(reasons)) or ("terraform plans changes",)
+
+    def apply(self, report: Reporter, cancel: threading.Event) -> None:
+        """Apply the saved plan, its ``-json`` messages as events."""
+        argv = _argv("apply", str(self.plan_file), json=_flag(), input=False, lock_timeout="60s", state=str(self.state))
+        self._stream(argv, report, cancel, "apply")
+        write_json(self.dir / "applied.json", {"module": self.module_digest()})
+
+    def destroy(self, variables: Mapping[str, Any], report: Reporter, cancel: threading.Event) -> None:
+        write_json(self.vars, dict(variables))
+        argv = _argv(
+            "destroy", json=_flag(), auto_approve=_flag(), input=False, state=str(self.state), var_file=str(self.vars)
+        )
+        self._stream(argv, report, cancel, "destroy")
+        for stale in (self.plan_file, self.dir / "applied.json"):
+            if stale.exists():
+                stale.unlink()
+
+    def _stream(self, argv: list[str], report: Reporter, cancel: threading.Event, what: str) -> None:
+        errors: list[str] = []
+
+        def sink_json(event: Any) -> None:
+            text = getattr(event, "text", None)
+            if text is None or not text.startswith("{"):
+                report.emit(event)
+                return
+            try:
+                msg = json.loads(text)
+            except ValueError:
+                report.emit(event)
+                return
+            kind = msg.get("type")
+            if kind == "diagnostic" and (msg.get("diagnostic") or {}).get("severity") == "error":
+                errors.append(str(msg.get("@message", "")))
+            if kind in ("version", "outputs"):
+                return
+            report.log(str(msg.get("@message", "")), source="terraform", stream="stdout")
+
+        done = proc.stream(
+            argv,
+            Reporter(sink_json, report.op, report.subject),
+            cancel,
+            source="terraform",
+            cwd=self.module,
+            env=self.env(),
+            grace=60.0,  # terraform finishes the resource it is on when interrupted
+        )
+        if done.cancelled:
+            raise Cancelled(f"terraform {what} interrupted", "run it again: terraform picks up from its state")
+        if done.returncode != 0:
+            first = errors[0] if errors else (done.tail[-1] if done.tail else f"exit {done.returncode}")
+            raise TerraformFailed(f"terraform {what} failed: {first[:300]}", "see the terraform messages above")
+
+    def output(self) -> dict[str, Any]:
+        if not self.state.exists():
+            return {}
+        res = self._run(_argv("output", json=_flag(), state=str(self.state)))
+        if not res.ok:
+            raise TerraformFailed(f"terraform output failed: {res.last_error()}", "see `terraform output`")
+        data = json.loads(res.stdout or "{}")
+        return {k: v.get("value") for k, v in data.items() if k in OUTPUTS}
+
+    def has_state(self) -> bool:
+        data = read_json(self.state)
+        return isinstance(data, dict) and bool(data.get("resources"))
+
+
+def _flag() -> Any:
+    from python_terraform import IsFlagged
+
+    return IsFlagged
+
+
+def clear(settings: Settings) -> None:
+    """Forget the state (after a fallback teardown through libvirt)."""
+    d = settings.build_path("terraform")
+    for name in ("terraform.tfstate", "terraform.tfstate.backup", "plan.tfplan", "applied.json"):
+        p = d / name
+        if p.exists():
+            os.unlink(p)
