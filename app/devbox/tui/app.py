@@ -145,15 +145,21 @@ class DevboxApp(App[None]):
         yield Footer()
 
     @property
+    def main(self) -> Screen[Any]:
+        """The dashboard's own screen: a dialog on top must not hide the panes from updates."""
+        return self.screen_stack[0]
+
+    @property
     def log_pane(self) -> LogPane:
-        return self.query_one(LogPane)
+        return self._log_pane
 
     def on_mount(self) -> None:
+        self._log_pane = self.main.query_one(LogPane)  # kept: worker threads write to it while dialogs are open
         keymap = {**{k: str(v) for k, v in config.DEFAULTS["keys"].items()}, **self.session.settings.keys}
         self.set_keymap(dict(self.session.settings.keys))
         for clash in key_clashes(keymap):
             self.notify(f"devbox.toml [keys]: {clash}", severity="warning", timeout=15)
-        self.query_one(WorktreesTable).focus()
+        self.main.query_one(WorktreesTable).focus()
         if self.live:
             self.poll_status()
             self.follow_podman_events()
@@ -215,8 +221,8 @@ class DevboxApp(App[None]):
         st = msg.status
         self.status = st
         repo = self.session.settings.repo
-        self.query_one(WorktreesTable).show(st.worktrees.value or (), msg.activity, repo)
-        self.query_one(ContainersTable).show(st.containers.value or (), st.image_id, msg.stats)
+        self.main.query_one(WorktreesTable).show(st.worktrees.value or (), msg.activity, repo)
+        self.main.query_one(ContainersTable).show(st.containers.value or (), st.image_id, msg.stats)
         # every update below re-lays out part of the screen: only when its text changed
         self._set_text("#worktrees-problem", problem_text(st.worktrees.problem))
         self._set_text("#containers-problem", problem_text(st.containers.problem))
@@ -224,7 +230,7 @@ class DevboxApp(App[None]):
         self._refresh_bindings_if_changed()
 
     def _set_text(self, selector: str, text: str) -> None:
-        widget = self.query_one(selector, Static)
+        widget = self.main.query_one(selector, Static)
         if self._shown.get(selector) != text:
             self._shown[selector] = text
             widget.update(text)
@@ -259,7 +265,7 @@ class DevboxApp(App[None]):
         rows = st.worktrees.value or ()
         conts = st.containers.value or ()
         try:
-            wts, cts = self.query_one(WorktreesTable), self.query_one(ContainersTable)
+            wts, cts = self.main.query_one(WorktreesTable), self.main.query_one(ContainersTable)
         except NoMatches:  # a dialog is on top, or the app is closing
             return None, None
         if self.focused is cts:
