@@ -36,6 +36,8 @@ def test_start_work_bootstraps_venv_once_and_ignores_path_devbox(tmp_path: Path)
 
     cli = subprocess.run([repo / "devbox", "--version"], env=env, capture_output=True, text=True, timeout=60)
     assert cli.returncode == 0 and cli.stdout.strip() == "devbox 0.1.0"  # README's `./devbox ...` works as shown
+    tui = subprocess.run([repo / "devbox-tui", "--help"], env=env, capture_output=True, text=True, timeout=60)
+    assert tui.returncode == 0 and "--read-only" in tui.stdout and "setting up" not in tui.stderr
 
     # from a linked worktree, the shims use the main repository's environment (no second venv)
     subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
