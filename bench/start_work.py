@@ -12,19 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from conftest import BASE_IMAGE, make_project  # noqa: E402
-from rootfs import import_base, make_rootfs  # noqa: E402
+from _project import bench_project
 
 
 def timed(argv: list[str], env: dict[str, str]) -> float:
@@ -37,15 +31,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=15)
     args = ap.parse_args()
-    podman = shutil.which("podman")
-    if podman is None:
-        sys.exit("podman is not installed")
-    with tempfile.TemporaryDirectory() as tmp:
-        made_base = subprocess.run([podman, "image", "exists", BASE_IMAGE], capture_output=True).returncode != 0
-        if made_base:
-            make_rootfs(Path(tmp) / "rootfs")
-            import_base(podman, Path(tmp) / "rootfs", BASE_IMAGE)
-        proj = make_project(Path(tmp))
+    with bench_project("start-work") as (podman, proj, _):
         env = proj.env
         devbox = [str(Path(sys.executable).with_name("devbox")), "start-work", "bench", "--detach"]
         subprocess.run(devbox, env=env, check=True, capture_output=True)
@@ -60,7 +46,7 @@ def main() -> None:
             "--env",
             f"DEVBOX_GID={os.getgid()}",
             "--label",
-            "devbox.bench=1",
+            "devbox.bench=start-work",
             image_id,
             "sleep",
             "1000",
@@ -74,16 +60,8 @@ def main() -> None:
                 bare.append(timed([*python, "pass"], env))
                 imports.append(timed([*python, "import podman"], env))
         finally:
-            ids = subprocess.run(
-                [podman, "ps", "-aq", "--filter", "label=devbox.bench=1"], capture_output=True, text=True
-            ).stdout.split()
-            if ids:
-                subprocess.run([podman, "rm", "-f", "-t", "0", *ids], capture_output=True)
             rm = [str(Path(sys.executable).with_name("devbox")), "container", "rm", "--force", "bench"]
             subprocess.run(rm, env=env, capture_output=True)  # the container and its two volumes
-            subprocess.run([podman, "rmi", "-f", proj.image], capture_output=True)
-            if made_base:
-                subprocess.run([podman, "rmi", "-f", BASE_IMAGE], capture_output=True)
     b, o = statistics.median(base), statistics.median(ours)
     cost = statistics.median(imports) - statistics.median(bare)
     print(f"rounds: {args.rounds} (medians, interleaved)")

@@ -15,23 +15,17 @@ Target: ratio <= 1.0. Everything it made is removed at the end.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+from _project import bench_project
 
-from devbox.core import ops  # noqa: E402
-from devbox.core.containers import LABEL_BRANCH, LABEL_REPO  # noqa: E402
-from devbox.core.session import Devbox  # noqa: E402
+from devbox.core import ops
+from devbox.core.containers import LABEL_BRANCH, LABEL_REPO
+from devbox.core.session import Devbox
 
-from conftest import BASE_IMAGE, make_project  # noqa: E402
-from rootfs import import_base, make_rootfs  # noqa: E402
+from conftest import BASE_IMAGE
 
 
 def ms(fn: object) -> float:
@@ -45,18 +39,10 @@ def main() -> None:
     ap.add_argument("--worktrees", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=9)
     args = ap.parse_args()
-    podman = shutil.which("podman")
-    if podman is None:
-        sys.exit("podman is not installed")
-    with tempfile.TemporaryDirectory() as tmp:
-        made_base = subprocess.run([podman, "image", "exists", BASE_IMAGE], capture_output=True).returncode != 0
-        if made_base:
-            make_rootfs(Path(tmp) / "rootfs")
-            import_base(podman, Path(tmp) / "rootfs", BASE_IMAGE)
-        proj = make_project(Path(tmp))
+    with bench_project("status") as (podman, proj, scratch):
         wts = []
         for i in range(args.worktrees):
-            path = Path(tmp) / "wts" / f"w{i}"
+            path = scratch / "wts" / f"w{i}"
             subprocess.run(["git", "-C", str(proj.root), "worktree", "add", "-q", "-b", f"w{i}", str(path)], check=True)
             if i % 5 == 0:
                 (path / "dirty.txt").write_text("x")
@@ -78,26 +64,16 @@ def main() -> None:
                 subprocess.run([*git, str(w), "status", "--porcelain=v2", "--branch"], capture_output=True, check=True)
             subprocess.run([podman, "ps", "-a", "--format", "json"], capture_output=True, check=True)
 
-        try:
-            with Devbox.open(proj.root, env=proj.env) as session:
-                first = ms(lambda: ops.status(session))
-                st = ops.status(session)
-                assert not st.problems(), st.problems()
-                assert len(st.worktrees.value or ()) == args.worktrees + 1
-                assert len(st.containers.value or ()) == args.worktrees
-                base, ours = [], []
-                for _ in range(args.rounds):
-                    base.append(ms(raw))
-                    ours.append(ms(lambda: ops.status(session)))
-        finally:
-            ids = subprocess.run(
-                [podman, "ps", "-aq", "--filter", "label=devbox.bench=status"], capture_output=True, text=True
-            ).stdout.split()
-            if ids:
-                subprocess.run([podman, "rm", "-f", *ids], capture_output=True)
-            subprocess.run([podman, "rmi", "-f", proj.image], capture_output=True)
-            if made_base:
-                subprocess.run([podman, "rmi", "-f", BASE_IMAGE], capture_output=True)
+        with Devbox.open(proj.root, env=proj.env) as session:
+            first = ms(lambda: ops.status(session))
+            st = ops.status(session)
+            assert not st.problems(), st.problems()
+            assert len(st.worktrees.value or ()) == args.worktrees + 1
+            assert len(st.containers.value or ()) == args.worktrees
+            base, ours = [], []
+            for _ in range(args.rounds):
+                base.append(ms(raw))
+                ours.append(ms(lambda: ops.status(session)))
     b, o = statistics.median(base), statistics.median(ours)
     print(f"rounds: {args.rounds} (medians, interleaved); {args.worktrees} worktrees, {args.worktrees} containers")
     print(f"baseline raw calls (git x{args.worktrees + 2}, podman ps): {b:7.1f} ms")

@@ -16,24 +16,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+from _project import bench_project
 
-from devbox.core.containers import LABEL_BRANCH, LABEL_REPO  # noqa: E402
-from devbox.core.session import Devbox  # noqa: E402
-from devbox.tui.app import make_app  # noqa: E402
-from devbox.tui.logpane import LogPane  # noqa: E402
+from devbox.core.containers import LABEL_BRANCH, LABEL_REPO
+from devbox.core.session import Devbox
+from devbox.tui.app import make_app
+from devbox.tui.logpane import LogPane
 
-from conftest import BASE_IMAGE, make_project  # noqa: E402
-from rootfs import import_base, make_rootfs  # noqa: E402
+from conftest import BASE_IMAGE
 
 FIRST_PAINT = """
 import sys, time
@@ -112,17 +107,9 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
-    podman = shutil.which("podman")
-    if podman is None:
-        sys.exit("podman is not installed")
-    with tempfile.TemporaryDirectory() as tmp:
-        made_base = subprocess.run([podman, "image", "exists", BASE_IMAGE], capture_output=True).returncode != 0
-        if made_base:
-            make_rootfs(Path(tmp) / "rootfs")
-            import_base(podman, Path(tmp) / "rootfs", BASE_IMAGE)
-        proj = make_project(Path(tmp))
+    with bench_project("tui") as (podman, proj, scratch):
         for i in range(args.rows):  # synthetic worktrees: real git, made the quick way
-            path = Path(tmp) / "wts" / f"w{i}"
+            path = scratch / "wts" / f"w{i}"
             subprocess.run(["git", "-C", str(proj.root), "worktree", "add", "-q", "-b", f"w{i}", str(path)], check=True)
         labels = ["--label", f"{LABEL_REPO}={proj.root}", "--label", "devbox.bench=tui"]
         for i in range(args.rows):
@@ -131,20 +118,10 @@ def main() -> None:
                 check=True,
                 capture_output=True,
             )
-        try:
-            env = {**proj.env, "DEVBOX_REPO": str(proj.root)}
-            base, ours = first_paint(env, args.rounds)
-            with Devbox.open(proj.root, env=proj.env) as session:
-                first_fill, worst, idle, flooded = asyncio.run(stalls_and_memory(session, max(2, args.rounds)))
-        finally:
-            ids = subprocess.run(
-                [podman, "ps", "-aq", "--filter", "label=devbox.bench=tui"], capture_output=True, text=True
-            ).stdout.split()
-            if ids:
-                subprocess.run([podman, "rm", "-f", *ids], capture_output=True)
-            subprocess.run([podman, "rmi", "-f", proj.image], capture_output=True)
-            if made_base:
-                subprocess.run([podman, "rmi", "-f", BASE_IMAGE], capture_output=True)
+        env = {**proj.env, "DEVBOX_REPO": str(proj.root)}
+        base, ours = first_paint(env, args.rounds)
+        with Devbox.open(proj.root, env=proj.env) as session:
+            first_fill, worst, idle, flooded = asyncio.run(stalls_and_memory(session, max(2, args.rounds)))
     print(f"rounds: {args.rounds} (medians); {args.rows} worktrees, {args.rows} containers")
     print(f"baseline `python -c 'import textual.app'`: {base:7.1f} ms")
     print(f"devbox-tui first paint:                   {ours:7.1f} ms")
