@@ -67,6 +67,14 @@ class Tmux:
     def keys(self, *keys: str) -> None:
         self.tmux("send-keys", *keys)
 
+    def exit_code(self, timeout: float = 20.0) -> str:
+        """The app's exit code, once it has quit."""
+        deadline = time.monotonic() + timeout
+        while not self.exit_file.exists():
+            assert time.monotonic() < deadline, "the app did not quit"
+            time.sleep(0.2)
+        return self.exit_file.read_text().strip()
+
     def kill(self) -> None:
         subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True)
 
@@ -87,11 +95,7 @@ def test_real_tui_starts_shows_panes_and_quits(project: Project, tmux: Tmux) -> 
     text = tmux.wait(lambda s: "Worktrees" in s and "Containers" in s and "VMs" in s and "main" in s)
     assert "VM mode: no VMs" in text and "n New" in text
     tmux.keys("q")
-    deadline = time.monotonic() + 20
-    while not tmux.exit_file.exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    assert tmux.exit_file.read_text().strip() == "0"
+    assert tmux.exit_code() == "0"
 
 
 def test_attach_suspends_runs_a_shell_and_comes_back(project: Project, tmux: Tmux) -> None:
@@ -111,10 +115,6 @@ def test_attach_suspends_runs_a_shell_and_comes_back(project: Project, tmux: Tmu
             tmux.keys("r")  # still answering keys
             tmux.wait(lambda s: "dirty" in s, 30)  # the new file shows in the worktree's state
             tmux.keys("q")
-            deadline = time.monotonic() + 20
-            while not tmux.exit_file.exists():
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
-            assert tmux.exit_file.read_text().strip() == "0"
+            assert tmux.exit_code() == "0"
         finally:
             ops.remove_container(session, "attach-me", force=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devbox.core import proc
+from devbox.core import podman_build, proc
 from devbox.core.config import Settings
 from devbox.core.containers import HostUser
 from devbox.core.errors import BuildFailed, Cancelled, DevboxError, DiskFull, NotAvailable, NotFound
@@ -227,7 +227,9 @@ def build(
             f"{user.uid}:{user.gid}",
             settings.image,
         ]
-        done = podman.run_streamed(argv, report, cancel, name=name, source="bootc-image-builder", parse=parse_progress)
+        done = podman_build.run_tool(
+            podman, argv, report, cancel, name=name, source="bootc-image-builder", parse=parse_progress
+        )
         if done.cancelled:
             raise Cancelled("disk build interrupted", "the builder container was removed; the previous disk is kept")
         made = work / "output" / "qcow2" / "disk.qcow2"
@@ -235,9 +237,8 @@ def build(
             text = "\n".join(done.tail).lower()
             if "no space left" in text:
                 raise DiskFull("disk full while building the VM disk", "free space under .build/ and run again")
-            last = next((ln for ln in reversed(done.tail) if ln.strip()), f"exit {done.returncode}")
             raise BuildFailed(
-                f"bootc-image-builder failed: {last[:300]}",
+                f"bootc-image-builder failed: {done.last_error()[:300]}",
                 "see its output above; fix bootc/ or the builder settings and run again",
                 detail=done.tail,
             )

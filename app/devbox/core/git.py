@@ -259,8 +259,9 @@ def add_worktree(
                 + (f" ({free // 1024} KiB free)" if free is not None else ""),
                 "free disk space (or set paths.worktrees elsewhere) and run the command again",
             )
-        last = next((ln for ln in reversed(done.tail) if ln.strip()), f"exit {done.returncode}")
-        raise GitError(f"git worktree add failed: {last}", "see the git message; fix it and run the command again")
+        raise GitError(
+            f"git worktree add failed: {done.last_error()}", "see the git message; fix it and run the command again"
+        )
     wt = find_worktree(repo, branch)
     if wt is None:
         raise GitError(f"git worktree add did not create a worktree for {branch!r}", "run `git worktree list`")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devbox.core import podman_build
 from devbox.core.config import Settings
 from devbox.core.errors import BuildFailed
 from devbox.core.events import Reporter
@@ -201,7 +202,8 @@ def _build_locked(
             _pull_bases(settings, podman, report)
         bases = {ref: iid for ref, iid in local_bases(settings, podman).items() if iid is not None}
         labels = {LABEL_SOURCES: current.sources.digest, LABEL_CHECKOUT: str(settings.repo)}
-        new_id = podman.build(
+        new_id = podman_build.build(
+            podman.cli(),
             settings.bootc_dir,
             settings.image,
             labels | ({LABEL_BASE: _base_label(bases)} if bases else {}),

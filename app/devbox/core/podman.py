@@ -5,7 +5,8 @@ podman-py, imported on first use (it costs ~0.25 s: requests, urllib3, and rich 
 pull progress). Records are parsed here and nowhere else: the rest of devbox sees frozen
 ``ImageRecord`` / ``ContainerRecord`` values and devbox errors with a remedy.
 
-The podman CLI is kept where it is the better tool: ``podman build`` (a local build can be
+The podman CLI is kept where it is the better tool (its long runs live in
+``podman_build.py``): ``podman build`` (a local build can be
 stopped mid-RUN; a REST build runs the current step to its end after the client leaves)
 and the argv for ``podman exec -it`` (a real terminal). The CLI runs locally when it sees
 the same storage as the API service, else with ``--url`` (see ``cli``).
@@ -16,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import sys
 import threading
 import time
@@ -33,7 +33,6 @@ from devbox.core.errors import (
     PodmanUnreachable,
     ToolMissing,
 )
-from devbox.core.events import Reporter
 from devbox.core.podman_records import (
     ContainerEvent,
     ContainerRecord,
@@ -471,29 +470,6 @@ class Podman:
                 raise
             return True
 
-    def run_streamed(
-        self,
-        args: list[str],
-        report: Reporter,
-        cancel: threading.Event,
-        *,
-        name: str,
-        source: str,
-        parse: proc.ProgressParser | None = None,
-    ) -> proc.Finished:
-        """``podman run`` of a tool container (bootc-image-builder), streamed. On cancel the
-        named container is removed (stopping the client alone leaves it running)."""
-
-        def stop(p: Any) -> None:
-            with contextlib.suppress(DevboxError):
-                self.run_cli("rm", "--force", "--time", "2", name, timeout=60)
-            proc.kill([p.pid], signal.SIGTERM)
-
-        try:
-            return proc.stream([*self.cli(), *args], report, cancel, source=source, parse=parse, stop=stop)
-        except ToolMissing:
-            raise PodmanMissing("podman is not installed (no `podman` on PATH)", INSTALL_REMEDY) from None
-
     # exec -------------------------------------------------------------------------------
     def exec_argv(
         self, ref: str, command: list[str], *, user: str, workdir: str, env: Mapping[str, str], tty: bool
@@ -506,28 +482,3 @@ class Podman:
         for key, value in env.items():
             argv += ["--env", f"{key}={value}"]
         return [*argv, ref, *command]
-
-    # builds -----------------------------------------------------------------------------
-    def build(
-        self,
-        context: Path,
-        tag: str,
-        labels: Mapping[str, str],
-        report: Reporter,
-        cancel: threading.Event,
-        *,
-        record: Path,
-        no_cache: bool = False,
-        ignorefile: Path | None = None,
-    ) -> str:
-        """Build ``context`` with the podman CLI and tag it ``tag``; return the new image ID
-        (podman_build.py: how a build is streamed, stopped and taken over)."""
-        from devbox.core import podman_build
-
-        iid = podman_build.build(
-            self.cli(), context, tag, labels, report, cancel, record=record, no_cache=no_cache, ignorefile=ignorefile
-        )
-        if not iid:
-            info = self.image(tag)
-            iid = info.id if info else ""
-        return iid

@@ -1,5 +1,6 @@
-"""The podman adapter's CLI side for builds: ``podman build`` streamed, stopped so that it
-cleans up after itself, and found again when devbox was killed mid-build.
+"""The podman adapter's long CLI runs: ``podman build`` streamed, stopped so that it cleans
+up after itself, and found again when devbox was killed mid-build; and ``podman run`` of a
+tool container (bootc-image-builder), removed by name when interrupted.
 
 Part of the podman adapter (``podman.py`` calls it; nothing else does). Builds use the CLI,
 not the REST API: a REST build runs its current RUN step to the end after the client
@@ -16,12 +17,13 @@ import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from devbox.core import proc
 from devbox.core.errors import BuildFailed, Cancelled, DevboxError, DiskFull, PodmanMissing, ToolMissing
 from devbox.core.events import Reporter
 from devbox.core.filesystem import read_json, write_json
-from devbox.core.podman import INSTALL_REMEDY
+from devbox.core.podman import INSTALL_REMEDY, Podman
 
 
 def build(
@@ -76,6 +78,30 @@ def build(
             return iidfile.read_text().strip()
         except OSError:
             return ""
+
+
+def run_tool(
+    podman: Podman,
+    args: list[str],
+    report: Reporter,
+    cancel: threading.Event,
+    *,
+    name: str,
+    source: str,
+    parse: proc.ProgressParser | None = None,
+) -> proc.Finished:
+    """``podman run`` of a tool container, streamed. On cancel the named container is removed
+    (stopping the client alone leaves it running)."""
+
+    def stop(p: Any) -> None:
+        with contextlib.suppress(DevboxError):
+            podman.run_cli("rm", "--force", "--time", "2", name, timeout=60)
+        proc.kill([p.pid], signal.SIGTERM)
+
+    try:
+        return proc.stream([*podman.cli(), *args], report, cancel, source=source, parse=parse, stop=stop)
+    except ToolMissing:
+        raise PodmanMissing("podman is not installed (no `podman` on PATH)", INSTALL_REMEDY) from None
 
 
 def _build_error(done: proc.Finished, context: Path) -> DevboxError:

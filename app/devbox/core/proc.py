@@ -66,6 +66,15 @@ class Finished:
     cancelled: bool
     tail: tuple[str, ...]  # the last lines of output (each cut to SHOWN), for error messages
     stdout: str = ""  # the whole stdout, when asked for with capture_stdout
+    err_tail: tuple[str, ...] = ()  # the last stderr lines alone: stdout and stderr interleave by arrival
+
+    def last_error(self) -> str:
+        """The line a one-line message should quote: the last non-empty stderr line, else output."""
+        for lines in (self.err_tail, self.tail):
+            for line in reversed(lines):
+                if line.strip():
+                    return line
+        return f"exit {self.returncode}"
 
 
 def merged_env(env: Env | None) -> dict[str, str] | None:
@@ -252,6 +261,7 @@ def stream(
     for t in readers:
         t.start()
     tail: deque[str] = deque(maxlen=tail_lines)
+    err_tail: deque[str] = deque(maxlen=tail_lines)
     captured: list[str] = []
     open_streams = 2
     stopping: threading.Thread | None = None
@@ -277,6 +287,8 @@ def stream(
                     captured.append(text)
                 else:
                     tail.append(text[:SHOWN])
+                    if name == "stderr":
+                        err_tail.append(text[:SHOWN])
                     report.log(text, source=source, stream="stdout" if name == "stdout" else "stderr")
         if stopping is None and (cancel.is_set() or (deadline is not None and time.monotonic() > deadline)):
             timed_out = not cancel.is_set()
@@ -288,7 +300,7 @@ def stream(
     proc.stderr.close()
     if timed_out:
         raise ToolTimeout(f"{source} did not finish within {timeout:g} s", f"see the {source} output above")
-    return Finished(rc, cancel.is_set(), tuple(tail), "\n".join(captured))
+    return Finished(rc, cancel.is_set(), tuple(tail), "\n".join(captured), tuple(err_tail))
 
 
 # processes devbox started and may have to find again ---------------------------------

@@ -209,7 +209,7 @@ class Runner:
         if done.cancelled:
             raise Cancelled(f"terraform {what} interrupted", "run it again: terraform picks up from its state")
         if done.returncode != 0:
-            first = errors[0] if errors else (done.tail[-1] if done.tail else f"exit {done.returncode}")
+            first = errors[0] if errors else done.last_error()
             raise TerraformFailed(f"terraform {what} failed: {first[:300]}", "see the terraform messages above")
 
     def output(self) -> dict[str, Any]:
