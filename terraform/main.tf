@@ -69,4 +69,10 @@ resource "libvirt_domain" "vm" {
     target_type = "serial"
     target_port = "0"
   }
+
+  # 0.8.3 updates a domain's disks in place and leaves the running guest on the deleted
+  # volume: a new root volume (a new disk) must make a new VM.
+  lifecycle {
+    replace_triggered_by = [libvirt_volume.root.id]
+  }
 }

@@ -179,6 +179,17 @@ def make_project(tmp: Path, name: str = "proj") -> Project:
     return Project(root, image)
 
 
+@pytest.fixture(scope="session")
+def provider_mirror() -> Path:
+    """dmacvicar/libvirt 0.8.3 in a filesystem mirror, built once per clone (tests/tfmirror.py)."""
+    import tfmirror
+
+    try:
+        return tfmirror.provider_mirror()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+
+
 @pytest.fixture
 def project(tmp_path: Path, base_image: str) -> Iterator[Project]:
     proj = make_project(tmp_path)

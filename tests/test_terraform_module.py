@@ -6,54 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tfmirror import VERSION
+
 from conftest import ROOT
-
-VERSION = "0.8.3"
-CACHE = ROOT / ".cache"  # the clone's own ignored folder: CI caches nothing elsewhere
-
-
-def go_env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "GOMODCACHE": str(CACHE / "go" / "mod"),
-        "GOCACHE": str(CACHE / "go" / "build"),
-        "GOFLAGS": "-mod=mod",
-        "GOTOOLCHAIN": "local",
-    }
-
-
-@pytest.fixture(scope="session")
-def provider_mirror() -> Path:
-    """A filesystem mirror holding the provider, built once per clone (tests/tfprovider)."""
-    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
-    mirror = CACHE / "terraform-mirror"
-    binary = mirror / "registry.terraform.io" / "dmacvicar" / "libvirt" / VERSION / f"linux_{arch}"
-    binary = binary / f"terraform-provider-libvirt_v{VERSION}"
-    if not binary.exists():
-        go = shutil.which("go") or "/usr/local/go/bin/go"
-        if not Path(go).exists():
-            pytest.fail("the Go toolchain is needed to build terraform-provider-libvirt")
-        binary.parent.mkdir(parents=True, exist_ok=True)
-        src = ROOT / "tests" / "tfprovider"
-        tmp = binary.with_suffix(".tmp")
-        res = subprocess.run(
-            [go, "build", "-o", str(tmp), "github.com/dmacvicar/terraform-provider-libvirt"],
-            cwd=src,
-            env=go_env(),
-            capture_output=True,
-            text=True,
-            timeout=1800,
-        )
-        assert res.returncode == 0, res.stderr[-3000:]
-        tmp.rename(binary)
-    return mirror
 
 
 def terraform(workdir: Path, cli_config: Path, *args: str) -> subprocess.CompletedProcess[str]:

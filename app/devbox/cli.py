@@ -18,10 +18,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from devbox import __version__
+from devbox import __version__, cli_vm
 from devbox.core import ops
 from devbox.core.containers import Container
-from devbox.core.errors import Cancelled, DevboxError, ExitCode, NotAvailable
+from devbox.core.errors import Cancelled, DevboxError, ExitCode
 from devbox.core.session import Devbox
 from devbox.render import PlainRenderer, Renderer, make_renderer
 
@@ -193,13 +193,6 @@ def cmd_disk_status(ctx: Context) -> int:
     return ExitCode.OK
 
 
-def cmd_vm_up(ctx: Context) -> int:
-    raise NotAvailable(
-        "VM mode is not part of this release yet",
-        "use container mode: ./start-work BRANCH",
-    )
-
-
 # parser -------------------------------------------------------------------------------
 Handler = Callable[[Context], int]
 
@@ -272,8 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_disk_status)
 
-    vm = sub.add_parser("vm", help="VM mode").add_subparsers(dest="vm_cmd", required=True)
-    vm.add_parser("up", help="build the disk and boot the VM").set_defaults(handler=cmd_vm_up)
+    cli_vm.register(sub)
     return parser
 
 

@@ -1,8 +1,10 @@
 #!/bin/sh
 # Test stand-in for bootc-image-builder (which cannot be pulled here): the same command line,
-# config and output layout, progress lines in its verbose style, and a real qcow2 made with
-# qemu-img. FIXTURE_SLEEP (baked into a slow variant) makes it take its time; FIXTURE_FAIL
-# makes it fail the way the real one reports errors.
+# config and output layout, progress lines in its verbose style, and a real qcow2. With a
+# boot template in /fixture (tests/bootdisk.py) the disk boots: the config's user and key are
+# copied into its FAT partition with mcopy; without one it is blank. FIXTURE_SLEEP (baked into
+# a slow variant) makes it take its time; FIXTURE_FAIL makes it fail the way the real one
+# reports errors.
 set -eu
 type="" rootfs="" chown="" image=""
 while [ $# -gt 0 ]; do
@@ -31,6 +33,17 @@ if [ -n "${FIXTURE_FAIL:-}" ]; then
 fi
 echo "[2/3] Building qcow2"
 mkdir -p /output/qcow2
-qemu-img create -q -f qcow2 /output/qcow2/disk.qcow2 64M
+if [ -f /fixture/boot.fat ]; then
+    work=$(mktemp -d)
+    sed -n 's/^name = "\(.*\)"$/\1/p' /config.toml | head -n 1 >"$work/user"
+    sed -n 's/^key = "\(.*\)"$/\1/p' /config.toml | head -n 1 >"$work/authorized_keys"
+    cp /fixture/boot.fat "$work/boot.fat"
+    MTOOLS_SKIP_CHECK=1 mcopy -i "$work/boot.fat" "$work/user" "$work/authorized_keys" ::devbox/
+    cat /fixture/head.bin "$work/boot.fat" >"$work/disk.raw"
+    qemu-img convert -O qcow2 "$work/disk.raw" /output/qcow2/disk.qcow2
+    rm -rf "$work"
+else
+    qemu-img create -q -f qcow2 /output/qcow2/disk.qcow2 64M
+fi
 echo "[3/3] Build complete"
 [ -z "$chown" ] || chown -R "$chown" /output

@@ -117,7 +117,7 @@ def _inputs(
         pub = pub_path.read_text()
     except OSError:
         pub = ""
-    config = config_toml(user.name, pub, settings.disk_size_gib)
+    config = config_toml(settings.vm.user or user.name, pub, settings.disk_size_gib)
     image = podman.image(settings.image)
     builder = podman.image(settings.builder_image)
     return config, image.id if image else None, builder.id if builder else None

@@ -12,7 +12,7 @@ import hashlib
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from devbox.core.errors import ConfigError
 CONFIG_NAME = "devbox.toml"
 
 # section -> key -> default. The default's type is the key's type: str, int, bool or
-# list[str]. Sections for VM mode arrive with VM mode.
+# list[str].
 Value = str | int | bool | list[str]
 DEFAULTS: dict[str, dict[str, Value]] = {
     "paths": {
@@ -46,6 +46,20 @@ DEFAULTS: dict[str, dict[str, Value]] = {
         "size_gib": 64,  # the VM disk's minimum size
         "rootfs": "ext4",  # required for Fedora images
     },
+    "vm": {
+        "name": "",  # empty: <repo>-<hash6 of its path>; the domain is devbox-<name>
+        "user": "",  # empty: your login name
+        "memory_mib": 8192,
+        "vcpus": 4,
+        "domain_type": "kvm",  # qemu (TCG) only where KVM cannot run the guest
+        "cpu_mode": "host-passthrough",  # nested virtualisation; "" = the hypervisor's default
+        "network": "default",
+        "pool": "default",
+        "wait_for_lease": True,
+        "qemu_agent": True,
+        "ssh": "",  # user@host[:port] to reach instead of the VM's own address (tests, tunnels)
+        "ssh_timeout": 10,  # seconds to connect
+    },
     # devbox-tui: binding id -> key (Textual key names, comma-separated for several)
     "keys": {
         "new": "n",
@@ -60,9 +74,35 @@ DEFAULTS: dict[str, dict[str, Value]] = {
         "filter_log": "slash",
         "follow_log": "f",
         "quit": "q",
+        "vm_up": "u",
+        "vm_down": "U",
+        "disk_rebuild": "d",
+        "vm_ssh": "S",
+        "dir_push": "p",
+        "dir_pull": "P",
+        "git_push": "g",
+        "git_pull": "G",
     },
 }
 TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list of strings"}
+
+
+@dataclass(frozen=True)
+class VmSettings:
+    """[vm]: the VM terraform makes from the disk (devbox-<name> in libvirt)."""
+
+    name: str = "devbox"
+    user: str = ""  # "" = the host user's login name (filled in by the session)
+    memory_mib: int = 8192
+    vcpus: int = 4
+    domain_type: str = "kvm"
+    cpu_mode: str = "host-passthrough"
+    network: str = "default"
+    pool: str = "default"
+    wait_for_lease: bool = True
+    qemu_agent: bool = True
+    ssh: str = ""
+    ssh_timeout: int = 10
 
 
 @dataclass(frozen=True)
@@ -84,6 +124,7 @@ class Settings:
     disk_size_gib: int = 64
     disk_rootfs: str = "ext4"
     keys: Mapping[str, str] = field(default_factory=dict)
+    vm: VmSettings = field(default_factory=VmSettings)
 
     @property
     def repo_name(self) -> str:
@@ -239,6 +280,42 @@ def load(repo: Path, env: Mapping[str, str] | None = None) -> Settings:
         disk_builder=_choice(text("disk", "builder"), ("bib",), origin("disk", "builder")),
         disk_size_gib=_positive(values["disk"]["size_gib"], origin("disk", "size_gib")),
         disk_rootfs=_choice(text("disk", "rootfs"), ("ext4", "xfs", "btrfs"), origin("disk", "rootfs")),
+        vm=_vm(values["vm"], repo, origin),
+    )
+
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,47}$")
+SSH_RE = re.compile(r"^(?:(?P<user>[A-Za-z0-9_][A-Za-z0-9_.-]*)@)?(?P<host>[A-Za-z0-9_.:-]+?)(?::(?P<port>\d{1,5}))?$")
+
+
+def _vm(v: Mapping[str, Value], repo: Path, origin: Callable[[str, str], str]) -> VmSettings:
+    slug = re.sub(r"[^a-z0-9_.-]+", "-", repo.name.lower()).strip("-._")[:40] or "repo"
+    name = str(v["name"]).strip() or f"{slug}-{hashlib.sha256(str(repo).encode()).hexdigest()[:6]}"
+    if not NAME_RE.match(name):
+        raise ConfigError(
+            f"{origin('vm', 'name')}: {name!r} is not a VM name", "use a-z, 0-9, '-', '_', '.' (e.g. work)"
+        )
+    user = str(v["user"]).strip()
+    if user and not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", user):
+        raise ConfigError(f"{origin('vm', 'user')}: {user!r} is not a user name", "e.g. dev (or leave it empty)")
+    ssh = str(v["ssh"]).strip()
+    if ssh and (ssh.startswith("-") or not SSH_RE.match(ssh)):
+        raise ConfigError(f"{origin('vm', 'ssh')}: {ssh!r} is not user@host[:port]", "e.g. dev@127.0.0.1:2222")
+    return VmSettings(
+        name=name,
+        user=user,
+        memory_mib=_positive(v["memory_mib"], origin("vm", "memory_mib")),
+        vcpus=_positive(v["vcpus"], origin("vm", "vcpus")),
+        domain_type=_choice(str(v["domain_type"]), ("kvm", "qemu"), origin("vm", "domain_type")),
+        cpu_mode=_choice(
+            str(v["cpu_mode"]), ("host-passthrough", "host-model", "maximum", ""), origin("vm", "cpu_mode")
+        ),
+        network=str(v["network"]),
+        pool=str(v["pool"]),
+        wait_for_lease=bool(v["wait_for_lease"]),
+        qemu_agent=bool(v["qemu_agent"]),
+        ssh=ssh,
+        ssh_timeout=_positive(v["ssh_timeout"], origin("vm", "ssh_timeout")),
     )
 
 

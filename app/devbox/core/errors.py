@@ -27,6 +27,7 @@ class ExitCode(IntEnum):
     NOT_AVAILABLE = 13
     CONTAINER_FAILED = 14
     TIMEOUT = 15
+    VM_FAILED = 16  # terraform or libvirt could not make, change or remove the VM
     INTERRUPTED = 130
 
 
@@ -121,3 +122,9 @@ class Cancelled(DevboxError):
 
     def __init__(self, message: str = "interrupted", remedy: str = "") -> None:
         super().__init__(message, remedy)
+
+
+class VmFailed(DevboxError):
+    """terraform or libvirt failed on the VM (state is kept: the next run picks up)."""
+
+    exit_code = ExitCode.VM_FAILED

@@ -22,7 +22,7 @@ from typing import Any
 
 from devbox.core import proc
 from devbox.core.config import Settings
-from devbox.core.errors import Cancelled, DevboxError, NotAvailable, ToolMissing
+from devbox.core.errors import Cancelled, ConfigError, DevboxError, NotAvailable, ToolMissing, VmFailed
 from devbox.core.events import Reporter
 from devbox.core.filesystem import read_json, write_json
 
@@ -38,7 +38,7 @@ OUTPUTS = frozenset({"name", "ip", "mac", "disk_key"})
 INSTALL_REMEDY = "install terraform 1.5 or newer (https://developer.hashicorp.com/terraform/install)"
 
 
-class TerraformFailed(DevboxError):
+class TerraformFailed(VmFailed):
     pass
 
 
@@ -90,6 +90,11 @@ class Runner:
 
     def init(self, report: Reporter) -> None:
         """``terraform init`` once per module version (offline when the CLI config has a mirror)."""
+        if not (self.module / "main.tf").is_file():
+            raise ConfigError(
+                f"there is no terraform module at {self.module} (no main.tf)",
+                "restore terraform/ from git, or point paths.terraform in devbox.toml at the module",
+            )
         stamp = self.dir / "init.sha"
         digest = self.module_digest()
         if stamp.exists() and stamp.read_text() == digest and (self.dir / ".terraform").is_dir():

@@ -18,6 +18,9 @@ job, and returns a frozen record.
 | ``watch_containers`` / ``container_stats`` | podman's event stream / CPU and memory (dashboard) | events / stats |
 | ``follow_container_log`` / ``activity`` | a container's own log / last commit and diff stat | — / ``Activity`` |
 | ``disk_status`` / ``build_disk`` | VM mode's qcow2: freshness / image then disk, each if stale | ``DiskStatus`` |
+| ``vm_up`` | image → disk → terraform apply, each only if stale, saying why | ``VmUp`` |
+| ``vm_status`` / ``vm_loss`` / ``vm_down`` | VM state and freshness / what teardown loses / teardown | records |
+| ``doctor`` | host checks for VM mode, each with a fix | ``Check`` tuple |
 """
 
 from devbox.core.ops.containers import (
@@ -30,18 +33,36 @@ from devbox.core.ops.containers import (
     stop_container,
 )
 from devbox.core.ops.dashboard import activity, container_stats, follow_container_log, watch_containers
+from devbox.core.ops.doctor import Check, doctor
 from devbox.core.ops.results import Loss, Problem, Removed, Section, StartResult, Status, WorktreeRow
 from devbox.core.ops.status import build_image, image_status, status
-from devbox.core.ops.vm import build_disk, disk_status
+from devbox.core.ops.vm import (
+    VmDown,
+    VmLoss,
+    VmStatus,
+    VmUp,
+    build_disk,
+    disk_status,
+    domain_name,
+    vm_down,
+    vm_loss,
+    vm_status,
+    vm_up,
+)
 from devbox.core.ops.worktrees import add_worktree, find_worktree, list_worktrees, remove_worktree, worktree_loss
 
 __all__ = [
+    "Check",
     "Loss",
     "Problem",
     "Removed",
     "Section",
     "StartResult",
     "Status",
+    "VmDown",
+    "VmLoss",
+    "VmStatus",
+    "VmUp",
     "WorktreeRow",
     "activity",
     "add_worktree",
@@ -51,6 +72,8 @@ __all__ = [
     "container_loss",
     "container_stats",
     "disk_status",
+    "doctor",
+    "domain_name",
     "find_container",
     "find_worktree",
     "follow_container_log",
@@ -62,6 +85,10 @@ __all__ = [
     "start_work",
     "status",
     "stop_container",
+    "vm_down",
+    "vm_loss",
+    "vm_status",
+    "vm_up",
     "watch_containers",
     "worktree_loss",
 ]

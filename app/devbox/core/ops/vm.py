@@ -1,11 +1,25 @@
-"""VM mode's operations, as far as they are built: the disk (image → qcow2)."""
+"""VM mode's operations: the chain image → disk (qcow2) → VM (terraform on libvirt), each
+step redone only when something upstream changed and saying why; the VM's status, what
+tearing it down would lose, and the teardown itself.
+
+terraform owns the VM's lifecycle; libvirt (read-only) answers what is running, with which
+CPU mode and address. When terraform's state is lost, teardown falls back to libvirt and
+removes only the domain and volumes devbox named (``devbox-<name>-*``).
+"""
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
+from typing import Any
 
-from devbox.core import builder, image
+from devbox.core import builder, image, libvirt, terraform
+from devbox.core.errors import DevboxError, NotFound
 from devbox.core.events import Reporter, Sink, Subject, null_sink
+from devbox.core.filesystem import read_json
+from devbox.core.freshness import Verdict
+from devbox.core.locks import hold
+from devbox.core.ops.results import Section
 from devbox.core.session import Devbox
 
 
@@ -25,3 +39,250 @@ def build_disk(
     return builder.build(
         s, session.podman, session.user, report.about(Subject("disk", str(builder.disk_path(s)))), cancel, force=force
     )
+
+
+def domain_name(session: Devbox) -> str:
+    return f"devbox-{session.settings.vm.name}"
+
+
+def variables(session: Devbox, disk: builder.DiskStatus) -> dict[str, Any]:
+    """The module's variables (terraform/variables.tf) from the settings and the disk."""
+    s, v = session.settings, session.settings.vm
+    key = (disk.record or {}).get("key") or disk.key
+    if not key or not disk.path.exists():
+        raise NotFound("there is no disk to boot yet", "build it: ./devbox disk build (or ./vm-up.sh)")
+    pub = builder.ssh_key(s).with_suffix(".pub").read_text().strip()
+    return {
+        "libvirt_uri": s.libvirt_uri,
+        "name": v.name,
+        "repo": str(s.repo),
+        "disk_path": str(disk.path),
+        "disk_key": key,
+        "pool": v.pool,
+        "network": v.network,
+        "user": v.user or session.user.name,
+        "ssh_public_key": pub,
+        "memory_mib": v.memory_mib,
+        "vcpus": v.vcpus,
+        "disk_size_bytes": s.disk_size_gib * 1024**3,
+        "domain_type": v.domain_type,
+        "cpu_mode": v.cpu_mode,
+        "wait_for_lease": v.wait_for_lease,
+        "qemu_agent": v.qemu_agent,
+    }
+
+
+@dataclass(frozen=True)
+class VmUp:
+    domain: str
+    ip: str
+    applied: bool  # terraform changed something
+    reasons: tuple[str, ...]  # why it did (or why nothing was needed)
+    warnings: tuple[str, ...]  # e.g. the CPU mode libvirt really gave the VM
+
+
+def vm_up(
+    session: Devbox, *, force_disk: bool = False, sink: Sink = null_sink, cancel: threading.Event | None = None
+) -> VmUp:
+    """Image, disk and VM, each only when stale (each step's event says why it ran or not)."""
+    cancel = cancel or threading.Event()
+    s = session.settings
+    report = Reporter(sink, "vm-up")
+    vm_report = report.about(Subject("vm", domain_name(session)))
+    with hold(s.build_path("locks", "vm.lock"), "a VM operation", cancel=cancel,
+              on_wait=lambda: vm_report.log("waiting for another devbox VM operation to finish")):  # fmt: skip
+        disk = build_disk(session, force=force_disk, sink=sink, cancel=cancel)
+        runner = terraform.Runner(s)
+        try:
+            before = libvirt.find_vm(s.libvirt_uri, domain_name(session))
+            runner.init(vm_report)
+            plan = runner.plan(variables(session, disk), vm_report, cancel)
+            if not plan.changes:
+                reasons: tuple[str, ...] = ("terraform plans no changes",)
+                vm_report.step("skip", f"{domain_name(session)} is up to date ({reasons[0]})")
+            else:
+                reasons = plan.reasons
+                vm_report.step("start", f"applying: {'; '.join(reasons)}")
+                runner.apply(vm_report, cancel)
+            out = runner.output()
+            after = libvirt.require_vm(s.libvirt_uri, str(out.get("name") or domain_name(session)))
+            if before is None or before.uuid != after.uuid:
+                _forget_host_key(session)  # a new VM has a new host key
+            ip = str(out.get("ip") or after.ip)
+            if not ip and after.running and s.vm.wait_for_lease:
+                ip = libvirt.wait_for_address(s.libvirt_uri, after.name, 120, cancel)
+            warnings = _check_cpu(session, after)
+            for w in warnings:
+                vm_report.log(f"WARNING: {w}", stream="stderr")
+            if plan.changes:
+                vm_report.step("done", f"{after.name} {after.state}" + (f" at {ip}" if ip else " (no address yet)"))
+            return VmUp(after.name, ip, plan.changes, reasons, warnings)
+        except BaseException as exc:
+            if isinstance(exc, DevboxError):
+                vm_report.step("fail", exc.message)
+            raise
+
+
+def _check_cpu(session: Devbox, vm: libvirt.Vm) -> tuple[str, ...]:
+    """What the domain XML says the VM really got, against what VM mode exists for."""
+    want = session.settings.vm.cpu_mode
+    out = []
+    if want and vm.cpu_mode != want:
+        out.append(
+            f"{vm.name} has CPU mode {vm.cpu_mode or 'default'!r}, not {want!r}: no nested virtualisation "
+            "(check the provider version: terraform/versions.tf pins dmacvicar/libvirt 0.8.3)"
+        )
+    if session.settings.vm.domain_type == "kvm" and libvirt.kvm_nested() == "N":
+        out.append("nested virtualisation is off on this host (see `./devbox doctor` for the fix)")
+    return tuple(out)
+
+
+def _forget_host_key(session: Devbox) -> None:
+    known = session.settings.build_path("ssh", "known_hosts")
+    if known.exists():
+        known.unlink()
+
+
+@dataclass(frozen=True)
+class VmLoss:
+    """What ``vm_down`` would destroy; empty when there is no VM."""
+
+    domain: str = ""
+    state: str = ""
+    ip: str = ""
+    volumes: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.domain or self.volumes)
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.domain:
+            where = f" at {self.ip}" if self.ip else ""
+            out.append(f"VM {self.domain} ({self.state}{where}) and everything written inside it since it was made")
+            out.append("  (/var: home directories, containers and images; /etc changes; packages layered with dnf)")
+        if self.volumes:
+            out.append(f"volumes: {', '.join(self.volumes)}")
+        return out
+
+
+def vm_loss(session: Devbox) -> VmLoss:
+    s = session.settings
+    vm = libvirt.find_vm(s.libvirt_uri, domain_name(session))
+    vols = tuple(v for v in libvirt.owned_volumes(s.libvirt_uri, s.vm.name, s.vm.pool) if "-base-" not in v)
+    if vm is None:
+        return VmLoss(volumes=vols)
+    return VmLoss(vm.name, vm.state, vm.ip, vols)
+
+
+@dataclass(frozen=True)
+class VmDown:
+    domain: str  # "" when there was no VM
+    volumes: tuple[str, ...]
+    via: str  # "terraform", "libvirt" (state lost) or "" (nothing to do)
+
+
+def vm_down(session: Devbox, *, sink: Sink = null_sink, cancel: threading.Event | None = None) -> VmDown:
+    """Destroy the VM and its volumes (terraform; libvirt when terraform's state is lost)."""
+    cancel = cancel or threading.Event()
+    s = session.settings
+    report = Reporter(sink, "vm-down").about(Subject("vm", domain_name(session)))
+    with hold(s.build_path("locks", "vm.lock"), "a VM operation", cancel=cancel,
+              on_wait=lambda: report.log("waiting for another devbox VM operation to finish")):  # fmt: skip
+        runner = terraform.Runner(s)
+        before = vm_loss(session)
+        try:
+            if runner.has_state():
+                recorded = read_json(runner.vars)
+                if not isinstance(recorded, dict):
+                    raise DevboxError(
+                        f"{runner.vars} is missing: terraform cannot destroy without the VM's variables",
+                        "run ./vm-up.sh once (it writes them), then ./vm-down.sh",
+                    )
+                report.step("start", f"terraform destroy {before.domain or 'of the recorded state'}")
+                runner.init(report)
+                runner.destroy(recorded, report, cancel)
+                via = "terraform"
+            elif before.empty:
+                report.step("skip", "no VM to remove")
+                return VmDown("", (), "")
+            else:
+                report.step("start", "terraform has no state for this VM: removing it through libvirt")
+                via = "libvirt"
+            # leftovers either way: a lost state, or volumes terraform never recorded
+            gone = libvirt.teardown(s.libvirt_uri, s.vm.name, str(s.repo), s.vm.pool)
+            terraform.clear(s)
+            _forget_host_key(session)
+            volumes = tuple(dict.fromkeys(before.volumes + gone.volumes))
+            report.step("done", f"removed {before.domain or gone.domain or 'the VM'}")
+            return VmDown(before.domain or gone.domain, volumes, via)
+        except BaseException as exc:
+            if isinstance(exc, DevboxError):
+                report.step("fail", exc.message)
+            raise
+
+
+@dataclass(frozen=True)
+class VmStatus:
+    domain: str
+    disk: Section[builder.DiskStatus]
+    vm: Section[libvirt.Vm | None]
+    verdict: Verdict  # is the VM what vm_up would make now? (no terraform run: from its records)
+
+    def to_json(self) -> dict[str, Any]:
+        vm = self.vm.value
+        return {
+            "schema": 1,
+            "domain": self.domain,
+            "disk": self.disk.value.to_json() if self.disk.value else None,
+            "vm": None
+            if vm is None
+            else {
+                "state": vm.state,
+                "ip": vm.ip,
+                "mac": vm.mac,
+                "vcpus": vm.vcpus,
+                "memory_mib": vm.memory_mib,
+                "cpu_seconds": round(vm.cpu_seconds, 1),
+                "uptime": vm.uptime(),
+                "cpu_mode": vm.cpu_mode,
+                "domain_type": vm.domain_type,
+            },
+            "fresh": self.verdict.fresh,
+            "reasons": list(self.verdict.reasons),
+            "errors": {k: p.to_json() for k, p in (("disk", self.disk.problem), ("vm", self.vm.problem)) if p},
+        }
+
+
+def vm_status(session: Devbox) -> VmStatus:
+    """The disk's and the VM's freshness with reasons, and what libvirt says of the VM."""
+    s = session.settings
+    name = domain_name(session)
+    disk = Section.fetch(lambda: disk_status(session))
+    vm = Section.fetch(lambda: libvirt.find_vm(s.libvirt_uri, name))
+    return VmStatus(name, disk, vm, _vm_verdict(session, disk.value, vm))
+
+
+def _vm_verdict(session: Devbox, disk: builder.DiskStatus | None, vm: Section[libvirt.Vm | None]) -> Verdict:
+    runner = terraform.Runner(session.settings)
+    state = read_json(runner.state)
+    outputs = (state or {}).get("outputs") or {} if isinstance(state, dict) else {}
+    made = runner.has_state()
+    reasons: list[str] = []
+    if vm.problem is None and vm.value is None:
+        reasons.append("VM missing" if made else "VM not created")
+    if not made and vm.value is not None:
+        reasons.append("terraform state lost (./vm-down.sh removes the VM through libvirt)")
+    if made:
+        key = (outputs.get("disk_key") or {}).get("value")
+        if disk is not None and not disk.verdict.fresh:
+            reasons.append(f"disk stale: {disk.verdict.reason}")
+        elif disk is not None and disk.record and key != disk.record.get("key"):
+            reasons.append("disk rebuilt since the VM was made")
+        applied = read_json(runner.dir / "applied.json")
+        if isinstance(applied, dict) and applied.get("module") != runner.module_digest():
+            reasons.append(f"{runner.module.name}/ changed")
+    if vm.value is not None and not vm.value.running:
+        reasons.append(f"VM {vm.value.state}")
+    return Verdict(not reasons, tuple(reasons))

@@ -1,0 +1,119 @@
+"""The CLI's VM-mode commands: ``devbox vm up|down|status``, ``devbox doctor`` (and the
+transfers, which ride on the VM). Split from cli.py to keep each module one screenful of
+concerns; the parser and ``main`` stay in cli.py."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from devbox.core import ops
+from devbox.core.errors import ExitCode, Refused
+
+if TYPE_CHECKING:
+    from devbox.cli import Context
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 86400}d{s % 86400 // 3600}h" if s >= 86400 else f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def cmd_vm_up(ctx: Context) -> int:
+    res = ops.vm_up(ctx.session, force_disk=ctx.args.force_disk, sink=ctx.sink, cancel=ctx.cancel)
+    ctx.renderer.close()
+    where = res.ip or "no address yet (./devbox vm status shows it once the VM has a lease)"
+    print(f"{res.domain}: {where}")
+    return ExitCode.OK
+
+
+def confirm(question: str, lines: list[str]) -> bool:
+    """Ask on the terminal; never when there is none (the caller refuses instead)."""
+    sys.stderr.write("\n".join(lines) + "\n")
+    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.flush()
+    try:
+        answer = input()
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def cmd_vm_down(ctx: Context) -> int:
+    loss = ops.vm_loss(ctx.session)
+    if loss.empty:
+        print(f"no VM to remove ({ops.domain_name(ctx.session)} does not exist)")
+        return ExitCode.OK
+    lines = ["This removes:", *(f"  {line}" for line in loss.lines())]
+    if not ctx.args.yes:
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            raise Refused(
+                f"removing {loss.domain or 'the VM volumes'} needs confirmation: " + "; ".join(loss.lines()),
+                "run ./vm-down.sh in a terminal, or pass --yes",
+            )
+        if not confirm(f"Remove {loss.domain or 'them'}?", lines):
+            print("kept: nothing removed")
+            return ExitCode.REFUSED
+    res = ops.vm_down(ctx.session, sink=ctx.sink, cancel=ctx.cancel)
+    ctx.renderer.close()
+    print(f"removed {res.domain or 'nothing'}" + (f" and {len(res.volumes)} volume(s)" if res.volumes else ""))
+    return ExitCode.OK
+
+
+def cmd_vm_status(ctx: Context) -> int:
+    st = ops.vm_status(ctx.session)
+    if ctx.args.json:
+        _print_json(st.to_json())
+        return ExitCode.OK
+    disk = st.disk.value
+    if st.disk.problem:
+        print(f"disk  {st.disk.problem.one_line()}")
+    elif disk is not None:
+        print(f"disk  {disk.path}: " + ("fresh" if disk.verdict.fresh else f"stale ({disk.verdict.reason})"))
+    vm = st.vm.value
+    if st.vm.problem:
+        print(f"vm    {st.vm.problem.one_line()}")
+    elif vm is None:
+        print(f"vm    {st.domain}: not created")
+    else:
+        print(
+            f"vm    {vm.name}: {vm.state}, {vm.ip or 'no address'}, {vm.vcpus} vCPU, {vm.memory_mib} MiB, "
+            f"up {_duration(vm.uptime())}, CPU {vm.cpu_seconds:.0f}s, cpu mode {vm.cpu_mode or 'default'}"
+        )
+    print("      " + ("fresh" if st.verdict.fresh else f"stale ({'; '.join(st.verdict.reasons)})"))
+    return ExitCode.OK
+
+
+def cmd_doctor(ctx: Context) -> int:
+    checks = ops.doctor(ctx.session)
+    if ctx.args.json:
+        _print_json([{"check": c.name, "level": c.level, "found": c.found, "fix": c.fix} for c in checks])
+    else:
+        mark = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
+        for c in checks:
+            print(f"{mark[c.level]}  {c.name}: {c.found}" + (f" (fix: {c.fix})" if c.fix and c.level != "ok" else ""))
+    return ExitCode.NOT_AVAILABLE if any(c.level == "fail" for c in checks) else ExitCode.OK
+
+
+def register(sub: Any) -> None:
+    """Add ``vm`` and ``doctor`` to the top-level subparsers."""
+    vm = sub.add_parser("vm", help="VM mode: the image as a KVM VM").add_subparsers(dest="vm_cmd", required=True)
+    p = vm.add_parser("up", help="image, disk and VM, each only if stale (says why)")
+    p.add_argument("--force-disk", action="store_true", help="rebuild the disk even when it is fresh")
+    p.set_defaults(handler=cmd_vm_up)
+    p = vm.add_parser("down", help="destroy the VM and its volumes (asks first, naming what is lost)")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask")
+    p.set_defaults(handler=cmd_vm_down)
+    p = vm.add_parser("status", help="the disk and the VM: state, address, freshness with reasons")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_vm_status)
+    p = sub.add_parser("doctor", help="check this host for VM mode, with a fix for each problem")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_doctor)

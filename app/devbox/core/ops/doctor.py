@@ -1,0 +1,132 @@
+"""``devbox doctor``: is this host ready for VM mode? One check per thing ``vm-up.sh``
+needs, each with what was found and the fix. Checks never change the host."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from devbox.core import libvirt, proc, terraform
+from devbox.core.errors import DevboxError
+from devbox.core.session import Devbox
+
+Level = Literal["ok", "warn", "fail"]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    level: Level
+    found: str
+    fix: str = ""
+
+
+def _kvm() -> Check:
+    if not os.path.exists("/dev/kvm"):
+        return Check("/dev/kvm", "fail", "missing", "enable virtualisation in the firmware; load kvm_intel or kvm_amd")
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return Check("/dev/kvm", "warn", "not usable by this user (libvirtd's qemu may still use it)",
+                     "sudo usermod -aG kvm $USER, then log in again")  # fmt: skip
+    return Check("/dev/kvm", "ok", "present")
+
+
+def _nested() -> Check:
+    value = libvirt.kvm_nested()
+    if value is None:
+        return Check("nested virtualisation", "fail", "no kvm_intel/kvm_amd module loaded", "sudo modprobe kvm_intel")
+    if value == "N":
+        return Check("nested virtualisation", "fail", "off",
+                     "echo 'options kvm_intel nested=1' | sudo tee /etc/modprobe.d/kvm-nested.conf, "
+                     "then reload the module (or reboot)")  # fmt: skip
+    return Check("nested virtualisation", "ok", "on")
+
+
+def _libvirt(session: Devbox) -> list[Check]:
+    s = session.settings
+    try:
+        found = libvirt.hypervisor(s.libvirt_uri)
+    except DevboxError as exc:
+        return [Check("libvirtd", "fail", exc.message, exc.remedy)]
+    out = [Check("libvirtd", "ok", f"{s.libvirt_uri}: {found}")]
+    net = libvirt.network_active(s.libvirt_uri, s.vm.network)
+    if net is None:
+        out.append(Check(f"network {s.vm.network}", "fail", "not defined",
+                         "sudo virsh net-define /usr/share/libvirt/networks/default.xml"))  # fmt: skip
+    elif not net:
+        fix = f"sudo virsh net-start {s.vm.network} && sudo virsh net-autostart {s.vm.network}"
+        out.append(Check(f"network {s.vm.network}", "fail", "inactive", fix))
+    else:
+        out.append(Check(f"network {s.vm.network}", "ok", "active"))
+    pool = libvirt.pool_active(s.libvirt_uri, s.vm.pool)
+    if pool is None:
+        out.append(Check(f"storage pool {s.vm.pool}", "fail", "not defined",
+                         f"sudo virsh pool-define-as {s.vm.pool} dir --target /var/lib/libvirt/images && "
+                         f"sudo virsh pool-start {s.vm.pool} && sudo virsh pool-autostart {s.vm.pool}"))  # fmt: skip
+    elif not pool:
+        out.append(Check(f"storage pool {s.vm.pool}", "fail", "inactive", f"sudo virsh pool-start {s.vm.pool}"))
+    else:
+        out.append(Check(f"storage pool {s.vm.pool}", "ok", "active"))
+    return out
+
+
+def _terraform(session: Devbox) -> list[Check]:
+    exe = shutil.which("terraform") or shutil.which("tofu")
+    if exe is None:
+        return [Check("terraform", "fail", "not on PATH", terraform.INSTALL_REMEDY)]
+    res = proc.run([exe, "version"], tool="terraform", env={"CHECKPOINT_DISABLE": "1"}, timeout=30)
+    first = (res.stdout.splitlines() or ["?"])[0]
+    out = [Check("terraform", "ok" if res.ok else "fail", first if res.ok else res.last_error(), "")]
+    runner = terraform.Runner(session.settings)
+    if (runner.dir / ".terraform" / "providers").is_dir():
+        out.append(Check("libvirt provider", "ok", "installed (dmacvicar/libvirt 0.8.3)"))
+    elif os.environ.get("TF_CLI_CONFIG_FILE") and os.path.exists(os.environ["TF_CLI_CONFIG_FILE"]):
+        out.append(Check("libvirt provider", "ok", f"from the CLI config {os.environ['TF_CLI_CONFIG_FILE']}"))
+    else:
+        out.append(Check("libvirt provider", "warn", "not installed yet: the first ./vm-up.sh fetches it",
+                         "needs registry.terraform.io, or a filesystem_mirror in TF_CLI_CONFIG_FILE"))  # fmt: skip
+    return out
+
+
+def _builder(session: Devbox) -> Check:
+    if os.geteuid() != 0:
+        return Check("builder storage", "warn", "not root: bootc-image-builder runs rootful",
+                     f"podman image scp $USER@localhost::{session.settings.image} root@localhost::, "
+                     "then sudo -E ./vm-up.sh")  # fmt: skip
+    return Check("builder storage", "ok", "root: the builder sees /var/lib/containers/storage")
+
+
+def _iso() -> Check:
+    tool = shutil.which("mkisofs") or shutil.which("genisoimage") or shutil.which("xorrisofs")
+    if tool is None:
+        return Check("mkisofs", "fail", "neither mkisofs nor genisoimage (the provider's cloud-init disk needs one)",
+                     "sudo dnf install genisoimage (Debian: apt install genisoimage)")  # fmt: skip
+    return Check("mkisofs", "ok", tool)
+
+
+def _selinux() -> Check:
+    try:
+        enforce = Path("/sys/fs/selinux/enforce").read_text().strip()
+    except OSError:
+        return Check("SELinux", "ok", "not enabled")
+    if enforce == "1":
+        return Check("SELinux", "ok", "enforcing (the builder runs with label=type:unconfined_t)")
+    return Check("SELinux", "ok", "permissive")
+
+
+def doctor(session: Devbox) -> tuple[Check, ...]:
+    checks: list[Callable[[], Check | list[Check]]] = [
+        _kvm, _nested, lambda: _libvirt(session), lambda: _terraform(session), lambda: _builder(session), _iso,
+        _selinux,
+    ]  # fmt: skip
+    out: list[Check] = []
+    for check in checks:
+        try:
+            got = check()
+        except DevboxError as exc:
+            got = Check(getattr(check, "__name__", "check").strip("_"), "fail", exc.message, exc.remedy)
+        out.extend(got if isinstance(got, list) else [got])
+    return tuple(out)

@@ -1,0 +1,247 @@
+"""VM mode end to end with real tools: the image, a bootable disk from the builder stand-in,
+the real terraform module and provider applied against the real libvirtd (TCG guests: this
+machine's KVM cannot run stock kernels), the guest's DHCP lease and sshd, and teardown.
+
+Each test's VM has its own name, so runs beside each other never meet."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import bootdisk
+from conftest import ROOT, SESSION, Project, make_project
+from devbox.core.errors import ExitCode
+from rootfs import add_binaries, import_base, make_rootfs
+from tfmirror import cli_config
+
+pytestmark = pytest.mark.podman
+BUILDER = f"localhost/devbox-test-bootable-bib-{SESSION}:1"
+URI = "qemu:///system"
+
+
+def virsh(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["virsh", "-c", URI, *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def bootable_builder(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The builder stand-in with the boot template (tests/bootdisk.py): its disks boot."""
+    if virsh("version").returncode != 0:
+        pytest.fail("libvirtd is not reachable at qemu:///system (.ci/run installs and starts it)")
+    template = bootdisk.template()
+    root = tmp_path_factory.mktemp("bootable-bib") / "rootfs"
+    make_rootfs(root)
+    add_binaries(root, ("/usr/bin/qemu-img", "/usr/bin/mcopy"))
+    gconv = Path("/usr/lib/x86_64-linux-gnu/gconv")  # mtools converts names through iconv's code pages
+    dest = root / gconv.relative_to("/")
+    dest.mkdir(parents=True)
+    for name in ("gconv-modules", "gconv-modules.cache", "IBM850.so", "IBM437.so"):
+        if (gconv / name).exists():
+            shutil.copy2(gconv / name, dest / name)
+    if (gconv / "gconv-modules.d").is_dir():
+        shutil.copytree(gconv / "gconv-modules.d", dest / "gconv-modules.d")
+    shutil.copy2(Path(__file__).parent / "fixture_builder" / "bib.sh", root / "bin" / "bootc-image-builder")
+    (root / "fixture").mkdir()
+    for name in ("boot.fat", "head.bin"):
+        shutil.copy2(template / name, root / "fixture" / name)
+    import_base("podman", root, f"{BUILDER}-base")
+    ctx = tmp_path_factory.mktemp("bootable-bib-ctx")
+    (ctx / "Containerfile").write_text(f'FROM {BUILDER}-base\nENTRYPOINT ["/bin/bootc-image-builder"]\n')
+    res = subprocess.run(["podman", "build", "-q", "-t", BUILDER, str(ctx)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    yield BUILDER
+    subprocess.run(["podman", "rmi", "-f", BUILDER, f"{BUILDER}-base"], capture_output=True)
+
+
+class VmProject(Project):
+    name: str
+    domain: str
+
+
+@pytest.fixture
+def vm_project(tmp_path: Path, bootable_builder: str, provider_mirror: Path) -> Iterator[VmProject]:
+    """A project whose VM is small, TCG, and its own; torn down whatever the test did."""
+    tmp_path.chmod(0o755)  # libvirtd's qemu reads nothing here, but terraform's provider runs as us
+    proj = make_project(tmp_path)
+    shutil.copytree(ROOT / "terraform", proj.root / "terraform", ignore=shutil.ignore_patterns(".terraform*"))
+    vm = VmProject(proj.root, proj.image)
+    vm.name = f"t{uuid.uuid4().hex[:8]}"
+    vm.domain = f"devbox-{vm.name}"
+    with (proj.root / "devbox.toml").open("a") as fh:
+        fh.write(
+            f'builder = "{bootable_builder}"\n'
+            f'[disk]\nsize_gib = 1\n'
+            f'[vm]\nname = "{vm.name}"\nuser = "dev"\nmemory_mib = 256\nvcpus = 1\ndomain_type = "qemu"\n'
+            'cpu_mode = ""\nqemu_agent = false\n'
+        )  # fmt: skip
+    cli_config(provider_mirror, tmp_path / "terraformrc")
+    yield vm
+    subprocess.run(
+        [sys.executable, "-m", "devbox.cli", "vm", "down", "--yes"], cwd=vm.root, env=env_of(vm), capture_output=True
+    )
+    virsh("destroy", vm.domain)
+    virsh("undefine", vm.domain)
+    for line in virsh("vol-list", "default").stdout.splitlines():
+        if line.split() and line.split()[0].startswith(f"{vm.domain}-"):
+            virsh("vol-delete", "--pool", "default", line.split()[0])
+    subprocess.run(["podman", "rmi", "--force", proj.image], capture_output=True)
+
+
+def env_of(vm: VmProject, **extra: str) -> dict[str, str]:
+    return {**vm.env, "TF_CLI_CONFIG_FILE": str(vm.root.parent / "terraformrc"), **extra}
+
+
+def lease_of(domain: str) -> str:
+    """The domain's IPv4 address from the network's leases, matched by its MAC."""
+    mac = next(
+        line.split()[4] for line in virsh("domiflist", domain).stdout.splitlines() if line.split()[1:2] == ["network"]
+    )
+    for line in virsh("net-dhcp-leases", "default").stdout.splitlines():
+        if mac in line.split():
+            return line.split()[4].split("/")[0]
+    return ""
+
+
+def uuid_of(domain: str) -> str:
+    return virsh("domuuid", domain).stdout.strip()
+
+
+def ssh(vm: VmProject, ip: str, *command: str) -> subprocess.CompletedProcess[str]:
+    key = vm.root / ".build" / "ssh" / "id_ed25519"
+    argv = ["ssh", "-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", f"dev@{ip}", *command]  # fmt: skip
+    for _ in range(30):  # the lease comes a moment before dropbear listens
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        if res.returncode != 255:
+            return res
+        time.sleep(2)
+    return res
+
+
+def test_vm_up_builds_boots_skips_replaces_and_tears_down(vm_project: VmProject) -> None:
+    vm, env = vm_project, env_of(vm_project)
+    first = vm.devbox("vm", "up", env=env, timeout=900)
+    assert first.returncode == 0, first.stderr
+    result = first.stdout.strip().splitlines()[-1]
+    ip = result.split(": ")[-1]
+    assert result.startswith(f"{vm.domain}: ") and ip == lease_of(vm.domain)  # terraform's output = the lease
+    assert "applying: " in first.stdout and "to create" in first.stdout
+    assert ssh(vm, ip, "id", "-un").stdout.strip() == "dev"  # the builder's user and the project key
+    before = uuid_of(vm.domain)
+
+    again = vm.devbox("vm", "up", env=env, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert f"{vm.domain} is up to date (terraform plans no changes)" in again.stdout
+    assert again.stdout.count("is up to date") == 3  # image, disk, VM: each says why it was skipped
+    assert uuid_of(vm.domain) == before
+
+    status = json.loads(vm.devbox("vm", "status", "--json", env=env).stdout)
+    assert status["fresh"] is True and status["vm"]["ip"] == ip and status["vm"]["state"] == "running"
+
+    (vm.root / "bootc" / "Containerfile").write_text((vm.root / "bootc" / "Containerfile").read_text() + "\n# new\n")
+    replaced = vm.devbox("vm", "up", env=env, timeout=900)
+    assert replaced.returncode == 0, replaced.stderr
+    assert "image rebuilt since the disk was made" in replaced.stdout
+    assert "disk key changed (a new disk)" in replaced.stdout
+    assert uuid_of(vm.domain) != before, replaced.stdout[-3000:]
+    new_ip = replaced.stdout.strip().splitlines()[-1].split(": ")[-1]
+    assert new_ip == lease_of(vm.domain) and ssh(vm, new_ip, "true").returncode == 0
+
+    refused = vm.devbox("vm", "down", env=env)
+    assert refused.returncode == ExitCode.REFUSED and vm.domain in refused.stderr
+    assert virsh("dominfo", vm.domain).returncode == 0  # nothing removed without a yes
+
+    down = vm.devbox("vm", "down", "--yes", env=env, timeout=600)
+    assert down.returncode == 0, down.stderr
+    assert virsh("dominfo", vm.domain).returncode != 0
+    assert f"{vm.domain}-" not in virsh("vol-list", "default").stdout
+
+
+def test_lost_state_falls_back_to_libvirt_and_a_taken_volume_fails_apply_cleanly(vm_project: VmProject) -> None:
+    vm, env = vm_project, env_of(vm_project, DEVBOX_VM_WAIT_FOR_LEASE="false")
+    assert vm.devbox("disk", "build", env=env, timeout=600).returncode == 0
+    key = json.loads((vm.root / ".build" / "disk.json").read_text())["key"][:16]
+    # a volume of the name terraform wants, made by someone else: apply fails halfway
+    squat = f"{vm.domain}-cloudinit-{key}.iso"
+    assert virsh("vol-create-as", "default", squat, "1M").returncode == 0
+    failed = vm.devbox("vm", "up", env=env, timeout=900)
+    assert failed.returncode == ExitCode.VM_FAILED, failed.stderr
+    last = failed.stderr.strip().splitlines()[-1]
+    assert "terraform apply failed" in last and "fix:" in last
+    virsh("vol-delete", "--pool", "default", squat)
+    assert vm.devbox("vm", "up", env=env, timeout=900).returncode == 0  # the next run recovers
+
+    (vm.root / ".build" / "terraform" / "terraform.tfstate").unlink()
+    status = json.loads(vm.devbox("vm", "status", "--json", env=env).stdout)
+    assert any("terraform state lost" in r for r in status["reasons"])
+    down = vm.devbox("vm", "down", "--yes", env=env, timeout=300)
+    assert down.returncode == 0, down.stderr
+    assert virsh("dominfo", vm.domain).returncode != 0
+    assert f"{vm.domain}-" not in virsh("vol-list", "default").stdout
+
+
+def test_interrupted_apply_leaves_state_the_next_run_finishes(vm_project: VmProject) -> None:
+    vm, env = vm_project, env_of(vm_project, DEVBOX_VM_WAIT_FOR_LEASE="true")
+    assert vm.devbox("disk", "build", env=env, timeout=600).returncode == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devbox.cli", "-v", "vm", "up"],
+        cwd=vm.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "libvirt_domain.vm: Creating" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == ExitCode.INTERRUPTED, err
+    assert "interrupted" in err.strip().splitlines()[-1]
+    finish = vm.devbox("vm", "up", env=env, timeout=900)
+    assert finish.returncode == 0, finish.stderr
+    assert lease_of(vm.domain) == finish.stdout.strip().splitlines()[-1].split(": ")[-1]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "code", "said"),
+    [
+        ("DEVBOX_LIBVIRT_URI", "qemu+unix:///system?socket=/nonexistent/sock", ExitCode.NOT_AVAILABLE, "libvirtd"),
+        ("PATH", "/usr/bin:/bin", ExitCode.NOT_AVAILABLE, "terraform is not installed"),
+        ("TF_CLI_CONFIG_FILE", "EMPTY_MIRROR", ExitCode.NOT_AVAILABLE, "cannot install the libvirt provider"),
+    ],
+)
+def test_host_faults_are_one_line_with_a_fix(
+    vm_project: VmProject, setting: str, value: str, code: int, said: str
+) -> None:
+    env = env_of(vm_project)
+    assert vm_project.devbox("disk", "build", env=env, timeout=600).returncode == 0
+    if value == "EMPTY_MIRROR":
+        value = str(cli_config(vm_project.root.parent / "empty", vm_project.root.parent / "empty-rc"))
+    if setting == "PATH" and shutil.which("terraform", path=value):
+        pytest.fail("terraform is in /usr/bin here: this case needs it elsewhere on PATH")
+    res = vm_project.devbox("vm", "up", env={**env, setting: value}, timeout=300)
+    assert res.returncode == code, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert said in last and "fix:" in last and "Traceback" not in res.stderr
+    assert virsh("dominfo", vm_project.domain).returncode != 0  # nothing half-made
+
+
+def test_doctor_names_each_check_and_its_fix(vm_project: VmProject) -> None:
+    env = env_of(vm_project, DEVBOX_VM_NETWORK="devbox-no-such-net", DEVBOX_VM_POOL="default")
+    res = vm_project.devbox("doctor", "--json", env=env)
+    checks = {c["check"]: c for c in json.loads(res.stdout)}
+    assert checks["libvirtd"]["level"] == "ok"
+    assert checks["network devbox-no-such-net"]["level"] == "fail" and "net-define" in checks[
+        "network devbox-no-such-net"]["fix"]  # fmt: skip
+    assert checks["storage pool default"]["level"] == "ok" and checks["mkisofs"]["level"] == "ok"
+    assert res.returncode == ExitCode.NOT_AVAILABLE  # a failed check: not ready
+    plain = vm_project.devbox("doctor", env=env)
+    assert "FAIL  network devbox-no-such-net: not defined (fix: " in plain.stdout
