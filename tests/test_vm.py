@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 
 import bootdisk
-from conftest import ROOT, SESSION, Project, make_project
 from devbox.core.errors import ExitCode
-from rootfs import add_binaries, import_base, make_rootfs
 from tfmirror import cli_config
+
+from conftest import ROOT, SESSION, Project, make_project
+from rootfs import add_binaries, import_base, make_rootfs
 
 pytestmark = pytest.mark.podman
 BUILDER = f"localhost/devbox-test-bootable-bib-{SESSION}:1"
@@ -195,14 +196,14 @@ def test_interrupted_apply_leaves_state_the_next_run_finishes(vm_project: VmProj
     assert vm.devbox("disk", "build", env=env, timeout=600).returncode == 0
     proc = subprocess.Popen(
         [sys.executable, "-m", "devbox.cli", "-v", "vm", "up"],
-        cwd=vm.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=vm.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    assert proc.stderr is not None
-    for line in proc.stderr:
+    assert proc.stdout is not None
+    for line in proc.stdout:
         if "libvirt_domain.vm: Creating" in line:
             break
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=300)
+    err, _ = proc.communicate(timeout=300)
     assert proc.returncode == ExitCode.INTERRUPTED, err
     assert "interrupted" in err.strip().splitlines()[-1]
     finish = vm.devbox("vm", "up", env=env, timeout=900)

@@ -54,7 +54,7 @@ def _argv(command: str, *args: str, **options: Any) -> list[str]:
 
     exe = shutil.which("terraform")
     if exe is None:
-        raise ToolMissing("terraform is not installed (no `terraform` on PATH)", INSTALL_REMEDY)
+        raise NotAvailable("terraform is not installed (no `terraform` on PATH)", INSTALL_REMEDY)
     return list(Terraform(terraform_bin_path=exe).generate_cmd_string(command, *args, **options))
 
 
