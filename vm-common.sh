@@ -16,8 +16,10 @@ DEVBOX_BIN=$DEVBOX_VENV/bin/devbox
 
 devbox_bootstrap() {
     # A stamp records which pyproject.toml the venv was made from: reinstall when it changes.
-    local stamp=$DEVBOX_VENV/.devbox-pyproject
-    if [[ -x $DEVBOX_BIN ]] && cmp -s "$DEVBOX_REPO/pyproject.toml" "$stamp"; then
+    # The vm-*.sh shims set DEVBOX_EXTRAS=vm (libvirt-python); the stamp records that too.
+    local stamp=$DEVBOX_VENV/.devbox-pyproject extras=${DEVBOX_EXTRAS:-}
+    if [[ -x $DEVBOX_BIN ]] && cmp -s "$DEVBOX_REPO/pyproject.toml" "$stamp" &&
+        { [[ -z $extras ]] || grep -qx "# extras: $extras" "$stamp.extras" 2>/dev/null; }; then
         return 0
     fi
     local py
@@ -32,7 +34,8 @@ devbox_bootstrap() {
     fi
     echo "devbox: setting up $DEVBOX_VENV (first run only)" >&2
     if ! { [[ -x $DEVBOX_VENV/bin/python ]] || "$py" -m venv "$DEVBOX_VENV"; } ||
-        ! "$DEVBOX_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$DEVBOX_REPO" >&2; then
+        ! "$DEVBOX_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+            -e "$DEVBOX_REPO${extras:+[$extras]}" >&2; then
         echo "devbox: could not set up $DEVBOX_VENV (fix: check the pip output above, then rerun)" >&2
         exit 3
     fi
@@ -40,6 +43,7 @@ devbox_bootstrap() {
     # PYTHONDONTWRITEBYTECODE set every run would compile devbox again (~20 ms)
     "$DEVBOX_VENV/bin/python" -m compileall -q "$DEVBOX_REPO/app" >/dev/null || true
     cp "$DEVBOX_REPO/pyproject.toml" "$stamp"
+    if [[ -n $extras ]]; then echo "# extras: $extras" >"$stamp.extras"; fi
 }
 
 devbox_exec() {

@@ -20,7 +20,8 @@ from devbox.core.containers import Container
 from devbox.core.freshness import SourceTree, Verdict
 from devbox.core.git import Activity, Worktree, WorktreeState
 from devbox.core.image import ImageStatus
-from devbox.core.ops import Section, Status, WorktreeRow
+from devbox.core.libvirt import Vm
+from devbox.core.ops import Section, Status, VmOverview, WorktreeRow
 from devbox.core.podman_records import ContainerStats, ImageRecord
 from devbox.core.session import Devbox
 from devbox.tui.app import DevboxApp, StatusUpdated, make_app
@@ -77,7 +78,12 @@ def demo_update() -> StatusUpdated:
         docs.path: Activity(int(now - 86400 * 2), 14, 0, 2),
     }
     stats = {c_login.name: ContainerStats(c_login.name, 12.5, 300 << 20, 8 << 30)}
-    return StatusUpdated(status, activity, stats)
+    vm = Vm(
+        "devbox-demo-1a2b3c", "0" * 32, str(REPO), "running", 4, 8192, 754.0, None, "52:54:00:12:34:56",
+        "192.168.122.47", "host-passthrough", "kvm",
+    )  # fmt: skip
+    overview = VmOverview(Section((vm,)), Verdict(False, ("disk rebuilt since the VM was made",)))
+    return StatusUpdated(status, activity, stats, overview)
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 45)])

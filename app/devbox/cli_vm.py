@@ -4,8 +4,10 @@ concerns; the parser and ``main`` stay in cli.py."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devbox.core import ops
@@ -102,6 +104,60 @@ def cmd_doctor(ctx: Context) -> int:
     return ExitCode.NOT_AVAILABLE if any(c.level == "fail" for c in checks) else ExitCode.OK
 
 
+def cmd_vm_ssh(ctx: Context) -> int:
+    command = list(ctx.args.command or [])
+    if command[:1] == ["--"]:
+        command = command[1:]
+    tty = sys.stdin.isatty() and sys.stdout.isatty() and not command
+    return ops.vm_ssh(ctx.session, command, tty=tty)
+
+
+def _synced(ctx: Context, res: Any) -> int:
+    ctx.renderer.close()
+    if res.dry_run:
+        for line in res.changes:
+            print(line)
+    what = "would change" if res.dry_run else "sent"
+    n = len(res.changes) if res.dry_run else res.files
+    print(f"{what} {n} file(s), {len(res.deleted)} deleted; {res.bytes_sent} bytes out, {res.bytes_received} in")
+    return ExitCode.OK
+
+
+def cmd_dir_push(ctx: Context) -> int:
+    a = ctx.args
+    res = ops.dir_push(
+        ctx.session, Path(a.local), a.remote, delete=a.delete, dry_run=a.dry_run,
+        allow_outside_home=a.allow_outside_home, sink=ctx.sink, cancel=ctx.cancel,
+    )  # fmt: skip
+    return _synced(ctx, res)
+
+
+def cmd_dir_pull(ctx: Context) -> int:
+    a = ctx.args
+    res = ops.dir_pull(
+        ctx.session, a.remote, Path(a.local) if a.local else None, delete=a.delete, dry_run=a.dry_run,
+        force=a.force, allow_outside_home=a.allow_outside_home, sink=ctx.sink, cancel=ctx.cancel,
+    )  # fmt: skip
+    return _synced(ctx, res)
+
+
+def _moved(ctx: Context, m: Any, ref: str) -> int:
+    ctx.renderer.close()
+    print(f"{ref}: {m.before[:12] or '(new)'} -> {m.after[:12]}, {m.commits} commit(s), {len(m.files)} file(s)"
+          + ("; fast-forwarded" if m.fast_forwarded else ""))  # fmt: skip
+    return ExitCode.OK
+
+
+def cmd_git_push(ctx: Context) -> int:
+    m = ops.git_push(ctx.session, ctx.args.branch, sink=ctx.sink, cancel=ctx.cancel)
+    return _moved(ctx, m, f"vm:{m.branch}")
+
+
+def cmd_git_pull(ctx: Context) -> int:
+    m = ops.git_pull(ctx.session, ctx.args.branch, ff=ctx.args.ff, sink=ctx.sink, cancel=ctx.cancel)
+    return _moved(ctx, m, f"vm/{m.branch}")
+
+
 def register(sub: Any) -> None:
     """Add ``vm`` and ``doctor`` to the top-level subparsers."""
     vm = sub.add_parser("vm", help="VM mode: the image as a KVM VM").add_subparsers(dest="vm_cmd", required=True)
@@ -114,6 +170,29 @@ def register(sub: Any) -> None:
     p = vm.add_parser("status", help="the disk and the VM: state, address, freshness with reasons")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_vm_status)
+    p = vm.add_parser("ssh", help="a shell in the VM, or one command (its exit code passed through)")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.set_defaults(handler=cmd_vm_ssh)
+    for verb, helptext in (("push", "copy LOCAL_DIR into the VM (rsync)"), ("pull", "copy REMOTE_DIR out of the VM")):
+        p = vm.add_parser(f"dir-{verb}", help=helptext)
+        if verb == "push":
+            p.add_argument("local", metavar="LOCAL_DIR")
+            p.add_argument("remote", metavar="REMOTE_DIR", nargs="?", help="default: LOCAL_DIR's name, in the home")
+        else:
+            p.add_argument("remote", metavar="REMOTE_DIR")
+            p.add_argument("local", metavar="LOCAL_DIR", nargs="?", help="default: REMOTE_DIR's name, here")
+            p.add_argument("--force", action="store_true", help="also overwrite files with uncommitted changes")
+        p.add_argument("--delete", action="store_true", help="delete what the source lacks (listed first)")
+        p.add_argument("--dry-run", "-n", action="store_true", help="show what would change; change nothing")
+        p.add_argument("--allow-outside-home", action="store_true", help="allow a VM path outside the home")
+        p.set_defaults(handler=cmd_dir_push if verb == "push" else cmd_dir_pull)
+    p = vm.add_parser("git-push", help="push BRANCH (default: the current one) to ~/repos/<repo> in the VM")
+    p.add_argument("branch", nargs="?")
+    p.set_defaults(handler=cmd_git_push)
+    p = vm.add_parser("git-pull", help="fetch BRANCH from the VM into vm/BRANCH (never moves yours without --ff)")
+    p.add_argument("branch", nargs="?")
+    p.add_argument("--ff", action="store_true", help="fast-forward the local branch when that is a fast-forward")
+    p.set_defaults(handler=cmd_git_pull)
     p = sub.add_parser("doctor", help="check this host for VM mode, with a fix for each problem")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_doctor)

@@ -325,3 +325,50 @@ def identity(repo: Path) -> dict[str, str]:
         if value:
             env.update(dict.fromkeys(names, value))
     return env
+
+
+# -- for transfers (core/ops/transfer.py) --------------------------------------------------
+
+
+def dirty_paths(path: Path) -> set[Path]:
+    """Files with uncommitted changes (modified, staged or untracked) in the worktree at ``path``."""
+    top = Path(_git(path, "rev-parse", "--show-toplevel").stdout.strip())
+    out = _git(path, "status", "--porcelain=v1", "-z", "--untracked-files=all").stdout
+    paths: set[Path] = set()
+    entries = out.split("\0")
+    i = 0
+    while i < len(entries):
+        entry = entries[i]
+        i += 1
+        if len(entry) < 4:
+            continue
+        paths.add((top / entry[3:]).resolve())
+        if entry[0] in "RC":  # a rename's source follows
+            i += 1
+    return paths
+
+
+def current_branch(path: Path) -> str:
+    res = _git(path, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+    return res.stdout.strip() if res.ok else ""
+
+
+def rev(repo: Path, ref: str) -> str:
+    """The commit ``ref`` names, or "" when there is none."""
+    res = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+    return res.stdout.strip() if res.ok else ""
+
+
+def moved(repo: Path, before: str, after: str) -> tuple[int, tuple[str, ...]]:
+    """Commits and files between two commits (``before`` "" = from nothing)."""
+    if not after or before == after:
+        return 0, ()
+    span = f"{before}..{after}" if before else after
+    count = int(_git(repo, "rev-list", "--count", span).stdout.strip() or 0)
+    base = before or _git(repo, "hash-object", "-t", "tree", "/dev/null").stdout.strip()
+    files = _git(repo, "diff", "--name-only", "-z", base, after).stdout.split("\0")
+    return count, tuple(f for f in files if f)
+
+
+def is_ancestor(repo: Path, older: str, newer: str) -> bool:
+    return _git(repo, "merge-base", "--is-ancestor", older, newer, check=False).returncode == 0

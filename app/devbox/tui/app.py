@@ -38,7 +38,8 @@ from devbox.core.podman_records import ContainerStats
 from devbox.core.session import Devbox
 from devbox.tui.dialogs import ConfirmTeardown, NewWorktree
 from devbox.tui.logpane import LogPane
-from devbox.tui.panes import ArtifactsStrip, ContainersTable, VmsPane, WorktreesTable, artifacts_line, problem_text
+from devbox.tui.panes import ArtifactsStrip, ContainersTable, VmsTable, WorktreesTable, artifacts_line, problem_text
+from devbox.tui.vm_actions import VM_DESCRIPTIONS, VM_MUTATING, VmActions
 
 POLL = 2.0  # seconds between git/status polls (podman events wake the poll at once)
 DESCRIPTIONS = {
@@ -54,9 +55,15 @@ DESCRIPTIONS = {
     "filter_log": "Filter log",
     "follow_log": "Follow log",
     "quit": "Quit",
+    **VM_DESCRIPTIONS,
 }
-MUTATING = frozenset({"new", "attach", "rebuild", "rebuild_force", "stop", "remove_container", "remove_worktree"})
-SHOWN_IN_FOOTER = frozenset({"new", "attach", "rebuild", "stop", "remove_container", "remove_worktree", "quit"})
+MUTATING = (
+    frozenset({"new", "attach", "rebuild", "rebuild_force", "stop", "remove_container", "remove_worktree"})
+    | VM_MUTATING
+)
+SHOWN_IN_FOOTER = frozenset(
+    {"new", "attach", "rebuild", "stop", "remove_container", "remove_worktree", "vm_up", "vm_ssh", "quit"}
+)
 
 
 def styles_path() -> Path:
@@ -88,11 +95,18 @@ def key_clashes(keymap: Mapping[str, str]) -> list[str]:
 class StatusUpdated(Message):
     """A new snapshot; a newer one replaces an unhandled older one in the queue."""
 
-    def __init__(self, status: ops.Status, activity: dict[Path, Activity], stats: dict[str, ContainerStats]) -> None:
+    def __init__(
+        self,
+        status: ops.Status,
+        activity: dict[Path, Activity],
+        stats: dict[str, ContainerStats],
+        vm: ops.VmOverview | None = None,
+    ) -> None:
         super().__init__()
         self.status = status
         self.activity = activity
         self.stats = stats
+        self.vm = vm
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, StatusUpdated)
@@ -104,7 +118,7 @@ class AttachReady(Message):
         self.argv = argv
 
 
-class DevboxApp(App[None]):
+class DevboxApp(VmActions, App[None]):
     TITLE = "devbox"
     BINDINGS: ClassVar[list[BindingType]] = bindings()
 
@@ -139,7 +153,8 @@ class DevboxApp(App[None]):
         with Horizontal(id="middle"):
             with Vertical(id="vms-pane", classes="pane"):
                 yield Static("VMs", classes="pane-title")
-                yield VmsPane(id="vms")
+                yield Static("", id="vms-problem", classes="problem")
+                yield VmsTable(id="vms")
             yield ArtifactsStrip("bootc/ sources → image → disk → VM", id="artifacts", classes="pane")
         yield LogPane(self.session.settings.build_path("logs"), id="log-pane", classes="pane")
         yield Footer()
@@ -206,7 +221,7 @@ class DevboxApp(App[None]):
         if st.containers.value:
             with contextlib.suppress(DevboxError):
                 stats = ops.container_stats(self.session, st.containers.value)
-        return StatusUpdated(st, act, stats)
+        return StatusUpdated(st, act, stats, ops.vm_overview(self.session, st.disk.value))
 
     @work(thread=True, exit_on_error=False, group="events", exclusive=True, description="podman events")
     def follow_podman_events(self) -> None:
@@ -226,7 +241,10 @@ class DevboxApp(App[None]):
         # every update below re-lays out part of the screen: only when its text changed
         self._set_text("#worktrees-problem", problem_text(st.worktrees.problem))
         self._set_text("#containers-problem", problem_text(st.containers.problem))
-        self._set_text("#artifacts", artifacts_line(st))
+        if msg.vm is not None:
+            self.main.query_one(VmsTable).show(msg.vm.vms.value or ())
+            self._set_text("#vms-problem", problem_text(msg.vm.vms.problem))
+        self._set_text("#artifacts", artifacts_line(st, msg.vm))
         self._refresh_bindings_if_changed()
 
     def _set_text(self, selector: str, text: str) -> None:

@@ -105,3 +105,41 @@ class NewWorktree(ModalScreen["tuple[str, str | None] | None"]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class TransferPaths(ModalScreen["tuple[str, str] | None"]):
+    """Local and VM paths for a directory push or pull, prefilled; None on Escape."""
+
+    BINDINGS: ClassVar = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, local: str, remote: str, verb: str) -> None:
+        super().__init__()
+        self._title, self._local, self._remote, self._verb = title, local, remote, verb
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(self._title, id="dialog-title")
+            yield Label("here")
+            yield Input(self._local, id="local")
+            yield Label("in the VM (relative: under the VM user's home)")
+            yield Input(self._remote, id="remote")
+            with Horizontal(id="dialog-buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button(self._verb, id="go", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#go", Button).focus()
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#go")
+    def _go(self) -> None:
+        local, remote = self.query_one("#local", Input).value.strip(), self.query_one("#remote", Input).value.strip()
+        if local and remote:
+            self.dismiss((local, remote))
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel_button(self) -> None:
+        self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

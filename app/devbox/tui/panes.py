@@ -17,7 +17,8 @@ from textual.widgets import DataTable, Static
 
 from devbox.core.containers import Container
 from devbox.core.git import Activity
-from devbox.core.ops import Problem, Status, WorktreeRow
+from devbox.core.libvirt import Vm
+from devbox.core.ops import Problem, Status, VmOverview, WorktreeRow
 from devbox.core.podman_records import ContainerStats
 
 
@@ -165,7 +166,7 @@ def problem_text(problem: Problem | None) -> str:
     return f"⚠ {problem.message}\n  fix: {problem.remedy}" if problem else ""
 
 
-def artifacts_line(st: Status) -> str:
+def artifacts_line(st: Status, vm: VmOverview | None = None) -> str:
     """``bootc/ sources → image → disk → VM``, each fresh or stale with its reason."""
     src = st.sources.value
     sources = f"bootc/ sources {src.digest[:8]}" if src else "bootc/ sources ?"
@@ -183,15 +184,55 @@ def artifacts_line(st: Status) -> str:
         disk = "disk fresh"
     else:
         disk = f"disk stale ({d.verdict.reason})"
-    return f"{sources}  →  {image}  →  {disk}  →  VM: not built"
+    if vm is None:
+        machine = "VM ?"
+    elif vm.vms.problem is not None:
+        machine = f"VM ? ({vm.vms.problem.message})"
+    elif vm.verdict.fresh:
+        machine = "VM fresh"
+    else:
+        machine = f"VM stale ({'; '.join(vm.verdict.reasons)})"
+    return f"{sources}  →  {image}  →  {disk}  →  {machine}"
 
 
 class ArtifactsStrip(Static):
     pass
 
 
-class VmsPane(Static):
-    """VM mode arrives with its own issue; the pane is here so its place is obvious."""
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s >= 86400:
+        return f"{s // 86400}d{s % 86400 // 3600}h"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
-    def on_mount(self) -> None:
-        self.update("VM mode: no VMs")
+
+class VmsTable(ReconciledTable):
+    """This checkout's VMs (libvirt): name, state, address, size, uptime, CPU time."""
+
+    COLUMNS = (
+        ("name", "name"),
+        ("state", "state"),
+        ("ip", "IP"),
+        ("size", "vCPU/mem"),
+        ("up", "up"),
+        ("cpu", "CPU"),
+        ("mode", "cpu mode"),
+    )
+
+    def show(self, vms: Sequence[Vm]) -> None:
+        self.reconcile(
+            {
+                v.name: [
+                    v.name,
+                    v.state,
+                    v.ip or "-",
+                    f"{v.vcpus}/{size(v.memory_mib * 1024 * 1024)}",
+                    duration(v.uptime()),
+                    f"{v.cpu_seconds:.0f}s",
+                    v.cpu_mode or "default",
+                ]
+                for v in vms
+            }
+        )

@@ -20,6 +20,9 @@ job, and returns a frozen record.
 | ``disk_status`` / ``build_disk`` | VM mode's qcow2: freshness / image then disk, each if stale | ``DiskStatus`` |
 | ``vm_up`` | image → disk → terraform apply, each only if stale, saying why | ``VmUp`` |
 | ``vm_status`` / ``vm_loss`` / ``vm_down`` | VM state and freshness / what teardown loses / teardown | records |
+| ``ssh_argv`` / ``vm_ssh`` | ssh into the VM (project key, project known_hosts) | argv / exit code |
+| ``dir_push`` / ``dir_pull`` | rsync a directory in or out (``--delete`` listed first) | ``Synced`` |
+| ``git_push`` / ``git_pull`` | a branch to ~/repos/<repo> in the VM / back into ``vm/BRANCH`` | ``Moved`` |
 | ``doctor`` | host checks for VM mode, each with a fix | ``Check`` tuple |
 """
 
@@ -36,9 +39,11 @@ from devbox.core.ops.dashboard import activity, container_stats, follow_containe
 from devbox.core.ops.doctor import Check, doctor
 from devbox.core.ops.results import Loss, Problem, Removed, Section, StartResult, Status, WorktreeRow
 from devbox.core.ops.status import build_image, image_status, status
+from devbox.core.ops.transfer import Moved, dir_pull, dir_push, git_pull, git_push, ssh_argv, vm_ssh
 from devbox.core.ops.vm import (
     VmDown,
     VmLoss,
+    VmOverview,
     VmStatus,
     VmUp,
     build_disk,
@@ -46,6 +51,7 @@ from devbox.core.ops.vm import (
     domain_name,
     vm_down,
     vm_loss,
+    vm_overview,
     vm_status,
     vm_up,
 )
@@ -54,6 +60,7 @@ from devbox.core.ops.worktrees import add_worktree, find_worktree, list_worktree
 __all__ = [
     "Check",
     "Loss",
+    "Moved",
     "Problem",
     "Removed",
     "Section",
@@ -61,6 +68,7 @@ __all__ = [
     "Status",
     "VmDown",
     "VmLoss",
+    "VmOverview",
     "VmStatus",
     "VmUp",
     "WorktreeRow",
@@ -71,22 +79,29 @@ __all__ = [
     "build_image",
     "container_loss",
     "container_stats",
+    "dir_pull",
+    "dir_push",
     "disk_status",
     "doctor",
     "domain_name",
     "find_container",
     "find_worktree",
     "follow_container_log",
+    "git_pull",
+    "git_push",
     "image_status",
     "list_containers",
     "list_worktrees",
     "remove_container",
     "remove_worktree",
+    "ssh_argv",
     "start_work",
     "status",
     "stop_container",
     "vm_down",
     "vm_loss",
+    "vm_overview",
+    "vm_ssh",
     "vm_status",
     "vm_up",
     "watch_containers",

@@ -286,3 +286,20 @@ def _vm_verdict(session: Devbox, disk: builder.DiskStatus | None, vm: Section[li
     if vm.value is not None and not vm.value.running:
         reasons.append(f"VM {vm.value.state}")
     return Verdict(not reasons, tuple(reasons))
+
+
+@dataclass(frozen=True)
+class VmOverview:
+    """The dashboard's view: this checkout's VMs and whether its VM is what vm_up would make."""
+
+    vms: Section[tuple[libvirt.Vm, ...]]
+    verdict: Verdict
+
+
+def vm_overview(session: Devbox, disk: builder.DiskStatus | None) -> VmOverview:
+    s = session.settings
+    vms = Section.fetch(lambda: libvirt.list_vms(s.libvirt_uri, str(s.repo)))
+    mine: Section[libvirt.Vm | None] = Section(
+        next((v for v in vms.value or () if v.name == domain_name(session)), None), vms.problem
+    )
+    return VmOverview(vms, _vm_verdict(session, disk, mine))

@@ -1,0 +1,297 @@
+"""Moving work in and out of the VM: ssh, directories (rsync) and branches (git over ssh).
+
+Nothing is changed on either side when a check fails: every refusal (a missing local
+directory, a remote path outside the home, a pull that would overwrite uncommitted work, a
+branch that does not exist) happens before rsync or git runs. ``--delete`` is listed by a
+dry run before the real one.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from devbox.core import git, proc, transfer
+from devbox.core.errors import Cancelled, DevboxError, NotFound, Refused
+from devbox.core.events import Reporter, Sink, Subject, null_sink
+from devbox.core.session import Devbox
+
+REMOTE_REPOS = "repos"  # pushed branches land in ~/repos/<repo name> in the VM
+
+
+def _target(session: Devbox) -> transfer.Target:
+    return transfer.target(session.settings, session.user.name)
+
+
+def ssh_argv(session: Devbox, command: list[str], *, tty: bool) -> list[str]:
+    return transfer.ssh_argv(_target(session), command, tty=tty)
+
+
+def vm_ssh(session: Devbox, command: list[str], *, tty: bool) -> int:
+    """A shell (or ``command``) in the VM on this terminal; the remote exit code comes back.
+    ssh's own failures (255) are told apart with a quiet probe and raised with their fix."""
+    t = _target(session)
+    rc = proc.interactive(transfer.ssh_argv(t, command, tty=tty), tool="ssh")
+    if rc == 255:
+        probe = proc.run(transfer.ssh_argv(t, ["true"], tty=False), tool="ssh", timeout=t.timeout + 20)
+        if probe.returncode == 255:
+            raise transfer.classify(t, probe.stderr)
+    return rc
+
+
+def _rsync(
+    t: transfer.Target, src: str, dest: str, report: Reporter, cancel: threading.Event, *, delete: bool, dry_run: bool
+) -> transfer.Synced:
+    argv = transfer.rsync_argv(t, src, dest, delete=delete, dry_run=dry_run)
+    done = proc.stream(argv, report, cancel, source="rsync", capture_stdout=True, parse=_progress)
+    if done.cancelled:
+        raise Cancelled("transfer interrupted", "run it again: rsync only sends what is still missing")
+    if done.returncode != 0:
+        err = "\n".join(done.err_tail)
+        if done.returncode == 255 or ("connection unexpectedly closed" in err and "ssh" in err):
+            raise transfer.classify(t, err)
+        raise transfer.SshFailed(f"rsync failed: {done.last_error()}", "see the rsync messages above")
+    stats, changes, deleted = transfer.parse_rsync(done.stdout)
+    return transfer.Synced(
+        src, dest,
+        files=stats.get("Number of regular files transferred", 0),
+        deleted=tuple(deleted),
+        bytes_sent=stats.get("Total bytes sent", 0),
+        bytes_received=stats.get("Total bytes received", 0),
+        literal=stats.get("Literal data", 0),
+        dry_run=dry_run,
+        changes=tuple(changes),
+    )  # fmt: skip
+
+
+def _progress(line: str) -> tuple[float | None, float | None, str] | None:
+    m = transfer.RSYNC_PROGRESS.match(line)
+    if m is None:
+        return None
+    return float(m.group(2)), 100.0, line.strip()
+
+
+def _home(t: transfer.Target, path: str) -> str | None:
+    return transfer.remote_home(t) if os.path.isabs(path) else None
+
+
+def _announce_deletes(t: transfer.Target, src: str, dest: str, report: Reporter, cancel: threading.Event) -> None:
+    dry = _rsync(t, src, dest, report, cancel, delete=True, dry_run=True)
+    for gone in dry.deleted:
+        report.log(f"will delete {gone}")
+
+
+def dir_push(
+    session: Devbox, local: Path, remote: str | None = None, *, delete: bool = False, dry_run: bool = False,
+    allow_outside_home: bool = False, sink: Sink = null_sink, cancel: threading.Event | None = None,
+) -> transfer.Synced:  # fmt: skip
+    """``local``'s contents into ``remote`` (default: a same-named directory in the VM user's home)."""
+    cancel = cancel or threading.Event()
+    if not local.is_dir():
+        raise NotFound(f"local directory {local} does not exist", "give an existing directory")
+    remote = remote if remote is not None else local.resolve().name
+    t = _target(session)
+    transfer.remote_path(remote, _home(t, remote), allow_outside_home=allow_outside_home)
+    report = Reporter(sink, "dir-push", Subject("vm", t.alias))
+    src = str(local.absolute()) + "/"
+    dest = f"{t.login}:{remote.rstrip('/')}/"
+    report.step("start", f"{local} → {t.alias}:{remote}" + (" (dry run)" if dry_run else ""))
+    if delete and not dry_run:
+        _announce_deletes(t, src, dest, report, cancel)
+    res = _rsync(t, src, dest, report, cancel, delete=delete, dry_run=dry_run)
+    for line in res.changes if dry_run else ():
+        report.log(line)
+    report.step("done", _summary(res))
+    return res
+
+
+def dir_pull(
+    session: Devbox, remote: str, local: Path | None = None, *, delete: bool = False, dry_run: bool = False,
+    force: bool = False, allow_outside_home: bool = False, sink: Sink = null_sink,
+    cancel: threading.Event | None = None,
+) -> transfer.Synced:  # fmt: skip
+    """``remote``'s contents into ``local`` (default: a same-named directory here). Refuses to
+    overwrite a file with uncommitted git changes unless ``force``."""
+    cancel = cancel or threading.Event()
+    t = _target(session)
+    transfer.remote_path(remote, _home(t, remote), allow_outside_home=allow_outside_home)
+    local = local if local is not None else Path(Path(remote.rstrip("/")).name or "vm-pull")
+    report = Reporter(sink, "dir-pull", Subject("vm", t.alias))
+    src = f"{t.login}:{remote.rstrip('/')}/"
+    dest = str(local.absolute()) + "/"
+    report.step("start", f"{t.alias}:{remote} → {local}" + (" (dry run)" if dry_run else ""))
+    plan = _rsync(t, src, dest, report, cancel, delete=delete, dry_run=True)
+    if not force:
+        dirty = _dirty_targets(local, plan.changes)
+        if dirty:
+            raise Refused(
+                f"pull would overwrite {len(dirty)} file(s) with uncommitted changes: {', '.join(dirty[:5])}",
+                "commit or stash them first, or pass --force",
+            )
+    if dry_run:
+        for line in plan.changes:
+            report.log(line)
+        report.step("done", _summary(plan))
+        return plan
+    for gone in plan.deleted:
+        report.log(f"will delete {gone}")
+    res = _rsync(t, src, dest, report, cancel, delete=delete, dry_run=False)
+    report.step("done", _summary(res))
+    return res
+
+
+def _dirty_targets(local: Path, changes: tuple[str, ...]) -> list[str]:
+    """Which of the files rsync would write or delete have uncommitted changes in git."""
+    if not local.is_dir():
+        return []
+    try:
+        dirty = git.dirty_paths(local)
+    except DevboxError:
+        return []  # not a git worktree: nothing git could lose
+    touched = []
+    for line in changes:
+        name = line.split(" ", 1)[1] if " " in line else line
+        name = name.split(" -> ")[0]
+        if (local / name).resolve() in dirty:
+            touched.append(name)
+    return touched
+
+
+def _summary(res: transfer.Synced) -> str:
+    what = "would change" if res.dry_run else "sent"
+    n = len([c for c in res.changes if not c.startswith("*deleting")]) if res.dry_run else res.files
+    deleted = f", {len(res.deleted)} deleted" if res.deleted else ""
+    return f"{what} {n} file(s){deleted}; {res.bytes_sent} bytes out, {res.bytes_received} in"
+
+
+# -- branches ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Moved:
+    branch: str
+    before: str  # "" when the ref did not exist
+    after: str
+    commits: int
+    files: tuple[str, ...]
+    fast_forwarded: bool = False  # git_pull --ff moved the local branch
+
+
+def _remote_repo(session: Devbox) -> str:
+    return f"{REMOTE_REPOS}/{session.settings.repo_name}"
+
+
+def _git_env(t: transfer.Target) -> dict[str, str | None]:
+    # git runs GIT_SSH_COMMAND through sh: every word of it is shlex-quoted
+    return {"GIT_SSH_COMMAND": transfer.ssh_command_string(t), "GIT_TERMINAL_PROMPT": "0"}
+
+
+def _url(t: transfer.Target, repo: str) -> str:
+    return f"ssh://{t.login}:{t.port}/~/{repo}"
+
+
+def _branch(session: Devbox, branch: str | None, cwd: Path) -> str:
+    name = branch or git.current_branch(cwd)
+    if not name:
+        raise Refused("HEAD is detached: there is no current branch", "name the branch: ./vm-git-push.sh BRANCH")
+    if not git.rev(session.settings.repo, f"refs/heads/{name}"):
+        raise NotFound(f"branch {name!r} does not exist here", "git branch --list shows the branches")
+    return name
+
+
+def _git_over_ssh(
+    session: Devbox, t: transfer.Target, args: list[str], report: Reporter, cancel: threading.Event, what: str
+) -> None:
+    done = proc.stream(["git", "-C", str(session.settings.repo), *args], report, cancel, source="git", env=_git_env(t))
+    if done.cancelled:
+        raise Cancelled(f"git {what} interrupted", "run it again")
+    if done.returncode != 0:
+        err = "\n".join(done.err_tail)
+        if transfer.HOST_KEY_CHANGED.search(err) or "Could not read from remote repository" in err:
+            raise transfer.classify(t, err)
+        raise transfer.SshFailed(f"git {what} failed: {done.last_error()}", "see the git messages above")
+
+
+def git_push(
+    session: Devbox, branch: str | None = None, *, cwd: Path | None = None, sink: Sink = null_sink,
+    cancel: threading.Event | None = None,
+) -> Moved:  # fmt: skip
+    """Push BRANCH into ~/repos/<repo> in the VM: a non-bare repository with
+    ``receive.denyCurrentBranch=updateInstead``, so the VM's checkout follows a push of its
+    branch and git refuses the push when that checkout has uncommitted changes."""
+    cancel = cancel or threading.Event()
+    repo = session.settings.repo
+    name = _branch(session, branch, cwd or Path.cwd())
+    t = _target(session)
+    report = Reporter(sink, "git-push", Subject("vm", t.alias))
+    remote = _remote_repo(session)
+    q = shlex.quote(remote)
+    init = (
+        f"test -d {q}/.git || {{ git init -q -b {shlex.quote(name)} {q} && "
+        f"git -C {q} config receive.denyCurrentBranch updateInstead; }}"
+    )
+    res = proc.run(transfer.ssh_argv(t, ["sh", "-c", init], tty=False), tool="ssh", timeout=t.timeout + 60)
+    if res.returncode == 255:
+        raise transfer.classify(t, res.stderr)
+    if not res.ok:
+        raise transfer.SshFailed(f"cannot make {remote} in the VM: {res.last_error()}", "is git installed in the VM?")
+    before = git.rev(repo, f"refs/remotes/vm/{name}")
+    report.step("start", f"{name} → {t.alias}:~/{remote}")
+    _git_over_ssh(session, t, ["push", "--porcelain", _url(t, remote), f"refs/heads/{name}:refs/heads/{name}"],
+                  report, cancel, "push")  # fmt: skip
+    after = git.rev(repo, f"refs/heads/{name}")
+    # what the VM has now, so the next pull and push compare against it
+    proc.run(["git", "-C", str(repo), "update-ref", f"refs/remotes/vm/{name}", after], tool="git")
+    commits, files = git.moved(repo, before, after)
+    report.step("done", f"{name}: {commits} commit(s), {len(files)} file(s) moved")
+    return Moved(name, before, after, commits, files)
+
+
+def git_pull(
+    session: Devbox, branch: str | None = None, *, ff: bool = False, cwd: Path | None = None, sink: Sink = null_sink,
+    cancel: threading.Event | None = None,
+) -> Moved:  # fmt: skip
+    """Fetch BRANCH from the VM into ``refs/remotes/vm/BRANCH``. Never moves a local branch
+    unless ``ff`` and it is a fast-forward, and never touches a dirty worktree."""
+    cancel = cancel or threading.Event()
+    repo = session.settings.repo
+    name = branch or git.current_branch(cwd or Path.cwd())
+    if not name:
+        raise Refused("HEAD is detached: there is no current branch", "name the branch: ./vm-git-pull.sh BRANCH")
+    git.check_branch_name(name)
+    t = _target(session)
+    report = Reporter(sink, "git-pull", Subject("vm", t.alias))
+    remote = _remote_repo(session)
+    before = git.rev(repo, f"refs/remotes/vm/{name}")
+    report.step("start", f"{t.alias}:~/{remote} {name} → vm/{name}")
+    _git_over_ssh(session, t, ["fetch", "--no-tags", _url(t, remote), f"+refs/heads/{name}:refs/remotes/vm/{name}"],
+                  report, cancel, "fetch")  # fmt: skip
+    after = git.rev(repo, f"refs/remotes/vm/{name}")
+    commits, files = git.moved(repo, before, after)
+    forwarded = False
+    if ff:
+        forwarded = _fast_forward(session, name, after, report)
+    report.step("done", f"vm/{name}: {commits} commit(s), {len(files)} file(s) moved"
+                + (f"; {name} fast-forwarded" if forwarded else ""))  # fmt: skip
+    return Moved(name, before, after, commits, files, forwarded)
+
+
+def _fast_forward(session: Devbox, name: str, new: str, report: Reporter) -> bool:
+    repo = session.settings.repo
+    old = git.rev(repo, f"refs/heads/{name}")
+    if old == new:
+        return False
+    if old and not git.is_ancestor(repo, old, new):
+        raise Refused(f"{name} and vm/{name} have diverged: not a fast-forward", f"merge or rebase onto vm/{name}")
+    wt = git.find_worktree(repo, name)
+    if wt is not None:
+        if git.dirty_paths(wt.path):
+            raise Refused(f"{wt.path} has uncommitted changes: {name} not moved", "commit or stash them, then --ff")
+        proc.run(["git", "-C", str(wt.path), "merge", "--ff-only", "--quiet", new], tool="git")
+    else:
+        proc.run(["git", "-C", str(repo), "update-ref", f"refs/heads/{name}", new, old], tool="git")
+    report.log(f"{name} fast-forwarded to {new[:12]}")
+    return True

@@ -1,0 +1,198 @@
+"""The transfer adapter: the only place ssh, rsync and git-over-ssh run.
+
+Boringly safe by construction:
+- the project key only (``IdentitiesOnly``, no agent), ``-F /dev/null`` so no one's
+  ``~/.ssh/config`` (ControlMaster, other keys, ProxyJump) changes what happens;
+- a project-local ``.build/ssh/known_hosts``: the VM's host key is recorded at first
+  contact after the VM is made (``accept-new``) and checked on every use after; ``vm_up``
+  clears it when terraform makes a new VM. A changed key is refused with the fix named;
+- argument lists everywhere; every remote path goes through ``shlex.quote`` for the remote
+  shell (rsync's ``-e`` and git's ``GIT_SSH_COMMAND`` are split by rsync / ``sh``, so each
+  word in them is quoted too).
+
+Trust on first use was chosen over reading the key from the guest's console: the console
+(a pty under libvirt) is not readable without attaching to it, and cloud-init prints keys
+there only on first boot. ``accept-new`` never replaces a recorded key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from devbox.core import libvirt, proc
+from devbox.core.config import SSH_RE, Settings
+from devbox.core.errors import DevboxError, NotAvailable, NotFound, Refused
+
+
+class SshFailed(DevboxError):
+    pass
+
+
+@dataclass(frozen=True)
+class Target:
+    user: str
+    host: str
+    port: int
+    key: Path
+    known_hosts: Path
+    alias: str  # the name the host key is recorded under
+    timeout: int
+
+    @property
+    def login(self) -> str:
+        return f"{self.user}@{self.host}"
+
+
+def target(settings: Settings, login_name: str) -> Target:
+    """Where ssh goes: ``vm.ssh`` when set, else the VM's address from libvirt."""
+    key = settings.build_path("ssh", "id_ed25519")
+    if not key.exists():
+        raise NotFound(f"the project SSH key {key} does not exist", "make the VM first: ./vm-up.sh")
+    known = settings.build_path("ssh", "known_hosts")
+    user = settings.vm.user or login_name
+    if settings.vm.ssh:
+        m = SSH_RE.match(settings.vm.ssh)
+        assert m is not None  # validated when the settings were loaded
+        host, port = m.group("host"), int(m.group("port") or 22)
+        return Target(m.group("user") or user, host, port, key, known, f"{host}:{port}", settings.vm.ssh_timeout)
+    domain = f"devbox-{settings.vm.name}"
+    vm = libvirt.find_vm(settings.libvirt_uri, domain)
+    if vm is None:
+        raise NotFound(f"VM {domain} does not exist", "make it: ./vm-up.sh")
+    if not vm.running:
+        raise NotAvailable(f"VM {domain} is {vm.state}", "start it: ./vm-up.sh")
+    if not vm.ip:
+        raise NotAvailable(f"VM {domain} has no address yet", "wait for it to boot, then retry (./devbox vm status)")
+    return Target(user, vm.ip, 22, key, known, domain, settings.vm.ssh_timeout)
+
+
+def ssh_options(t: Target) -> list[str]:
+    return [
+        "-F", "/dev/null",
+        "-i", str(t.key),
+        "-p", str(t.port),
+        "-o", "IdentitiesOnly=yes",
+        "-o", "IdentityAgent=none",
+        "-o", "BatchMode=yes",
+        "-o", f"UserKnownHostsFile={t.known_hosts}",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "StrictHostKeyChecking=accept-new",
+        "-o", f"HostKeyAlias={t.alias}",
+        "-o", f"ConnectTimeout={t.timeout}",
+        "-o", "ServerAliveInterval=15",
+        "-o", "LogLevel=ERROR",
+    ]  # fmt: skip
+
+
+def ssh_argv(t: Target, command: list[str], *, tty: bool) -> list[str]:
+    """``ssh`` to the target: a login shell, or ``command`` with each word quoted for the
+    remote shell (so what the user typed arrives as the same words)."""
+    remote = [shlex.join(command)] if command else []
+    return ["ssh", *ssh_options(t), "-t" if tty else "-T", t.login, "--", *remote]
+
+
+def ssh_command_string(t: Target) -> str:
+    """The ssh command as one string, for rsync ``-e`` and ``GIT_SSH_COMMAND``."""
+    return shlex.join(["ssh", *ssh_options(t)])
+
+
+HOST_KEY_CHANGED = re.compile(r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed", re.I)
+
+
+def classify(t: Target, stderr: str) -> DevboxError:
+    """ssh's own failure (exit 255) as one line with the fix."""
+    if HOST_KEY_CHANGED.search(stderr):
+        return Refused(
+            f"the host key of {t.alias} changed since devbox first connected: refusing to connect",
+            f"if the VM was remade outside devbox, forget the old key: ssh-keygen -R '{t.alias}' -f {t.known_hosts}",
+        )
+    if "Permission denied" in stderr:
+        return SshFailed(
+            f"{t.login} refused the project key", "was the VM made from this checkout's disk? ./vm-up.sh --force-disk"
+        )
+    last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), "no answer")
+    return NotAvailable(
+        f"cannot reach {t.login} port {t.port}: {last}", "is the VM running? ./devbox vm status; ./vm-up.sh"
+    )
+
+
+def remote_path(path: str, home: str | None, *, allow_outside_home: bool) -> str:
+    """A remote path as given (relative = under the VM user's home), refused when it leaves
+    the home unless allowed. ``home`` is asked for only when the path is absolute."""
+    if not path:
+        raise DevboxError("empty remote path", "give a directory in the VM, e.g. work/src")
+    parts = Path(path).parts
+    if ".." in parts and not allow_outside_home:
+        raise Refused(f"remote path {path!r} climbs out with '..'", "pass --allow-outside-home if you mean it")
+    if os.path.isabs(path) and not allow_outside_home:
+        assert home is not None
+        norm = os.path.normpath(path)
+        if norm != home and not norm.startswith(home.rstrip("/") + "/"):
+            raise Refused(
+                f"remote path {path!r} is outside the VM user's home ({home})",
+                "pass --allow-outside-home if you mean it",
+            )
+    return path
+
+
+def remote_home(t: Target) -> str:
+    res = proc.run(ssh_argv(t, ["sh", "-c", 'printf %s "$HOME"'], tty=False), tool="ssh", timeout=t.timeout + 20)
+    if res.returncode == 255:
+        raise classify(t, res.stderr)
+    return res.stdout.strip() or "/"
+
+
+# -- rsync ------------------------------------------------------------------------------------
+
+RSYNC_PROGRESS = re.compile(r"^\s*([\d,]+)\s+(\d+)%\s+(\S+)\s+(\S+)")
+RSYNC_STAT = re.compile(r"^(Total bytes sent|Total bytes received|Literal data|Number of deleted files|"
+                        r"Number of regular files transferred|Total file size): ([\d,]+)")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Synced:
+    source: str
+    dest: str
+    files: int  # regular files transferred
+    deleted: tuple[str, ...]
+    bytes_sent: int
+    bytes_received: int
+    literal: int  # file data that had to travel (the rest was matched by the delta algorithm)
+    dry_run: bool
+    changes: tuple[str, ...]  # itemized (dry run only)
+
+
+def rsync_argv(t: Target, src: str, dest: str, *, delete: bool, dry_run: bool) -> list[str]:
+    return [
+        "rsync", "-a", "--mkpath", "--protect-args", "--stats", "--info=progress2",
+        *(["--delete"] if delete else []),
+        *(["--dry-run", "--itemize-changes", "--out-format=%i %n%L"] if dry_run else []),
+        "-e", ssh_command_string(t),
+        "--", src, dest,
+    ]  # fmt: skip
+
+
+def _stat(stats: dict[str, int], key: str) -> int:
+    return stats.get(key, 0)
+
+
+def parse_rsync(out: str) -> tuple[dict[str, int], list[str], list[str]]:
+    """Its ``--stats`` numbers, itemized changes and ``*deleting`` lines."""
+    stats: dict[str, int] = {}
+    changes: list[str] = []
+    deleted: list[str] = []
+    for raw in out.splitlines():
+        line = raw.strip("\r")
+        m = RSYNC_STAT.match(line)
+        if m:
+            stats[m.group(1)] = int(m.group(2).replace(",", ""))
+        elif line.startswith("*deleting "):
+            deleted.append(line.split(" ", 1)[1].strip())
+            changes.append(line)
+        elif re.match(r"^[<>ch.*][fdLDS][ .+?a-zA-Z]{7,9} ", line):
+            changes.append(line)
+    return stats, changes, deleted

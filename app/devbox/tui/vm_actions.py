@@ -1,0 +1,162 @@
+"""The dashboard's VM-mode keys: VM up, VM down (confirmed, naming what is lost), rebuild
+the disk, and ssh into the VM (the app suspends, ``ssh`` runs on the terminal). Each calls
+the same ``ops`` function as its ``devbox`` subcommand. A mixin, so app.py stays the
+container-mode dashboard plus wiring."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from textual import work
+from textual.message import Message
+
+from devbox.core import ops, proc
+from devbox.core.events import Sink
+from devbox.tui.dialogs import TransferPaths
+
+if TYPE_CHECKING:
+    from devbox.core.session import Devbox
+    from devbox.tui.logpane import LogPane
+
+VM_DESCRIPTIONS = {
+    "vm_up": "VM up",
+    "vm_down": "VM down",
+    "disk_rebuild": "Rebuild disk",
+    "vm_ssh": "ssh VM",
+    "dir_push": "Push dir",
+    "dir_pull": "Pull dir",
+    "git_push": "Push branch",
+    "git_pull": "Pull branch",
+}
+VM_MUTATING = frozenset(VM_DESCRIPTIONS)
+
+
+class SshReady(Message):
+    def __init__(self, argv: list[str]) -> None:
+        super().__init__()
+        self.argv = argv
+
+
+class VmActions:
+    """Mixed into DevboxApp (which provides session, run_op, _ask, log_pane, suspend)."""
+
+    session: Devbox
+    _stop: threading.Event
+    _wake: threading.Event
+
+    if TYPE_CHECKING:
+
+        @property
+        def log_pane(self) -> LogPane: ...
+
+        def run_op(self, name: str, command: str, fn: Callable[[Sink, threading.Event], object]) -> None: ...
+        def _ask(
+            self, title: str, losses: list[str], cmd: str, fn: Callable[[Sink, threading.Event], object]
+        ) -> None: ...
+        def call_from_thread(self, callback: Callable[..., Any], *args: Any) -> Any: ...
+        def post_message(self, message: Message) -> bool: ...
+        def suspend(self) -> Any: ...
+        def selection(self) -> tuple[ops.WorktreeRow | None, Any]: ...
+
+    def action_vm_up(self) -> None:
+        self.run_op("vm-up", "./vm-up.sh", lambda sink, cancel: ops.vm_up(self.session, sink=sink, cancel=cancel))
+
+    def action_disk_rebuild(self) -> None:
+        self.run_op(
+            "disk-build",
+            "./devbox disk build --force",
+            lambda sink, cancel: ops.build_disk(self.session, force=True, sink=sink, cancel=cancel),
+        )
+
+    def action_vm_down(self) -> None:
+        self._confirm_vm_down()
+
+    @work(thread=True, exit_on_error=False, group="confirm")
+    def _confirm_vm_down(self) -> None:
+        loss = ops.vm_loss(self.session)
+        if loss.empty:
+            self.log_pane.sink_text(f"no VM to remove ({ops.domain_name(self.session)} does not exist)")
+            return
+        self.call_from_thread(
+            self._ask,
+            f"Remove VM {loss.domain or ops.domain_name(self.session)}?",
+            loss.lines(),
+            "./vm-down.sh --yes",
+            lambda sink, cancel: ops.vm_down(self.session, sink=sink, cancel=cancel),
+        )
+
+    def action_vm_ssh(self) -> None:
+        self._prepare_ssh()
+
+    @work(thread=True, exit_on_error=False, group="attach")
+    def _prepare_ssh(self) -> None:
+        self.post_message(SshReady(ops.ssh_argv(self.session, [], tty=True)))
+
+    def on_ssh_ready(self, msg: SshReady) -> None:
+        with self.suspend():
+            proc.interactive(msg.argv, tool="ssh")
+        self._wake.set()
+
+    # transfers, for the selected worktree -------------------------------------------------
+    def _selected_worktree(self) -> ops.WorktreeRow | None:
+        row, _ = self.selection()
+        if row is None or row.state.missing:
+            self.log_pane.sink_text("select a worktree first")
+            return None
+        return row
+
+    def action_dir_push(self) -> None:
+        self._dir_dialog(push=True)
+
+    def action_dir_pull(self) -> None:
+        self._dir_dialog(push=False)
+
+    def _dir_dialog(self, *, push: bool) -> None:
+        row = self._selected_worktree()
+        if row is None:
+            return
+        local = str(row.worktree.path)
+
+        def answered(paths: tuple[str, str] | None) -> None:
+            if paths is None:
+                return
+            here, there = paths
+            if push:
+                self.run_op(
+                    "dir-push",
+                    f"./vm-dir-push.sh {here} {there}",
+                    lambda sink, cancel: ops.dir_push(self.session, Path(here), there, sink=sink, cancel=cancel),
+                )
+            else:
+                self.run_op(
+                    "dir-pull",
+                    f"./vm-dir-pull.sh {there} {here}",
+                    lambda sink, cancel: ops.dir_pull(self.session, there, Path(here), sink=sink, cancel=cancel),
+                )
+
+        title = "Push a directory into the VM" if push else "Pull a directory from the VM"
+        dialog = TransferPaths(title, local, Path(local).name, "Push" if push else "Pull")
+        self.push_screen(dialog, answered)  # type: ignore[attr-defined]
+
+    def action_git_push(self) -> None:
+        row = self._selected_worktree()
+        if row is not None and row.worktree.branch:
+            branch = row.worktree.branch
+            self.run_op(
+                "git-push",
+                f"./vm-git-push.sh {branch}",
+                lambda sink, cancel: ops.git_push(self.session, branch, sink=sink, cancel=cancel),
+            )
+
+    def action_git_pull(self) -> None:
+        row = self._selected_worktree()
+        if row is not None and row.worktree.branch:
+            branch = row.worktree.branch
+            self.run_op(
+                "git-pull",
+                f"./vm-git-pull.sh {branch}",
+                lambda sink, cancel: ops.git_pull(self.session, branch, sink=sink, cancel=cancel),
+            )
