@@ -1,0 +1,246 @@
+"""VM transfers against a real sshd (Debian openssh-server) started here on 127.0.0.1 at a
+free port, with its own host key and config, reached through ``vm.ssh``: real ssh, rsync
+and git over it. The "VM user" is the user running the tests, so the remote home is theirs:
+each test works under its own directory there and removes it."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devbox.core.errors import ExitCode
+
+from conftest import Project, git, make_project
+
+USER = pwd.getpwuid(os.getuid()).pw_name
+HOME = Path(pwd.getpwuid(os.getuid()).pw_dir)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Sshd:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.authorized = root / "authorized_keys"
+        self.authorized.touch(mode=0o600)
+        self.host_key = root / "host_ed25519"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, new_host_key: bool = False) -> None:
+        if new_host_key or not self.host_key.exists():
+            self.host_key.unlink(missing_ok=True)
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.host_key)], check=True)
+        conf = self.root / "sshd_config"
+        conf.write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\n"
+            f"AuthorizedKeysFile {self.authorized}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            f"PermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\nPidFile {self.root / 'sshd.pid'}\n"
+            "Subsystem sftp internal-sftp\n"
+        )
+        sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+        Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
+        self.proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(conf)], stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        pytest.fail("sshd did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def vm(tmp_path: Path) -> Iterator[tuple[Project, Sshd, Path]]:
+    """A project whose "VM" is this sshd; the remote work area is a fresh dir in $HOME."""
+    if not Path("/usr/sbin/sshd").exists() and shutil.which("sshd") is None:
+        pytest.fail("sshd is not installed (.ci/run installs openssh-server)")
+    proj = make_project(tmp_path)
+    sshd = Sshd(tmp_path)
+    with (proj.root / "devbox.toml").open("a") as fh:
+        fh.write(f'[vm]\nssh = "{USER}@127.0.0.1:{sshd.port}"\nname = "t{uuid.uuid4().hex[:8]}"\n')
+    git(proj.root, "commit", "-qam", "the VM's address")
+    key = proj.root / ".build" / "ssh" / "id_ed25519"
+    key.parent.mkdir(parents=True)
+    (proj.root / ".build" / ".gitignore").write_text("*\n")  # as devbox's own build_path() makes it
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    sshd.authorized.write_text(key.with_suffix(".pub").read_text())
+    sshd.start()
+    area = HOME / f"devbox-test-{uuid.uuid4().hex[:8]}"
+    yield proj, sshd, area
+    sshd.stop()
+    shutil.rmtree(area, ignore_errors=True)
+    shutil.rmtree(HOME / "repos" / proj.root.name, ignore_errors=True)
+
+
+def devbox(proj: Project, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "devbox.cli", *args], cwd=proj.root, env=proj.env, capture_output=True, text=True,
+        timeout=300, input=stdin if stdin is not None else "",
+    )  # fmt: skip
+
+
+def make_tree(root: Path) -> None:
+    (root / "dir with spaces").mkdir(parents=True)
+    (root / "dir with spaces" / "ünïcödé 'q\"uote' *glob?.txt").write_text("hello\n")
+    (root / "-leading-dash").write_text("dash\n")
+    (root / "run.sh").write_text("#!/bin/sh\necho ok\n")
+    (root / "run.sh").chmod(0o755)
+    os.symlink("run.sh", root / "link")
+    (root / "empty").mkdir()
+    with (root / "big.bin").open("wb") as fh:
+        fh.write(os.urandom(50 * 1024 * 1024))
+
+
+def test_dir_round_trip_delta_and_delete(vm: tuple[Project, Sshd, Path], tmp_path: Path) -> None:
+    proj, _, area = vm
+    src = tmp_path / "src tree"
+    make_tree(src)
+    remote = f"{area.name}/work dir"
+    first = devbox(proj, "vm", "dir-push", str(src), remote)
+    assert first.returncode == 0, first.stderr
+    there = HOME / remote
+    assert (there / "dir with spaces" / "ünïcödé 'q\"uote' *glob?.txt").read_text() == "hello\n"
+    assert os.readlink(there / "link") == "run.sh" and os.access(there / "run.sh", os.X_OK)
+    assert (there / "empty").is_dir() and (there / "-leading-dash").exists()
+
+    (there / "dir with spaces" / "ünïcödé 'q\"uote' *glob?.txt").write_text("changed in the VM\n")
+    pulled = tmp_path / "pulled"
+    back = devbox(proj, "vm", "dir-pull", remote, str(pulled))
+    assert back.returncode == 0, back.stderr
+    assert (pulled / "dir with spaces" / "ünïcödé 'q\"uote' *glob?.txt").read_text() == "changed in the VM\n"
+    assert (pulled / "big.bin").stat().st_size == 50 * 1024 * 1024
+
+    # the unchanged 50 MB file: under 1% of it travels the second time
+    from devbox.core import ops
+    from devbox.core.session import Devbox
+
+    (src / "big.bin").touch()  # a new mtime: rsync must look, and the delta algorithm finds it the same
+    with Devbox.open(proj.root, env=proj.env) as session:
+        again = ops.dir_push(session, src, remote)
+    assert again.literal < 0.01 * 50 * 1024 * 1024 and again.bytes_sent < 0.01 * 50 * 1024 * 1024
+
+    (src / "-leading-dash").unlink()
+    (there / "extra-in-vm").write_text("x")
+    dry = devbox(proj, "vm", "dir-push", "--delete", "--dry-run", str(src), remote)
+    assert dry.returncode == 0, dry.stderr
+    listed = sorted({line.split(None, 1)[1] for line in dry.stdout.splitlines() if line.startswith("*deleting")})
+    assert listed == ["-leading-dash", "extra-in-vm"] and (there / "extra-in-vm").exists()  # nothing yet
+    real = devbox(proj, "vm", "dir-push", "--delete", str(src), remote)
+    assert real.returncode == 0, real.stderr
+    assert not (there / "extra-in-vm").exists() and not (there / "-leading-dash").exists()
+    assert (there / "run.sh").exists() and (there / "empty").is_dir()  # only what the dry run listed
+
+
+def test_pull_refuses_to_clobber_uncommitted_work(vm: tuple[Project, Sshd, Path]) -> None:
+    proj, _, area = vm
+    (area / "docs").mkdir(parents=True)
+    (area / "docs" / "README.md").write_text("from the VM\n")
+    local = proj.root / "docs"
+    local.mkdir()
+    (local / "README.md").write_text("committed\n")
+    git(proj.root, "add", "docs")
+    git(proj.root, "commit", "-qm", "docs")
+    (local / "README.md").write_text("my uncommitted edit\n")
+    res = devbox(proj, "vm", "dir-pull", f"{area.name}/docs", str(local))
+    assert res.returncode == ExitCode.REFUSED and "README.md" in res.stderr and "--force" in res.stderr
+    assert (local / "README.md").read_text() == "my uncommitted edit\n"
+    forced = devbox(proj, "vm", "dir-pull", "--force", f"{area.name}/docs", str(local))
+    assert forced.returncode == 0 and (local / "README.md").read_text() == "from the VM\n"
+
+
+def test_git_push_and_pull_a_branch(vm: tuple[Project, Sshd, Path]) -> None:
+    proj, _, _ = vm
+    git(proj.root, "checkout", "-q", "-b", "feature")
+    for i in range(3):
+        (proj.root / f"f{i}.txt").write_text(f"{i}\n")
+        git(proj.root, "add", f"f{i}.txt")
+        git(proj.root, "commit", "-qm", f"commit {i}")
+    pushed = devbox(proj, "vm", "git-push", "feature")
+    assert pushed.returncode == 0, pushed.stderr
+    assert "4 commit(s)" in pushed.stdout  # the first push carries the whole branch
+    remote = HOME / "repos" / proj.root.name
+    subprocess.run(["git", "-C", str(remote), "checkout", "-q", "feature"], check=True)
+    (remote / "from-vm.txt").write_text("vm\n")
+    subprocess.run(["git", "-C", str(remote), "add", "from-vm.txt"], check=True)
+    subprocess.run(["git", "-C", str(remote), "-c", "user.name=vm", "-c", "user.email=vm@x", "commit", "-qm", "vm"],
+                   check=True)  # fmt: skip
+    local_before = git(proj.root, "rev-parse", "feature")
+    pulled = devbox(proj, "vm", "git-pull", "feature")
+    assert pulled.returncode == 0, pulled.stderr
+    assert "1 commit(s), 1 file(s)" in pulled.stdout
+    assert git(proj.root, "rev-parse", "feature") == local_before  # the local branch did not move
+    (proj.root / "f0.txt").write_text("dirty\n")
+    refused = devbox(proj, "vm", "git-pull", "--ff", "feature")
+    assert refused.returncode == ExitCode.REFUSED and git(proj.root, "rev-parse", "feature") == local_before
+    git(proj.root, "checkout", "-q", "--", "f0.txt")
+    ff = devbox(proj, "vm", "git-pull", "--ff", "feature")
+    assert ff.returncode == 0, ff.stderr + git(proj.root, "status", "--porcelain")
+    assert git(proj.root, "rev-parse", "feature") == git(proj.root, "rev-parse", "vm/feature")
+    assert (proj.root / "from-vm.txt").exists()
+
+
+def test_changed_host_key_is_refused_with_the_fix(vm: tuple[Project, Sshd, Path]) -> None:
+    proj, sshd, _ = vm
+    first = devbox(proj, "vm", "ssh", "echo", "hi there")
+    assert first.returncode == 0 and first.stdout == "hi there\n"
+    assert "127.0.0.1" in (proj.root / ".build" / "ssh" / "known_hosts").read_text()
+    code = devbox(proj, "vm", "ssh", "sh", "-c", "exit 7")
+    assert code.returncode == 7  # the remote exit code comes back
+    piped = devbox(proj, "vm", "ssh", "wc", "-c", stdin="12345")
+    assert piped.stdout.strip() == "5"  # stdin passes through
+    sshd.stop()
+    sshd.start(new_host_key=True)
+    res = devbox(proj, "vm", "ssh", "true")
+    assert res.returncode == ExitCode.REFUSED, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert "host key" in last and "ssh-keygen -R" in last
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "said"),
+    [
+        (["vm", "dir-push", "/nonexistent/dir"], ExitCode.NOT_FOUND, "does not exist"),
+        (["vm", "dir-pull", "/etc"], ExitCode.REFUSED, "outside the VM user's home"),
+        (["vm", "dir-pull", "../../etc"], ExitCode.REFUSED, "climbs out"),
+        (["vm", "git-push", "no-such-branch"], ExitCode.NOT_FOUND, "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_and_changes_nothing(
+    vm: tuple[Project, Sshd, Path], args: list[str], code: int, said: str
+) -> None:
+    proj, _, _ = vm
+    before = sorted(p.name for p in proj.root.iterdir())
+    res = devbox(proj, *args)
+    assert res.returncode == code, res.stderr
+    assert said in res.stderr.strip().splitlines()[-1] and "Traceback" not in res.stderr
+    assert sorted(p.name for p in proj.root.iterdir()) == before
+
+
+def test_unreachable_vm_and_missing_key(vm: tuple[Project, Sshd, Path]) -> None:
+    proj, sshd, _ = vm
+    sshd.stop()
+    res = devbox(proj, "vm", "ssh", "true")
+    assert res.returncode == ExitCode.NOT_AVAILABLE and "cannot reach" in res.stderr
+    (proj.root / ".build" / "ssh" / "id_ed25519").unlink()
+    res = devbox(proj, "vm", "dir-push", str(proj.root / "bootc"))
+    assert res.returncode == ExitCode.NOT_FOUND and "SSH key" in res.stderr
