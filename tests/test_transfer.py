@@ -177,7 +177,7 @@ def test_git_push_and_pull_a_branch(vm: tuple[Project, Sshd, Path]) -> None:
         git(proj.root, "commit", "-qm", f"commit {i}")
     pushed = devbox(proj, "vm", "git-push", "feature")
     assert pushed.returncode == 0, pushed.stderr
-    assert "4 commit(s)" in pushed.stdout  # the first push carries the whole branch
+    assert "5 commit(s)" in pushed.stdout  # the first push carries the whole branch (init, address, 3)
     remote = HOME / "repos" / proj.root.name
     subprocess.run(["git", "-C", str(remote), "checkout", "-q", "feature"], check=True)
     (remote / "from-vm.txt").write_text("vm\n")
