@@ -1,0 +1,155 @@
+"""The dashboard's VM pane and keys with Pilot: VMs listed from libvirt (``test:///default``,
+libvirt's own test driver, whose domains live as long as a connection in this process holds
+them), VM down confirmed and naming what is lost, VM up and rebuild disk running their
+operations, and the transfer keys against a real sshd."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input, Static
+
+from devbox.core.session import Devbox
+from devbox.tui.app import make_app
+from devbox.tui.dialogs import ConfirmTeardown, TransferPaths
+from devbox.tui.logpane import LogPane
+from devbox.tui.panes import VmsTable, WorktreesTable
+from sshd import HOME, vm_project_over_ssh
+
+from conftest import Project, make_project
+
+pytestmark = pytest.mark.podman
+TEST_URI = "test:///default"
+
+
+async def until(pilot: Pilot[None], cond: Callable[[], object], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out waiting in the app"
+        await pilot.pause(0.1)
+
+
+def define(conn: object, name: str, repo: Path) -> None:
+    xml = (
+        f"<domain type='test'><name>{name}</name><description>devbox:{repo}</description>"
+        "<memory unit='MiB'>2048</memory><vcpu>2</vcpu><os><type>hvm</type></os>"
+        "<cpu mode='host-passthrough'/><devices><interface type='network'><source network='default'/>"
+        "</interface></devices></domain>"
+    )
+    dom = conn.defineXML(xml)  # type: ignore[attr-defined]
+    dom.create()
+
+
+def test_vm_pane_lists_this_checkouts_vms_and_vm_down_asks_first(tmp_path: Path) -> None:
+    import libvirt
+
+    proj = make_project(tmp_path)
+    conn = libvirt.open(TEST_URI)  # keeps the test driver's state alive for the app's connections
+    name = f"t{uuid.uuid4().hex[:8]}"
+    domain = f"devbox-{name}"
+    define(conn, domain, proj.root)
+    define(conn, f"devbox-other-{name}", tmp_path / "someone-else")  # another checkout's VM: not listed
+    env = {**proj.env, "DEVBOX_LIBVIRT_URI": TEST_URI, "DEVBOX_VM_NAME": name, "DEVBOX_VM_POOL": "default-pool"}
+    session = Devbox.open(proj.root, env=env)
+
+    async def go() -> None:
+        app = make_app(session)
+        async with app.run_test(size=(150, 44)) as pilot:
+            table = app.query_one(VmsTable)
+            await until(pilot, lambda: table.row_count == 1)
+            row = table.get_row(domain)
+            assert row[1] == "running" and row[3] == "2/2G" and row[6] == "host-passthrough"
+            assert "VM stale (terraform state lost" in str(app.query_one("#artifacts", Static).render())
+
+            await pilot.press("U")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmTeardown))
+            loss = str(app.screen.query_one("#dialog-loss", Static).render())
+            assert f"VM {domain} (running" in loss and "everything written inside it" in loss
+            await pilot.click("#cancel")
+            await pilot.pause(0.3)
+            assert conn.lookupByName(domain).isActive()  # nothing without a yes
+
+            await pilot.press("U")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmTeardown))
+            await pilot.click("#confirm")
+            await until(pilot, lambda: table.row_count == 0, 30)
+            assert domain not in conn.listDefinedDomains() and f"devbox-other-{name}" in [
+                d.name() for d in conn.listAllDomains()]  # fmt: skip
+            assert "$ ./vm-down.sh --yes" in app.query_one(LogPane).ring
+
+    try:
+        asyncio.run(go())
+    finally:
+        session.close()
+        conn.close()
+
+
+def test_vm_up_and_rebuild_disk_keys_run_their_operations(project: Project) -> None:
+    env = {**project.env, "DEVBOX_IMAGE_BUILDER": "localhost/devbox-no-such-builder:1"}
+    session = Devbox.open(project.root, env=env)
+
+    async def go() -> None:
+        app = make_app(session, watch=False)
+        async with app.run_test(size=(150, 44)) as pilot:
+            pane = app.query_one(LogPane)
+            await pilot.press("d")
+            await until(pilot, lambda: "$ ./devbox disk build --force" in pane.ring)
+            # the image is built for real, then the missing builder stops it with its fix
+            await until(pilot, lambda: any("could not be pulled" in line for line in pane.ring), 300)
+            await pilot.press("u")
+            await until(pilot, lambda: "$ ./vm-up.sh" in pane.ring)
+            await until(pilot, lambda: sum("could not be pulled" in line for line in pane.ring) == 2, 120)
+            assert any(line.startswith(" -- image") and "is up to date" in line for line in pane.ring)
+
+    try:
+        asyncio.run(go())
+    finally:
+        session.close()
+
+
+def test_transfer_keys_push_a_worktree_and_its_branch(tmp_path: Path) -> None:
+    with vm_project_over_ssh(tmp_path) as (proj, _):
+        session = Devbox.open(proj.root, env=proj.env)
+        (proj.root / "notes.txt").write_text("pushed from the dashboard\n")
+
+        async def go() -> None:
+            app = make_app(session)
+            async with app.run_test(size=(150, 44)) as pilot:
+                wts = app.query_one(WorktreesTable)
+                wts.focus()
+                await until(pilot, lambda: wts.row_count >= 1)
+                await pilot.press("p")
+                await until(pilot, lambda: isinstance(app.screen, TransferPaths))
+                assert app.screen.query_one("#local", Input).value == str(proj.root)
+                remote = app.screen.query_one("#remote", Input)
+                assert remote.value == proj.root.name  # a same-named directory in the VM
+                remote.value = f"devbox-tui-{proj.root.name}"
+                await pilot.click("#go")
+                target = HOME / remote.value
+                await until(pilot, lambda: (target / "notes.txt").exists(), 60)
+                assert (target / "notes.txt").read_text() == "pushed from the dashboard\n"
+                subprocess.run(["rm", "-rf", str(target)], check=True)
+
+                await pilot.press("g")  # the selected worktree's branch (main)
+                repo = HOME / "repos" / proj.root.name
+                await until(pilot, lambda: (repo / ".git").is_dir(), 60)
+                await until(pilot, lambda: any("commit(s)" in line for line in app.query_one(LogPane).ring), 60)
+                head = subprocess.run(
+                    ["git", "-C", str(repo), "rev-parse", "main"], capture_output=True, text=True
+                ).stdout.strip()
+                local = subprocess.run(
+                    ["git", "-C", str(proj.root), "rev-parse", "main"], capture_output=True, text=True
+                ).stdout.strip()
+                assert head == local
+
+        try:
+            asyncio.run(go())
+        finally:
+            session.close()
