@@ -140,6 +140,25 @@ def test_vm_up_builds_boots_skips_replaces_and_tears_down(vm_project: VmProject)
     assert ssh(vm, ip, "id", "-un").stdout.strip() == "dev"  # the builder's user and the project key
     before = uuid_of(vm.domain)
 
+    # the transfers against the guest's own sshd (dropbear), rsync and git
+    who = vm.devbox("vm", "ssh", "id", "-un", env=env)
+    assert who.returncode == 0 and who.stdout.strip() == "dev", who.stderr
+    known = vm.root / ".build" / "ssh" / "known_hosts"
+    assert known.exists() and vm.domain in known.read_text()  # recorded at first contact, under the VM's name
+    pushed = vm.devbox("vm", "dir-push", str(vm.root / "bootc"), "work/bootc", env=env)
+    assert pushed.returncode == 0, pushed.stderr
+    listing = vm.devbox("vm", "ssh", "ls", "work/bootc", env=env).stdout.split()
+    assert "Containerfile" in listing
+    git_pushed = vm.devbox("vm", "git-push", "main", env=env)
+    assert git_pushed.returncode == 0, git_pushed.stderr + git_pushed.stdout
+    head = vm.devbox("vm", "ssh", "git", "-C", f"repos/{vm.root.name}", "rev-parse", "main", env=env).stdout
+    assert (
+        head.strip()
+        == subprocess.run(
+            ["git", "-C", str(vm.root), "rev-parse", "main"], capture_output=True, text=True
+        ).stdout.strip()
+    )
+
     again = vm.devbox("vm", "up", env=env, timeout=600)
     assert again.returncode == 0, again.stderr
     assert f"{vm.domain} is up to date (terraform plans no changes)" in again.stdout
@@ -157,6 +176,8 @@ def test_vm_up_builds_boots_skips_replaces_and_tears_down(vm_project: VmProject)
     assert uuid_of(vm.domain) != before, replaced.stdout[-3000:]
     new_ip = replaced.stdout.strip().splitlines()[-1].split(": ")[-1]
     assert new_ip == lease_of(vm.domain) and ssh(vm, new_ip, "true").returncode == 0
+    assert not known.exists()  # a new VM, a new host key: the old one is forgotten
+    assert vm.devbox("vm", "ssh", "true", env=env).returncode == 0
 
     refused = vm.devbox("vm", "down", env=env)
     assert refused.returncode == ExitCode.REFUSED and vm.domain in refused.stderr

@@ -178,6 +178,7 @@ class DevboxApp(VmActions, App[None]):
         if self.live:
             self.poll_status()
             self.follow_podman_events()
+            self.follow_vm_events()
 
     def on_unmount(self) -> None:
         self._stop.set()
@@ -231,6 +232,14 @@ class DevboxApp(VmActions, App[None]):
                     self._wake.set()
             except DevboxError:
                 self._stop.wait(3.0)  # podman is down: the poll shows why; try again
+
+    @work(thread=True, exit_on_error=False, group="vm-events", exclusive=True, description="libvirt events")
+    def follow_vm_events(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ops.watch_vms(self.session, lambda _domain, _event: self._wake.set(), self._stop)
+            except DevboxError:
+                self._stop.wait(10.0)  # libvirtd down or libvirt-python missing: the poll shows why
 
     def on_status_updated(self, msg: StatusUpdated) -> None:
         st = msg.status

@@ -54,6 +54,7 @@ from devbox.core.ops.vm import (
     vm_overview,
     vm_status,
     vm_up,
+    watch_vms,
 )
 from devbox.core.ops.worktrees import add_worktree, find_worktree, list_worktrees, remove_worktree, worktree_loss
 
@@ -104,6 +105,7 @@ __all__ = [
     "vm_ssh",
     "vm_status",
     "vm_up",
+    "watch_vms",
     "watch_containers",
     "worktree_loss",
 ]

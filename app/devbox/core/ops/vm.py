@@ -10,6 +10,7 @@ removes only the domain and volumes devbox named (``devbox-<name>-*``).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -303,3 +304,9 @@ def vm_overview(session: Devbox, disk: builder.DiskStatus | None) -> VmOverview:
         next((v for v in vms.value or () if v.name == domain_name(session)), None), vms.problem
     )
     return VmOverview(vms, _vm_verdict(session, disk, mine))
+
+
+def watch_vms(session: Devbox, on_change: Callable[[str, str], None], stop: threading.Event) -> None:
+    """Call ``on_change(domain, event)`` on each lifecycle event of a devbox VM (blocks until
+    ``stop``; the dashboard redraws its VM pane at once instead of at the next poll)."""
+    libvirt.watch(session.settings.libvirt_uri, on_change, stop)
