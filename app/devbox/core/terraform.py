@@ -218,13 +218,13 @@ class Runner:
             raise TerraformFailed(f"terraform {what} failed: {first[:300]}", "see the terraform messages above")
 
     def output(self) -> dict[str, Any]:
-        if not self.state.exists():
+        """The module's outputs, read from the state file (what ``terraform output -json``
+        prints, without a terraform process: the no-op ``vm up`` pays for ``plan`` only)."""
+        data = read_json(self.state)
+        if not isinstance(data, dict):
             return {}
-        res = self._run(_argv("output", json=_flag(), state=str(self.state)))
-        if not res.ok:
-            raise TerraformFailed(f"terraform output failed: {res.last_error()}", "see `terraform output`")
-        data = json.loads(res.stdout or "{}")
-        return {k: v.get("value") for k, v in data.items() if k in OUTPUTS}
+        outputs = data.get("outputs") or {}
+        return {k: v.get("value") for k, v in outputs.items() if k in OUTPUTS and isinstance(v, dict)}
 
     def has_state(self) -> bool:
         data = read_json(self.state)

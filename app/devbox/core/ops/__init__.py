@@ -105,7 +105,7 @@ __all__ = [
     "vm_ssh",
     "vm_status",
     "vm_up",
-    "watch_vms",
     "watch_containers",
+    "watch_vms",
     "worktree_loss",
 ]

@@ -92,12 +92,16 @@ def vm_up(
     vm_report = report.about(Subject("vm", domain_name(session)))
     with hold(s.build_path("locks", "vm.lock"), "a VM operation", cancel=cancel,
               on_wait=lambda: vm_report.log("waiting for another devbox VM operation to finish")):  # fmt: skip
-        disk = build_disk(session, force=force_disk, sink=sink, cancel=cancel)
         runner = terraform.Runner(s)
+        early = None if force_disk else _EarlyPlan.start(session, runner, cancel)
+        disk = build_disk(session, force=force_disk, sink=sink, cancel=cancel)
         try:
             before = libvirt.find_vm(s.libvirt_uri, domain_name(session))
-            runner.init(vm_report)
-            plan = runner.plan(variables(session, disk), vm_report, cancel)
+            wanted = variables(session, disk)
+            plan = early.result(wanted) if early is not None else None
+            if plan is None:
+                runner.init(vm_report)
+                plan = runner.plan(wanted, vm_report, cancel)
             if not plan.changes:
                 reasons: tuple[str, ...] = ("terraform plans no changes",)
                 vm_report.step("skip", f"{domain_name(session)} is up to date ({reasons[0]})")
@@ -122,6 +126,43 @@ def vm_up(
             if isinstance(exc, DevboxError):
                 vm_report.step("fail", exc.message)
             raise
+
+
+class _EarlyPlan:
+    """``terraform plan`` started with the disk already recorded, while the image and disk
+    are checked: when both are fresh (the no-op ``vm up``) its answer is the one needed and
+    the two waits overlap; when the disk changes, the plan is thrown away and made again."""
+
+    def __init__(self, runner: terraform.Runner, wanted: dict[str, Any], cancel: threading.Event) -> None:
+        self.wanted = wanted
+        self.plan: terraform.Plan | None = None
+        quiet = Reporter(null_sink, "vm-up")
+
+        def run() -> None:
+            try:
+                runner.init(quiet)
+                self.plan = runner.plan(wanted, quiet, cancel)
+            except DevboxError:
+                self.plan = None  # the real plan, made afterwards, reports it
+
+        self.thread = threading.Thread(target=run, name="early-plan", daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def start(cls, session: Devbox, runner: terraform.Runner, cancel: threading.Event) -> _EarlyPlan | None:
+        s = session.settings
+        rec = read_json(builder.record_path(s))
+        if not isinstance(rec, dict) or not rec.get("key") or not builder.disk_path(s).exists():
+            return None
+        try:
+            recorded = builder.DiskStatus(builder.disk_path(s), rec, rec["key"], Verdict(True))
+            return cls(runner, variables(session, recorded), cancel)
+        except DevboxError:
+            return None
+
+    def result(self, wanted: dict[str, Any]) -> terraform.Plan | None:
+        self.thread.join()
+        return self.plan if wanted == self.wanted else None
 
 
 def _check_cpu(session: Devbox, vm: libvirt.Vm) -> tuple[str, ...]:
