@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 
 import _project  # noqa: F401  (puts tests/ on sys.path)
+
 from sshd import HOME, USER, vm_project_over_ssh
 
 
