@@ -117,6 +117,14 @@ def uuid_of(domain: str) -> str:
     return virsh("domuuid", domain).stdout.strip()
 
 
+def assert_down(vm: VmProject, env: dict[str, str]) -> None:
+    """``vm down --yes`` leaves no domain and no devbox volume of this VM."""
+    down = vm.devbox("vm", "down", "--yes", env=env, timeout=600)
+    assert down.returncode == 0, down.stderr
+    assert virsh("dominfo", vm.domain).returncode != 0
+    assert f"{vm.domain}-" not in virsh("vol-list", "default").stdout
+
+
 def ssh(vm: VmProject, ip: str, *command: str) -> subprocess.CompletedProcess[str]:
     key = vm.root / ".build" / "ssh" / "id_ed25519"
     argv = ["ssh", "-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
@@ -183,10 +191,7 @@ def test_vm_up_builds_boots_skips_replaces_and_tears_down(vm_project: VmProject)
     assert refused.returncode == ExitCode.REFUSED and vm.domain in refused.stderr
     assert virsh("dominfo", vm.domain).returncode == 0  # nothing removed without a yes
 
-    down = vm.devbox("vm", "down", "--yes", env=env, timeout=600)
-    assert down.returncode == 0, down.stderr
-    assert virsh("dominfo", vm.domain).returncode != 0
-    assert f"{vm.domain}-" not in virsh("vol-list", "default").stdout
+    assert_down(vm, env)
 
 
 def test_lost_state_falls_back_to_libvirt_and_a_taken_volume_fails_apply_cleanly(vm_project: VmProject) -> None:
@@ -206,10 +211,7 @@ def test_lost_state_falls_back_to_libvirt_and_a_taken_volume_fails_apply_cleanly
     (vm.root / ".build" / "terraform" / "terraform.tfstate").unlink()
     status = json.loads(vm.devbox("vm", "status", "--json", env=env).stdout)
     assert any("terraform state lost" in r for r in status["reasons"])
-    down = vm.devbox("vm", "down", "--yes", env=env, timeout=300)
-    assert down.returncode == 0, down.stderr
-    assert virsh("dominfo", vm.domain).returncode != 0
-    assert f"{vm.domain}-" not in virsh("vol-list", "default").stdout
+    assert_down(vm, env)
 
 
 def test_interrupted_apply_leaves_state_the_next_run_finishes(vm_project: VmProject) -> None:

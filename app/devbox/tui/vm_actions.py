@@ -142,21 +142,20 @@ class VmActions:
         self.push_screen(dialog, answered)  # type: ignore[attr-defined]
 
     def action_git_push(self) -> None:
-        row = self._selected_worktree()
-        if row is not None and row.worktree.branch:
-            branch = row.worktree.branch
-            self.run_op(
-                "git-push",
-                f"./vm-git-push.sh {branch}",
-                lambda sink, cancel: ops.git_push(self.session, branch, sink=sink, cancel=cancel),
-            )
+        self._branch_op(push=True)
 
     def action_git_pull(self) -> None:
+        self._branch_op(push=False)
+
+    def _branch_op(self, *, push: bool) -> None:
         row = self._selected_worktree()
-        if row is not None and row.worktree.branch:
-            branch = row.worktree.branch
-            self.run_op(
-                "git-pull",
-                f"./vm-git-pull.sh {branch}",
-                lambda sink, cancel: ops.git_pull(self.session, branch, sink=sink, cancel=cancel),
-            )
+        if row is None or not row.worktree.branch:
+            return
+        branch = row.worktree.branch
+        op = ops.git_push if push else ops.git_pull
+        verb = "push" if push else "pull"
+        self.run_op(
+            f"git-{verb}",
+            f"./vm-git-{verb}.sh {branch}",
+            lambda sink, cancel: op(self.session, branch, sink=sink, cancel=cancel),
+        )
