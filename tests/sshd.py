@@ -37,6 +37,7 @@ class Sshd:
         self.authorized.touch(mode=0o600)
         self.host_key = root / "host_ed25519"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.env: dict[str, str] = {}  # set in every session (sshd_config SetEnv): no spaces in values
 
     def start(self, *, new_host_key: bool = False) -> None:
         if new_host_key or not self.host_key.exists():
@@ -48,6 +49,7 @@ class Sshd:
             f"AuthorizedKeysFile {self.authorized}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             f"PermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\nPidFile {self.root / 'sshd.pid'}\n"
             "Subsystem sftp internal-sftp\n"
+            + (f"SetEnv {' '.join(f'{k}={v}' for k, v in self.env.items())}\n" if self.env else "")
         )
         sshd = shutil.which("sshd") or "/usr/sbin/sshd"
         Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory

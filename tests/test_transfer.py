@@ -182,3 +182,52 @@ def test_unreachable_vm_and_missing_key(vm: tuple[Project, Sshd, Path]) -> None:
     (proj.root / ".build" / "ssh" / "id_ed25519").unlink()
     res = devbox(proj, "vm", "dir-push", str(proj.root / "bootc"))
     assert res.returncode == ExitCode.NOT_FOUND and "SSH key" in res.stderr
+
+
+BOOTC_STAND_IN = """#!/bin/sh
+# stands in for bootc (not installable here): records its arguments, answers `status`
+echo "$*" >>"$(dirname "$0")/../bootc.log"
+case "$1" in
+status) echo '{"status": {"booted": {"image": {"image": {"image": "quay.io/fedora/fedora-bootc:43"}}}}}' ;;
+esac
+"""
+
+
+def test_vm_upgrade_loads_the_image_into_the_vm_then_switches(tmp_path: Path, base_image: str) -> None:
+    """The ssh and podman side of ``vm upgrade`` against the sshd: the image is streamed
+    into the "VM"'s own podman storage (separate from the session's) with ``podman load``,
+    then ``bootc switch --transport containers-storage`` is asked for (bootc itself is a
+    stand-in that records its arguments: fedora-bootc cannot be run here)."""
+    with vm_project_over_ssh(tmp_path) as (proj, sshd):
+        vm_root = tmp_path / "vm"
+        (vm_root / "bin").mkdir(parents=True)
+        (vm_root / "bin" / "bootc").write_text(BOOTC_STAND_IN)
+        (vm_root / "bin" / "bootc").chmod(0o755)
+        (vm_root / "storage.conf").write_text(
+            f'[storage]\ndriver = "overlay"\ngraphroot = "{vm_root}/graph"\nrunroot = "{vm_root}/run"\n'
+        )
+        sshd.env = {
+            "PATH": f"{vm_root}/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            "CONTAINERS_STORAGE_CONF": str(vm_root / "storage.conf"),
+            "CONTAINERS_CONF": os.environ["CONTAINERS_CONF"],
+        }
+        sshd.stop()
+        sshd.start()
+        try:
+            res = devbox(proj, "vm", "upgrade", "--no-reboot")
+            assert res.returncode == 0, res.stderr + res.stdout
+            assert f"{proj.image} " in res.stdout and "staged with bootc switch" in res.stdout
+            inside = devbox(proj, "vm", "ssh", "podman", "image", "exists", proj.image)
+            assert inside.returncode == 0  # loaded into the VM's own storage
+            assert (
+                subprocess.run(
+                    ["podman", "image", "exists", proj.image],
+                    env={**os.environ, "CONTAINERS_STORAGE_CONF": str(vm_root / "storage.conf")},
+                ).returncode
+                == 0
+            )
+            log = (vm_root / "bootc.log").read_text().splitlines()
+            assert log == ["status --format=json", f"switch --transport containers-storage {proj.image}"]
+        finally:
+            devbox(proj, "vm", "ssh", "podman", "rmi", "-f", proj.image)
+            subprocess.run(["podman", "rmi", "-f", proj.image], capture_output=True)

@@ -104,6 +104,14 @@ def cmd_doctor(ctx: Context) -> int:
     return ExitCode.NOT_AVAILABLE if any(c.level == "fail" for c in checks) else ExitCode.OK
 
 
+def cmd_vm_upgrade(ctx: Context) -> int:
+    res = ops.vm_upgrade(ctx.session, reboot=not ctx.args.no_reboot, sink=ctx.sink, cancel=ctx.cancel)
+    ctx.renderer.close()
+    then = "the VM is rebooting into it" if res.rebooted else "reboot the VM to use it (./vm-ssh.sh sudo reboot)"
+    print(f"{res.image} {res.image_id[:12]} staged with bootc {res.command}; {then}")
+    return ExitCode.OK
+
+
 def cmd_vm_ssh(ctx: Context) -> int:
     command = list(ctx.args.command or [])
     if command[:1] == ["--"]:
@@ -170,6 +178,9 @@ def register(sub: Any) -> None:
     p = vm.add_parser("status", help="the disk and the VM: state, address, freshness with reasons")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_vm_status)
+    p = vm.add_parser("upgrade", help="the image into the running VM: bootc switch/upgrade, then reboot (/var kept)")
+    p.add_argument("--no-reboot", action="store_true", help="stage it only; it boots at the next reboot")
+    p.set_defaults(handler=cmd_vm_upgrade)
     p = vm.add_parser("ssh", help="a shell in the VM, or one command (its exit code passed through)")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(handler=cmd_vm_ssh)

@@ -279,6 +279,12 @@ class Podman:
                 raise
         return self.image(ref) is not None  # podman-py may answer a failed pull without raising
 
+    def save(self, ref: str) -> Iterator[bytes]:
+        """``ref`` as a docker-archive tar stream, chunk by chunk (what ``podman load`` reads)."""
+        with self.api(f"saving image {ref}"):
+            chunks = self.client.images.get(ref).save(named=True)
+            yield from chunks
+
     def remove_image(self, ref: str) -> bool:
         """Remove an image unless a container uses it (then keep it and answer False)."""
         with self.api(f"removing image {ref}"):

@@ -18,6 +18,7 @@ Only this module imports ``subprocess``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -25,7 +26,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +139,48 @@ def run(
                     remedy or f"check that {tool} works (run it by hand), then try again",
                 ) from None
     return Completed(tuple(argv), proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+
+
+def feed(
+    argv: Sequence[str],
+    chunks: Iterable[bytes],
+    *,
+    tool: str,
+    cancel: threading.Event,
+    on_chunk: Callable[[int], None] | None = None,
+) -> Completed:
+    """Run ``argv`` with ``chunks`` written to its stdin (a stream too big for memory, such
+    as an image archive); its output captured. ``on_chunk(total_bytes)`` after each write."""
+    proc = _popen(argv, tool, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                  env=merged_env({}), start_new_session=True)  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    out: dict[str, bytes] = {}
+    readers = [
+        threading.Thread(target=lambda n=n, f=f: out.__setitem__(n, f.read()), daemon=True)
+        for n, f in (("stdout", proc.stdout), ("stderr", proc.stderr))
+    ]
+    for t in readers:
+        t.start()
+    sent = 0
+    try:
+        for chunk in chunks:
+            if cancel.is_set():
+                _stop_group(proc, grace=5.0)
+                raise Cancelled(f"interrupted while feeding {tool}")
+            proc.stdin.write(chunk)
+            sent += len(chunk)
+            if on_chunk is not None:
+                on_chunk(sent)
+    except BrokenPipeError:
+        pass  # it stopped reading: its exit code and stderr say why
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()
+    rc = proc.wait()
+    for t in readers:
+        t.join()
+    return Completed(tuple(argv), rc, out.get("stdout", b"").decode(errors="replace"),
+                     out.get("stderr", b"").decode(errors="replace"))  # fmt: skip
 
 
 def interactive(argv: Sequence[str], *, tool: str, cwd: Path | None = None, env: Env | None = None) -> int:

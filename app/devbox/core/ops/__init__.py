@@ -23,6 +23,7 @@ job, and returns a frozen record.
 | ``ssh_argv`` / ``vm_ssh`` | ssh into the VM (project key, project known_hosts) | argv / exit code |
 | ``dir_push`` / ``dir_pull`` | rsync a directory in or out (``--delete`` listed first) | ``Synced`` |
 | ``git_push`` / ``git_pull`` | a branch to ~/repos/<repo> in the VM / back into ``vm/BRANCH`` | ``Moved`` |
+| ``vm_upgrade`` | the image into the VM (podman load over ssh), ``bootc switch``/``upgrade``, reboot | ``Upgraded`` |
 | ``doctor`` | host checks for VM mode, each with a fix | ``Check`` tuple |
 """
 
@@ -40,6 +41,7 @@ from devbox.core.ops.doctor import Check, doctor
 from devbox.core.ops.results import Loss, Problem, Removed, Section, StartResult, Status, WorktreeRow
 from devbox.core.ops.status import build_image, image_status, status
 from devbox.core.ops.transfer import Moved, dir_pull, dir_push, git_pull, git_push, ssh_argv, vm_ssh
+from devbox.core.ops.upgrade import Upgraded, vm_upgrade
 from devbox.core.ops.vm import (
     VmDown,
     VmLoss,
@@ -67,6 +69,7 @@ __all__ = [
     "Section",
     "StartResult",
     "Status",
+    "Upgraded",
     "VmDown",
     "VmLoss",
     "VmOverview",
@@ -105,6 +108,7 @@ __all__ = [
     "vm_ssh",
     "vm_status",
     "vm_up",
+    "vm_upgrade",
     "watch_containers",
     "watch_vms",
     "worktree_loss",

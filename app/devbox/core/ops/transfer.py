@@ -22,18 +22,19 @@ from devbox.core.session import Devbox
 REMOTE_REPOS = "repos"  # pushed branches land in ~/repos/<repo name> in the VM
 
 
-def _target(session: Devbox) -> transfer.Target:
+def target(session: Devbox) -> transfer.Target:
+    """Where ssh goes for this checkout (``vm.ssh``, else the VM's address)."""
     return transfer.target(session.settings, session.user.name)
 
 
 def ssh_argv(session: Devbox, command: list[str], *, tty: bool) -> list[str]:
-    return transfer.ssh_argv(_target(session), command, tty=tty)
+    return transfer.ssh_argv(target(session), command, tty=tty)
 
 
 def vm_ssh(session: Devbox, command: list[str], *, tty: bool) -> int:
     """A shell (or ``command``) in the VM on this terminal; the remote exit code comes back.
     ssh's own failures (255) are told apart with a quiet probe and raised with their fix."""
-    t = _target(session)
+    t = target(session)
     rc = proc.interactive(transfer.ssh_argv(t, command, tty=tty), tool="ssh")
     if rc == 255:
         probe = proc.run(transfer.ssh_argv(t, ["true"], tty=False), tool="ssh", timeout=t.timeout + 20)
@@ -93,7 +94,7 @@ def dir_push(
     if not local.is_dir():
         raise NotFound(f"local directory {local} does not exist", "give an existing directory")
     remote = remote if remote is not None else local.resolve().name
-    t = _target(session)
+    t = target(session)
     transfer.remote_path(remote, _home(t, remote), allow_outside_home=allow_outside_home)
     report = Reporter(sink, "dir-push", Subject("vm", t.alias))
     src = str(local.absolute()) + "/"
@@ -116,7 +117,7 @@ def dir_pull(
     """``remote``'s contents into ``local`` (default: a same-named directory here). Refuses to
     overwrite a file with uncommitted git changes unless ``force``."""
     cancel = cancel or threading.Event()
-    t = _target(session)
+    t = target(session)
     transfer.remote_path(remote, _home(t, remote), allow_outside_home=allow_outside_home)
     local = local if local is not None else Path(Path(remote.rstrip("/")).name or "vm-pull")
     report = Reporter(sink, "dir-pull", Subject("vm", t.alias))
@@ -225,7 +226,7 @@ def git_push(
     cancel = cancel or threading.Event()
     repo = session.settings.repo
     name = _branch(session, branch, cwd or Path.cwd())
-    t = _target(session)
+    t = target(session)
     report = Reporter(sink, "git-push", Subject("vm", t.alias))
     remote = _remote_repo(session)
     q = shlex.quote(remote)
@@ -262,7 +263,7 @@ def git_pull(
     if not name:
         raise Refused("HEAD is detached: there is no current branch", "name the branch: ./vm-git-pull.sh BRANCH")
     git.check_branch_name(name)
-    t = _target(session)
+    t = target(session)
     report = Reporter(sink, "git-pull", Subject("vm", t.alias))
     remote = _remote_repo(session)
     before = git.rev(repo, f"refs/remotes/vm/{name}")
