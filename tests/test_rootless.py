@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from devbox.core.errors import ExitCode
+
 from conftest import BASE_IMAGE, ROOT, make_project
 from rootfs import import_base, make_rootfs
 
@@ -32,6 +34,7 @@ RUNTIME_DEPENDENCIES = ("podman", "requests", "urllib3", "idna", "charset_normal
 class AsUser:
     def __init__(self, name: str, tmp: Path) -> None:
         pw = pwd.getpwnam(name)
+        self.name = name
         self.uid, self.gid, self.home = pw.pw_uid, pw.pw_gid, pw.pw_dir
         self.runtime = Path(f"/run/user/{self.uid}")
         self.runtime.mkdir(parents=True, exist_ok=True)
@@ -146,3 +149,16 @@ def test_rootless_start_work_maps_the_user(rootless: tuple[AsUser, Path]) -> Non
     assert "1" in lines[2]
     made = tmp / "proj.worktrees" / "rootless" / "made-rootless"
     assert (made.stat().st_uid, made.stat().st_gid) == (user.uid, user.gid)
+
+
+def test_rootless_disk_build_names_the_rootful_way(rootless: tuple[AsUser, Path]) -> None:
+    """bootc-image-builder needs root's storage: a rootless user gets the exact command."""
+    user, tmp = rootless
+    proj = make_project(tmp)
+    subprocess.run(["chown", "-R", f"{user.uid}:{user.gid}", str(tmp)], check=True)
+    devbox = (SYSTEM_PYTHON, "-m", "devbox.cli")
+    res = user.run(*devbox, "disk", "build", cwd=proj.root, DEVBOX_REPO=str(proj.root))
+    assert res.returncode == ExitCode.NOT_AVAILABLE, res.stdout + res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert "must run as root" in last and f"podman image scp {user.name}@localhost::" in last
+    assert not (proj.root / ".build" / "disk.qcow2").exists()

@@ -240,6 +240,7 @@ def test_interrupted_apply_leaves_state_the_next_run_finishes(vm_project: VmProj
         ("DEVBOX_LIBVIRT_URI", "qemu+unix:///system?socket=/nonexistent/sock", ExitCode.NOT_AVAILABLE, "libvirtd"),
         ("PATH", "/usr/bin:/bin", ExitCode.NOT_AVAILABLE, "terraform is not installed"),
         ("TF_CLI_CONFIG_FILE", "EMPTY_MIRROR", ExitCode.NOT_AVAILABLE, "cannot install the libvirt provider"),
+        ("DEVBOX_VM_NETWORK", "devbox-no-such-net", ExitCode.VM_FAILED, "terraform apply failed"),
     ],
 )
 def test_host_faults_are_one_line_with_a_fix(
