@@ -25,40 +25,114 @@ job, and returns a frozen record.
 | ``git_push`` / ``git_pull`` | a branch to ~/repos/<repo> in the VM / back into ``vm/BRANCH`` | ``Moved`` |
 | ``vm_upgrade`` | the image into the VM (podman load over ssh), ``bootc switch``/``upgrade``, reboot | ``Upgraded`` |
 | ``doctor`` | host checks for VM mode, each with a fix | ``Check`` tuple |
+
+Imported lazily (PEP 562): ``from devbox.core import ops`` costs nothing until an
+operation is used, so ``./devbox vm ssh`` never loads the container operations and
+``./start-work`` never loads VM mode's. Type checkers read the imports below.
 """
 
-from devbox.core.ops.containers import (
-    attach_argv,
-    container_loss,
-    find_container,
-    list_containers,
-    remove_container,
-    start_work,
-    stop_container,
-)
-from devbox.core.ops.dashboard import activity, container_stats, follow_container_log, watch_containers
-from devbox.core.ops.doctor import Check, doctor
-from devbox.core.ops.results import Loss, Problem, Removed, Section, StartResult, Status, WorktreeRow
-from devbox.core.ops.status import build_image, image_status, status
-from devbox.core.ops.transfer import Moved, dir_pull, dir_push, git_pull, git_push, ssh_argv, vm_ssh
-from devbox.core.ops.upgrade import Upgraded, vm_upgrade
-from devbox.core.ops.vm import (
-    VmDown,
-    VmLoss,
-    VmOverview,
-    VmStatus,
-    VmUp,
-    build_disk,
-    disk_status,
-    domain_name,
-    vm_down,
-    vm_loss,
-    vm_overview,
-    vm_status,
-    vm_up,
-    watch_vms,
-)
-from devbox.core.ops.worktrees import add_worktree, find_worktree, list_worktrees, remove_worktree, worktree_loss
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from devbox.core.ops.containers import (
+        attach_argv,
+        container_loss,
+        find_container,
+        list_containers,
+        remove_container,
+        start_work,
+        stop_container,
+    )
+    from devbox.core.ops.dashboard import activity, container_stats, follow_container_log, watch_containers
+    from devbox.core.ops.doctor import Check, doctor
+    from devbox.core.ops.results import Loss, Problem, Removed, Section, StartResult, Status, WorktreeRow
+    from devbox.core.ops.status import build_image, image_status, status
+    from devbox.core.ops.transfer import Moved, dir_pull, dir_push, git_pull, git_push, ssh_argv, vm_ssh
+    from devbox.core.ops.upgrade import Upgraded, vm_upgrade
+    from devbox.core.ops.vm import (
+        VmDown,
+        VmLoss,
+        VmOverview,
+        VmStatus,
+        VmUp,
+        build_disk,
+        disk_status,
+        domain_name,
+        vm_down,
+        vm_loss,
+        vm_overview,
+        vm_status,
+        vm_up,
+        watch_vms,
+    )
+    from devbox.core.ops.worktrees import add_worktree, find_worktree, list_worktrees, remove_worktree, worktree_loss
+
+_WHERE = {
+    "Check": "doctor",
+    "Loss": "results",
+    "Moved": "transfer",
+    "Problem": "results",
+    "Removed": "results",
+    "Section": "results",
+    "StartResult": "results",
+    "Status": "results",
+    "Upgraded": "upgrade",
+    "VmDown": "vm",
+    "VmLoss": "vm",
+    "VmOverview": "vm",
+    "VmStatus": "vm",
+    "VmUp": "vm",
+    "WorktreeRow": "results",
+    "activity": "dashboard",
+    "add_worktree": "worktrees",
+    "attach_argv": "containers",
+    "build_disk": "vm",
+    "build_image": "status",
+    "container_loss": "containers",
+    "container_stats": "dashboard",
+    "dir_pull": "transfer",
+    "dir_push": "transfer",
+    "disk_status": "vm",
+    "doctor": "doctor",
+    "domain_name": "vm",
+    "find_container": "containers",
+    "find_worktree": "worktrees",
+    "follow_container_log": "dashboard",
+    "git_pull": "transfer",
+    "git_push": "transfer",
+    "image_status": "status",
+    "list_containers": "containers",
+    "list_worktrees": "worktrees",
+    "remove_container": "containers",
+    "remove_worktree": "worktrees",
+    "ssh_argv": "transfer",
+    "start_work": "containers",
+    "status": "status",
+    "stop_container": "containers",
+    "vm_down": "vm",
+    "vm_loss": "vm",
+    "vm_overview": "vm",
+    "vm_ssh": "transfer",
+    "vm_status": "vm",
+    "vm_up": "vm",
+    "vm_upgrade": "upgrade",
+    "watch_containers": "dashboard",
+    "watch_vms": "vm",
+    "worktree_loss": "worktrees",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'devbox.core.ops' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"devbox.core.ops.{module}"), name)
+    globals()[name] = value  # next time, a plain attribute
+    return value
+
 
 __all__ = [
     "Check",
