@@ -118,3 +118,31 @@ def test_attach_suspends_runs_a_shell_and_comes_back(project: Project, tmux: Tmu
             assert tmux.exit_code() == "0"
         finally:
             ops.remove_container(session, "attach-me", force=True)
+
+
+def test_vm_ssh_on_a_terminal_and_from_the_dashboard(tmp_path: Path, tmux: Tmux) -> None:
+    """``devbox vm ssh`` with a real terminal (a login shell on the sshd that stands in for
+    the VM, the exit code passed back), then ``S`` in the dashboard: it steps aside for the
+    same shell and comes back."""
+    from sshd import vm_project_over_ssh
+
+    with vm_project_over_ssh(tmp_path) as (proj, _):
+        env = {**proj.env, "DEVBOX_REPO": str(proj.root)}
+        devbox = Path(sys.executable).with_name("devbox")
+        tmux.start(f"cd {proj.root} && {devbox} vm ssh", env)
+        tmux.wait(lambda s: "#" in s or "$" in s, 30)  # the remote shell's prompt
+        tmux.keys(f"echo remote-$((40+2)) > {tmp_path}/from-ssh; exit 3", "Enter")
+        assert tmux.exit_code() == "3"
+        assert (tmp_path / "from-ssh").read_text() == "remote-42\n"
+
+        tmux.kill()
+        tmux.exit_file.unlink()
+        tmux.start(f"cd {proj.root} && {tui_command()}", env)
+        tmux.wait(lambda s: "Worktrees" in s and "VMs" in s)
+        tmux.keys("S")
+        tmux.wait(lambda s: "Worktrees" not in s, 30)  # the dashboard stepped aside
+        tmux.keys(f"echo dashboard-$((40+2)) > {tmp_path}/from-tui; exit", "Enter")
+        tmux.wait(lambda s: "Worktrees" in s and "VMs" in s, 30)  # and came back
+        assert (tmp_path / "from-tui").read_text() == "dashboard-42\n"
+        tmux.keys("q")
+        assert tmux.exit_code() == "0"
