@@ -54,6 +54,7 @@ def test_status_json_with_podman_down_is_valid_and_says_why(tmp_path: Path) -> N
     assert err["exit_code"] == ExitCode.PODMAN_UNREACHABLE
     assert [w["branch"] for w in data["worktrees"]] == ["main"]
     assert len(data["sources"]["digest"]) == 64
+    assert data["vms"] == [] and "vms" not in data["errors"]  # no VM made here: VM mode stays quiet
     plain = subprocess.run([sys.executable, "-m", "devbox.cli", "status"], env=env, capture_output=True, text=True)
     assert plain.returncode == 0 and "main" in plain.stdout and "does not exist" in plain.stdout
     # a closed pipe is a quiet exit, not "internal error: BrokenPipeError"

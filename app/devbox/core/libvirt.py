@@ -56,6 +56,14 @@ class Vm:
     def uptime(self, now: float | None = None) -> float | None:
         return None if self.started is None else max(0.0, (now or time.time()) - self.started)
 
+    def to_json(self) -> dict[str, object]:
+        up = self.uptime()
+        return {
+            "name": self.name, "state": self.state, "ip": self.ip, "mac": self.mac, "vcpus": self.vcpus,
+            "memory_mib": self.memory_mib, "cpu_seconds": round(self.cpu_seconds, 1),
+            "uptime": None if up is None else round(up), "cpu_mode": self.cpu_mode, "domain_type": self.domain_type,
+        }  # fmt: skip
+
 
 def _module() -> Any:
     try:

@@ -222,7 +222,7 @@ class DevboxApp(VmActions, App[None]):
         if st.containers.value:
             with contextlib.suppress(DevboxError):
                 stats = ops.container_stats(self.session, st.containers.value)
-        return StatusUpdated(st, act, stats, ops.vm_overview(self.session, st.disk.value))
+        return StatusUpdated(st, act, stats, ops.vm_overview(self.session, st.disk.value, st.vms))
 
     @work(thread=True, exit_on_error=False, group="events", exclusive=True, description="podman events")
     def follow_podman_events(self) -> None:

@@ -12,6 +12,7 @@ from devbox.core.errors import DevboxError
 from devbox.core.freshness import SourceTree
 from devbox.core.git import Worktree, WorktreeState
 from devbox.core.image import ImageStatus
+from devbox.core.libvirt import Vm
 
 T = TypeVar("T")
 
@@ -86,6 +87,7 @@ class Status:
     worktrees: Section[tuple[WorktreeRow, ...]]
     containers: Section[tuple[Container, ...]]
     disk: Section[DiskStatus] = Section()
+    vms: Section[tuple[Vm, ...]] = Section()
 
     SCHEMA = 1
 
@@ -100,6 +102,7 @@ class Status:
             "worktrees": self.worktrees,
             "containers": self.containers,
             "disk": self.disk,
+            "vms": self.vms,
         }
         return {name: sec.problem for name, sec in parts.items() if sec.problem is not None}
 
@@ -115,7 +118,7 @@ class Status:
             "worktrees": [r.to_json() for r in self.worktrees.value or ()],
             "containers": [c.to_json(current) for c in self.containers.value or ()],
             "disk": self.disk.value.to_json() if self.disk.value else None,
-            "vms": [],  # VM mode
+            "vms": [v.to_json() for v in self.vms.value or ()],
             "errors": {name: p.to_json() for name, p in self.problems().items()},
         }
 

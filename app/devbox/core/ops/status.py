@@ -9,12 +9,13 @@ from devbox.core import builder, containers, image
 from devbox.core.events import Reporter, Sink, null_sink
 from devbox.core.image import ImageStatus
 from devbox.core.ops.results import Section, Status
+from devbox.core.ops.vm import list_vms
 from devbox.core.ops.worktrees import rows
 from devbox.core.session import Devbox
 
 
 def status(session: Devbox, *, sink: Sink = null_sink, cancel: threading.Event | None = None) -> Status:
-    """Sources, image, worktrees, containers and the VM disk. podman being down costs the
+    """Sources, image, worktrees, containers, the VM disk and the VMs. podman being down costs the
     image, containers and disk sections (each says why and how to fix it); the worktrees
     and the sources still list."""
     settings = session.settings
@@ -24,8 +25,9 @@ def status(session: Devbox, *, sink: Sink = null_sink, cancel: threading.Event |
         image_f = pool.submit(Section.fetch, lambda: image.status(settings, session.podman, sources.value))
         conts = conts_f.result()
         wts = Section.fetch(lambda: rows(session, conts.value, cancel))
+        vms_f = pool.submit(Section.fetch, lambda: list_vms(session))
         disk = Section.fetch(lambda: builder.status(settings, session.podman, session.user))
-        return Status(str(settings.repo), sources, image_f.result(), wts, conts, disk)
+        return Status(str(settings.repo), sources, image_f.result(), wts, conts, disk, vms_f.result())
 
 
 def image_status(session: Devbox) -> ImageStatus:

@@ -278,19 +278,7 @@ class VmStatus:
             "schema": 1,
             "domain": self.domain,
             "disk": self.disk.value.to_json() if self.disk.value else None,
-            "vm": None
-            if vm is None
-            else {
-                "state": vm.state,
-                "ip": vm.ip,
-                "mac": vm.mac,
-                "vcpus": vm.vcpus,
-                "memory_mib": vm.memory_mib,
-                "cpu_seconds": round(vm.cpu_seconds, 1),
-                "uptime": vm.uptime(),
-                "cpu_mode": vm.cpu_mode,
-                "domain_type": vm.domain_type,
-            },
+            "vm": None if vm is None else vm.to_json(),
             "fresh": self.verdict.fresh,
             "reasons": list(self.verdict.reasons),
             "errors": {k: p.to_json() for k, p in (("disk", self.disk.problem), ("vm", self.vm.problem)) if p},
@@ -338,13 +326,27 @@ class VmOverview:
     verdict: Verdict
 
 
-def vm_overview(session: Devbox, disk: builder.DiskStatus | None) -> VmOverview:
+def vm_overview(
+    session: Devbox, disk: builder.DiskStatus | None, vms: Section[tuple[libvirt.Vm, ...]] | None = None
+) -> VmOverview:
     s = session.settings
-    vms = Section.fetch(lambda: libvirt.list_vms(s.libvirt_uri, str(s.repo)))
+    vms = vms if vms is not None else Section.fetch(lambda: libvirt.list_vms(s.libvirt_uri, str(s.repo)))
     mine: Section[libvirt.Vm | None] = Section(
         next((v for v in vms.value or () if v.name == domain_name(session)), None), vms.problem
     )
     return VmOverview(vms, _vm_verdict(session, disk, mine))
+
+
+def list_vms(session: Devbox) -> tuple[libvirt.Vm, ...]:
+    """This checkout's VMs. Quiet (empty) while VM mode is unused: a container-only user
+    without libvirt is not told about it on every ``status``."""
+    s = session.settings
+    try:
+        return libvirt.list_vms(s.libvirt_uri, str(s.repo))
+    except DevboxError:
+        if terraform.Runner(s).has_state():
+            raise
+        return ()
 
 
 def watch_vms(session: Devbox, on_change: Callable[[str, str], None], stop: threading.Event) -> None:
