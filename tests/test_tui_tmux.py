@@ -93,7 +93,7 @@ def tui_command() -> str:
 def test_real_tui_starts_shows_panes_and_quits(project: Project, tmux: Tmux) -> None:
     tmux.start(f"cd {project.root} && {tui_command()}", project.env)
     text = tmux.wait(lambda s: "Worktrees" in s and "Containers" in s and "VMs" in s and "main" in s)
-    assert "VM mode: no VMs" in text and "n New" in text
+    assert "n New" in text and "u VM up" in text and "S ssh VM" in text  # VM mode's keys too
     tmux.keys("q")
     assert tmux.exit_code() == "0"
 
