@@ -180,6 +180,13 @@ def _stat(stats: dict[str, int], key: str) -> int:
     return stats.get(key, 0)
 
 
+def item_name(line: str) -> str:
+    """The path of an itemized line: 11 columns of flags (``*deleting`` padded to them), a
+    space, the name (kept as is: a name may start or end with spaces), maybe `` -> target``."""
+    name = line[12:] if len(line) > 12 else line
+    return name.split(" -> ")[0] if line[1:2] == "L" else name
+
+
 def parse_rsync(out: str) -> tuple[dict[str, int], list[str], list[str]]:
     """Its ``--stats`` numbers, itemized changes and ``*deleting`` lines."""
     stats: dict[str, int] = {}
@@ -191,7 +198,7 @@ def parse_rsync(out: str) -> tuple[dict[str, int], list[str], list[str]]:
         if m:
             stats[m.group(1)] = int(m.group(2).replace(",", ""))
         elif line.startswith("*deleting "):
-            deleted.append(line.split(" ", 1)[1].strip())
+            deleted.append(item_name(line))
             changes.append(line)
         elif re.match(r"^[<>ch.*][fdLDS][ .+?a-zA-Z]{7,9} ", line):
             changes.append(line)

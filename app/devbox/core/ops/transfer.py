@@ -154,8 +154,7 @@ def _dirty_targets(local: Path, changes: tuple[str, ...]) -> list[str]:
         return []  # not a git worktree: nothing git could lose
     touched = []
     for line in changes:
-        name = line.split(" ", 1)[1] if " " in line else line
-        name = name.split(" -> ")[0]
+        name = transfer.item_name(line)
         if (local / name).resolve() in dirty:
             touched.append(name)
     return touched
