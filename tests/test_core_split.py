@@ -11,7 +11,7 @@ import devbox.core
 
 def test_core_imports_neither_textual_nor_rich() -> None:
     modules = [m.name for m in pkgutil.walk_packages(devbox.core.__path__, "devbox.core.")]
-    assert len(modules) >= 18 and "devbox.core.ops.status" in modules
+    assert len(modules) >= 18 and "devbox.core.ops.overview" in modules
     code = (
         "import importlib, sys\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"
@@ -26,3 +26,18 @@ def test_headless_cli_without_tty_does_not_load_rich() -> None:
     code = "import sys, devbox.cli, devbox.render as r; r.make_renderer(); print('rich' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_no_ops_submodule_shadows_an_operation() -> None:
+    """``ops`` binds operations lazily; importing a submodule binds its name on the package,
+    so a submodule named like an operation would replace it (``ops.status`` a module)."""
+    import importlib
+    import pkgutil
+
+    from devbox.core import ops
+
+    submodules = {m.name for m in pkgutil.iter_modules(ops.__path__)}
+    assert not submodules & set(ops._WHERE)
+    for name in submodules:
+        importlib.import_module(f"devbox.core.ops.{name}")
+    assert all(callable(getattr(ops, name)) for name in ops.__all__)

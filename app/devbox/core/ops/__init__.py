@@ -28,7 +28,10 @@ job, and returns a frozen record.
 
 Imported lazily (PEP 562): ``from devbox.core import ops`` costs nothing until an
 operation is used, so ``./devbox vm ssh`` never loads the container operations and
-``./start-work`` never loads VM mode's. Type checkers read the imports below.
+``./start-work`` never loads VM mode's. Type checkers read the imports below. No
+submodule shares a name with an operation (``status`` lives in ``overview.py``, ``doctor``
+in ``hostcheck.py``): importing a submodule binds its name on the package, which would
+shadow the lazily bound operation (a test checks).
 """
 
 from __future__ import annotations
@@ -47,9 +50,9 @@ if TYPE_CHECKING:
         stop_container,
     )
     from devbox.core.ops.dashboard import activity, container_stats, follow_container_log, watch_containers
-    from devbox.core.ops.doctor import Check, doctor
+    from devbox.core.ops.hostcheck import Check, doctor
+    from devbox.core.ops.overview import build_image, image_status, status
     from devbox.core.ops.results import Loss, Problem, Removed, Section, StartResult, Status, WorktreeRow
-    from devbox.core.ops.status import build_image, image_status, status
     from devbox.core.ops.transfer import Moved, dir_pull, dir_push, git_pull, git_push, ssh_argv, vm_ssh
     from devbox.core.ops.upgrade import Upgraded, vm_upgrade
     from devbox.core.ops.vm import (
@@ -72,7 +75,7 @@ if TYPE_CHECKING:
     from devbox.core.ops.worktrees import add_worktree, find_worktree, list_worktrees, remove_worktree, worktree_loss
 
 _WHERE = {
-    "Check": "doctor",
+    "Check": "hostcheck",
     "Loss": "results",
     "Moved": "transfer",
     "Problem": "results",
@@ -91,13 +94,13 @@ _WHERE = {
     "add_worktree": "worktrees",
     "attach_argv": "containers",
     "build_disk": "vm",
-    "build_image": "status",
+    "build_image": "overview",
     "container_loss": "containers",
     "container_stats": "dashboard",
     "dir_pull": "transfer",
     "dir_push": "transfer",
     "disk_status": "vm",
-    "doctor": "doctor",
+    "doctor": "hostcheck",
     "domain_name": "vm",
     "list_vms": "vm",
     "find_container": "containers",
@@ -105,14 +108,14 @@ _WHERE = {
     "follow_container_log": "dashboard",
     "git_pull": "transfer",
     "git_push": "transfer",
-    "image_status": "status",
+    "image_status": "overview",
     "list_containers": "containers",
     "list_worktrees": "worktrees",
     "remove_container": "containers",
     "remove_worktree": "worktrees",
     "ssh_argv": "transfer",
     "start_work": "containers",
-    "status": "status",
+    "status": "overview",
     "stop_container": "containers",
     "vm_down": "vm",
     "vm_loss": "vm",
