@@ -70,12 +70,15 @@ def test_dir_round_trip_delta_and_delete(vm: tuple[Project, Sshd, Path], tmp_pat
 
     # the unchanged 50 MB file: under 1% of it travels the second time
     from devbox.core import ops
+    from devbox.core.events import Event, Progress
     from devbox.core.session import Devbox
 
     (src / "big.bin").touch()  # a new mtime: rsync must look, and the delta algorithm finds it the same
+    events: list[Event] = []
     with Devbox.open(proj.root, env=proj.env) as session:
-        again = ops.dir_push(session, src, remote)
+        again = ops.dir_push(session, src, remote, sink=events.append)
     assert again.literal < 0.01 * 50 * 1024 * 1024 and again.bytes_sent < 0.01 * 50 * 1024 * 1024
+    assert any(isinstance(e, Progress) and e.total == 100.0 for e in events)  # --info=progress2, as events
 
     (src / "-leading-dash").unlink()
     (there / "extra-in-vm").write_text("x")
