@@ -257,6 +257,9 @@ def test_host_faults_are_one_line_with_a_fix(
     last = res.stderr.strip().splitlines()[-1]
     assert said in last and "fix:" in last and "Traceback" not in res.stderr
     assert virsh("dominfo", vm_project.domain).returncode != 0  # nothing half-made
+    # nothing it started (the early `terraform plan`, its provider) outlives it
+    left = subprocess.run(["pgrep", "-f", str(vm_project.root)], capture_output=True, text=True).stdout.split()
+    assert not left, subprocess.run(["ps", "-o", "pid,args", "-p", ",".join(left)], capture_output=True, text=True).stdout
 
 
 def test_doctor_names_each_check_and_its_fix(vm_project: VmProject) -> None:

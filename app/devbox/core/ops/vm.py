@@ -93,8 +93,13 @@ def vm_up(
     with hold(s.build_path("locks", "vm.lock"), "a VM operation", cancel=cancel,
               on_wait=lambda: vm_report.log("waiting for another devbox VM operation to finish")):  # fmt: skip
         runner = terraform.Runner(s)
-        early = None if force_disk else _EarlyPlan.start(session, runner, cancel)
-        disk = build_disk(session, force=force_disk, sink=sink, cancel=cancel)
+        early = None if force_disk else _EarlyPlan.start(session, runner)
+        try:
+            disk = build_disk(session, force=force_disk, sink=sink, cancel=cancel)
+        except BaseException:
+            if early is not None:
+                early.stop()  # its terraform must not outlive this run
+            raise
         try:
             before = libvirt.find_vm(s.libvirt_uri, domain_name(session))
             wanted = variables(session, disk)
@@ -126,6 +131,9 @@ def vm_up(
             if isinstance(exc, DevboxError):
                 vm_report.step("fail", exc.message)
             raise
+        finally:
+            if early is not None:
+                early.stop()
 
 
 class _EarlyPlan:
@@ -133,15 +141,16 @@ class _EarlyPlan:
     are checked: when both are fresh (the no-op ``vm up``) its answer is the one needed and
     the two waits overlap; when the disk changes, the plan is thrown away and made again."""
 
-    def __init__(self, runner: terraform.Runner, wanted: dict[str, Any], cancel: threading.Event) -> None:
+    def __init__(self, runner: terraform.Runner, wanted: dict[str, Any]) -> None:
         self.wanted = wanted
         self.plan: terraform.Plan | None = None
+        self.cancel = threading.Event()  # set by stop(): the run failed or is over
         quiet = Reporter(null_sink, "vm-up")
 
         def run() -> None:
             try:
                 runner.init(quiet)
-                self.plan = runner.plan(wanted, quiet, cancel)
+                self.plan = runner.plan(wanted, quiet, self.cancel)
             except DevboxError:
                 self.plan = None  # the real plan, made afterwards, reports it
 
@@ -149,20 +158,28 @@ class _EarlyPlan:
         self.thread.start()
 
     @classmethod
-    def start(cls, session: Devbox, runner: terraform.Runner, cancel: threading.Event) -> _EarlyPlan | None:
+    def start(cls, session: Devbox, runner: terraform.Runner) -> _EarlyPlan | None:
         s = session.settings
         rec = read_json(builder.record_path(s))
         if not isinstance(rec, dict) or not rec.get("key") or not builder.disk_path(s).exists():
             return None
         try:
             recorded = builder.DiskStatus(builder.disk_path(s), rec, rec["key"], Verdict(True))
-            return cls(runner, variables(session, recorded), cancel)
+            return cls(runner, variables(session, recorded))
         except DevboxError:
             return None
 
     def result(self, wanted: dict[str, Any]) -> terraform.Plan | None:
+        if wanted != self.wanted:
+            self.stop()  # planned for the old disk: not needed
+            return None
         self.thread.join()
-        return self.plan if wanted == self.wanted else None
+        return self.plan
+
+    def stop(self) -> None:
+        """Stop its terraform (process group: the provider too) and wait for the thread."""
+        self.cancel.set()
+        self.thread.join()
 
 
 def _check_cpu(session: Devbox, vm: libvirt.Vm) -> tuple[str, ...]:
