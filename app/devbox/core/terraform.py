@@ -127,7 +127,11 @@ class Runner:
             out=str(self.plan_file),
             var_file=str(self.vars),
         )
-        done = proc.run(argv, tool="terraform", cwd=self.module, env=self.env(), timeout=900, cancel=cancel)
+        # one VM plans in seconds: a plan still running after 5 minutes is a hung provider
+        done = proc.run(
+            argv, tool="terraform", cwd=self.module, env=self.env(), timeout=300, cancel=cancel,
+            remedy="check libvirtd answers (virsh -c URI list), then run again",
+        )  # fmt: skip
         if done.returncode == 0:
             return Plan(False, self.plan_file, ())
         if done.returncode != 2:
