@@ -259,7 +259,9 @@ def test_host_faults_are_one_line_with_a_fix(
     assert virsh("dominfo", vm_project.domain).returncode != 0  # nothing half-made
     # nothing it started (the early `terraform plan`, its provider) outlives it
     left = subprocess.run(["pgrep", "-f", str(vm_project.root)], capture_output=True, text=True).stdout.split()
-    assert not left, subprocess.run(["ps", "-o", "pid,args", "-p", ",".join(left)], capture_output=True, text=True).stdout
+    assert not left, subprocess.run(
+        ["ps", "-o", "pid,args", "-p", ",".join(left)], capture_output=True, text=True
+    ).stdout
 
 
 def test_doctor_names_each_check_and_its_fix(vm_project: VmProject) -> None:
