@@ -78,9 +78,10 @@ def test_lifecycle_events_reach_the_watcher(conn: Any) -> None:
     tag = uuid.uuid4().hex[:6]
     seen: list[tuple[str, str]] = []
     stop = threading.Event()
-    watcher = threading.Thread(target=lv.watch, args=(URI, lambda d, e: seen.append((d, e)), stop), daemon=True)
+    ready = threading.Event()
+    watcher = threading.Thread(target=lv.watch, args=(URI, lambda d, e: seen.append((d, e)), stop, ready), daemon=True)
     watcher.start()
-    time.sleep(0.5)
+    assert ready.wait(10)  # subscribed: the domain's events cannot be missed
     # the watcher holds its own connection: the test driver's state is per connection group,
     # so the domain is made through a connection the watcher shares (same URI, same process)
     define(conn, f"devbox-{tag}", "/repo/a")

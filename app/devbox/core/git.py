@@ -372,3 +372,13 @@ def moved(repo: Path, before: str, after: str) -> tuple[int, tuple[str, ...]]:
 
 def is_ancestor(repo: Path, older: str, newer: str) -> bool:
     return _git(repo, "merge-base", "--is-ancestor", older, newer, check=False).returncode == 0
+
+
+def update_ref(repo: Path, ref: str, new: str, old: str | None = None) -> None:
+    """Point ``ref`` at ``new`` (only if it still is ``old``, when given)."""
+    _git(repo, "update-ref", ref, new, *([old] if old is not None else []))
+
+
+def fast_forward_checkout(path: Path, commit: str) -> None:
+    """``merge --ff-only`` in the worktree at ``path`` (its branch and files move together)."""
+    _git(path, "merge", "--ff-only", "--quiet", commit)

@@ -349,9 +349,11 @@ def _ensure_event_loop(libvirt: Any) -> None:
         _loop_started = True
 
 
-def watch(uri: str, on_change: Callable[[str, str], None], stop: threading.Event) -> None:
+def watch(
+    uri: str, on_change: Callable[[str, str], None], stop: threading.Event, ready: threading.Event | None = None
+) -> None:
     """Call ``on_change(domain, event)`` for each lifecycle event of a devbox domain until
-    ``stop`` is set (blocks; run it in a worker)."""
+    ``stop`` is set (blocks; run it in a worker). ``ready`` is set once events are subscribed."""
     libvirt = _module()
     _ensure_event_loop(libvirt)
     names = {0: "defined", 1: "undefined", 2: "started", 3: "suspended", 4: "resumed", 5: "stopped", 6: "shutdown",
@@ -363,6 +365,8 @@ def watch(uri: str, on_change: Callable[[str, str], None], stop: threading.Event
 
     with connect(uri, read_only=True) as conn:
         cb = conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, callback, None)
+        if ready is not None:
+            ready.set()
         try:
             while not stop.wait(0.5):
                 if not conn.isAlive():

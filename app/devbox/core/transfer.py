@@ -20,12 +20,15 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from devbox.core import libvirt, proc
 from devbox.core.config import SSH_RE, Settings
-from devbox.core.errors import DevboxError, NotAvailable, NotFound, Refused
+from devbox.core.errors import Cancelled, DevboxError, NotAvailable, NotFound, Refused
+from devbox.core.events import Reporter
 
 
 class SshFailed(DevboxError):
@@ -140,9 +143,7 @@ def remote_path(path: str, home: str | None, *, allow_outside_home: bool) -> str
 
 
 def remote_home(t: Target) -> str:
-    res = proc.run(ssh_argv(t, ["sh", "-c", 'printf %s "$HOME"'], tty=False), tool="ssh", timeout=t.timeout + 20)
-    if res.returncode == 255:
-        raise classify(t, res.stderr)
+    res = run_remote(t, ["sh", "-c", 'printf %s "$HOME"'], "reading $HOME", timeout=t.timeout + 20)
     return res.stdout.strip() or "/"
 
 
@@ -203,3 +204,96 @@ def parse_rsync(out: str) -> tuple[dict[str, int], list[str], list[str]]:
         elif re.match(r"^[<>ch.*][fdLDS][ .+?a-zA-Z]{7,9} ", line):
             changes.append(line)
     return stats, changes, deleted
+
+
+# -- running them (ops/transfer.py and ops/upgrade.py call these, never proc) -------------------
+
+
+def run_remote(
+    t: Target, argv: list[str], what: str, *, timeout: float = 600, cancel: threading.Event | None = None,
+    disconnects: bool = False,
+) -> proc.Completed:  # fmt: skip
+    """``argv`` in the VM; ssh's own failure and the command's are one line each.
+    ``disconnects``: the command takes the connection down (a reboot): 255 is success."""
+    res = proc.run(ssh_argv(t, argv, tty=False), tool="ssh", timeout=timeout, cancel=cancel)
+    if res.returncode == 255 and disconnects:
+        return res
+    if res.returncode == 255:
+        raise classify(t, res.stderr)
+    if not res.ok:
+        raise SshFailed(f"{what} failed in the VM: {res.last_error()}", "look in the VM: ./vm-ssh.sh")
+    return res
+
+
+def interactive(t: Target, command: list[str], *, tty: bool) -> int:
+    """ssh on this terminal; the remote exit code comes back. ssh's own failure (255) is
+    told apart from a command's with a quiet probe."""
+    rc = proc.interactive(ssh_argv(t, command, tty=tty), tool="ssh")
+    if rc == 255:
+        probe = proc.run(ssh_argv(t, ["true"], tty=False), tool="ssh", timeout=t.timeout + 20)
+        if probe.returncode == 255:
+            raise classify(t, probe.stderr)
+    return rc
+
+
+def feed_remote(
+    t: Target, argv: list[str], chunks: Iterable[bytes], what: str, cancel: threading.Event,
+    on_chunk: Callable[[int], None] | None = None,
+) -> proc.Completed:  # fmt: skip
+    """``argv`` in the VM with ``chunks`` on its stdin (an image archive for ``podman load``)."""
+    done = proc.feed(ssh_argv(t, argv, tty=False), chunks, tool="ssh", cancel=cancel, on_chunk=on_chunk)
+    if done.returncode == 255:
+        raise classify(t, done.stderr)
+    if not done.ok:
+        raise SshFailed(f"{what} failed in the VM: {done.last_error()}", "see the message above")
+    return done
+
+
+def _progress(line: str) -> tuple[float | None, float | None, str] | None:
+    m = RSYNC_PROGRESS.match(line)
+    return None if m is None else (float(m.group(2)), 100.0, line.strip())
+
+
+def rsync(
+    t: Target, src: str, dest: str, report: Reporter, cancel: threading.Event, *, delete: bool, dry_run: bool
+) -> Synced:
+    """rsync over the project's ssh; ``--info=progress2`` as Progress events, ``--stats`` parsed."""
+    argv = rsync_argv(t, src, dest, delete=delete, dry_run=dry_run)
+    done = proc.stream(argv, report, cancel, source="rsync", capture_stdout=True, parse=_progress)
+    if done.cancelled:
+        raise Cancelled("transfer interrupted", "run it again: rsync only sends what is still missing")
+    if done.returncode != 0:
+        err = "\n".join(done.err_tail)
+        if done.returncode == 255 or ("connection unexpectedly closed" in err and "ssh" in err):
+            raise classify(t, err)
+        raise SshFailed(f"rsync failed: {done.last_error()}", "see the rsync messages above")
+    stats, changes, deleted = parse_rsync(done.stdout)
+    return Synced(
+        src, dest,
+        files=stats.get("Number of regular files transferred", 0),
+        deleted=tuple(deleted),
+        bytes_sent=stats.get("Total bytes sent", 0),
+        bytes_received=stats.get("Total bytes received", 0),
+        literal=stats.get("Literal data", 0),
+        dry_run=dry_run,
+        changes=tuple(changes),
+    )  # fmt: skip
+
+
+def git_over_ssh(t: Target, repo: Path, args: list[str], report: Reporter, cancel: threading.Event, what: str) -> None:
+    """``git push``/``fetch`` against the VM with the project's ssh (``GIT_SSH_COMMAND``: git
+    runs it through ``sh``, so every word of it is quoted)."""
+    env: dict[str, str | None] = {"GIT_SSH_COMMAND": ssh_command_string(t), "GIT_TERMINAL_PROMPT": "0"}
+    done = proc.stream(["git", "-C", str(repo), *args], report, cancel, source="git", env=env)
+    if done.cancelled:
+        raise Cancelled(f"git {what} interrupted", "run it again")
+    if done.returncode != 0:
+        err = "\n".join(done.err_tail)
+        if HOST_KEY_CHANGED.search(err) or "Could not read from remote repository" in err:
+            raise classify(t, err)
+        raise SshFailed(f"git {what} failed: {done.last_error()}", "see the git messages above")
+
+
+def git_url(t: Target, repo: str) -> str:
+    """``repo`` relative to the VM user's home, as an ssh URL."""
+    return f"ssh://{t.login}:{t.port}/~/{repo}"

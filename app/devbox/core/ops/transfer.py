@@ -14,8 +14,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from devbox.core import git, proc, transfer
-from devbox.core.errors import Cancelled, DevboxError, NotFound, Refused
+from devbox.core import git, transfer
+from devbox.core.errors import DevboxError, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.session import Devbox
 
@@ -32,47 +32,8 @@ def ssh_argv(session: Devbox, command: list[str], *, tty: bool) -> list[str]:
 
 
 def vm_ssh(session: Devbox, command: list[str], *, tty: bool) -> int:
-    """A shell (or ``command``) in the VM on this terminal; the remote exit code comes back.
-    ssh's own failures (255) are told apart with a quiet probe and raised with their fix."""
-    t = target(session)
-    rc = proc.interactive(transfer.ssh_argv(t, command, tty=tty), tool="ssh")
-    if rc == 255:
-        probe = proc.run(transfer.ssh_argv(t, ["true"], tty=False), tool="ssh", timeout=t.timeout + 20)
-        if probe.returncode == 255:
-            raise transfer.classify(t, probe.stderr)
-    return rc
-
-
-def _rsync(
-    t: transfer.Target, src: str, dest: str, report: Reporter, cancel: threading.Event, *, delete: bool, dry_run: bool
-) -> transfer.Synced:
-    argv = transfer.rsync_argv(t, src, dest, delete=delete, dry_run=dry_run)
-    done = proc.stream(argv, report, cancel, source="rsync", capture_stdout=True, parse=_progress)
-    if done.cancelled:
-        raise Cancelled("transfer interrupted", "run it again: rsync only sends what is still missing")
-    if done.returncode != 0:
-        err = "\n".join(done.err_tail)
-        if done.returncode == 255 or ("connection unexpectedly closed" in err and "ssh" in err):
-            raise transfer.classify(t, err)
-        raise transfer.SshFailed(f"rsync failed: {done.last_error()}", "see the rsync messages above")
-    stats, changes, deleted = transfer.parse_rsync(done.stdout)
-    return transfer.Synced(
-        src, dest,
-        files=stats.get("Number of regular files transferred", 0),
-        deleted=tuple(deleted),
-        bytes_sent=stats.get("Total bytes sent", 0),
-        bytes_received=stats.get("Total bytes received", 0),
-        literal=stats.get("Literal data", 0),
-        dry_run=dry_run,
-        changes=tuple(changes),
-    )  # fmt: skip
-
-
-def _progress(line: str) -> tuple[float | None, float | None, str] | None:
-    m = transfer.RSYNC_PROGRESS.match(line)
-    if m is None:
-        return None
-    return float(m.group(2)), 100.0, line.strip()
+    """A shell (or ``command``) in the VM on this terminal; the remote exit code comes back."""
+    return transfer.interactive(target(session), command, tty=tty)
 
 
 def _home(t: transfer.Target, path: str) -> str | None:
@@ -80,7 +41,7 @@ def _home(t: transfer.Target, path: str) -> str | None:
 
 
 def _announce_deletes(t: transfer.Target, src: str, dest: str, report: Reporter, cancel: threading.Event) -> None:
-    dry = _rsync(t, src, dest, report, cancel, delete=True, dry_run=True)
+    dry = transfer.rsync(t, src, dest, report, cancel, delete=True, dry_run=True)
     for gone in dry.deleted:
         report.log(f"will delete {gone}")
 
@@ -102,7 +63,7 @@ def dir_push(
     report.step("start", f"{local} → {t.alias}:{remote}" + (" (dry run)" if dry_run else ""))
     if delete and not dry_run:
         _announce_deletes(t, src, dest, report, cancel)
-    res = _rsync(t, src, dest, report, cancel, delete=delete, dry_run=dry_run)
+    res = transfer.rsync(t, src, dest, report, cancel, delete=delete, dry_run=dry_run)
     for line in res.changes if dry_run else ():
         report.log(line)
     report.step("done", _summary(res))
@@ -124,7 +85,7 @@ def dir_pull(
     src = f"{t.login}:{remote.rstrip('/')}/"
     dest = str(local.absolute()) + "/"
     report.step("start", f"{t.alias}:{remote} → {local}" + (" (dry run)" if dry_run else ""))
-    plan = _rsync(t, src, dest, report, cancel, delete=delete, dry_run=True)
+    plan = transfer.rsync(t, src, dest, report, cancel, delete=delete, dry_run=True)
     if not force:
         dirty = _dirty_targets(local, plan.changes)
         if dirty:
@@ -139,7 +100,7 @@ def dir_pull(
         return plan
     for gone in plan.deleted:
         report.log(f"will delete {gone}")
-    res = _rsync(t, src, dest, report, cancel, delete=delete, dry_run=False)
+    res = transfer.rsync(t, src, dest, report, cancel, delete=delete, dry_run=False)
     report.step("done", _summary(res))
     return res
 
@@ -184,15 +145,6 @@ def _remote_repo(session: Devbox) -> str:
     return f"{REMOTE_REPOS}/{session.settings.repo_name}"
 
 
-def _git_env(t: transfer.Target) -> dict[str, str | None]:
-    # git runs GIT_SSH_COMMAND through sh: every word of it is shlex-quoted
-    return {"GIT_SSH_COMMAND": transfer.ssh_command_string(t), "GIT_TERMINAL_PROMPT": "0"}
-
-
-def _url(t: transfer.Target, repo: str) -> str:
-    return f"ssh://{t.login}:{t.port}/~/{repo}"
-
-
 def _branch(session: Devbox, branch: str | None, cwd: Path) -> str:
     name = branch or git.current_branch(cwd)
     if not name:
@@ -200,19 +152,6 @@ def _branch(session: Devbox, branch: str | None, cwd: Path) -> str:
     if not git.rev(session.settings.repo, f"refs/heads/{name}"):
         raise NotFound(f"branch {name!r} does not exist here", "git branch --list shows the branches")
     return name
-
-
-def _git_over_ssh(
-    session: Devbox, t: transfer.Target, args: list[str], report: Reporter, cancel: threading.Event, what: str
-) -> None:
-    done = proc.stream(["git", "-C", str(session.settings.repo), *args], report, cancel, source="git", env=_git_env(t))
-    if done.cancelled:
-        raise Cancelled(f"git {what} interrupted", "run it again")
-    if done.returncode != 0:
-        err = "\n".join(done.err_tail)
-        if transfer.HOST_KEY_CHANGED.search(err) or "Could not read from remote repository" in err:
-            raise transfer.classify(t, err)
-        raise transfer.SshFailed(f"git {what} failed: {done.last_error()}", "see the git messages above")
 
 
 def git_push(
@@ -233,18 +172,16 @@ def git_push(
         f"test -d {q}/.git || {{ git init -q -b {shlex.quote(name)} {q} && "
         f"git -C {q} config receive.denyCurrentBranch updateInstead; }}"
     )
-    res = proc.run(transfer.ssh_argv(t, ["sh", "-c", init], tty=False), tool="ssh", timeout=t.timeout + 60)
-    if res.returncode == 255:
-        raise transfer.classify(t, res.stderr)
-    if not res.ok:
-        raise transfer.SshFailed(f"cannot make {remote} in the VM: {res.last_error()}", "is git installed in the VM?")
+    transfer.run_remote(t, ["sh", "-c", init], f"making ~/{remote}", timeout=t.timeout + 60, cancel=cancel)
     before = git.rev(repo, f"refs/remotes/vm/{name}")
     report.step("start", f"{name} → {t.alias}:~/{remote}")
-    _git_over_ssh(session, t, ["push", "--porcelain", _url(t, remote), f"refs/heads/{name}:refs/heads/{name}"],
-                  report, cancel, "push")  # fmt: skip
+    refspec = f"refs/heads/{name}:refs/heads/{name}"
+    transfer.git_over_ssh(
+        t, repo, ["push", "--porcelain", transfer.git_url(t, remote), refspec], report, cancel, "push"
+    )
     after = git.rev(repo, f"refs/heads/{name}")
     # what the VM has now, so the next pull and push compare against it
-    proc.run(["git", "-C", str(repo), "update-ref", f"refs/remotes/vm/{name}", after], tool="git")
+    git.update_ref(repo, f"refs/remotes/vm/{name}", after)
     commits, files = git.moved(repo, before, after)
     report.step("done", f"{name}: {commits} commit(s), {len(files)} file(s) moved")
     return Moved(name, before, after, commits, files)
@@ -267,8 +204,10 @@ def git_pull(
     remote = _remote_repo(session)
     before = git.rev(repo, f"refs/remotes/vm/{name}")
     report.step("start", f"{t.alias}:~/{remote} {name} → vm/{name}")
-    _git_over_ssh(session, t, ["fetch", "--no-tags", _url(t, remote), f"+refs/heads/{name}:refs/remotes/vm/{name}"],
-                  report, cancel, "fetch")  # fmt: skip
+    refspec = f"+refs/heads/{name}:refs/remotes/vm/{name}"
+    transfer.git_over_ssh(
+        t, repo, ["fetch", "--no-tags", transfer.git_url(t, remote), refspec], report, cancel, "fetch"
+    )
     after = git.rev(repo, f"refs/remotes/vm/{name}")
     commits, files = git.moved(repo, before, after)
     forwarded = False
@@ -290,8 +229,8 @@ def _fast_forward(session: Devbox, name: str, new: str, report: Reporter) -> boo
     if wt is not None:
         if git.dirty_paths(wt.path):
             raise Refused(f"{wt.path} has uncommitted changes: {name} not moved", "commit or stash them, then --ff")
-        proc.run(["git", "-C", str(wt.path), "merge", "--ff-only", "--quiet", new], tool="git")
+        git.fast_forward_checkout(wt.path, new)
     else:
-        proc.run(["git", "-C", str(repo), "update-ref", f"refs/heads/{name}", new, old], tool="git")
+        git.update_ref(repo, f"refs/heads/{name}", new, old)
     report.log(f"{name} fast-forwarded to {new[:12]}")
     return True

@@ -47,12 +47,7 @@ def vm_upgrade(
     vm_report = report.about(Subject("vm", t.alias))
 
     def remote(argv: list[str], what: str, timeout: float = 600) -> proc.Completed:
-        res = proc.run(transfer.ssh_argv(t, argv, tty=False), tool="ssh", timeout=timeout, cancel=cancel)
-        if res.returncode == 255:
-            raise transfer.classify(t, res.stderr)
-        if not res.ok:
-            raise transfer.SshFailed(f"{what} failed in the VM: {res.last_error()}", "see `./vm-ssh.sh` in the VM")
-        return res
+        return transfer.run_remote(t, argv, what, timeout=timeout, cancel=cancel)
 
     missing = [w.split()[1] for w in remote(["sh", "-c", PROBE], "checking for podman and bootc").stdout.split("\n")
                if w.startswith("missing ")]  # fmt: skip
@@ -69,17 +64,8 @@ def vm_upgrade(
             vm_report.progress(f"{n >> 20} MiB sent")
         sent[0] = n
 
-    done = proc.feed(
-        transfer.ssh_argv(t, _sudo(t, ["podman", "load"]), tty=False),
-        session.podman.save(s.image),
-        tool="ssh",
-        cancel=cancel,
-        on_chunk=progress,
-    )
-    if done.returncode == 255:
-        raise transfer.classify(t, done.stderr)
-    if not done.ok:
-        raise transfer.SshFailed(f"podman load failed in the VM: {done.last_error()}", "see the message above")
+    done = transfer.feed_remote(t, _sudo(t, ["podman", "load"]), session.podman.save(s.image), "podman load", cancel,
+                                progress)  # fmt: skip
     for line in (done.stdout + done.stderr).splitlines():
         if line.strip():
             vm_report.log(line.strip(), source="podman")
@@ -92,11 +78,8 @@ def vm_upgrade(
     remote(_sudo(t, argv), f"bootc {command}", timeout=1800)
     if reboot:
         vm_report.log("rebooting into it")
-        res = proc.run(transfer.ssh_argv(t, _sudo(t, ["systemctl", "reboot"]), tty=False), tool="ssh", timeout=60)
-        if res.returncode not in (0, 255):  # 255: the connection went down with the VM
-            raise transfer.SshFailed(
-                f"reboot failed in the VM: {res.last_error()}", "reboot it: ./vm-ssh.sh sudo reboot"
-            )
+        remote_reboot = _sudo(t, ["systemctl", "reboot"])
+        transfer.run_remote(t, remote_reboot, "reboot", timeout=60, cancel=cancel, disconnects=True)
     vm_report.step(
         "done", f"{s.image} {img.info.short_id} staged" + (", rebooting" if reboot else " (reboot to use it)")
     )
