@@ -242,6 +242,8 @@ class DevboxApp(VmActions, App[None]):
                 self._stop.wait(10.0)  # libvirtd down or libvirt-python missing: the poll shows why
 
     def on_status_updated(self, msg: StatusUpdated) -> None:
+        if not self.screen_stack:  # a snapshot that arrives while the app is closing
+            return
         st = msg.status
         self.status = st
         repo = self.session.settings.repo
