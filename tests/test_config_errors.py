@@ -205,3 +205,18 @@ def test_autostart_starts_a_service_and_says_so(podman_service: object, tmp_path
             ["pgrep", "-f", f"system service --time=300 unix://{sock}"], capture_output=True, text=True
         ).stdout.split():
             os.kill(int(pid), signal.SIGTERM)
+
+
+@pytest.mark.parametrize("value", ["u@h:notaport", "u@h:70000", "-oProxyCommand=x", "u@h:22:1", "u@[::1"])
+def test_vm_ssh_must_be_user_host_port(tmp_path: Path, value: str) -> None:
+    """Issue 14 item 16: a port that is not a port is refused when the settings load."""
+    repo = make_repo(tmp_path, f'[vm]\nssh = "{value}"\n')
+    with pytest.raises(ConfigError, match="is not user@host"):
+        config.load(repo, env={})
+
+
+@pytest.mark.parametrize(("value", "host", "port"), [("u@h", "h", None), ("u@[::1]:2222", None, "2222")])
+def test_vm_ssh_accepts_host_and_bracketed_ipv6(tmp_path: Path, value: str, host: str | None, port: str) -> None:
+    repo = make_repo(tmp_path, f'[vm]\nssh = "{value}"\n')
+    m = config.SSH_RE.match(config.load(repo, env={}).vm.ssh)
+    assert m is not None and m.group("name") == host and m.group("port") == port

@@ -234,3 +234,122 @@ def test_vm_upgrade_loads_the_image_into_the_vm_then_switches(tmp_path: Path, ba
         finally:
             devbox(proj, "vm", "ssh", "podman", "rmi", "-f", proj.image)
             subprocess.run(["podman", "rmi", "-f", proj.image], capture_output=True)
+
+
+def test_pull_after_push_keeps_local_commits_branch_reflog_and_owner(vm: tuple[Project, Sshd, Path]) -> None:
+    """Issue 14 item 7: push a checkout, commit locally, pull it back: the VM's (older)
+    .git never lands on the local one, and the files keep the local owner."""
+    proj, _, area = vm
+    remote = f"{area.name}/sp"
+    pushed = devbox(proj, "vm", "dir-push", ".", remote)
+    assert pushed.returncode == 0, pushed.stderr
+    assert not (HOME / remote / ".git").exists() and not (HOME / remote / ".build").exists()
+    (proj.root / "later.txt").write_text("committed after the push\n")
+    git(proj.root, "add", "later.txt")
+    git(proj.root, "commit", "-qm", "after the push")
+    head, reflog = git(proj.root, "rev-parse", "HEAD"), git(proj.root, "reflog", "--format=%H")
+    (HOME / remote / "from-vm.txt").write_text("vm\n")
+    os.chown(HOME / remote / "from-vm.txt", 12345, 12345)  # the VM user's UID, which is nobody here
+    refused = devbox(proj, "vm", "dir-pull", remote, ".")
+    assert refused.returncode == ExitCode.REFUSED and "--into-checkout" in refused.stderr
+    pulled = devbox(proj, "vm", "dir-pull", "--into-checkout", remote, ".")
+    assert pulled.returncode == 0, pulled.stderr
+    assert git(proj.root, "rev-parse", "HEAD") == head and git(proj.root, "reflog", "--format=%H") == reflog
+    assert git(proj.root, "rev-parse", "--abbrev-ref", "HEAD").strip() == "main"
+    st = (proj.root / "from-vm.txt").stat()
+    assert (st.st_uid, st.st_gid) == (os.getuid(), os.getgid())
+    assert git(proj.root, "status", "--porcelain").strip() == "?? from-vm.txt"
+
+
+@pytest.mark.parametrize("name", ["new\nline.txt", "caf\u00e9.txt"])
+def test_dirty_check_compares_names_as_bytes(vm: tuple[Project, Sshd, Path], tmp_path: Path, name: str) -> None:
+    """Issue 14 item 8: a committed, locally modified file whose name rsync escapes (a
+    newline; UTF-8 under LC_ALL=C) is not overwritten without --force."""
+    proj, _, area = vm
+    local = tmp_path / "co"
+    subprocess.run(["git", "init", "-q", str(local)], check=True)
+    (local / name).write_text("committed\n")
+    git(local, "add", "-A")
+    git(local, "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qm", "c")
+    (local / name).write_text("my uncommitted edit\n")
+    (area / "d").mkdir(parents=True)
+    (area / "d" / name).write_text("from the VM\n")
+    env = {**proj.env, "LC_ALL": "C"}
+    res = subprocess.run(
+        [sys.executable, "-m", "devbox.cli", "vm", "dir-pull", "--into-checkout", f"{area.name}/d", str(local)],
+        cwd=proj.root, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == ExitCode.REFUSED, res.stderr
+    assert (local / name).read_text() == "my uncommitted edit\n"
+
+
+def test_dry_run_lists_each_change_once_and_counts_agree(vm: tuple[Project, Sshd, Path], tmp_path: Path) -> None:
+    """Issue 14 items 5 and 15: piped, a dry run prints each change once, in rsync's order,
+    and one summary; a real --delete counts what it deleted."""
+    proj, _, area = vm
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    for n in ("a.txt", "b.txt", "sub/c.txt"):
+        (src / n).write_text(n)
+    remote = f"{area.name}/t"
+    assert devbox(proj, "vm", "dir-push", str(src), remote).returncode == 0
+    (src / "a.txt").write_text("changed")
+    (HOME / remote / "gone1").write_text("x")
+    (HOME / remote / "gone2").write_text("x")
+    dry = devbox(proj, "vm", "dir-push", "--delete", "--dry-run", str(src), remote)
+    assert dry.returncode == 0, dry.stderr
+    items = [ln for ln in dry.stdout.splitlines() if (ln[:1] in "<>*ch." and ln[1:2] in "fdLDS") or ln[:2] == "*d"]
+    names = [ln[12:] for ln in items]
+    # each change once (a list, not a set), in rsync's order: deletions first, then the file
+    changed = [n for n in names if n != "./"]  # the directory's own mtime: listed when it differs
+    assert sorted(changed[:2]) == ["gone1", "gone2"] and changed[2:] == ["a.txt"], dry.stdout
+    summaries = [ln for ln in dry.stdout.splitlines() if ln.startswith("would change")]
+    assert summaries == [summaries[0]] and "1 item(s)" in summaries[0] and "2 deleted" in summaries[0], dry.stdout
+    real = devbox(proj, "vm", "dir-push", "--delete", str(src), remote)
+    assert real.returncode == 0 and "2 deleted" in real.stdout.splitlines()[-1], real.stdout
+    assert not (HOME / remote / "gone1").exists()
+
+
+def test_push_sends_what_git_tracks_never_build_or_the_key(vm: tuple[Project, Sshd, Path]) -> None:
+    """Issue 14 item 13: .gitignore respected, .build/ (the project key) and .git never sent."""
+    proj, _, area = vm
+    (proj.root / ".gitignore").write_text("*.log\n")
+    (proj.root / "debug.log").write_text("noise\n")
+    remote = f"{area.name}/p"
+    res = devbox(proj, "vm", "dir-push", ".", remote)
+    assert res.returncode == 0, res.stderr
+    there = HOME / remote
+    assert (there / "devbox.toml").exists() and (there / ".gitignore").exists()
+    assert not (there / "debug.log").exists() and not (there / ".build").exists() and not (there / ".git").exists()
+    key = devbox(proj, "vm", "dir-push", ".build", f"{area.name}/k")
+    assert key.returncode == ExitCode.REFUSED and "build directory" in key.stderr
+
+
+def test_transfer_messages_name_the_cause(vm: tuple[Project, Sshd, Path], tmp_path: Path) -> None:
+    """Issue 14 item 16: a file given to dir-push, a ~/ remote path, a refused git push."""
+    proj, sshd, area = vm
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    res = devbox(proj, "vm", "dir-push", str(f))
+    assert res.returncode == ExitCode.REFUSED and "is a file, not a directory" in res.stderr
+    src = tmp_path / "t"
+    src.mkdir()
+    (src / "x").write_text("x")
+    tilde = devbox(proj, "vm", "dir-push", str(src), f"~/{area.name}/tilde")
+    assert tilde.returncode == 0, tilde.stderr
+    assert (area / "tilde" / "x").exists() and not (HOME / "~").exists()
+    assert devbox(proj, "vm", "git-push", "main").returncode == 0
+    vm_repo = HOME / "repos" / proj.root.name
+    subprocess.run(["git", "-C", str(vm_repo), "checkout", "-q", "main"], check=True)
+    (vm_repo / "devbox.toml").write_text("edited in the VM\n")
+    (proj.root / "new.txt").write_text("n")
+    git(proj.root, "add", "new.txt")
+    git(proj.root, "commit", "-qm", "n")
+    refused = devbox(proj, "vm", "git-push", "main")
+    last = refused.stderr.strip().splitlines()[-1]
+    assert refused.returncode != 0 and "uncommitted changes" in last and "failed to push" not in last, last
+    missing = devbox(proj, "vm", "git-pull", "no-such-branch")
+    assert "couldn't find remote ref" in missing.stderr.strip().splitlines()[-1]
+    sshd.stop()
+    down = devbox(proj, "vm", "dir-push", str(src), f"{area.name}/t2")
+    assert down.returncode == ExitCode.NOT_AVAILABLE and "Connection refused" in down.stderr.strip().splitlines()[-1]

@@ -121,13 +121,13 @@ def cmd_vm_ssh(ctx: Context) -> int:
 
 
 def _synced(ctx: Context, res: Any) -> int:
+    """The summary the core computed; a dry run's list only when the renderer has not shown
+    it already (a terminal without -v keeps log lines in the live tail only)."""
     ctx.renderer.close()
-    if res.dry_run:
+    if res.dry_run and not ctx.renderer.shows_log:
         for line in res.changes:
             print(line)
-    what = "would change" if res.dry_run else "sent"
-    n = len(res.changes) if res.dry_run else res.files
-    print(f"{what} {n} file(s), {len(res.deleted)} deleted; {res.bytes_sent} bytes out, {res.bytes_received} in")
+    print(res.summary())
     return ExitCode.OK
 
 
@@ -135,7 +135,8 @@ def cmd_dir_push(ctx: Context) -> int:
     a = ctx.args
     res = ops.dir_push(
         ctx.session, Path(a.local), a.remote, delete=a.delete, dry_run=a.dry_run,
-        allow_outside_home=a.allow_outside_home, sink=ctx.sink, cancel=ctx.cancel,
+        allow_outside_home=a.allow_outside_home, include_git=a.include_git, include_ignored=a.include_ignored,
+        sink=ctx.sink, cancel=ctx.cancel,
     )  # fmt: skip
     return _synced(ctx, res)
 
@@ -144,7 +145,8 @@ def cmd_dir_pull(ctx: Context) -> int:
     a = ctx.args
     res = ops.dir_pull(
         ctx.session, a.remote, Path(a.local) if a.local else None, delete=a.delete, dry_run=a.dry_run,
-        force=a.force, allow_outside_home=a.allow_outside_home, sink=ctx.sink, cancel=ctx.cancel,
+        force=a.force, allow_outside_home=a.allow_outside_home, include_git=a.include_git,
+        into_checkout=a.into_checkout, sink=ctx.sink, cancel=ctx.cancel,
     )  # fmt: skip
     return _synced(ctx, res)
 
@@ -189,10 +191,13 @@ def register(sub: Any) -> None:
         if verb == "push":
             p.add_argument("local", metavar="LOCAL_DIR")
             p.add_argument("remote", metavar="REMOTE_DIR", nargs="?", help="default: LOCAL_DIR's name, in the home")
+            p.add_argument("--include-ignored", action="store_true", help="also what .gitignore leaves out")
         else:
             p.add_argument("remote", metavar="REMOTE_DIR")
             p.add_argument("local", metavar="LOCAL_DIR", nargs="?", help="default: REMOTE_DIR's name, here")
             p.add_argument("--force", action="store_true", help="also overwrite files with uncommitted changes")
+            p.add_argument("--into-checkout", action="store_true", help="LOCAL_DIR may be a git checkout's root")
+        p.add_argument("--include-git", action="store_true", help="also .git directories (never by default)")
         p.add_argument("--delete", action="store_true", help="delete what the source lacks (listed first)")
         p.add_argument("--dry-run", "-n", action="store_true", help="show what would change; change nothing")
         p.add_argument("--allow-outside-home", action="store_true", help="allow a VM path outside the home")

@@ -29,6 +29,7 @@ class PlainRenderer:
         self.err = err or sys.stderr
         self.shown_tail = False
         self.last_progress = 0.0
+        self.shows_log = True  # every log line is printed
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, LogLine):
@@ -71,6 +72,7 @@ class RichRenderer:
         self.console = Console()
         self.err_console = Console(stderr=True)
         self.verbose = verbose
+        self.shows_log = verbose  # without -v, log lines live only in the transient tail
         self.tail: deque[str] = deque(maxlen=self.TAIL)
         self.current = ""
         self.progress = ""

@@ -285,7 +285,11 @@ def load(repo: Path, env: Mapping[str, str] | None = None) -> Settings:
 
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,47}$")
-SSH_RE = re.compile(r"^(?:(?P<user>[A-Za-z0-9_][A-Za-z0-9_.-]*)@)?(?P<host>[A-Za-z0-9_.:-]+?)(?::(?P<port>\d{1,5}))?$")
+# a host name or IPv4 address, or an IPv6 address in brackets; the port, if any, digits only
+SSH_RE = re.compile(
+    r"^(?:(?P<user>[A-Za-z0-9_][A-Za-z0-9_.-]*)@)?(?:\[(?P<ip6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9_.-]+))"
+    r"(?::(?P<port>\d{1,5}))?$"
+)
 
 
 def _vm(v: Mapping[str, Value], repo: Path, origin: Callable[[str, str], str]) -> VmSettings:
@@ -299,7 +303,8 @@ def _vm(v: Mapping[str, Value], repo: Path, origin: Callable[[str, str], str]) -
     if user and not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", user):
         raise ConfigError(f"{origin('vm', 'user')}: {user!r} is not a user name", "e.g. dev (or leave it empty)")
     ssh = str(v["ssh"]).strip()
-    if ssh and (ssh.startswith("-") or not SSH_RE.match(ssh)):
+    m = SSH_RE.match(ssh)
+    if ssh and (ssh.startswith("-") or m is None or not 0 < int(m.group("port") or 22) < 65536):
         raise ConfigError(f"{origin('vm', 'ssh')}: {ssh!r} is not user@host[:port]", "e.g. dev@127.0.0.1:2222")
     return VmSettings(
         name=name,

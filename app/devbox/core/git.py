@@ -57,8 +57,9 @@ class WorktreeState:
 
 
 def _git(
-    repo: Path, *args: str, check: bool = True, cancel: threading.Event | None = None, timeout: float = 120.0
-) -> Completed:
+    repo: Path, *args: str, check: bool = True, cancel: threading.Event | None = None, timeout: float = 120.0,
+    errors: str = "replace",
+) -> Completed:  # fmt: skip
     try:
         res = run(
             ["git", "-C", str(repo), *args],
@@ -66,6 +67,7 @@ def _git(
             cancel=cancel,
             timeout=timeout,
             env=GIT_ENV,
+            errors=errors,
             remedy="a git command hung: check the repository (a stale index.lock?) and run again",
         )
     except ToolMissing:
@@ -331,9 +333,10 @@ def identity(repo: Path) -> dict[str, str]:
 
 
 def dirty_paths(path: Path) -> set[Path]:
-    """Files with uncommitted changes (modified, staged or untracked) in the worktree at ``path``."""
-    top = Path(_git(path, "rev-parse", "--show-toplevel").stdout.strip())
-    out = _git(path, "status", "--porcelain=v1", "-z", "--untracked-files=all").stdout
+    """Files with uncommitted changes (modified, staged or untracked) in the worktree at
+    ``path``, named exactly as the file system has them (``-z``: no quoting; bytes kept)."""
+    top = Path(_git(path, "rev-parse", "--show-toplevel", errors="surrogateescape").stdout.strip())
+    out = _git(path, "status", "--porcelain=v1", "-z", "--untracked-files=all", errors="surrogateescape").stdout
     paths: set[Path] = set()
     entries = out.split("\0")
     i = 0
@@ -368,6 +371,16 @@ def moved(repo: Path, before: str, after: str) -> tuple[int, tuple[str, ...]]:
     base = before or _git(repo, "hash-object", "-t", "tree", "/dev/null").stdout.strip()
     files = _git(repo, "diff", "--name-only", "-z", base, after).stdout.split("\0")
     return count, tuple(f for f in files if f)
+
+
+def moved_beyond(repo: Path, after: str, known: str) -> tuple[int, tuple[str, ...]]:
+    """Commits reachable from ``after`` that no ref under ``known`` (e.g. ``refs/remotes/vm/``,
+    what the other side is known to have) reaches, and the files they touch: what a push of
+    a new branch really carries."""
+    span = [after, "--not", f"--glob={known}*"]
+    count = int(_git(repo, "rev-list", "--count", *span).stdout.strip() or 0)
+    out = _git(repo, "log", "--format=", "--name-only", "-z", *span).stdout
+    return count, tuple(sorted({f.strip("\n") for f in out.split("\0") if f.strip("\n")}))
 
 
 def is_ancestor(repo: Path, older: str, newer: str) -> bool:

@@ -109,8 +109,10 @@ def run(
     cancel: threading.Event | None = None,
     input: bytes | None = None,
     remedy: str = "",
+    errors: str = "replace",
 ) -> Completed:
-    """Run a short command and capture its output (decoded, errors replaced)."""
+    """Run a short command and capture its output, decoded (undecodable bytes replaced, or
+    with ``errors="surrogateescape"`` kept, as ``os.fsdecode`` keeps a file name's bytes)."""
     proc = _popen(
         argv,
         tool,
@@ -138,7 +140,7 @@ def run(
                     f"{tool} did not finish within {timeout:g} s ({' '.join(argv[1:3])[:60]})",
                     remedy or f"check that {tool} works (run it by hand), then try again",
                 ) from None
-    return Completed(tuple(argv), proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+    return Completed(tuple(argv), proc.returncode, out.decode(errors=errors), err.decode(errors="replace"))
 
 
 def feed(

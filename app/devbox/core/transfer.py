@@ -60,7 +60,7 @@ def target(settings: Settings, login_name: str) -> Target:
     if settings.vm.ssh:
         m = SSH_RE.match(settings.vm.ssh)
         assert m is not None  # validated when the settings were loaded
-        host, port = m.group("host"), int(m.group("port") or 22)
+        host, port = m.group("ip6") or m.group("name"), int(m.group("port") or 22)
         return Target(m.group("user") or user, host, port, key, known, f"{host}:{port}", settings.vm.ssh_timeout)
     domain = f"devbox-{settings.vm.name}"
     vm = libvirt.find_vm(settings.libvirt_uri, domain)
@@ -106,6 +106,34 @@ def ssh_command_string(t: Target) -> str:
 HOST_KEY_CHANGED = re.compile(r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed", re.I)
 
 
+# lines that say only that something failed: the cause is on an earlier line
+NOISE = re.compile(
+    r"^(rsync error: |rsync: connection unexpectedly closed|rsync: \[\w+\] |fatal: the remote end hung up|"
+    r"error: failed to (push|fetch) some refs|fatal: Could not read from remote repository|"
+    r"Please make sure you have the correct access|and the repository exists|To ssh://|From ssh://|"
+    r"hint: )",
+    re.I,
+)
+CAUSE = re.compile(
+    r"No route to host|Connection refused|Connection timed out|timed out|Could not resolve|Name or service not known|"
+    r"Network is unreachable|Connection reset|\[remote rejected\]|\[rejected\]|couldn't find remote ref|"
+    r"Permission denied|No such file or directory|No space left",
+    re.I,
+)
+
+
+def cause(text: str) -> str:
+    """The line of a tool's messages that says why it failed: a known cause (the ssh error,
+    git's rejection) when there is one, else the last line that is not a generic trailer
+    ("rsync error: unexplained error", "failed to push some refs")."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for line in lines:
+        if CAUSE.search(line) and not NOISE.match(line):
+            return line[:400]
+    rest = [ln for ln in lines if not NOISE.match(ln)]
+    return (rest or lines or ["no answer"])[-1][:400]
+
+
 def classify(t: Target, stderr: str) -> DevboxError:
     """ssh's own failure (exit 255) as one line with the fix."""
     if HOST_KEY_CHANGED.search(stderr):
@@ -115,17 +143,24 @@ def classify(t: Target, stderr: str) -> DevboxError:
         )
     if "Permission denied" in stderr:
         return SshFailed(
-            f"{t.login} refused the project key", "was the VM made from this checkout's disk? ./vm-up.sh --force-disk"
+            f"{t.login} refused the project key {t.key}",
+            f"the VM must have been made from another checkout's disk or key: remake it from this one "
+            f"(./vm-down.sh, then ./vm-up.sh), or add {t.key}.pub to ~{t.user}/.ssh/authorized_keys in the VM",
         )
-    last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), "no answer")
     return NotAvailable(
-        f"cannot reach {t.login} port {t.port}: {last}", "is the VM running? ./devbox vm status; ./vm-up.sh"
+        f"cannot reach {t.login} port {t.port}: {cause(stderr)}", "is the VM running? ./devbox vm status; ./vm-up.sh"
     )
 
 
 def remote_path(path: str, home: str | None, *, allow_outside_home: bool) -> str:
     """A remote path as given (relative = under the VM user's home), refused when it leaves
     the home unless allowed. ``home`` is asked for only when the path is absolute."""
+    if path in ("~", "~/"):
+        path = "."
+    elif path.startswith("~/"):
+        path = path[2:].lstrip("/") or "."  # rsync --protect-args would make a directory named "~"
+    elif path.startswith("~"):
+        raise Refused(f"remote path {path!r} names another user's home", "give a path in the VM user's home")
     if not path:
         raise DevboxError("empty remote path", "give a directory in the VM, e.g. work/src")
     parts = Path(path).parts
@@ -151,7 +186,8 @@ def remote_home(t: Target) -> str:
 
 RSYNC_PROGRESS = re.compile(r"^\s*([\d,]+)\s+(\d+)%\s+(\S+)\s+(\S+)")
 RSYNC_STAT = re.compile(r"^(Total bytes sent|Total bytes received|Literal data|Number of deleted files|"
-                        r"Number of regular files transferred|Total file size): ([\d,]+)")  # fmt: skip
+                        r"Number of regular files transferred|Total file size|Total transferred file size): "
+                        r"([\d,]+)")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -159,39 +195,85 @@ class Synced:
     source: str
     dest: str
     files: int  # regular files transferred
-    deleted: tuple[str, ...]
+    deleted: tuple[str, ...]  # names as the file system has them (os.fsdecode of their bytes)
     bytes_sent: int
     bytes_received: int
     literal: int  # file data that had to travel (the rest was matched by the delta algorithm)
     dry_run: bool
-    changes: tuple[str, ...]  # itemized (dry run only)
+    changes: tuple[str, ...]  # itemized lines as rsync prints them (names escaped), in its order
+    written: tuple[str, ...] = ()  # names rsync writes (or would), as the file system has them
+    size: int = 0  # bytes of the files it transfers (or would)
+
+    def summary(self) -> str:
+        """One line for both faces: what moved (or would), deletions counted apart."""
+        what = "would change" if self.dry_run else "changed"
+        deleted = f", {len(self.deleted)} deleted" if self.deleted or not self.dry_run else ""
+        return (
+            f"{what} {len(self.written)} item(s) ({self.files} file(s), {human_bytes(self.size)}){deleted}; "
+            f"{self.bytes_sent} bytes out, {self.bytes_received} in"
+        )
 
 
-def rsync_argv(t: Target, src: str, dest: str, *, delete: bool, dry_run: bool) -> list[str]:
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def rsync_argv(
+    t: Target, src: str, dest: str, *, delete: bool, dry_run: bool, excludes: Iterable[str] = (),
+    gitignore: bool = False, keep_owner: bool = True,
+) -> list[str]:  # fmt: skip
+    """rsync over the project's ssh, every change itemized (``%i %n%L``: parsed for what was
+    written and deleted, names escaped as ``\\#ooo`` under ``LC_ALL=C``)."""
     return [
         "rsync", "-a", "--mkpath", "--protect-args", "--stats", "--info=progress2",
+        "--itemize-changes", "--out-format=%i %n%L",
+        *([] if keep_owner else ["--no-owner", "--no-group"]),
         *(["--delete"] if delete else []),
-        *(["--dry-run", "--itemize-changes", "--out-format=%i %n%L"] if dry_run else []),
+        *(["--dry-run"] if dry_run else []),
+        *(["--filter=:- .gitignore"] if gitignore else []),
+        *(f"--exclude={pattern}" for pattern in excludes),
         "-e", ssh_command_string(t),
         "--", src, dest,
     ]  # fmt: skip
 
 
-def _stat(stats: dict[str, int], key: str) -> int:
-    return stats.get(key, 0)
+ESCAPED = re.compile(r"\\#([0-7]{3})")
+ITEM = re.compile(r"^[<>ch.*][fdLDS][ .+?a-zA-Z]{7,9} ")
+
+
+def unescape(name: str) -> str:
+    """A name as rsync prints it back to the file system's own string. Under ``LC_ALL=C``
+    rsync writes every byte that is not printable ASCII (a newline, UTF-8, anything) as
+    ``\\#ooo``, and a literal ``\\#ddd`` in a name as ``\\#134#ddd``: the decoding is exact."""
+    raw = ESCAPED.sub(lambda m: chr(int(m.group(1), 8)), name).encode("latin-1")
+    return os.fsdecode(raw)
 
 
 def item_name(line: str) -> str:
-    """The path of an itemized line: 11 columns of flags (``*deleting`` padded to them), a
-    space, the name (kept as is: a name may start or end with spaces), maybe `` -> target``."""
+    """The path of an itemized line (escaped as printed): 11 columns of flags
+    (``*deleting`` padded to them), a space, the name (a name may start or end with
+    spaces), maybe `` -> target``."""
     name = line[12:] if len(line) > 12 else line
     return name.split(" -> ")[0] if line[1:2] == "L" else name
 
 
-def parse_rsync(out: str) -> tuple[dict[str, int], list[str], list[str]]:
-    """Its ``--stats`` numbers, itemized changes and ``*deleting`` lines."""
+@dataclass(frozen=True)
+class Itemized:
+    stats: dict[str, int]
+    changes: tuple[str, ...]
+    written: tuple[str, ...]
+    deleted: tuple[str, ...]
+
+
+def parse_rsync(out: str) -> Itemized:
+    """Its ``--stats`` numbers, itemized changes, and the names written and deleted."""
     stats: dict[str, int] = {}
     changes: list[str] = []
+    written: list[str] = []
     deleted: list[str] = []
     for raw in out.splitlines():
         line = raw.strip("\r")
@@ -199,11 +281,14 @@ def parse_rsync(out: str) -> tuple[dict[str, int], list[str], list[str]]:
         if m:
             stats[m.group(1)] = int(m.group(2).replace(",", ""))
         elif line.startswith("*deleting "):
-            deleted.append(item_name(line))
+            deleted.append(unescape(item_name(line).rstrip("/")))
             changes.append(line)
-        elif re.match(r"^[<>ch.*][fdLDS][ .+?a-zA-Z]{7,9} ", line):
+        elif ITEM.match(line):
             changes.append(line)
-    return stats, changes, deleted
+            name = unescape(item_name(line).rstrip("/"))
+            if name != ".":
+                written.append(name)
+    return Itemized(stats, tuple(changes), tuple(written), tuple(deleted))
 
 
 # -- running them (ops/transfer.py and ops/upgrade.py call these, never proc) -------------------
@@ -255,28 +340,34 @@ def _progress(line: str) -> tuple[float | None, float | None, str] | None:
 
 
 def rsync(
-    t: Target, src: str, dest: str, report: Reporter, cancel: threading.Event, *, delete: bool, dry_run: bool
-) -> Synced:
-    """rsync over the project's ssh; ``--info=progress2`` as Progress events, ``--stats`` parsed."""
-    argv = rsync_argv(t, src, dest, delete=delete, dry_run=dry_run)
-    done = proc.stream(argv, report, cancel, source="rsync", capture_stdout=True, parse=_progress)
+    t: Target, src: str, dest: str, report: Reporter, cancel: threading.Event, *, delete: bool, dry_run: bool,
+    excludes: Iterable[str] = (), gitignore: bool = False, keep_owner: bool = True,
+) -> Synced:  # fmt: skip
+    """rsync over the project's ssh; ``--info=progress2`` as Progress events, ``--stats`` and
+    the itemized changes parsed. ``LC_ALL=C``: rsync's output is ASCII, names escaped exactly."""
+    argv = rsync_argv(
+        t, src, dest, delete=delete, dry_run=dry_run, excludes=excludes, gitignore=gitignore, keep_owner=keep_owner
+    )
+    done = proc.stream(argv, report, cancel, source="rsync", capture_stdout=True, parse=_progress, env={"LC_ALL": "C"})
     if done.cancelled:
         raise Cancelled("transfer interrupted", "run it again: rsync only sends what is still missing")
     if done.returncode != 0:
         err = "\n".join(done.err_tail)
         if done.returncode == 255 or ("connection unexpectedly closed" in err and "ssh" in err):
             raise classify(t, err)
-        raise SshFailed(f"rsync failed: {done.last_error()}", "see the rsync messages above")
-    stats, changes, deleted = parse_rsync(done.stdout)
+        raise SshFailed(f"rsync failed: {cause(err) if err else done.last_error()}", "see the rsync messages above")
+    got = parse_rsync(done.stdout)
     return Synced(
         src, dest,
-        files=stats.get("Number of regular files transferred", 0),
-        deleted=tuple(deleted),
-        bytes_sent=stats.get("Total bytes sent", 0),
-        bytes_received=stats.get("Total bytes received", 0),
-        literal=stats.get("Literal data", 0),
+        files=got.stats.get("Number of regular files transferred", 0),
+        deleted=got.deleted,
+        bytes_sent=got.stats.get("Total bytes sent", 0),
+        bytes_received=got.stats.get("Total bytes received", 0),
+        literal=got.stats.get("Literal data", 0),
         dry_run=dry_run,
-        changes=tuple(changes),
+        changes=got.changes,
+        written=got.written,
+        size=got.stats.get("Total transferred file size", 0),
     )  # fmt: skip
 
 
@@ -289,9 +380,17 @@ def git_over_ssh(t: Target, repo: Path, args: list[str], report: Reporter, cance
         raise Cancelled(f"git {what} interrupted", "run it again")
     if done.returncode != 0:
         err = "\n".join(done.err_tail)
-        if HOST_KEY_CHANGED.search(err) or "Could not read from remote repository" in err:
+        ssh_failed = re.search(r"^ssh: |Permission denied \(", err, re.M)
+        if HOST_KEY_CHANGED.search(err) or ("Could not read from remote repository" in err and ssh_failed):
             raise classify(t, err)
-        raise SshFailed(f"git {what} failed: {done.last_error()}", "see the git messages above")
+        both = "\n".join(done.tail)  # --porcelain reports a rejected ref on stdout
+        why = cause(both) if both else done.last_error()
+        err = both
+        remedy = "see the git messages above"
+        if "updateInstead" in err or "Working directory has unstaged changes" in err or "would be overwritten" in err:
+            why = f"the VM's checkout has uncommitted changes ({why})"
+            remedy = "commit or stash them in the VM (./vm-ssh.sh), then push again"
+        raise SshFailed(f"git {what} failed: {why}", remedy)
 
 
 def git_url(t: Target, repo: str) -> str:

@@ -412,12 +412,14 @@ class DevboxApp(VmActions, App[None]):
             lambda sink, cancel: ops.remove_worktree(self.session, path, force=True, sink=sink, cancel=cancel),
         )
 
-    def _ask(self, title: str, losses: list[str], cmd: str, fn: Callable[[Sink, threading.Event], object]) -> None:
+    def _ask(
+        self, title: str, losses: list[str], cmd: str, fn: Callable[[Sink, threading.Event], object], **dialog: str
+    ) -> None:
         def answered(yes: bool | None) -> None:
             if yes:
                 self.run_op(title, cmd, fn)
 
-        self.push_screen(ConfirmTeardown(title, losses, cmd), answered)
+        self.push_screen(ConfirmTeardown(title, losses, cmd, **dialog), answered)
 
     def action_attach(self) -> None:
         row, c = self.selection()

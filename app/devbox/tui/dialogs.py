@@ -22,23 +22,27 @@ class ConfirmTeardown(ModalScreen[bool]):
 
     BINDINGS: ClassVar = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, title: str, losses: list[str], command: str) -> None:
+    def __init__(
+        self, title: str, losses: list[str], command: str, *, heading: str = "This will be lost:",
+        verb: str = "Remove", none: str = "Nothing uncommitted, unpushed or running will be lost.",
+    ) -> None:  # fmt: skip
         super().__init__()
         self.title_text = title
         self.losses = losses
         self.command = command
+        self.heading, self.verb, self.none = heading, verb, none
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Label(self.title_text, id="dialog-title")
             if self.losses:
-                yield Static("This will be lost:\n" + "\n".join(f"  • {x}" for x in self.losses), id="dialog-loss")
+                yield Static(self.heading + "\n" + "\n".join(f"  • {x}" for x in self.losses), id="dialog-loss")
             else:
-                yield Static("Nothing uncommitted, unpushed or running will be lost.", id="dialog-loss")
+                yield Static(self.none, id="dialog-loss")
             yield Static(f"same as: {self.command}", id="dialog-command")
             with Horizontal(id="dialog-buttons"):
                 yield Button("Cancel", id="cancel", variant="primary")
-                yield Button("Remove", id="confirm", variant="error")
+                yield Button(self.verb, id="confirm", variant="error")
 
     def on_mount(self) -> None:
         self.query_one("#cancel", Button).focus()
@@ -112,13 +116,15 @@ class TransferPaths(ModalScreen["tuple[str, str] | None"]):
 
     BINDINGS: ClassVar = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, title: str, local: str, remote: str, verb: str) -> None:
+    def __init__(self, title: str, local: str, remote: str, verb: str, note: str = "") -> None:
         super().__init__()
-        self._title, self._local, self._remote, self._verb = title, local, remote, verb
+        self._title, self._local, self._remote, self._verb, self._note = title, local, remote, verb, note
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Label(self._title, id="dialog-title")
+            if self._note:
+                yield Static(self._note, id="dialog-note")
             yield Label("here")
             yield Input(self._local, id="local")
             yield Label("in the VM (relative: under the VM user's home)")

@@ -5,8 +5,10 @@ container-mode dashboard plus wiring."""
 
 from __future__ import annotations
 
+import shlex
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +17,7 @@ from textual.message import Message
 
 from devbox.core import ops, proc
 from devbox.core.events import Sink
+from devbox.core.transfer import human_bytes
 from devbox.tui.dialogs import TransferPaths
 
 if TYPE_CHECKING:
@@ -32,6 +35,9 @@ VM_DESCRIPTIONS = {
     "git_pull": "Pull branch",
 }
 VM_MUTATING = frozenset(VM_DESCRIPTIONS)
+PUSH_ASK_BYTES = 100 * 1000 * 1000  # a push bigger than this is confirmed with its size first
+PUSH_NOTE = "Sends what git would track: .gitignore is respected; .git, .build/ and the project key never go."
+PULL_NOTE = "Into a git checkout: its .git is never written; files with uncommitted changes are refused."
 
 
 class SshReady(Message):
@@ -54,7 +60,12 @@ class VmActions:
 
         def run_op(self, name: str, command: str, fn: Callable[[Sink, threading.Event], object]) -> None: ...
         def _ask(
-            self, title: str, losses: list[str], cmd: str, fn: Callable[[Sink, threading.Event], object]
+            self,
+            title: str,
+            losses: list[str],
+            cmd: str,
+            fn: Callable[[Sink, threading.Event], object],
+            **dialog: str,
         ) -> None: ...
         def call_from_thread(self, callback: Callable[..., Any], *args: Any) -> Any: ...
         def post_message(self, message: Message) -> bool: ...
@@ -125,21 +136,37 @@ class VmActions:
                 return
             here, there = paths
             if push:
-                self.run_op(
-                    "dir-push",
-                    f"./vm-dir-push.sh {here} {there}",
-                    lambda sink, cancel: ops.dir_push(self.session, Path(here), there, sink=sink, cancel=cancel),
-                )
+                self._plan_push(here, there)
             else:
+                into = ops.is_checkout_root(Path(here))
                 self.run_op(
                     "dir-pull",
-                    f"./vm-dir-pull.sh {there} {here}",
-                    lambda sink, cancel: ops.dir_pull(self.session, there, Path(here), sink=sink, cancel=cancel),
+                    shlex.join(["./vm-dir-pull.sh", there, here, *(["--into-checkout"] if into else [])]),
+                    lambda sink, cancel: ops.dir_pull(
+                        self.session, there, Path(here), into_checkout=into, sink=sink, cancel=cancel
+                    ),
                 )
 
         title = "Push a directory into the VM" if push else "Pull a directory from the VM"
-        dialog = TransferPaths(title, local, Path(local).name, "Push" if push else "Pull")
+        note = PUSH_NOTE if push else PULL_NOTE
+        dialog = TransferPaths(title, local, Path(local).name, "Push" if push else "Pull", note)
         self.push_screen(dialog, answered)  # type: ignore[attr-defined]
+
+    @work(thread=True, exit_on_error=False, group="confirm")
+    def _plan_push(self, here: str, there: str) -> None:
+        """A dry run first: a push over ``PUSH_ASK_BYTES`` is confirmed with its size."""
+        plan = ops.plan_dir_push(self.session, Path(here), there)
+        cmd = shlex.join(["./vm-dir-push.sh", here, there])
+
+        def push(sink: Sink, cancel: threading.Event) -> object:
+            return ops.dir_push(self.session, Path(here), there, sink=sink, cancel=cancel)
+
+        if plan.size <= PUSH_ASK_BYTES:
+            self.call_from_thread(self.run_op, "dir-push", cmd, push)
+            return
+        lines = [f"{plan.files} file(s), {human_bytes(plan.size)} to send", plan.summary()]
+        title = f"Push {human_bytes(plan.size)} into the VM?"
+        self.call_from_thread(partial(self._ask, title, lines, cmd, push, heading="The push:", verb="Push"))
 
     def action_git_push(self) -> None:
         self._branch_op(push=True)

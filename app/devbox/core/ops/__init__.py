@@ -21,7 +21,8 @@ job, and returns a frozen record.
 | ``vm_up`` | image → disk → terraform apply, each only if stale, saying why | ``VmUp`` |
 | ``vm_status`` / ``vm_loss`` / ``vm_down`` | VM state and freshness / what teardown loses / teardown | records |
 | ``ssh_argv`` / ``vm_ssh`` | ssh into the VM (project key, project known_hosts) | argv / exit code |
-| ``dir_push`` / ``dir_pull`` | rsync a directory in or out (``--delete`` listed first) | ``Synced`` |
+| ``dir_push`` / ``dir_pull`` | rsync a directory in or out (``--delete`` listed first; never ``.git``) | ``Synced`` |
+| ``plan_dir_push`` / ``is_checkout_root`` | what a push would send / is a path a checkout's root | ``Synced`` / bool |
 | ``git_push`` / ``git_pull`` | a branch to ~/repos/<repo> in the VM / back into ``vm/BRANCH`` | ``Moved`` |
 | ``vm_upgrade`` | the image into the VM (podman load over ssh), ``bootc switch``/``upgrade``, reboot | ``Upgraded`` |
 | ``doctor`` | host checks for VM mode, each with a fix | ``Check`` tuple |
@@ -53,7 +54,17 @@ if TYPE_CHECKING:
     from devbox.core.ops.hostcheck import Check, doctor
     from devbox.core.ops.overview import build_image, image_status, status
     from devbox.core.ops.results import Loss, Problem, Removed, Section, StartResult, Status, WorktreeRow
-    from devbox.core.ops.transfer import Moved, dir_pull, dir_push, git_pull, git_push, ssh_argv, vm_ssh
+    from devbox.core.ops.transfer import (
+        Moved,
+        dir_pull,
+        dir_push,
+        git_pull,
+        git_push,
+        is_checkout_root,
+        plan_dir_push,
+        ssh_argv,
+        vm_ssh,
+    )
     from devbox.core.ops.upgrade import Upgraded, vm_upgrade
     from devbox.core.ops.vm import (
         VmDown,
@@ -109,6 +120,8 @@ _WHERE = {
     "git_pull": "transfer",
     "git_push": "transfer",
     "image_status": "overview",
+    "is_checkout_root": "transfer",
+    "plan_dir_push": "transfer",
     "list_containers": "containers",
     "list_worktrees": "worktrees",
     "remove_container": "containers",
@@ -173,9 +186,11 @@ __all__ = [
     "git_pull",
     "git_push",
     "image_status",
+    "is_checkout_root",
     "list_containers",
     "list_vms",
     "list_worktrees",
+    "plan_dir_push",
     "remove_container",
     "remove_worktree",
     "ssh_argv",

@@ -13,6 +13,7 @@ import shlex
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from devbox.core import git, transfer
 from devbox.core.errors import DevboxError, NotFound, Refused
@@ -40,92 +41,153 @@ def _home(t: transfer.Target, path: str) -> str | None:
     return transfer.remote_home(t) if os.path.isabs(path) else None
 
 
-def _announce_deletes(t: transfer.Target, src: str, dest: str, report: Reporter, cancel: threading.Event) -> None:
-    dry = transfer.rsync(t, src, dest, report, cancel, delete=True, dry_run=True)
+def _announce_deletes(
+    t: transfer.Target, src: str, dest: str, report: Reporter, cancel: threading.Event, **opts: Any
+) -> None:
+    dry = transfer.rsync(t, src, dest, report, cancel, delete=True, dry_run=True, **opts)
     for gone in dry.deleted:
         report.log(f"will delete {gone}")
 
 
+def push_excludes(session: Devbox, local: Path, *, include_git: bool) -> list[str]:
+    """What a push never sends: ``.git`` (unless asked for), and devbox's own ``.build/``
+    with the project's private SSH key, wherever they sit under ``local``."""
+    out = [] if include_git else [".git"]
+    root = local.resolve()
+    for private in (session.settings.build_path(), session.settings.build_path("ssh", "id_ed25519")):
+        p = Path(os.path.abspath(private)).resolve()
+        if p == root:
+            raise Refused(f"{local} is devbox's own build directory (disk, state, the project key)",
+                          "push your project's directories, not .build/")  # fmt: skip
+        if p.is_relative_to(root):
+            out.append("/" + glob_escape(str(p.relative_to(root))) + ("/" if p.is_dir() else ""))
+    return out
+
+
+def glob_escape(path: str) -> str:
+    """A literal path as an rsync pattern (``*?[`` and ``\\`` are special there)."""
+    return "".join(f"\\{c}" if c in "*?[\\" else c for c in path)
+
+
+def is_checkout_root(path: Path) -> bool:
+    """A git checkout's top (a ``.git`` directory or a worktree's ``.git`` file in it)."""
+    return (path / ".git").exists()
+
+
+def _local_dir(local: Path) -> None:
+    if not local.exists():
+        raise NotFound(f"local directory {local} does not exist", "give an existing directory")
+    if not local.is_dir():
+        raise Refused(f"{local} is a file, not a directory", "give the directory that holds it")
+
+
 def dir_push(
     session: Devbox, local: Path, remote: str | None = None, *, delete: bool = False, dry_run: bool = False,
-    allow_outside_home: bool = False, sink: Sink = null_sink, cancel: threading.Event | None = None,
+    allow_outside_home: bool = False, include_git: bool = False, include_ignored: bool = False,
+    sink: Sink = null_sink, cancel: threading.Event | None = None,
 ) -> transfer.Synced:  # fmt: skip
-    """``local``'s contents into ``remote`` (default: a same-named directory in the VM user's home)."""
+    """``local``'s contents into ``remote`` (default: a same-named directory in the VM user's
+    home): what git would track (``.gitignore`` respected unless ``include_ignored``), never
+    ``.git`` (unless ``include_git``), ``.build/`` or the project key."""
     cancel = cancel or threading.Event()
-    if not local.is_dir():
-        raise NotFound(f"local directory {local} does not exist", "give an existing directory")
+    _local_dir(local)
+    excludes = push_excludes(session, local, include_git=include_git)
     remote = remote if remote is not None else local.resolve().name
     t = target(session)
-    transfer.remote_path(remote, _home(t, remote), allow_outside_home=allow_outside_home)
+    remote = transfer.remote_path(remote, _home(t, remote), allow_outside_home=allow_outside_home)
     report = Reporter(sink, "dir-push", Subject("vm", t.alias))
     src = str(local.absolute()) + "/"
     dest = f"{t.login}:{remote.rstrip('/')}/"
+    opts: dict[str, Any] = {"excludes": excludes, "gitignore": not include_ignored}
     report.step("start", f"{local} → {t.alias}:{remote}" + (" (dry run)" if dry_run else ""))
     if delete and not dry_run:
-        _announce_deletes(t, src, dest, report, cancel)
-    res = transfer.rsync(t, src, dest, report, cancel, delete=delete, dry_run=dry_run)
-    for line in res.changes if dry_run else ():
-        report.log(line)
-    report.step("done", _summary(res))
+        _announce_deletes(t, src, dest, report, cancel, **opts)
+    res = transfer.rsync(t, src, dest, report, cancel, delete=delete, dry_run=dry_run, **opts)
+    _report_changes(res, report)
+    report.step("done", res.summary())
     return res
+
+
+def plan_dir_push(
+    session: Devbox, local: Path, remote: str | None = None, *, sink: Sink = null_sink,
+    cancel: threading.Event | None = None,
+) -> transfer.Synced:  # fmt: skip
+    """What ``dir_push`` would send (a dry run, quiet): the dashboard shows its size first."""
+    return dir_push(session, local, remote, dry_run=True, sink=sink, cancel=cancel)
+
+
+def _report_changes(res: transfer.Synced, report: Reporter) -> None:
+    """Each change once, as a log line, in rsync's order (the faces print the summary only)."""
+    for line in res.changes:
+        report.log(line)
 
 
 def dir_pull(
     session: Devbox, remote: str, local: Path | None = None, *, delete: bool = False, dry_run: bool = False,
-    force: bool = False, allow_outside_home: bool = False, sink: Sink = null_sink,
-    cancel: threading.Event | None = None,
+    force: bool = False, allow_outside_home: bool = False, include_git: bool = False, into_checkout: bool = False,
+    sink: Sink = null_sink, cancel: threading.Event | None = None,
 ) -> transfer.Synced:  # fmt: skip
-    """``remote``'s contents into ``local`` (default: a same-named directory here). Refuses to
-    overwrite a file with uncommitted git changes unless ``force``."""
+    """``remote``'s contents into ``local`` (default: a same-named directory here).
+
+    Never writes into a ``.git`` directory (unless ``include_git``), refuses a git
+    checkout's root unless ``into_checkout``, keeps the local owner (files belong to whoever
+    pulls, never to the VM user's UID), and refuses to overwrite or delete a file with
+    uncommitted git changes unless ``force``."""
     cancel = cancel or threading.Event()
     t = target(session)
-    transfer.remote_path(remote, _home(t, remote), allow_outside_home=allow_outside_home)
+    remote = transfer.remote_path(remote, _home(t, remote), allow_outside_home=allow_outside_home)
     local = local if local is not None else Path(Path(remote.rstrip("/")).name or "vm-pull")
+    if local.exists() and not local.is_dir():
+        raise Refused(f"{local} is a file, not a directory", "give a directory to pull into")
+    if is_checkout_root(local) and not into_checkout:
+        raise Refused(
+            f"{local} is the root of a git checkout: a pull writes over its files",
+            "pull into another directory, or pass --into-checkout (its .git is never written; "
+            "files with uncommitted changes are refused)",
+        )
     report = Reporter(sink, "dir-pull", Subject("vm", t.alias))
     src = f"{t.login}:{remote.rstrip('/')}/"
     dest = str(local.absolute()) + "/"
+    opts: dict[str, Any] = {"excludes": [] if include_git else [".git"], "keep_owner": False}
     report.step("start", f"{t.alias}:{remote} → {local}" + (" (dry run)" if dry_run else ""))
-    plan = transfer.rsync(t, src, dest, report, cancel, delete=delete, dry_run=True)
+    plan = transfer.rsync(t, src, dest, report, cancel, delete=delete, dry_run=True, **opts)
     if not force:
-        dirty = _dirty_targets(local, plan.changes)
-        if dirty:
-            raise Refused(
-                f"pull would overwrite {len(dirty)} file(s) with uncommitted changes: {', '.join(dirty[:5])}",
-                "commit or stash them first, or pass --force",
-            )
+        _refuse_dirty(local, plan)
     if dry_run:
-        for line in plan.changes:
-            report.log(line)
-        report.step("done", _summary(plan))
+        _report_changes(plan, report)
+        report.step("done", plan.summary())
         return plan
     for gone in plan.deleted:
         report.log(f"will delete {gone}")
-    res = transfer.rsync(t, src, dest, report, cancel, delete=delete, dry_run=False)
-    report.step("done", _summary(res))
+    res = transfer.rsync(t, src, dest, report, cancel, delete=delete, dry_run=False, **opts)
+    _report_changes(res, report)
+    report.step("done", res.summary())
     return res
 
 
-def _dirty_targets(local: Path, changes: tuple[str, ...]) -> list[str]:
-    """Which of the files rsync would write or delete have uncommitted changes in git."""
+def _refuse_dirty(local: Path, plan: transfer.Synced) -> None:
+    """Refuse, naming them, when files the pull would overwrite or delete have uncommitted
+    changes. Both sides are the file system's own names (git's ``-z`` list, rsync's
+    escapes decoded), so a newline or a non-UTF-8 byte in a name is compared exactly."""
     if not local.is_dir():
-        return []
+        return
     try:
         dirty = git.dirty_paths(local)
     except DevboxError:
-        return []  # not a git worktree: nothing git could lose
-    touched = []
-    for line in changes:
-        name = transfer.item_name(line)
-        if (local / name).resolve() in dirty:
-            touched.append(name)
-    return touched
+        return  # not a git worktree: nothing git could lose
+    root = local.resolve()
 
+    def hit(names: tuple[str, ...]) -> list[str]:
+        return [n for n in names if (root / n).resolve() in dirty]
 
-def _summary(res: transfer.Synced) -> str:
-    what = "would change" if res.dry_run else "sent"
-    n = len([c for c in res.changes if not c.startswith("*deleting")]) if res.dry_run else res.files
-    deleted = f", {len(res.deleted)} deleted" if res.deleted else ""
-    return f"{what} {n} file(s){deleted}; {res.bytes_sent} bytes out, {res.bytes_received} in"
+    overwrite, delete = hit(plan.written), hit(plan.deleted)
+    if overwrite or delete:
+        said = [f"overwrite {len(overwrite)}: {', '.join(map(repr, overwrite[:5]))}" if overwrite else "",
+                f"delete {len(delete)}: {', '.join(map(repr, delete[:5]))}" if delete else ""]  # fmt: skip
+        raise Refused(
+            f"pull would {' and '.join(x for x in said if x)} file(s) with uncommitted changes",
+            "commit or stash them first, or pass --force",
+        )
 
 
 # -- branches ---------------------------------------------------------------------------------
@@ -180,9 +242,10 @@ def git_push(
         t, repo, ["push", "--porcelain", transfer.git_url(t, remote), refspec], report, cancel, "push"
     )
     after = git.rev(repo, f"refs/heads/{name}")
+    # counted before the ref moves: the commits no branch the VM is known to hold reaches
+    commits, files = git.moved_beyond(repo, after, "refs/remotes/vm/")
     # what the VM has now, so the next pull and push compare against it
     git.update_ref(repo, f"refs/remotes/vm/{name}", after)
-    commits, files = git.moved(repo, before, after)
     report.step("done", f"{name}: {commits} commit(s), {len(files)} file(s) moved")
     return Moved(name, before, after, commits, files)
 
