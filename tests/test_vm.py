@@ -275,3 +275,58 @@ def test_doctor_names_each_check_and_its_fix(vm_project: VmProject) -> None:
     assert res.returncode == ExitCode.NOT_AVAILABLE  # a failed check: not ready
     plain = vm_project.devbox("doctor", env=env)
     assert "FAIL  network devbox-no-such-net: not defined (fix: " in plain.stdout
+
+
+def _state_domains(vm: VmProject) -> list[str]:
+    state = json.loads((vm.root / ".build" / "terraform" / "terraform.tfstate").read_text())
+    return [i["attributes"]["id"] for r in state["resources"] if r["type"] == "libvirt_domain" for i in r["instances"]]
+
+
+def test_closed_terminal_during_apply_then_vm_up_recovers(vm_project: VmProject, tmp_path: Path) -> None:
+    """Issue 14 item 9: the terminal closes (a real tmux pty hung up: SIGHUP) when the
+    apply starts; nothing of terraform survives, and the next ``vm up`` ends with the VM up
+    and recorded, without ``vm down``. Then a domain the state lost after an interrupted
+    apply is replaced, saying so; without that marker it is refused with the fix."""
+    vm, env = vm_project, env_of(vm_project, DEVBOX_VM_WAIT_FOR_LEASE="true")
+    assert vm.devbox("disk", "build", env=env, timeout=600).returncode == 0
+    sock, pidfile = f"devbox-hup-{uuid.uuid4().hex[:8]}", tmp_path / "devbox.pid"
+    script = f"echo $$ >{pidfile}; exec {sys.executable} -m devbox.cli vm up"
+    envs = [arg for k, v in env.items() for arg in ("-e", f"{k}={v}")]
+    subprocess.run(["tmux", "-L", sock, "new-session", "-d", "-x", "160", "-y", "40", "-c", str(vm.root), *envs,
+                    "sh", "-c", script], check=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while "applying" not in subprocess.run(["tmux", "-L", sock, "capture-pane", "-p"], capture_output=True,
+                                               text=True).stdout:  # fmt: skip
+            assert time.monotonic() < deadline, "vm up never reached the apply"
+            time.sleep(0.2)
+    finally:
+        subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)  # the terminal closes
+    pid = int(pidfile.read_text())
+    deadline = time.monotonic() + 180
+    while Path(f"/proc/{pid}").exists():
+        assert time.monotonic() < deadline, "devbox did not stop after the hangup"
+        time.sleep(0.2)
+    left = subprocess.run(["pgrep", "-f", str(vm.root)], capture_output=True, text=True).stdout.split()
+    assert not left, subprocess.run(["ps", "-o", "pid,args", "-p", ",".join(left)], capture_output=True,
+                                    text=True).stdout  # fmt: skip
+    again = vm.devbox("vm", "up", env=env, timeout=900)
+    assert again.returncode == 0, again.stderr
+    assert uuid_of(vm.domain) in _state_domains(vm)
+    assert json.loads(vm.devbox("vm", "status", "--json", env=env).stdout)["fresh"]
+
+    # the state loses the domain (as when terraform is killed mid-create)
+    state_file = vm.root / ".build" / "terraform" / "terraform.tfstate"
+    state = json.loads(state_file.read_text())
+    state["resources"] = [r for r in state["resources"] if r["type"] != "libvirt_domain"]
+    state_file.write_text(json.dumps(state))
+    refused = vm.devbox("vm", "up", env=env, timeout=900)
+    assert refused.returncode == ExitCode.REFUSED and "vm-down.sh" in refused.stderr.strip().splitlines()[-1]
+    (vm.root / ".build" / "terraform" / "applying.json").write_text("{}")  # an apply that was stopped
+    status = json.loads(vm.devbox("vm", "status", "--json", env=env).stdout)
+    assert not status["fresh"] and any("stopped during apply" in r for r in status["reasons"])
+    old = uuid_of(vm.domain)
+    fixed = vm.devbox("vm", "up", env=env, timeout=900)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "replacing it" in fixed.stdout + fixed.stderr
+    assert uuid_of(vm.domain) != old and uuid_of(vm.domain) in _state_domains(vm)

@@ -269,14 +269,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _install_sigint(cancel: threading.Event) -> None:
-    def on_sigint(signum: int, frame: FrameType | None) -> None:
-        if cancel.is_set():  # a second Ctrl-C: stop waiting for a clean stop
+def _install_signals(cancel: threading.Event) -> None:
+    """Ctrl-C, SIGTERM and SIGHUP (the terminal closed) all stop the operation the same
+    way: ``cancel`` is set and the operation stops its tools and cleans up. After a hangup
+    the terminal is gone (writing to it fails), so output goes to /dev/null from then on;
+    the operation's log file under ``.build/logs/`` still records everything."""
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            _detach_from_terminal()
+        if cancel.is_set() and signum == signal.SIGINT:  # a second Ctrl-C: stop waiting for a clean stop
             raise KeyboardInterrupt
         cancel.set()
 
-    signal.signal(signal.SIGINT, on_sigint)
-    signal.signal(signal.SIGTERM, on_sigint)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+
+def _detach_from_terminal() -> None:
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -285,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     renderer: Renderer = make_renderer(verbose=args.verbose)
     try:
         ctx = Context(args, renderer)
-        _install_sigint(ctx.cancel)
+        _install_signals(ctx.cancel)
         handler: Handler = args.handler
         code = handler(ctx)
         if ctx.cancel.is_set():

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -253,35 +253,43 @@ def owned_volumes(uri: str, name: str, pool: str) -> tuple[str, ...]:
 def teardown(uri: str, name: str, repo: str, pool: str) -> Teardown:
     """Destroy and undefine ``devbox-<name>`` and delete its volumes, when terraform's state
     is lost. Refuses a domain of that name that is not devbox's for this checkout."""
+    return remove(uri, name, repo, pool, domain=True, volumes=None)
+
+
+def remove(uri: str, name: str, repo: str, pool: str, *, domain: bool, volumes: Iterable[str] | None) -> Teardown:
+    """Remove ``devbox-<name>`` (when ``domain``; refused unless it is this checkout's) and
+    the named volumes (``None``: every ``devbox-<name>-*``; only such names, never others)."""
     libvirt = _module()
-    domain = f"devbox-{name}"
-    with connect(uri) as conn:
-        removed = ""
-        try:
-            dom = conn.lookupByName(domain)
-        except libvirt.libvirtError:
-            dom = None
-        if dom is not None:
-            owner = _description(dom, libvirt)
-            if owner != DESCRIPTION_PREFIX + repo:
-                raise LibvirtFailed(
-                    f"domain {domain} is not this checkout's VM (its description is {owner!r})",
-                    "remove it yourself with virsh if it is yours, or set vm.name to another name",
-                )
-            if dom.isActive():
-                with contextlib.suppress(libvirt.libvirtError):  # it may stop on its own meanwhile
-                    dom.destroy()
+    dom_name = f"devbox-{name}"
+    removed = ""
+    if domain:
+        with connect(uri) as conn:
             try:
-                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+                dom = conn.lookupByName(dom_name)
             except libvirt.libvirtError:
-                dom.undefine()  # drivers without those flags (and domains without NVRAM)
-            removed = domain
+                dom = None
+            if dom is not None:
+                owner = _description(dom, libvirt)
+                if owner != DESCRIPTION_PREFIX + repo:
+                    raise LibvirtFailed(
+                        f"domain {dom_name} is not this checkout's VM (its description is {owner!r})",
+                        "remove it yourself with virsh if it is yours, or set vm.name to another name",
+                    )
+                if dom.isActive():
+                    with contextlib.suppress(libvirt.libvirtError):  # it may stop on its own meanwhile
+                        dom.destroy()
+                try:
+                    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+                except libvirt.libvirtError:
+                    dom.undefine()  # drivers without those flags (and domains without NVRAM)
+                removed = dom_name
     gone = []
+    wanted = None if volumes is None else set(volumes)
     with connect(uri) as conn:
         try:
             p = conn.storagePoolLookupByName(pool)
             p.refresh(0)
-            names = [v for v in p.listVolumes() if v.startswith(f"{domain}-")]
+            names = [v for v in p.listVolumes() if v.startswith(f"{dom_name}-") and (wanted is None or v in wanted)]
         except libvirt.libvirtError:
             names = []
         # overlays before the base volume they are backed by

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,9 @@ class Runner:
         self.state = self.dir / "terraform.tfstate"
         self.vars = self.dir / "vars.tfvars.json"
         self.plan_file = self.dir / "plan.tfplan"
+        # present while an apply runs, removed when terraform ends on its own: found by the
+        # next run when devbox (and maybe terraform) was stopped mid-apply
+        self.applying = self.dir / "applying.json"
 
     def env(self) -> dict[str, str | None]:
         return {
@@ -173,8 +177,34 @@ class Runner:
     def apply(self, report: Reporter, cancel: threading.Event) -> None:
         """Apply the saved plan, its ``-json`` messages as events."""
         argv = _argv("apply", str(self.plan_file), json=_flag(), input=False, lock_timeout="60s", state=str(self.state))
-        self._stream(argv, report, cancel, "apply")
+        write_json(self.applying, {"pid": os.getpid(), "started": time.time()})
+        try:
+            self._stream(argv, report, cancel, "apply")
+        except Cancelled:
+            raise  # stopped: what it made may not be in the state (the marker stays)
+        except BaseException:
+            self.applying.unlink(missing_ok=True)  # terraform ended on its own: its state is whole
+            raise
+        self.applying.unlink(missing_ok=True)
         write_json(self.dir / "applied.json", {"module": self.module_digest()})
+
+    def interrupted(self) -> bool:
+        """An apply was stopped (Ctrl-C, a closed terminal, a kill) before terraform ended."""
+        return self.applying.exists()
+
+    def recorded(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The domain IDs (UUIDs) and volume names terraform's state records."""
+        data = read_json(self.state)
+        domains: set[str] = set()
+        volumes: set[str] = set()
+        for res in (data or {}).get("resources") or () if isinstance(data, dict) else ():
+            for inst in res.get("instances") or ():
+                attrs = inst.get("attributes") or {}
+                if res.get("type") == "libvirt_domain":
+                    domains.add(str(attrs.get("id", "")))
+                elif res.get("type") in ("libvirt_volume", "libvirt_cloudinit_disk"):
+                    volumes.add(str(attrs.get("name", "")))
+        return frozenset(domains), frozenset(volumes)
 
     def destroy(self, variables: Mapping[str, Any], report: Reporter, cancel: threading.Event) -> None:
         write_json(self.vars, dict(variables))
@@ -244,7 +274,7 @@ def _flag() -> Any:
 def clear(settings: Settings) -> None:
     """Forget the state (after a fallback teardown through libvirt)."""
     d = settings.build_path("terraform")
-    for name in ("terraform.tfstate", "terraform.tfstate.backup", "plan.tfplan", "applied.json"):
+    for name in ("terraform.tfstate", "terraform.tfstate.backup", "plan.tfplan", "applied.json", "applying.json"):
         p = d / name
         if p.exists():
             os.unlink(p)

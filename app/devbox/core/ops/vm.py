@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from devbox.core import builder, image, libvirt, terraform
-from devbox.core.errors import DevboxError, NotFound
+from devbox.core.errors import DevboxError, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.filesystem import read_json
 from devbox.core.freshness import Verdict
@@ -100,13 +100,21 @@ def vm_up(
             if early is not None:
                 early.stop()  # its terraform must not outlive this run
             raise
+        before: libvirt.Vm | None = None
         try:
+            _recover_interrupted(session, runner, vm_report)
             before = libvirt.find_vm(s.libvirt_uri, domain_name(session))
             wanted = variables(session, disk)
             plan = early.result(wanted) if early is not None else None
             if plan is None:
                 runner.init(vm_report)
                 plan = runner.plan(wanted, vm_report, cancel)
+            if plan.changes and before is not None and before.uuid not in runner.recorded()[0]:
+                raise Refused(
+                    f"{before.name} exists in libvirt but terraform's state does not record it "
+                    "(the state was lost or restored from elsewhere)",
+                    "./vm-down.sh removes it (naming what is lost inside it), then ./vm-up.sh makes it anew",
+                )
             if not plan.changes:
                 reasons: tuple[str, ...] = ("terraform plans no changes",)
                 vm_report.step("skip", f"{domain_name(session)} is up to date ({reasons[0]})")
@@ -130,10 +138,40 @@ def vm_up(
         except BaseException as exc:
             if isinstance(exc, DevboxError):
                 vm_report.step("fail", exc.message)
+            _forget_key_if_remade(session, before)
             raise
         finally:
             if early is not None:
                 early.stop()
+
+
+def _recover_interrupted(session: Devbox, runner: terraform.Runner, report: Reporter) -> None:
+    """After an apply that was stopped before terraform ended (a closed terminal, a kill),
+    the domain or volumes it made may be missing from the state: every later apply would
+    fail with "already exists". Those, and only those (this checkout's, named
+    ``devbox-<name>-*``, absent from the state), are removed, saying so, and made again."""
+    if not runner.interrupted():
+        return
+    s = session.settings
+    domains, volumes = runner.recorded()
+    vm = libvirt.find_vm(s.libvirt_uri, domain_name(session))
+    stray_domain = vm is not None and vm.uuid not in domains
+    stray_volumes = [v for v in libvirt.owned_volumes(s.libvirt_uri, s.vm.name, s.vm.pool) if v not in volumes]
+    if not (stray_domain or stray_volumes):
+        return
+    what = ", ".join(([domain_name(session)] if stray_domain else []) + stray_volumes)
+    report.log(f"an interrupted vm up made {what} without recording it in terraform's state: replacing it")
+    libvirt.remove(s.libvirt_uri, s.vm.name, str(s.repo), s.vm.pool, domain=stray_domain, volumes=stray_volumes)
+
+
+def _forget_key_if_remade(session: Devbox, before: libvirt.Vm | None) -> None:
+    """A failed or interrupted run that got as far as a new domain: its host key is new too."""
+    try:
+        now = libvirt.find_vm(session.settings.libvirt_uri, domain_name(session))
+    except DevboxError:
+        return
+    if now is not None and (before is None or before.uuid != now.uuid):
+        _forget_host_key(session)
 
 
 class _EarlyPlan:
@@ -332,6 +370,8 @@ def _vm_verdict(session: Devbox, disk: builder.DiskStatus | None, vm: Section[li
             reasons.append(f"{runner.module.name}/ changed")
     if vm.value is not None and not vm.value.running:
         reasons.append(f"VM {vm.value.state}")
+    if runner.interrupted():
+        reasons.append("an earlier vm up was stopped during apply (./vm-up.sh finishes it)")
     return Verdict(not reasons, tuple(reasons))
 
 
