@@ -77,11 +77,16 @@ def test_isolation_from_inside(started: tuple[Project, Path, str], tmp_path: Pat
         "main repo at its host path": f"test -d {proj.root}/.git",
         "home seeded from skel": 'test -f "$HOME/.profile" && test "$HOME" != /',
         "no host home": "! test -e /root/.bashrc || true",
+        # issue 14 item 1: the scratch directories are writable tmpfs (the root stays read-only)
+        "/tmp and /var/tmp writable": "touch /tmp/a /var/tmp/a && test -k /tmp && test -k /var/tmp",
+        "/tmp is a tmpfs": "grep -q ' /tmp tmpfs ' /proc/mounts && grep -q ' /var/tmp tmpfs ' /proc/mounts",
+        "/run is a tmpfs": "grep -q ' /run tmpfs ' /proc/mounts",
+        "exec from /tmp": "printf '#!/bin/sh\\nexit 0\\n' >/tmp/x.sh && chmod +x /tmp/x.sh && /tmp/x.sh",
     }
     for what, script in checks.items():
         res = inside(proj, "feat/iso", script)
         assert res.returncode == 0, (what, res.stdout, res.stderr)
-    for path in ("/var/devbox-probe", "/etc/devbox-probe"):
+    for path in ("/var/devbox-probe", "/etc/devbox-probe", "/run/devbox-probe", "/tmp/root-probe"):
         assert inside(proj, "", f"touch {path}", root=True, name=name).returncode == 0, path
     assert not (marker.parent / "devbox-probe").exists()
     info = json.loads(podman("inspect", name).stdout)[0]

@@ -15,7 +15,7 @@ import pytest
 
 from devbox.core.errors import ExitCode
 
-from conftest import BASE_IMAGE, Project, git, make_project
+from conftest import BASE_IMAGE, ROOT, Project, git, make_project
 
 pytestmark = pytest.mark.podman
 
@@ -139,6 +139,21 @@ def test_two_clones_do_not_share_an_image(base_image: str, tmp_path: Path) -> No
     finally:
         for n in (*names, shared):
             podman("rmi", "-f", n)
+
+
+def test_two_fresh_clones_of_this_repository_have_their_own_image_names(tmp_path: Path) -> None:
+    """Issue 14 item 2: the committed devbox.toml leaves the image name to the per-checkout
+    default (two clones of devbox itself do not rebuild each other's image)."""
+    names = []
+    for clone in ("one", "two"):
+        dest = tmp_path / clone / "devbox"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DEVBOX_") or k == "DEVBOX_PODMAN_URL"}
+        res = subprocess.run([sys.executable, "-m", "devbox.cli", "--repo", str(dest), "image", "status", "--json"],
+                             capture_output=True, text=True, env=env, cwd=dest, timeout=120)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        names.append(json.loads(res.stdout)["name"])
+    assert names[0] != names[1] and all(n.startswith("localhost/devbox-devbox-") for n in names), names
 
 
 def test_unpullable_base_fails_before_any_worktree(project: Project) -> None:

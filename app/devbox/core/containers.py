@@ -164,7 +164,11 @@ def spec(
         cap_add=ENTRYPOINT_CAPS,
         userns="keep-id" if rootless else "",  # host UID -> same UID inside; refused by rootful podman
         network=settings.network,
-        read_only=True,  # /tmp, /run, /var/tmp tmpfs
+        read_only=True,
+        # writable scratch space on the read-only root, as podman's --read-only-tmpfs makes it
+        # (explicit: podman 4.x ignores the API's read_write_tmpfs): sticky and world-writable
+        # /tmp and /var/tmp, /run for root inside
+        tmpfs=(("/tmp", "1777"), ("/var/tmp", "1777"), ("/run", "755")),
     )
 
 

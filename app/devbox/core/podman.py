@@ -327,7 +327,9 @@ class Podman:
             "user": spec.user,
             "init": spec.init,
             "read_only": spec.read_only,
-            "read_write_tmpfs": spec.read_only,  # /tmp, /run, /var/tmp stay writable (tmpfs)
+            # podman 5 adds /dev/shm and friends read-write with this; 4.x ignores it, so the
+            # scratch directories are explicit tmpfs mounts below (podman skips its own then)
+            "read_write_tmpfs": spec.read_only,
             "no_new_privileges": spec.no_new_privileges,
             "cap_drop": ["all"],
             "cap_add": list(spec.cap_add),
@@ -336,7 +338,8 @@ class Podman:
                 {"type": "bind", "source": m.source, "target": m.target, **{o: True for o in m.options if o != "z"}}
                 | ({"relabel": "z"} if "z" in m.options else {})
                 for m in binds
-            ],
+            ]
+            + [{"type": "tmpfs", "source": "tmpfs", "target": path, "mode": mode} for path, mode in spec.tmpfs],
         }
         if spec.userns:
             kwargs["userns_mode"] = spec.userns

@@ -99,6 +99,7 @@ class CreateSpec:
     userns: str = ""  # "keep-id" for rootless
     network: str = ""  # "", "none", "host", or a network name
     read_only: bool = True
+    tmpfs: tuple[tuple[str, str], ...] = ()  # (path, mode): explicit tmpfs mounts
     init: bool = True
     no_new_privileges: bool = True
 
