@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -128,3 +129,16 @@ def test_line_splitter_keeps_crlf_across_chunks() -> None:
     assert s.feed(b"a\r") == []  # wait: is it \r\n?
     assert s.feed(b"\nb\rc") == [("a", True), ("b", False)]
     assert s.flush() == [("c", True)]
+
+
+def test_started_at_is_epoch_seconds() -> None:
+    """Issue 14 item 10: a process's start as epoch seconds (not clock ticks since boot)."""
+    before = time.time()
+    child = subprocess.Popen(["sleep", "5"])
+    try:
+        started = proc.started_at(child.pid)
+        assert started is not None and before - 2 <= started <= time.time() + 2
+    finally:
+        child.kill()
+        child.wait()
+    assert proc.started_at(child.pid) is None

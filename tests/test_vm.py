@@ -175,6 +175,18 @@ def test_vm_up_builds_boots_skips_replaces_and_tears_down(vm_project: VmProject)
 
     status = json.loads(vm.devbox("vm", "status", "--json", env=env).stdout)
     assert status["fresh"] is True and status["vm"]["ip"] == ip and status["vm"]["state"] == "running"
+    assert 0 <= status["vm"]["uptime"] < 900  # issue 14 item 10: seconds since it booted, not since 1970
+    # issue 14 item 12: unknown is not fresh, and a setting vm up would apply makes it stale
+    bigger = json.loads(vm.devbox("vm", "status", "--json", env={**env, "DEVBOX_VM_MEMORY_MIB": "320"}).stdout)
+    assert not bigger["fresh"] and "vm.memory_mib changed (256 → 320)" in bigger["reasons"], bigger
+    down = {**env, "DEVBOX_LIBVIRT_URI": "qemu+unix:///system?socket=/nonexistent/sock"}
+    unknown = json.loads(vm.devbox("vm", "status", "--json", env=down).stdout)
+    assert not unknown["fresh"] and any("could not be checked" in r for r in unknown["reasons"]), unknown
+    no_binding = vm.root.parent / "no-libvirt-python"
+    no_binding.mkdir()
+    (no_binding / "libvirt.py").write_text("raise ImportError('libvirt-python is not installed')\n")
+    missing = vm.devbox("vm", "status", "--json", env={**env, "PYTHONPATH": str(no_binding)})
+    assert not json.loads(missing.stdout)["fresh"] and "libvirt-python is not installed" in missing.stdout
 
     (vm.root / "bootc" / "Containerfile").write_text((vm.root / "bootc" / "Containerfile").read_text() + "\n# new\n")
     replaced = vm.devbox("vm", "up", env=env, timeout=900)

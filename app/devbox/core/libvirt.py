@@ -161,9 +161,9 @@ def _started(name: str, uri: str) -> float | None:
         pid = int(Path(f"{base}/{name}.pid").read_text().strip())
     except (OSError, ValueError):
         return None
-    from devbox.core.proc import start_time
+    from devbox.core.proc import started_at
 
-    return start_time(pid)
+    return started_at(pid)
 
 
 def _record(dom: Any, libvirt: Any, uri: str, repo: str) -> Vm:

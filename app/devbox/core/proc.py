@@ -349,6 +349,20 @@ def stream(
 
 
 # processes devbox started and may have to find again ---------------------------------
+def started_at(pid: int) -> float | None:
+    """When ``pid`` started, as epoch seconds (its start time is in clock ticks since boot:
+    the boot time from ``/proc/stat`` is added), or None if it is gone."""
+    ticks = start_time(pid)
+    if ticks is None:
+        return None
+    try:
+        with open("/proc/stat", "rb") as fh:
+            btime = next(int(line.split()[1]) for line in fh if line.startswith(b"btime "))
+    except (OSError, StopIteration, ValueError):
+        return None
+    return btime + ticks / os.sysconf("SC_CLK_TCK")
+
+
 def start_time(pid: int) -> int | None:
     """The kernel's start time of ``pid`` (clock ticks since boot), or None if it is gone.
 

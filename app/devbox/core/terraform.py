@@ -186,7 +186,8 @@ class Runner:
             self.applying.unlink(missing_ok=True)  # terraform ended on its own: its state is whole
             raise
         self.applying.unlink(missing_ok=True)
-        write_json(self.dir / "applied.json", {"module": self.module_digest()})
+        # what this VM was made with: `vm status` compares the settings against it
+        write_json(self.dir / "applied.json", {"module": self.module_digest(), "variables": read_json(self.vars)})
 
     def interrupted(self) -> bool:
         """An apply was stopped (Ctrl-C, a closed terminal, a kill) before terraform ended."""

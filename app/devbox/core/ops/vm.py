@@ -46,29 +46,44 @@ def domain_name(session: Devbox) -> str:
     return f"devbox-{session.settings.vm.name}"
 
 
+# the module's variables that come straight from a setting (vm status names the setting)
+SETTING_OF = {
+    "libvirt_uri": "libvirt.uri", "pool": "vm.pool", "network": "vm.network", "user": "vm.user",
+    "memory_mib": "vm.memory_mib", "vcpus": "vm.vcpus", "disk_size_bytes": "disk.size_gib",
+    "domain_type": "vm.domain_type", "cpu_mode": "vm.cpu_mode", "qemu_agent": "vm.qemu_agent",
+}  # fmt: skip
+
+
 def variables(session: Devbox, disk: builder.DiskStatus) -> dict[str, Any]:
     """The module's variables (terraform/variables.tf) from the settings and the disk."""
-    s, v = session.settings, session.settings.vm
+    s = session.settings
     key = (disk.record or {}).get("key") or disk.key
     if not key or not disk.path.exists():
         raise NotFound("there is no disk to boot yet", "build it: ./devbox disk build (or ./vm-up.sh)")
     pub = builder.ssh_key(s).with_suffix(".pub").read_text().strip()
     return {
-        "libvirt_uri": s.libvirt_uri,
-        "name": v.name,
+        "name": s.vm.name,
         "repo": str(s.repo),
         "disk_path": str(disk.path),
         "disk_key": key,
+        "ssh_public_key": pub,
+        "wait_for_lease": s.vm.wait_for_lease,
+        **setting_variables(session),
+    }
+
+
+def setting_variables(session: Devbox) -> dict[str, Any]:
+    s, v = session.settings, session.settings.vm
+    return {
+        "libvirt_uri": s.libvirt_uri,
         "pool": v.pool,
         "network": v.network,
         "user": v.user or session.user.name,
-        "ssh_public_key": pub,
         "memory_mib": v.memory_mib,
         "vcpus": v.vcpus,
         "disk_size_bytes": s.disk_size_gib * 1024**3,
         "domain_type": v.domain_type,
         "cpu_mode": v.cpu_mode,
-        "wait_for_lease": v.wait_for_lease,
         "qemu_agent": v.qemu_agent,
     }
 
@@ -346,7 +361,10 @@ def vm_status(session: Devbox) -> VmStatus:
     name = domain_name(session)
     disk = Section.fetch(lambda: disk_status(session))
     vm = Section.fetch(lambda: libvirt.find_vm(s.libvirt_uri, name))
-    return VmStatus(name, disk, vm, _vm_verdict(session, disk.value, vm))
+    verdict = _vm_verdict(session, disk.value, vm)
+    if disk.problem is not None:  # unknown is not fresh
+        verdict = Verdict(False, (*verdict.reasons, f"the disk could not be checked: {disk.problem.message}"))
+    return VmStatus(name, disk, vm, verdict)
 
 
 def _vm_verdict(session: Devbox, disk: builder.DiskStatus | None, vm: Section[libvirt.Vm | None]) -> Verdict:
@@ -355,6 +373,8 @@ def _vm_verdict(session: Devbox, disk: builder.DiskStatus | None, vm: Section[li
     outputs = (state or {}).get("outputs") or {} if isinstance(state, dict) else {}
     made = runner.has_state()
     reasons: list[str] = []
+    if vm.problem is not None:  # unknown is not fresh
+        reasons.append(f"the VM could not be checked: {vm.problem.message}")
     if vm.problem is None and vm.value is None:
         reasons.append("VM missing" if made else "VM not created")
     if not made and vm.value is not None:
@@ -368,11 +388,22 @@ def _vm_verdict(session: Devbox, disk: builder.DiskStatus | None, vm: Section[li
         applied = read_json(runner.dir / "applied.json")
         if isinstance(applied, dict) and applied.get("module") != runner.module_digest():
             reasons.append(f"{runner.module.name}/ changed")
+        was = applied.get("variables") if isinstance(applied, dict) else None
+        if isinstance(was, dict):
+            for var, value in setting_variables(session).items():
+                if var in was and was[var] != value:
+                    reasons.append(f"{SETTING_OF[var]} changed ({_shown(var, was[var])} → {_shown(var, value)})")
+        if vm.value is not None and vm.value.uuid not in runner.recorded()[0]:
+            reasons.append("terraform's state does not record this VM (./vm-up.sh says what to do)")
     if vm.value is not None and not vm.value.running:
         reasons.append(f"VM {vm.value.state}")
     if runner.interrupted():
         reasons.append("an earlier vm up was stopped during apply (./vm-up.sh finishes it)")
     return Verdict(not reasons, tuple(reasons))
+
+
+def _shown(var: str, value: Any) -> str:
+    return f"{value // 1024**3} GiB" if var == "disk_size_bytes" and isinstance(value, int) else repr(value)
 
 
 @dataclass(frozen=True)
