@@ -9,6 +9,7 @@ machine. Update after a deliberate change: ``pytest tests/test_tui_snapshots.py
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -130,3 +131,18 @@ def test_new_worktree_dialog(snap_compare: object, tmp_path: Path) -> None:
         await pilot.pause(0.1)  # type: ignore[attr-defined]
 
     assert snap_compare(demo_app(tmp_path), terminal_size=(100, 30), run_before=show)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 45), (120, 36), (200, 60)])
+def test_the_vm_row_is_on_screen(tmp_path: Path, size: tuple[int, int]) -> None:
+    """Issue 14 item 11: the VMs pane shows its VM (its row sat under the scrollbar)."""
+    app = demo_app(tmp_path)
+
+    async def go() -> str:
+        async with app.run_test(size=size) as pilot:
+            app.post_message(demo_update())
+            await pilot.pause(0.2)
+            return app.export_screenshot()
+
+    screen = asyncio.run(go())
+    assert "devbox-demo-1a2b3c" in screen and "192.168.122.47" in screen
