@@ -92,9 +92,9 @@ async def stalls_and_memory(session: Devbox, refreshes: int) -> tuple[float, flo
         first, steady = per_round[0], max(per_round[1:] or [0.0])
         idle = rss_mb()
         pane = app.query_one(LogPane)
-        pane.begin("bench", "bench")
+        pane.start("bench", "bench")
         for i in range(200_000):
-            pane.sink_text(f"log line {i} " + "x" * 60)
+            pane.note(f"log line {i} " + "x" * 60)
             if i % 20_000 == 0:
                 await pilot.pause(0.05)
         await pilot.pause(0.5)

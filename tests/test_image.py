@@ -182,3 +182,45 @@ def test_terminal_output_uses_rich(project: Project) -> None:
     assert "devbox-fixture: first line" in plain(out)  # the live log tail
     rc, out = run_in_pty([sys.executable, "-m", "devbox.cli", "image", "build"], project.env, project.root)
     assert rc == 0 and "· image:" in plain(out) and "is up to date" in plain(out)
+
+
+def test_a_1mb_line_is_cut_on_screen_and_whole_in_the_log_file(project: Project) -> None:
+    """Issue 14 item 3: piped, the CLI cuts a huge line and names the operation's log file,
+    which holds the whole line (its own bytes); a failure's one line names the file too."""
+    cf = project.bootc / "Containerfile"
+    cf.write_text(cf.read_text().replace(
+        "CMD [", "RUN head -c 1048576 /dev/zero | tr '\\0' x && printf '\\n\\377 not utf-8\\n'\nCMD [")
+    )  # fmt: skip
+    res = project.devbox("image", "build")
+    assert res.returncode == 0, res.stderr
+    marker = next(ln for ln in res.stdout.splitlines() if "more characters" in ln)
+    path = Path(marker.split("the whole line is in ")[1].rstrip(")"))
+    assert path.parent == project.root / ".build" / "logs" and path.name.endswith("-image-build.log")
+    lines = path.read_bytes().split(b"\n")
+    assert b"x" * 1048576 in lines and b"\xff not utf-8" in lines
+    assert lines[0].startswith(b"$ devbox image build")
+    cf.write_text(cf.read_text().replace("CMD [", "RUN exit 3\nCMD ["))
+    failed = project.devbox("image", "build")
+    last = failed.stderr.strip().splitlines()[-1]
+    assert failed.returncode == 6 and "[log: " in last, last
+    assert "podman build failed" in Path(last.split("[log: ")[1].rstrip("]")).read_text(errors="replace")
+
+
+def test_the_logs_directory_is_bounded(tmp_path: Path) -> None:
+    from devbox.core import oplog
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for i in range(oplog.KEEP_FILES + 5):
+        f = logs / f"old-{i:03d}.log"
+        f.write_text("x")
+        os.utime(f, (1_000_000 + i, 1_000_000 + i))
+    made = oplog.OpLog(logs, "image-build", "devbox image build")
+    made.close()
+    left = sorted(p.name for p in logs.iterdir())
+    assert len(left) == oplog.KEEP_FILES and made.path.name in left and "old-000.log" not in left
+    assert "old-204.log" in left  # the oldest went first
+    big = logs / "big.log"
+    big.write_bytes(b"x" * 2000)
+    removed = oplog.prune(logs, keep_files=1000, keep_bytes=1500)
+    assert big not in removed and len(left) - 1 <= len(removed)  # bytes bound: the newest kept

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -22,23 +23,42 @@ from devbox import __version__, cli_vm
 from devbox.core import ops
 from devbox.core.containers import Container
 from devbox.core.errors import Cancelled, DevboxError, ExitCode
+from devbox.core.oplog import OpLog
 from devbox.core.session import Devbox
 from devbox.render import PlainRenderer, Renderer, make_renderer
 
 
 class Context:
-    """What every command gets: the session, a renderer and a cancel event."""
+    """What every command gets: the session, a renderer, a cancel event, and the
+    operation's log file (made at its first event: views that report nothing make none)."""
 
-    def __init__(self, args: argparse.Namespace, renderer: Renderer) -> None:
+    def __init__(self, args: argparse.Namespace, renderer: Renderer, argv: Sequence[str]) -> None:
         self.args = args
         self.renderer = renderer
         self.cancel = threading.Event()
+        self.argv = list(argv)
+        self.oplog: OpLog | None = None
         start = Path(args.repo).expanduser() if args.repo else None
         self.session = Devbox.open(start)
         self.settings = self.session.settings
 
     def sink(self, event: Any) -> None:
+        if self.oplog is None:
+            self._open_log(getattr(event, "op", "") or "devbox")
+        if self.oplog is not None:
+            self.oplog.write(event)
         self.renderer(event)
+
+    def _open_log(self, op: str) -> None:
+        try:
+            self.oplog = OpLog(self.settings.build_path("logs"), op, shlex.join(["devbox", *self.argv]))
+        except OSError:
+            return  # an unwritable .build/ must not stop the operation: the screen still shows it
+        self.renderer.log_path = self.oplog.path
+
+    def finish(self, outcome: str) -> None:
+        if self.oplog is not None:
+            self.oplog.close(outcome)
 
 
 def _print_json(data: Any) -> None:
@@ -295,21 +315,24 @@ def _detach_from_terminal() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     renderer: Renderer = make_renderer(verbose=args.verbose)
+    ctx: Context | None = None
     try:
-        ctx = Context(args, renderer)
+        ctx = Context(args, renderer, argv)
         _install_signals(ctx.cancel)
         handler: Handler = args.handler
         code = handler(ctx)
         if ctx.cancel.is_set():
             raise Cancelled()
+        ctx.finish(f"devbox: done (exit {code})")
         return code
     except DevboxError as exc:
-        renderer.error(exc)
+        _failed(ctx, renderer, exc)
         return int(exc.exit_code)
     except KeyboardInterrupt:
-        renderer.error(Cancelled())
+        _failed(ctx, renderer, Cancelled())
         return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:  # `devbox status --json | head`: the reader left; say nothing
         _silence_stdout()
@@ -326,6 +349,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             renderer.close()
         except BrokenPipeError:
             _silence_stdout()
+
+
+def _failed(ctx: Context | None, renderer: Renderer, exc: DevboxError) -> None:
+    """The one-line error, naming the operation's log file when there is one (and recorded in it)."""
+    if ctx is not None:
+        ctx.finish(f"devbox: {exc.one_line()} (exit {int(exc.exit_code)})")
+    renderer.error(exc)  # names the log file (renderer.log_path) when the operation has one
 
 
 def _silence_stdout() -> None:

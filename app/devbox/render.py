@@ -8,20 +8,24 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
+from pathlib import Path
 from typing import IO, Any
 
 from devbox.core.errors import DevboxError
 from devbox.core.events import Event, LogLine, Progress, Step
+from devbox.core.oplog import cut, describe
 
-MARKS = {"start": "==>", "done": " ok", "skip": " --", "fail": "!!!"}
-LONGEST = 4000  # a log line longer than this is cut on screen (a tool dumping a 1 MB line)
-
-
-def shown(text: str) -> str:
-    return text if len(text) <= LONGEST else f"{text[:LONGEST]}… ({len(text) - LONGEST} more characters)"
+LONGEST = 4000  # a log line longer than this is cut on screen (the operation's log file has it whole)
 
 
-class PlainRenderer:
+class _Shows:
+    log_path: Path | None = None  # the operation's log file, once it has one (named in cut lines)
+
+    def shown(self, text: str) -> str:
+        return cut(text, LONGEST, self.log_path)
+
+
+class PlainRenderer(_Shows):
     """One line per event; log lines verbatim. For pipes, CI logs and tests."""
 
     def __init__(self, out: IO[str] | None = None, err: IO[str] | None = None) -> None:
@@ -33,12 +37,13 @@ class PlainRenderer:
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, LogLine):
-            self.out.write(f"{shown(event.text)}\n")
+            self.out.write(f"{self.shown(event.text)}\n")
             self.shown_tail = True
         elif isinstance(event, Step):
-            if event.state == "fail" and not event.detail:
+            line = describe(event)
+            if line is None:
                 return
-            self.out.write(f"{MARKS[event.state]} {event.name}: {event.detail}\n".rstrip() + "\n")
+            self.out.write(line.rstrip() + "\n")
         elif isinstance(event, Progress):
             # redraws arrive many times a second: a log file gets one line every 2 s at most
             now = time.monotonic()
@@ -57,11 +62,12 @@ class PlainRenderer:
             for line in exc.detail:
                 self.err.write(f"  {line[:400]}\n")
         fix = f" (fix: {exc.remedy})" if exc.remedy else ""
-        self.err.write(f"devbox: {exc.message}{fix}\n")
+        log = f" [log: {self.log_path}]" if self.log_path is not None else ""
+        self.err.write(f"devbox: {exc.message}{fix}{log}\n")
         self.err.flush()
 
 
-class RichRenderer:
+class RichRenderer(_Shows):
     """A spinner with the current step and a live tail of the log; steps stay on screen."""
 
     TAIL = 12
@@ -106,7 +112,7 @@ class RichRenderer:
         if isinstance(event, LogLine):
             self.tail.append(event.text)
             if self.verbose:
-                self.console.print(shown(event.text), markup=False, highlight=False)
+                self.console.print(self.shown(event.text), markup=False, highlight=False)
             self._ensure_live()
         elif isinstance(event, Step):
             self.progress = ""
@@ -145,7 +151,8 @@ class RichRenderer:
         from rich.markup import escape
 
         fix = f" [dim](fix: {escape(exc.remedy)})[/]" if exc.remedy else ""
-        self.err_console.print(f"[bold red]devbox:[/] {escape(exc.message)}{fix}", highlight=False, soft_wrap=True)
+        log = f" [dim]\\[log: {escape(str(self.log_path))}][/]" if self.log_path is not None else ""
+        self.err_console.print(f"[bold red]devbox:[/] {escape(exc.message)}{fix}{log}", highlight=False, soft_wrap=True)
 
 
 Renderer = PlainRenderer | RichRenderer

@@ -73,6 +73,8 @@ DEFAULTS: dict[str, dict[str, Value]] = {
         "container_log": "l",
         "filter_log": "slash",
         "follow_log": "f",
+        "cancel_op": "c",
+        "log_runs": "L",
         "quit": "q",
         "vm_up": "u",
         "vm_down": "U",

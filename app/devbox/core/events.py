@@ -9,7 +9,6 @@ which tool printed them and on which stream.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ class LogLine:
     subject: Subject = NOBODY
     op: str = ""
     ts: float = field(default_factory=time.time)
+    raw: bytes | None = None  # the tool's own bytes when ``text`` (decoded, errors replaced) differs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,10 +81,6 @@ def null_sink(event: Event) -> None:
     """A sink that drops everything (for callers that only want the result)."""
 
 
-def new_cancel() -> threading.Event:
-    return threading.Event()
-
-
 class Reporter:
     """A sink bound to one operation and one subject: ``r.step("start", "building")``."""
 
@@ -101,8 +97,8 @@ class Reporter:
     def step(self, state: StepState, detail: str = "") -> None:
         self.sink(Step(subject=self.subject, state=state, detail=detail, op=self.op))
 
-    def log(self, text: str, *, source: str = "devbox", stream: Stream = "devbox") -> None:
-        self.sink(LogLine(text=text, source=source, stream=stream, subject=self.subject, op=self.op))
+    def log(self, text: str, *, source: str = "devbox", stream: Stream = "devbox", raw: bytes | None = None) -> None:
+        self.sink(LogLine(text=text, source=source, stream=stream, subject=self.subject, op=self.op, raw=raw))
 
     def progress(self, text: str = "", done: float | None = None, total: float | None = None) -> None:
         self.sink(Progress(text=text, done=done, total=total, subject=self.subject, op=self.op))

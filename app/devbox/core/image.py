@@ -151,9 +151,21 @@ def build(
     *,
     force: bool = False,
     pull: bool = False,
+    current: ImageStatus | None = None,
 ) -> ImageStatus:
-    """Build the image if its sources changed (or ``force``); report why either way."""
+    """Build the image if its sources changed (or ``force``); report why either way.
+
+    A fresh image is answered without the build lock (``current``: the caller's status,
+    computed once per operation), so a forced rebuild running elsewhere never holds up a
+    start-work that needs no build; a stale one is checked again under the lock (another
+    build may just have made it)."""
     podman.check()
+    if not (force or pull):
+        current = current or status(settings, podman)
+        if current.verdict.fresh:
+            assert current.info is not None
+            report.step("skip", f"{settings.image} {current.info.short_id} is up to date")
+            return current
     lock = settings.build_path("locks", "image.lock")
 
     def waiting() -> None:

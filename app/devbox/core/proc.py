@@ -33,7 +33,7 @@ from pathlib import Path
 from devbox.core.errors import Cancelled, ToolMissing, ToolTimeout
 from devbox.core.events import Reporter
 
-MAX_LINE = 1 << 20  # a line longer than this is cut into pieces (a tool printing no newline)
+MAX_LINE = 8 << 20  # a line longer than this is cut into pieces (a tool printing no newline)
 SHOWN = 400  # characters of a line kept for error messages ("last lines of the log")
 
 #: parses one line into (done, total, text) when it is a progress line
@@ -196,14 +196,18 @@ def interactive(argv: Sequence[str], *, tool: str, cwd: Path | None = None, env:
 
 
 class LineSplitter:
-    """Bytes in, (text, final) out: final lines end in ``\\n``, progress lines in ``\\r``."""
+    """Bytes in, (text, final) out: final lines end in ``\\n``, progress lines in ``\\r``.
+    ``feed_bytes`` keeps each line's own bytes (the operation's log file writes them)."""
 
     def __init__(self) -> None:
         self.buf = b""
 
     def feed(self, data: bytes) -> list[tuple[str, bool]]:
+        return [(raw.decode(errors="replace"), final) for raw, final in self.feed_bytes(data)]
+
+    def feed_bytes(self, data: bytes) -> list[tuple[bytes, bool]]:
         self.buf += data
-        out: list[tuple[str, bool]] = []
+        out: list[tuple[bytes, bool]] = []
         start = 0
         buf = self.buf
         i = 0
@@ -211,37 +215,43 @@ class LineSplitter:
         while i < n:
             c = buf[i]
             if c == 10:  # \n
-                out.append((buf[start:i].rstrip(b"\r").decode(errors="replace"), True))
+                out.append((buf[start:i].rstrip(b"\r"), True))
                 start = i + 1
             elif c == 13:  # \r: a progress redraw, unless it is the \r of \r\n
                 if i + 1 == n:
                     break  # wait: the next chunk may start with \n
                 if buf[i + 1] != 10:
-                    out.append((buf[start:i].decode(errors="replace"), False))
+                    out.append((buf[start:i], False))
                     start = i + 1
             i += 1
         self.buf = buf[start:]
         if len(self.buf) > MAX_LINE:
-            out.append((self.buf.decode(errors="replace"), True))
+            out.append((self.buf, True))
             self.buf = b""
         return out
 
     def flush(self) -> list[tuple[str, bool]]:
+        return [(raw.decode(errors="replace"), final) for raw, final in self.flush_bytes()]
+
+    def flush_bytes(self) -> list[tuple[bytes, bool]]:
         rest, self.buf = self.buf.rstrip(b"\r"), b""
-        return [(rest.decode(errors="replace"), True)] if rest else []
+        return [(rest, True)] if rest else []
 
 
-def _reader(fd: int, name: str, q: queue.Queue[tuple[str, str | None, bool]]) -> None:
+Queued = tuple[str, "str | None", bool, bytes]
+
+
+def _reader(fd: int, name: str, q: queue.Queue[Queued]) -> None:
     splitter = LineSplitter()
     try:
         while chunk := os.read(fd, 65536):
-            for text, final in splitter.feed(chunk):
-                q.put((name, text, final))
+            for raw, final in splitter.feed_bytes(chunk):
+                q.put((name, raw.decode(errors="replace"), final, raw))
     except OSError:
         pass
-    for text, final in splitter.flush():
-        q.put((name, text, final))
-    q.put((name, None, True))
+    for raw, final in splitter.flush_bytes():
+        q.put((name, raw.decode(errors="replace"), final, raw))
+    q.put((name, None, True, b""))
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> bool:
@@ -297,7 +307,7 @@ def stream(
     )
     if on_start is not None:
         on_start(proc.pid)
-    q: queue.Queue[tuple[str, str | None, bool]] = queue.Queue()
+    q: queue.Queue[Queued] = queue.Queue()
     assert proc.stdout is not None and proc.stderr is not None
     readers = [
         threading.Thread(target=_reader, args=(proc.stdout.fileno(), "stdout", q), daemon=True),
@@ -314,9 +324,9 @@ def stream(
     deadline = None if timeout is None else time.monotonic() + timeout
     while open_streams:
         try:
-            name, text, final = q.get(timeout=0.1)
+            name, text, final, raw = q.get(timeout=0.1)
         except queue.Empty:
-            name, text = "", None
+            name, text, raw = "", None, b""
         else:
             if text is None:
                 open_streams -= 1
@@ -334,7 +344,10 @@ def stream(
                     tail.append(text[:SHOWN])
                     if name == "stderr":
                         err_tail.append(text[:SHOWN])
-                    report.log(text, source=source, stream="stdout" if name == "stdout" else "stderr")
+                    report.log(
+                        text, source=source, stream="stdout" if name == "stdout" else "stderr",
+                        raw=raw if raw != text.encode() else None,  # the tool's own bytes, when they differ
+                    )  # fmt: skip
         if stopping is None and (cancel.is_set() or (deadline is not None and time.monotonic() > deadline)):
             timed_out = not cancel.is_set()
             how = stop or (lambda p: _stop_group(p, grace))

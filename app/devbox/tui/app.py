@@ -31,13 +31,13 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from devbox.core import config, ops, proc
 from devbox.core.containers import Container
-from devbox.core.errors import DevboxError, ExitCode
+from devbox.core.errors import Cancelled, DevboxError, ExitCode
 from devbox.core.events import Sink
 from devbox.core.git import Activity
 from devbox.core.podman_records import ContainerStats
 from devbox.core.session import Devbox
-from devbox.tui.dialogs import ConfirmTeardown, NewWorktree
-from devbox.tui.logpane import LogPane
+from devbox.tui.dialogs import AskLine, ConfirmTeardown, NewWorktree, RunPicker
+from devbox.tui.logpane import LogPane, Run
 from devbox.tui.panes import ArtifactsStrip, ContainersTable, VmsTable, WorktreesTable, artifacts_line, problem_text
 from devbox.tui.vm_actions import VM_DESCRIPTIONS, VM_MUTATING, VmActions
 
@@ -54,6 +54,8 @@ DESCRIPTIONS = {
     "container_log": "Container log",
     "filter_log": "Filter log",
     "follow_log": "Follow log",
+    "cancel_op": "Cancel",
+    "log_runs": "Runs",
     "quit": "Quit",
     **VM_DESCRIPTIONS,
 }
@@ -64,6 +66,12 @@ MUTATING = (
 SHOWN_IN_FOOTER = frozenset(
     {"new", "attach", "rebuild", "stop", "remove_container", "remove_worktree", "vm_up", "vm_ssh", "quit"}
 )
+
+
+def op_name(command: str) -> str:
+    """A run's name from its command line: "./devbox container rm --force x" -> "container-rm-x"."""
+    words = [w for w in command.replace("./", "").split() if not w.startswith("-") and w != "devbox"]
+    return "-".join(words)[:60] or "operation"
 
 
 def styles_path() -> Path:
@@ -130,13 +138,13 @@ class DevboxApp(VmActions, App[None]):
         self.status: ops.Status | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._log_cancel = threading.Event()
+        self._quitting = False  # q confirmed: runs that end now were interrupted
         self._shown: dict[str, str] = {}
         self._enabled: tuple[bool | None, ...] = ()
         self.sub_title = str(session.settings.repo) + ("  [read-only]" if read_only else "")
         # what the core tells the user on its own (e.g. a podman service it started) goes to
         # the log pane: writing to the terminal would tear the screen
-        session.notify = lambda text: self.log_pane.sink_text(text)
+        session.notify = lambda text: self.log_pane.note(text)
 
     # layout -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -182,7 +190,8 @@ class DevboxApp(VmActions, App[None]):
 
     def on_unmount(self) -> None:
         self._stop.set()
-        self._log_cancel.set()
+        for run in self.log_pane.running():
+            run.cancel.set()
         self._wake.set()
 
     def handle_bindings_clash(self, clashed_bindings: set[Binding], node: Any) -> None:
@@ -280,7 +289,7 @@ class DevboxApp(VmActions, App[None]):
             return
         err = event.worker.error
         if isinstance(err, DevboxError):
-            self.log_pane.sink_text(f"devbox: {err.one_line()}")
+            self.log_pane.note(f"devbox: {err.one_line()}")
             self.notify(err.message, title=err.remedy or "devbox", severity="error", timeout=10)
         else:
             self.notify(f"internal error: {type(err).__name__}: {err}", severity="error", timeout=10)
@@ -329,16 +338,98 @@ class DevboxApp(VmActions, App[None]):
         return True if ok else None
 
     # running operations -----------------------------------------------------------------
-    def run_op(self, name: str, command: str, fn: Callable[[Sink, threading.Event], object]) -> None:
-        self.log_pane.begin(name, command)
-        self._op(fn)
+    def run_op(
+        self, name: str, command: str, fn: Callable[[Sink, threading.Event], object],
+        locks: frozenset[str] = frozenset(),
+    ) -> Run | None:  # fmt: skip
+        """Start ``fn`` as a run of its own: its worker, cancel event and log file. Refused at
+        once, with a notification, when a running operation holds a lock it needs."""
+        for other in self.log_pane.running():
+            clash = sorted(locks & other.locks)
+            if clash:
+                self.notify(
+                    f"{other.name} is running and holds {', '.join(clash)}: wait for it, or cancel it (c)",
+                    title=f"{name} not started",
+                    severity="warning",
+                    timeout=8,
+                )
+                return None
+        run = self.log_pane.start(name, command, locks)
+        self.run_worker(
+            partial(self._run_op, run, fn), thread=True, exit_on_error=False, group=f"op-{run.number}",
+            name=name, description=command,
+        )  # fmt: skip
+        return run
 
-    @work(thread=True, exit_on_error=False, group="op", description="operation")
-    def _op(self, fn: Callable[[Sink, threading.Event], object]) -> None:
+    def _run_op(self, run: Run, fn: Callable[[Sink, threading.Event], object]) -> None:
+        """In the run's worker: the same cleanup and messages as the CLI (the same ops)."""
+        pane = self.log_pane
         try:
-            fn(self.log_pane.sink, self._stop)
+            fn(pane.sink_for(run), run.cancel)
+        except Cancelled as exc:
+            pane.finish(run, "cancelled", f"devbox: {exc.one_line()}")
+        except DevboxError as exc:
+            pane.finish(run, "failed", f"devbox: {exc.one_line()}")
+            with contextlib.suppress(Exception):  # the app may be closing
+                self.call_from_thread(
+                    self.notify, exc.message, title=exc.remedy or "devbox", severity="error", timeout=10
+                )
+        except Exception as exc:
+            pane.finish(run, "failed", f"internal error: {type(exc).__name__}: {exc}")
+            raise
+        else:
+            pane.finish(run, "interrupted" if self._quitting else "done")
         finally:
             self._wake.set()
+
+    def action_cancel_op(self) -> None:
+        """Cancel the shown run if it runs, else the newest running one, after a one-line yes."""
+        pane = self.log_pane
+        shown = pane.shown
+        run = shown if shown is not None and shown.running and shown.name != "dashboard" else None
+        run = run or next((r for r in pane.running() if r.name != "dashboard"), None)
+        if run is None:
+            self.notify("nothing is running", timeout=3)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes and run.running:
+                pane.show(run)
+                pane.note(f"devbox-tui: cancel requested ({run.name})")
+                run.cancel.set()
+
+        self.push_screen(AskLine(f"Cancel {run.label()}?"), answered)
+
+    def action_log_runs(self) -> None:
+        pane = self.log_pane
+        if not pane.runs:
+            self.notify("nothing has run yet", timeout=3)
+            return
+
+        def chosen(number: int | None) -> None:
+            run = next((r for r in pane.runs if r.number == number), None)
+            if run is not None:
+                pane.show(run)
+
+        self.push_screen(RunPicker([(r.number, r.label()) for r in pane.runs]), chosen)
+
+    async def action_quit(self) -> None:
+        """Quit; while operations run, ask first, then cancel them (each log records it)."""
+        running = [r for r in self.log_pane.running() if not r.name.startswith("log-")]
+        if not running:
+            self.exit()
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._quitting = True
+                for run in running:
+                    run.log.line("devbox-tui: interrupted: the dashboard was quit")
+                    run.cancel.set()
+                self.exit()
+
+        names = ", ".join(r.name for r in running)
+        self.push_screen(AskLine(f"{len(running)} operation(s) running ({names}): stop them and quit?"), answered)
 
     def action_new(self) -> None:
         def created(answer: tuple[str, str | None] | None) -> None:
@@ -350,6 +441,7 @@ class DevboxApp(VmActions, App[None]):
                 f"start-work-{branch}",
                 cmd,
                 lambda sink, cancel: ops.start_work(self.session, branch, from_ref=base, sink=sink, cancel=cancel),
+                frozenset({f"branch {branch}"}),
             )
 
         self.push_screen(NewWorktree(), created)
@@ -360,6 +452,7 @@ class DevboxApp(VmActions, App[None]):
             "image-build",
             cmd,
             lambda sink, cancel: ops.build_image(self.session, force=force, sink=sink, cancel=cancel),
+            frozenset({"image"}),
         )
 
     def action_rebuild_force(self) -> None:
@@ -373,6 +466,7 @@ class DevboxApp(VmActions, App[None]):
                 f"stop-{c.branch}",
                 f"./devbox container stop {c.branch}",
                 lambda sink, cancel: ops.stop_container(self.session, name, sink=sink, cancel=cancel),
+                frozenset({f"branch {c.branch}"}),
             )
 
     def action_remove_container(self) -> None:
@@ -390,6 +484,7 @@ class DevboxApp(VmActions, App[None]):
             loss.lines(),
             cmd,
             lambda sink, cancel: ops.remove_container(self.session, c.name, force=True, sink=sink, cancel=cancel),
+            frozenset({f"branch {c.branch}"}),
         )
 
     def action_remove_worktree(self) -> None:
@@ -410,14 +505,16 @@ class DevboxApp(VmActions, App[None]):
             lines,
             cmd,
             lambda sink, cancel: ops.remove_worktree(self.session, path, force=True, sink=sink, cancel=cancel),
+            frozenset({f"branch {wt.branch or wt.path}"}),
         )
 
     def _ask(
-        self, title: str, losses: list[str], cmd: str, fn: Callable[[Sink, threading.Event], object], **dialog: str
-    ) -> None:
+        self, title: str, losses: list[str], cmd: str, fn: Callable[[Sink, threading.Event], object],
+        locks: frozenset[str] = frozenset(), **dialog: str,
+    ) -> None:  # fmt: skip
         def answered(yes: bool | None) -> None:
             if yes:
-                self.run_op(title, cmd, fn)
+                self.run_op(op_name(cmd), cmd, fn, locks)
 
         self.push_screen(ConfirmTeardown(title, losses, cmd, **dialog), answered)
 
@@ -426,17 +523,23 @@ class DevboxApp(VmActions, App[None]):
         if c is not None and c.running:
             self._prepare_attach(c.name, None)
         elif row is not None and row.worktree.branch:
-            self.log_pane.begin(f"start-work-{row.worktree.branch}", f"./start-work {row.worktree.branch}")
-            self._prepare_attach(None, row.worktree.branch)
+            branch = row.worktree.branch
+
+            def start_then_attach(sink: Sink, cancel: threading.Event) -> None:
+                started = ops.start_work(self.session, branch, sink=sink, cancel=cancel).container
+                self.post_message(AttachReady(ops.attach_argv(self.session, started, self._login, tty=True)))
+
+            self.run_op(f"start-work-{branch}", f"./start-work {branch}", start_then_attach,
+                        frozenset({f"branch {branch}"}))  # fmt: skip
+
+    @property
+    def _login(self) -> list[str]:
+        return [self.session.settings.shell, "-l"]
 
     @work(thread=True, exit_on_error=False, group="attach")
     def _prepare_attach(self, name: str | None, branch: str | None) -> None:
-        if branch is not None:
-            c = ops.start_work(self.session, branch, sink=self.log_pane.sink, cancel=self._stop).container
-        else:
-            c = ops.find_container(self.session, name or "")
-        argv = ops.attach_argv(self.session, c, [self.session.settings.shell, "-l"], tty=True)
-        self.post_message(AttachReady(argv))
+        c = ops.find_container(self.session, name or "")
+        self.post_message(AttachReady(ops.attach_argv(self.session, c, self._login, tty=True)))
 
     def on_attach_ready(self, msg: AttachReady) -> None:
         with self.suspend():
@@ -450,14 +553,15 @@ class DevboxApp(VmActions, App[None]):
         _, c = self.selection()
         if c is None:
             return
-        self._log_cancel.set()
-        self._log_cancel = threading.Event()
-        self.log_pane.begin(f"log-{c.branch}", f"podman logs -f {c.name}")
-        self._follow_log(c.name, self._log_cancel)
-
-    @work(thread=True, exit_on_error=False, group="container-log", exclusive=True)
-    def _follow_log(self, name: str, cancel: threading.Event) -> None:
-        ops.follow_container_log(self.session, name, sink=self.log_pane.sink, cancel=cancel)
+        for run in self.log_pane.running():  # one followed container log at a time
+            if run.name.startswith("log-"):
+                run.cancel.set()
+        name = c.name
+        self.run_op(
+            f"log-{c.branch}",
+            f"podman logs -f {c.name}",
+            lambda sink, cancel: ops.follow_container_log(self.session, name, sink=sink, cancel=cancel),
+        )
 
     def action_filter_log(self) -> None:
         self.log_pane.open_filter()

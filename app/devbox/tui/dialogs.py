@@ -11,7 +11,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.validation import ValidationResult, Validator
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, Input, Label, OptionList, Static
+from textual.widgets.option_list import Option
 
 from devbox.core.errors import DevboxError
 from devbox.core.git import check_branch_name
@@ -146,6 +147,51 @@ class TransferPaths(ModalScreen["tuple[str, str] | None"]):
     @on(Button.Pressed, "#cancel")
     def _cancel_button(self) -> None:
         self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class AskLine(ModalScreen[bool]):
+    """A one-line yes/no question (cancel an operation, quit while one runs): y or Enter
+    says yes, n or Escape says no."""
+
+    BINDINGS: ClassVar = [
+        Binding("y,enter", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"{self.question}  [y/N]", id="ask-line")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class RunPicker(ModalScreen["int | None"]):
+    """The runs since the dashboard started, newest first; Enter shows one in the log pane."""
+
+    BINDINGS: ClassVar = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, runs: list[tuple[int, str]]) -> None:
+        super().__init__()
+        self.runs = runs
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label("Show the log of", id="dialog-title")
+            yield OptionList(*(Option(label, id=str(number)) for number, label in self.runs), id="runs")
+
+    def on_mount(self) -> None:
+        self.query_one("#runs", OptionList).focus()
+
+    @on(OptionList.OptionSelected)
+    def _chosen(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(int(event.option.id or 0))
 
     def action_cancel(self) -> None:
         self.dismiss(None)

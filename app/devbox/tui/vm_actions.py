@@ -22,7 +22,7 @@ from devbox.tui.dialogs import TransferPaths
 
 if TYPE_CHECKING:
     from devbox.core.session import Devbox
-    from devbox.tui.logpane import LogPane
+    from devbox.tui.logpane import LogPane, Run
 
 VM_DESCRIPTIONS = {
     "vm_up": "VM up",
@@ -35,6 +35,10 @@ VM_DESCRIPTIONS = {
     "git_pull": "Pull branch",
 }
 VM_MUTATING = frozenset(VM_DESCRIPTIONS)
+# what each operation must have to itself in this dashboard (a second `u`, or `d` during
+# `u`, is refused at once): the image and disk steps of vm up, the VM itself
+DISK_LOCKS = frozenset({"image", "disk"})
+VM_UP_LOCKS = DISK_LOCKS | {"vm"}
 PUSH_ASK_BYTES = 100 * 1000 * 1000  # a push bigger than this is confirmed with its size first
 PUSH_NOTE = "Sends what git would track: .gitignore is respected; .git, .build/ and the project key never go."
 PULL_NOTE = "Into a git checkout: its .git is never written; files with uncommitted changes are refused."
@@ -58,28 +62,38 @@ class VmActions:
         @property
         def log_pane(self) -> LogPane: ...
 
-        def run_op(self, name: str, command: str, fn: Callable[[Sink, threading.Event], object]) -> None: ...
+        def run_op(
+            self,
+            name: str,
+            command: str,
+            fn: Callable[[Sink, threading.Event], object],
+            locks: frozenset[str] = frozenset(),
+        ) -> Run | None: ...
         def _ask(
             self,
             title: str,
             losses: list[str],
             cmd: str,
             fn: Callable[[Sink, threading.Event], object],
+            locks: frozenset[str] = frozenset(),
             **dialog: str,
         ) -> None: ...
-        def call_from_thread(self, callback: Callable[..., Any], *args: Any) -> Any: ...
+        def call_from_thread(self, callback: Callable[..., Any], *args: Any, **kwargs: Any) -> Any: ...
         def post_message(self, message: Message) -> bool: ...
         def suspend(self) -> Any: ...
         def selection(self) -> tuple[ops.WorktreeRow | None, Any]: ...
 
     def action_vm_up(self) -> None:
-        self.run_op("vm-up", "./vm-up.sh", lambda sink, cancel: ops.vm_up(self.session, sink=sink, cancel=cancel))
+        self.run_op(
+            "vm-up", "./vm-up.sh", lambda sink, cancel: ops.vm_up(self.session, sink=sink, cancel=cancel), VM_UP_LOCKS
+        )
 
     def action_disk_rebuild(self) -> None:
         self.run_op(
             "disk-build",
             "./devbox disk build --force",
             lambda sink, cancel: ops.build_disk(self.session, force=True, sink=sink, cancel=cancel),
+            DISK_LOCKS,
         )
 
     def action_vm_down(self) -> None:
@@ -89,7 +103,7 @@ class VmActions:
     def _confirm_vm_down(self) -> None:
         loss = ops.vm_loss(self.session)
         if loss.empty:
-            self.log_pane.sink_text(f"no VM to remove ({ops.domain_name(self.session)} does not exist)")
+            self.log_pane.note(f"no VM to remove ({ops.domain_name(self.session)} does not exist)")
             return
         self.call_from_thread(
             self._ask,
@@ -97,6 +111,7 @@ class VmActions:
             loss.lines(),
             "./vm-down.sh --yes",
             lambda sink, cancel: ops.vm_down(self.session, sink=sink, cancel=cancel),
+            VM_UP_LOCKS,
         )
 
     def action_vm_ssh(self) -> None:
@@ -115,7 +130,7 @@ class VmActions:
     def _selected_worktree(self) -> ops.WorktreeRow | None:
         row, _ = self.selection()
         if row is None or row.state.missing:
-            self.log_pane.sink_text("select a worktree first")
+            self.log_pane.note("select a worktree first")
             return None
         return row
 

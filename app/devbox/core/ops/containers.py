@@ -191,7 +191,7 @@ def start_work(
         if not current.verdict.fresh:
             image.ensure_bases(settings, podman, img_report)  # an unpullable base fails before the worktree
         wt = ensure_worktree(session, branch, report, cancel, from_ref)
-        img = image.build(settings, podman, img_report, cancel)
+        img = image.build(settings, podman, img_report, cancel, current=current)
         assert img.info is not None
         name = containers.container_name(settings, branch)
         r = report.about(Subject("container", name))
