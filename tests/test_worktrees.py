@@ -358,3 +358,64 @@ def test_full_disk_under_the_lock_file_is_disk_full_not_internal(tmp_path: Path)
         assert res.returncode in (0, ExitCode.DISK_FULL), res.stderr
     finally:
         subprocess.run(["umount", str(build)], check=True)
+
+
+TRICKY_NAMES = [
+    "feature/login",
+    "a",
+    "x.y",
+    "a/b/c",
+    "ünïcödé",
+    "a-b_c.d",
+    "v1.0",
+    "a@b",
+    "a.lock.b",
+    "foo./bar",
+    "@@",
+    "",
+    "-x",
+    "a b",
+    "a\tb",
+    "a~b",
+    "a^b",
+    "a:b",
+    "a?b",
+    "a*b",
+    "a[b",
+    "a\\b",
+    "a..b",
+    "a@{b",
+    "@",
+    "/a",
+    "a/",
+    "a//b",
+    ".a",
+    "a/.b",
+    "a.",
+    "a.lock",
+    "a.lock/b",
+    "HEAD",
+    "a\x7fb",
+    "a\x01b",
+    "refs/heads/x",
+    "x/.lock",
+]
+
+
+@pytest.mark.parametrize("name", TRICKY_NAMES)
+def test_branch_names_are_judged_as_git_judges_them(name: str, tmp_path: Path) -> None:
+    """Issue 14 item 18: the core's check (no process) agrees with git check-ref-format
+    (outside a repository, where ``--branch`` does not expand ``@``). devbox is stricter in
+    one place, on purpose: "@" alone (git's shorthand for HEAD) is refused."""
+    from devbox.core.git import check_branch_name
+
+    by_git = (
+        subprocess.run(["git", "check-ref-format", "--branch", name], capture_output=True, cwd=tmp_path).returncode == 0
+        and name != "@"
+    )
+    try:
+        check_branch_name(name)
+        ours = True
+    except BadName:
+        ours = False
+    assert ours == by_git, (name, ours, by_git)

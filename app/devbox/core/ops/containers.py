@@ -7,7 +7,7 @@ import time
 
 from devbox.core import containers, git, image
 from devbox.core.containers import Container
-from devbox.core.errors import BadName, Cancelled, ContainerFailed, NotFound, PodmanError, Refused
+from devbox.core.errors import BadName, Cancelled, ContainerFailed, DevboxError, NotFound, PodmanError, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.locks import hold
 from devbox.core.ops.results import Loss, Removed, StartResult
@@ -176,21 +176,27 @@ def start_work(
     for path, key in ((settings.repo, "the repository"), (settings.worktrees_dir, "paths.worktrees")):
         if ":" in str(path) or "," in str(path):  # podman's mount syntax cannot carry them
             raise BadName(f"{key} path {path} contains ':' or ','; podman cannot mount it", "move it to a plain path")
-    wt = git.find_worktree(settings.repo, branch)
-    if wt is not None and wt.prunable and not recreate:
-        ensure_worktree(session, branch, report, cancel)  # says what happened and how to fix it
     podman = session.podman
-    podman.check()  # before anything is created: a missing podman must leave no worktree behind
+    try:
+        podman.check()  # before anything is created: a missing podman must leave no worktree behind
+    except DevboxError:
+        gone = git.find_worktree(settings.repo, branch)  # a worktree deleted by hand is named first
+        if gone is not None and gone.prunable and not recreate:
+            ensure_worktree(session, branch, report, cancel, known=gone)
+        raise
     with hold(branch_lock(session, branch), f"start-work for {branch!r}"):
-        wt = git.find_worktree(settings.repo, branch)
-        if wt is not None and wt.prunable and recreate:
-            report.about(Subject("worktree", branch)).log(f"{wt.path} was deleted by hand: making it anew")
+        known = git.find_worktree(settings.repo, branch)  # once per operation, passed down
+        if known is not None and known.prunable and not recreate:
+            ensure_worktree(session, branch, report, cancel, known=known)  # says what happened and the fix
+        if known is not None and known.prunable:
+            report.about(Subject("worktree", branch)).log(f"{known.path} was deleted by hand: making it anew")
             git.prune(settings.repo)
+            known = None
         img_report = report.about(Subject("image", settings.image))
         current = image.status(settings, podman)
         if not current.verdict.fresh:
             image.ensure_bases(settings, podman, img_report)  # an unpullable base fails before the worktree
-        wt = ensure_worktree(session, branch, report, cancel, from_ref)
+        wt = ensure_worktree(session, branch, report, cancel, from_ref, known=known)
         img = image.build(settings, podman, img_report, cancel, current=current)
         assert img.info is not None
         name = containers.container_name(settings, branch)

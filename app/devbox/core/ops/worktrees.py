@@ -41,12 +41,19 @@ def list_worktrees(
     return rows(session, conts.value, cancel), conts
 
 
+UNKNOWN = object()  # ensure_worktree's ``known``: not looked up yet
+
+
 def ensure_worktree(
-    session: Devbox, branch: str, report: Reporter, cancel: threading.Event, from_ref: str | None = None
-) -> git.Worktree:
+    session: Devbox, branch: str, report: Reporter, cancel: threading.Event, from_ref: str | None = None,
+    known: git.Worktree | object | None = UNKNOWN,
+) -> git.Worktree:  # fmt: skip
+    """The branch's worktree, made if missing. ``known``: the caller already looked it up
+    (``git worktree list`` runs once per operation)."""
     settings = session.settings
     r = report.about(Subject("worktree", branch))
-    wt = git.find_worktree(settings.repo, branch)
+    wt = git.find_worktree(settings.repo, branch) if known is UNKNOWN else known
+    assert wt is None or isinstance(wt, git.Worktree)
     if wt is not None and wt.prunable:
         raise NotFound(
             f"the worktree of {branch!r} at {wt.path} is missing (its directory was deleted)",
