@@ -124,3 +124,39 @@ def test_failed_or_interrupted_builder_keeps_the_old_disk(project: Project, buil
     assert time.monotonic() - started < 30
     assert podman("ps", "-aq", "--filter", "name=devbox-bib-").stdout.strip() == ""  # the builder is gone
     assert disk.stat().st_ino == before and not list((project.root / ".build").glob("disk-build-*"))
+
+
+def test_a_killed_disk_build_is_cleaned_up_by_the_next_one(project: Project, builder_images: dict[str, str]) -> None:
+    """Issue 14 item 6: devbox killed mid-build leaves its work directory (and its builder
+    container); the next disk build removes them, saying so; a live run's are never touched."""
+    ok = env_for(project, builder_images["ok"])
+    assert project.devbox("disk", "build", env=ok).returncode == 0
+    slow = env_for(project, builder_images["slow"])
+    proc = subprocess.Popen([sys.executable, "-m", "devbox.cli", "disk", "build", "--force"], cwd=project.root,
+                            env=slow, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "Manifest generation" in line:
+            break
+    proc.kill()  # no cleanup can run
+    proc.wait(30)
+    build_dir = project.root / ".build"
+    left = list(build_dir.glob("disk-build-*"))
+    assert left, "a killed build leaves its work directory"
+
+    import fcntl
+
+    with (build_dir / "locks" / "disk.lock").open("a") as held:  # a live run holds the lock
+        fcntl.flock(held, fcntl.LOCK_EX)
+        from devbox.core import builder
+        from devbox.core.events import Reporter, null_sink
+        from devbox.core.session import Devbox
+
+        with Devbox.open(project.root, env=ok) as session:
+            assert builder.clean_leftovers(session.settings, session.podman, Reporter(null_sink, "t")) == ()
+        assert all(d.exists() for d in left)
+    res = project.devbox("disk", "build", env=ok)
+    assert res.returncode == 0, res.stderr
+    assert f"removed {left[0]}, left by a disk build that did not finish" in res.stdout
+    assert not list(build_dir.glob("disk-build-*"))
+    assert podman("ps", "-aq", "--filter", "name=devbox-bib-").stdout.strip() == ""  # its builder too

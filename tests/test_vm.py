@@ -118,9 +118,12 @@ def uuid_of(domain: str) -> str:
 
 
 def assert_down(vm: VmProject, env: dict[str, str]) -> None:
-    """``vm down --yes`` leaves no domain and no devbox volume of this VM."""
+    """``vm down --yes`` leaves no domain and no devbox volume of this VM, and counts them right."""
+    had = [ln.split()[0] for ln in virsh("vol-list", "default").stdout.splitlines()
+           if ln.split() and ln.split()[0].startswith(f"{vm.domain}-")]  # fmt: skip
     down = vm.devbox("vm", "down", "--yes", env=env, timeout=600)
     assert down.returncode == 0, down.stderr
+    assert f"and {len(had)} volume(s)" in down.stdout.strip().splitlines()[-1], (had, down.stdout)  # issue 14 item 15
     assert virsh("dominfo", vm.domain).returncode != 0
     assert f"{vm.domain}-" not in virsh("vol-list", "default").stdout
 
@@ -287,6 +290,16 @@ def test_doctor_names_each_check_and_its_fix(vm_project: VmProject) -> None:
     assert res.returncode == ExitCode.NOT_AVAILABLE  # a failed check: not ready
     plain = vm_project.devbox("doctor", env=env)
     assert "FAIL  network devbox-no-such-net: not defined (fix: " in plain.stdout
+    # issue 14 item 14: the provider row looks into the mirror; storage is the service's own
+    assert checks["libvirt provider"]["level"] == "ok" and "filesystem mirror" in checks["libvirt provider"]["found"]
+    graph = json.loads(subprocess.run(["podman", "info", "--format", "json"], capture_output=True, text=True,
+                                      env=env).stdout)["store"]["graphRoot"]  # fmt: skip
+    assert checks["builder storage"]["found"].endswith(graph)
+    empty = cli_config(vm_project.root.parent / "empty", vm_project.root.parent / "empty-rc")
+    (vm_project.root.parent / "empty").mkdir(exist_ok=True)
+    bare = json.loads(vm_project.devbox("doctor", "--json", env={**env, "TF_CLI_CONFIG_FILE": str(empty)}).stdout)
+    row = next(c for c in bare if c["check"] == "libvirt provider")
+    assert row["level"] == "fail" and "does not hold" in row["found"], row
 
 
 def _state_domains(vm: VmProject) -> list[str]:

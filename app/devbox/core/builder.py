@@ -27,10 +27,11 @@ from typing import Any
 from devbox.core import podman_build, proc
 from devbox.core.config import Settings
 from devbox.core.containers import HostUser
-from devbox.core.errors import BuildFailed, Cancelled, DevboxError, DiskFull, NotAvailable, NotFound
+from devbox.core.errors import BuildFailed, Busy, Cancelled, DevboxError, DiskFull, NotAvailable, NotFound
 from devbox.core.events import Reporter
 from devbox.core.filesystem import read_json, write_json
 from devbox.core.freshness import Verdict
+from devbox.core.locks import hold
 from devbox.core.podman import Podman
 
 PROGRESS = re.compile(r"\[(\d+)\s*/\s*(\d+)\]\s*(.*)")
@@ -160,6 +161,14 @@ def parse_progress(line: str) -> tuple[float | None, float | None, str] | None:
     return float(m.group(1)), float(m.group(2)), m.group(3).strip() or line.strip()
 
 
+def _lock(settings: Settings) -> Path:
+    return settings.build_path("locks", "disk.lock")
+
+
+def _run_record(settings: Settings) -> Path:
+    return settings.build_path("run", "disk-build.json")
+
+
 def build(
     settings: Settings,
     podman: Podman,
@@ -169,7 +178,51 @@ def build(
     *,
     force: bool = False,
 ) -> DiskStatus:
-    """Build the disk when it is stale (or ``force``); the old disk stays until the new one is whole."""
+    """Build the disk when it is stale (or ``force``); the old disk stays until the new one
+    is whole. Under the disk lock: what an earlier run that died left is removed first."""
+
+    def waiting() -> None:
+        report.log("waiting for another devbox disk build to finish")
+
+    with hold(_lock(settings), "a disk build", cancel=cancel, on_wait=waiting):
+        _remove_leftovers(settings, podman, report)
+        return _build_locked(settings, podman, user, report, cancel, force=force)
+
+
+def clean_leftovers(settings: Settings, podman: Podman, report: Reporter) -> tuple[str, ...]:
+    """What a disk build that died (killed, the machine lost power) left: its builder
+    container and work directory. Never a live run's: when one holds the lock, nothing is
+    touched."""
+    try:
+        with hold(_lock(settings), "a disk build"):  # no cancel: Busy at once while one runs
+            return _remove_leftovers(settings, podman, report)
+    except Busy:
+        return ()
+
+
+def _remove_leftovers(settings: Settings, podman: Podman, report: Reporter) -> tuple[str, ...]:
+    """Called with the disk lock held: every run record and work directory is a dead run's."""
+    removed: list[str] = []
+    rec = read_json(_run_record(settings))
+    name = rec.get("name") if isinstance(rec, dict) else None
+    if isinstance(name, str) and name:
+        with contextlib.suppress(DevboxError):
+            if podman.container(name) is not None:
+                podman.remove(name, force=True)
+                report.log(f"removed the builder container {name}, left by a disk build that did not finish")
+                removed.append(name)
+    _run_record(settings).unlink(missing_ok=True)
+    for d in sorted(settings.build_path().glob("disk-build-*")):
+        shutil.rmtree(d, ignore_errors=True)
+        if not d.exists():
+            report.log(f"removed {d}, left by a disk build that did not finish")
+            removed.append(str(d))
+    return tuple(removed)
+
+
+def _build_locked(
+    settings: Settings, podman: Podman, user: HostUser, report: Reporter, cancel: threading.Event, *, force: bool
+) -> DiskStatus:
     ssh_key(settings, report)
     current = status(settings, podman, user)
     if current.verdict.fresh and not force:
@@ -198,6 +251,7 @@ def build(
     graphroot = str((podman.info().get("store") or {}).get("graphRoot") or "/var/lib/containers/storage")
     work = Path(tempfile.mkdtemp(prefix="disk-build-", dir=settings.build_path()))
     name = f"devbox-bib-{hashlib.sha256(str(settings.repo).encode()).hexdigest()[:8]}-{os.getpid()}"
+    write_json(_run_record(settings), {"pid": os.getpid(), "name": name, "work": str(work)})
     try:
         (work / "output").mkdir()
         (work / "config.toml").write_text(config)
@@ -257,13 +311,7 @@ def build(
         write_json(record_path(settings), record)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        _run_record(settings).unlink(missing_ok=True)
     after = status(settings, podman, user)
     report.step("done", f"{after.path} ({after.path.stat().st_size >> 20} MiB)")
     return after
-
-
-def remove_partial(settings: Settings) -> None:
-    """Leftover temp dirs of builds that were killed (never the finished disk)."""
-    for d in settings.build_path().glob("disk-build-*"):
-        with contextlib.suppress(OSError):
-            shutil.rmtree(d)

@@ -4,6 +4,7 @@ needs, each with what was found and the fix. Checks never change the host."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,22 +74,46 @@ def _libvirt(session: Devbox) -> list[Check]:
     return out
 
 
+PROVIDER = ("registry.terraform.io", "dmacvicar", "libvirt", "0.8.3")
+MIRROR_PATH = re.compile(r'filesystem_mirror\s*\{[^}]*?\bpath\s*=\s*"([^"]+)"', re.S)
+
+
 def _terraform(session: Devbox) -> list[Check]:
-    exe = shutil.which("terraform") or shutil.which("tofu")
+    # one answer, the one `vm up` acts on: devbox runs `terraform`; OpenTofu alone is not enough
+    exe = shutil.which("terraform")
     if exe is None:
-        return [Check("terraform", "fail", "not on PATH", terraform.INSTALL_REMEDY)]
+        tofu = " (OpenTofu's `tofu` is there, but devbox runs terraform)" if shutil.which("tofu") else ""
+        return [Check("terraform", "fail", f"not on PATH{tofu}", terraform.INSTALL_REMEDY)]
     res = proc.run([exe, "version"], tool="terraform", env={"CHECKPOINT_DISABLE": "1"}, timeout=30)
     first = (res.stdout.splitlines() or ["?"])[0]
     out = [Check("terraform", "ok" if res.ok else "fail", first if res.ok else res.last_error(), "")]
+    return [*out, _provider(session)]
+
+
+def _provider(session: Devbox) -> Check:
+    """Installed for this checkout, or in a filesystem mirror the CLI config names (the mirror
+    looked into, not only the config file's existence)."""
+    name = "libvirt provider"
     runner = terraform.Runner(session.settings)
-    if (runner.dir / ".terraform" / "providers").is_dir():
-        out.append(Check("libvirt provider", "ok", "installed (dmacvicar/libvirt 0.8.3)"))
-    elif os.environ.get("TF_CLI_CONFIG_FILE") and os.path.exists(os.environ["TF_CLI_CONFIG_FILE"]):
-        out.append(Check("libvirt provider", "ok", f"from the CLI config {os.environ['TF_CLI_CONFIG_FILE']}"))
-    else:
-        out.append(Check("libvirt provider", "warn", "not installed yet: the first ./vm-up.sh fetches it",
-                         "needs registry.terraform.io, or a filesystem_mirror in TF_CLI_CONFIG_FILE"))  # fmt: skip
-    return out
+    if (runner.dir / ".terraform" / "providers" / Path(*PROVIDER)).is_dir():
+        return Check(name, "ok", "installed (dmacvicar/libvirt 0.8.3)")
+    config = os.environ.get("TF_CLI_CONFIG_FILE", "")
+    if config:
+        try:
+            text = Path(config).read_text()
+        except OSError:
+            return Check(name, "fail", f"TF_CLI_CONFIG_FILE={config} cannot be read",
+                         "point TF_CLI_CONFIG_FILE at a CLI config, or unset it")  # fmt: skip
+        mirrors = [Path(m) for m in MIRROR_PATH.findall(text)]
+        held = [m for m in mirrors if (m / Path(*PROVIDER[:3])).is_dir() and any(
+            (m / Path(*PROVIDER[:3])).glob(f"*{PROVIDER[3]}*"))]  # fmt: skip
+        if held:
+            return Check(name, "ok", f"0.8.3 in the filesystem mirror {held[0]}")
+        if mirrors:
+            found = f"the mirror {mirrors[0]} ({config}) does not hold dmacvicar/libvirt 0.8.3"
+            return Check(name, "fail", found, "fill it: terraform providers mirror DIR (on a host with access)")
+    return Check(name, "warn", "not installed yet: the first ./vm-up.sh fetches it",
+                 "needs registry.terraform.io, or a filesystem_mirror in TF_CLI_CONFIG_FILE")  # fmt: skip
 
 
 def _builder(session: Devbox) -> Check:
@@ -96,7 +121,10 @@ def _builder(session: Devbox) -> Check:
         return Check("builder storage", "warn", "not root: bootc-image-builder runs rootful",
                      f"podman image scp $USER@localhost::{session.settings.image} root@localhost::, "
                      "then sudo -E ./vm-up.sh")  # fmt: skip
-    return Check("builder storage", "ok", "root: the builder sees /var/lib/containers/storage")
+    graph = str((session.podman.info().get("store") or {}).get("graphRoot") or "")
+    if not graph:
+        return Check("builder storage", "warn", "podman did not say where its storage is", "podman info")
+    return Check("builder storage", "ok", f"root: the builder is given podman's storage {graph}")
 
 
 def _iso() -> Check:

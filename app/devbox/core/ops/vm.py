@@ -9,6 +9,7 @@ removes only the domain and volumes devbox named (``devbox-<name>-*``).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -304,6 +305,7 @@ def vm_down(session: Devbox, *, sink: Sink = null_sink, cancel: threading.Event 
               on_wait=lambda: report.log("waiting for another devbox VM operation to finish")):  # fmt: skip
         runner = terraform.Runner(s)
         before = vm_loss(session)
+        existed = set(libvirt.owned_volumes(s.libvirt_uri, s.vm.name, s.vm.pool))  # the base volume too
         try:
             if runner.has_state():
                 recorded = read_json(runner.vars)
@@ -325,9 +327,12 @@ def vm_down(session: Devbox, *, sink: Sink = null_sink, cancel: threading.Event 
             # leftovers either way: a lost state, or volumes terraform never recorded
             gone = libvirt.teardown(s.libvirt_uri, s.vm.name, str(s.repo), s.vm.pool)
             terraform.clear(s)
+            with contextlib.suppress(DevboxError):  # podman down: the next disk build cleans up
+                builder.clean_leftovers(s, session.podman, report)
             _forget_host_key(session)
-            volumes = tuple(dict.fromkeys(before.volumes + gone.volumes))
-            report.step("done", f"removed {before.domain or gone.domain or 'the VM'}")
+            # what is gone now, counted from libvirt: terraform's destroy and the leftovers alike
+            volumes = tuple(sorted(existed - set(libvirt.owned_volumes(s.libvirt_uri, s.vm.name, s.vm.pool))))
+            report.step("done", f"removed {before.domain or gone.domain or 'the VM'} and {len(volumes)} volume(s)")
             return VmDown(before.domain or gone.domain, volumes, via)
         except BaseException as exc:
             if isinstance(exc, DevboxError):
