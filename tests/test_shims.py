@@ -38,6 +38,10 @@ def test_start_work_bootstraps_venv_once_and_ignores_path_devbox(tmp_path: Path)
     assert json.loads(vm.stdout)["domain"].startswith("devbox-repo-") and "setting up" in vm.stderr
     vm = subprocess.run([repo / "vm-status.sh", "--json"], env=env, capture_output=True, text=True, timeout=60)
     assert vm.returncode == 0 and "setting up" not in vm.stderr
+    # global options pass through a shim (issue 14 item 16): they go after the command
+    vm = subprocess.run([repo / "vm-status.sh", "-v", "--json", "--repo", str(repo)], env=env, capture_output=True,
+                        text=True, timeout=60)  # fmt: skip
+    assert vm.returncode == 0 and json.loads(vm.stdout)["domain"].startswith("devbox-repo-"), vm.stderr
 
     cli = subprocess.run([repo / "devbox", "--version"], env=env, capture_output=True, text=True, timeout=60)
     assert cli.returncode == 0 and cli.stdout.strip() == "devbox 0.1.0"  # README's `./devbox ...` works as shown

@@ -353,3 +353,18 @@ def test_transfer_messages_name_the_cause(vm: tuple[Project, Sshd, Path], tmp_pa
     sshd.stop()
     down = devbox(proj, "vm", "dir-push", str(src), f"{area.name}/t2")
     assert down.returncode == ExitCode.NOT_AVAILABLE and "Connection refused" in down.stderr.strip().splitlines()[-1]
+
+
+def test_vm_upgrade_without_a_vm_builds_nothing(tmp_path: Path, base_image: str) -> None:
+    """Issue 14 item 16: `vm upgrade` with no VM says so before any image build."""
+    from conftest import make_project
+
+    proj = make_project(tmp_path, f"proj-{uuid.uuid4().hex[:6]}")
+    with (proj.root / "devbox.toml").open("a") as fh:
+        fh.write(f'[vm]\nname = "none{uuid.uuid4().hex[:8]}"\n')
+    key = proj.root / ".build" / "ssh" / "id_ed25519"
+    key.parent.mkdir(parents=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    res = devbox(proj, "vm", "upgrade")
+    assert res.returncode == ExitCode.NOT_FOUND and "does not exist" in res.stderr.strip().splitlines()[-1]
+    assert "building" not in res.stdout and proj.image_id() is None

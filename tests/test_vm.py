@@ -267,11 +267,16 @@ def test_host_faults_are_one_line_with_a_fix(
         value = str(cli_config(vm_project.root.parent / "empty", vm_project.root.parent / "empty-rc"))
     if setting == "PATH" and shutil.which("terraform", path=value):
         pytest.fail("terraform is in /usr/bin here: this case needs it elsewhere on PATH")
+    if setting == "DEVBOX_LIBVIRT_URI":  # a stale image too: nothing may be built before libvirtd answers
+        cf = vm_project.root / "bootc" / "Containerfile"
+        cf.write_text(cf.read_text() + "\n# stale\n")
     res = vm_project.devbox("vm", "up", env={**env, setting: value}, timeout=300)
     assert res.returncode == code, res.stderr
     last = res.stderr.strip().splitlines()[-1]
     assert said in last and "fix:" in last and "Traceback" not in res.stderr
     assert virsh("dominfo", vm_project.domain).returncode != 0  # nothing half-made
+    if setting == "DEVBOX_LIBVIRT_URI":  # issue 14 item 16: checked before any image build
+        assert "podman build" not in res.stdout and "building" not in res.stdout, res.stdout
     # nothing it started (the early `terraform plan`, its provider) outlives it
     left = subprocess.run(["pgrep", "-f", str(vm_project.root)], capture_output=True, text=True).stdout.split()
     assert not left, subprocess.run(

@@ -286,7 +286,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_disk_status)
 
     cli_vm.register(sub)
+    _globals_after_the_command(parser)
     return parser
+
+
+def _globals_after_the_command(parser: argparse.ArgumentParser) -> None:
+    """``--repo`` and ``-v`` also after the command (``./vm-up.sh -v`` is ``devbox vm up
+    -v``): every command's parser takes them too, defaulting to what came before it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _globals_after_the_command(sub)
+    if parser.get_default("handler") is not None:
+        parser.add_argument("--repo", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def _install_signals(cancel: threading.Event) -> None:

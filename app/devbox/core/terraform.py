@@ -86,6 +86,16 @@ class Runner:
         except ToolMissing:
             raise NotAvailable("terraform is not installed (no `terraform` on PATH)", INSTALL_REMEDY) from None
 
+    def check_ready(self) -> None:
+        """What ``vm up`` needs before it builds anything: the module and terraform itself."""
+        if not (self.module / "main.tf").is_file():
+            raise ConfigError(
+                f"there is no terraform module at {self.module} (no main.tf)",
+                "restore terraform/ from git, or point paths.terraform in devbox.toml at the module",
+            )
+        if shutil.which("terraform") is None:
+            raise NotAvailable("terraform is not installed (no `terraform` on PATH)", INSTALL_REMEDY)
+
     def module_digest(self) -> str:
         h = hashlib.sha256()
         for p in sorted(self.module.glob("*.tf*")):

@@ -41,9 +41,9 @@ def vm_upgrade(
     cancel = cancel or threading.Event()
     s = session.settings
     report = Reporter(sink, "vm-upgrade")
+    t = target(session)  # the VM exists, runs and has an address: before any image build
     img = image.build(s, session.podman, report.about(Subject("image", s.image)), cancel)
     assert img.info is not None
-    t = target(session)
     vm_report = report.about(Subject("vm", t.alias))
 
     def remote(argv: list[str], what: str, timeout: float = 600) -> proc.Completed:

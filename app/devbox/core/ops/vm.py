@@ -109,6 +109,9 @@ def vm_up(
     with hold(s.build_path("locks", "vm.lock"), "a VM operation", cancel=cancel,
               on_wait=lambda: vm_report.log("waiting for another devbox VM operation to finish")):  # fmt: skip
         runner = terraform.Runner(s)
+        # what the VM step needs, checked before minutes of image and disk builds
+        runner.check_ready()
+        libvirt.hypervisor(s.libvirt_uri)  # libvirtd answers (else one line with the fix)
         early = None if force_disk else _EarlyPlan.start(session, runner)
         try:
             disk = build_disk(session, force=force_disk, sink=sink, cancel=cancel)
