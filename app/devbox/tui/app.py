@@ -278,6 +278,8 @@ class DevboxApp(VmActions, App[None]):
     def _refresh_bindings_if_changed(self) -> None:
         """The footer is rebuilt on refresh_bindings (CSS applied anew): only when what the
         keys can do has changed."""
+        if not self.screen_stack:  # a row highlight that arrives while the app closes
+            return
         state = tuple(self.check_action(b.action, ()) for b in self.BINDINGS if isinstance(b, Binding))
         if state != self._enabled:
             self._enabled = state
@@ -298,7 +300,7 @@ class DevboxApp(VmActions, App[None]):
     # selection --------------------------------------------------------------------------
     def selection(self) -> tuple[ops.WorktreeRow | None, Container | None]:
         st = self.status
-        if st is None:
+        if st is None or not self.screen_stack:
             return None, None
         rows = st.worktrees.value or ()
         conts = st.containers.value or ()
@@ -495,7 +497,8 @@ class DevboxApp(VmActions, App[None]):
     @work(thread=True, exit_on_error=False, group="confirm")
     def _confirm_worktree(self, row: ops.WorktreeRow) -> None:
         wt = ops.find_worktree(self.session, str(row.worktree.path))
-        loss, _, unknown = ops.worktree_loss(self.session, wt)
+        found = ops.worktree_loss(self.session, wt)
+        loss, unknown = found.loss, found.unchecked
         lines = loss.lines() + ([f"(containers not checked: {unknown})"] if unknown else [])
         cmd = f"./devbox worktree remove --force {wt.branch or wt.path}"
         path = str(wt.path)
