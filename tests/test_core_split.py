@@ -41,3 +41,16 @@ def test_no_ops_submodule_shadows_an_operation() -> None:
     for name in submodules:
         importlib.import_module(f"devbox.core.ops.{name}")
     assert all(callable(getattr(ops, name)) for name in ops.__all__)
+
+
+def test_start_work_does_not_load_vm_mode() -> None:
+    """The ops index promises it (review of issue 14: results.py imported builder and libvirt)."""
+    code = (
+        "import sys, devbox.cli\n"
+        "from devbox.core import ops\n"
+        "ops.start_work, ops.list_worktrees, ops.list_containers, ops.add_worktree\n"
+        "print(sorted(m for m in ('devbox.core.builder', 'devbox.core.libvirt', 'devbox.core.terraform') "
+        "if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

@@ -109,7 +109,7 @@ def test_panes_keys_and_teardown(project: Project) -> None:
             await until(pilot, lambda: not victim_wt.exists(), 60)
             await until(pilot, lambda: podman("container", "exists", victim).returncode == 1)
             assert "victim" in git(project.root, "branch", "--list")  # the branch is kept
-            keep = next(c for c in ops.list_containers(session)[0] if c.branch == "keep")
+            keep = next(c for c in ops.list_containers(session).containers if c.branch == "keep")
             assert keep.running and (project.root.parent / "proj.worktrees" / "keep").is_dir()
 
             # rebuild: runs the same op as `./devbox image build`, its log in the pane

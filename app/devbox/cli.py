@@ -8,61 +8,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import shlex
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from devbox import __version__, cli_vm
-from devbox.core import ops
+from devbox.cli_common import Context, print_json
+from devbox.core import labels, ops
 from devbox.core.containers import Container
 from devbox.core.errors import Cancelled, DevboxError, ExitCode
-from devbox.core.oplog import OpLog
-from devbox.core.session import Devbox
 from devbox.render import PlainRenderer, Renderer, make_renderer
-
-
-class Context:
-    """What every command gets: the session, a renderer, a cancel event, and the
-    operation's log file (made at its first event: views that report nothing make none)."""
-
-    def __init__(self, args: argparse.Namespace, renderer: Renderer, argv: Sequence[str]) -> None:
-        self.args = args
-        self.renderer = renderer
-        self.cancel = threading.Event()
-        self.argv = list(argv)
-        self.oplog: OpLog | None = None
-        start = Path(args.repo).expanduser() if args.repo else None
-        self.session = Devbox.open(start)
-        self.settings = self.session.settings
-
-    def sink(self, event: Any) -> None:
-        if self.oplog is None:
-            self._open_log(getattr(event, "op", "") or "devbox")
-        if self.oplog is not None:
-            self.oplog.write(event)
-        self.renderer(event)
-
-    def _open_log(self, op: str) -> None:
-        try:
-            self.oplog = OpLog(self.settings.build_path("logs"), op, shlex.join(["devbox", *self.argv]))
-        except OSError:
-            return  # an unwritable .build/ must not stop the operation: the screen still shows it
-        self.renderer.log_path = self.oplog.path
-
-    def finish(self, outcome: str) -> None:
-        if self.oplog is not None:
-            self.oplog.close(outcome)
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
 # commands -----------------------------------------------------------------------------
@@ -74,7 +33,7 @@ def cmd_image_build(ctx: Context) -> int:
 def cmd_image_status(ctx: Context) -> int:
     st = ops.image_status(ctx.session)
     if ctx.args.json:
-        _print_json(st.to_json())
+        print_json(st.to_json())
     else:
         print(st.line())
     return ExitCode.OK
@@ -109,7 +68,7 @@ def cmd_start_work(ctx: Context) -> int:
 def cmd_status(ctx: Context) -> int:
     st = ops.status(ctx.session, cancel=ctx.cancel)
     if ctx.args.json:
-        _print_json(st.to_json())
+        print_json(st.to_json())
         return ExitCode.OK
     img = st.image.value
     print(f"image      {img.line() if img else st.image.problem.one_line() if st.image.problem else ''}")
@@ -128,12 +87,8 @@ def _print_worktrees(rows: Sequence[ops.WorktreeRow]) -> None:
         s = r.state
         sync = "" if s.ahead is None else f" +{s.ahead}/-{s.behind}"
         cont = f"  [{r.container.name} {r.container.state}]" if r.container else ""
-        if s.missing:
-            state = "MISSING (deleted by hand: git worktree prune, or ./start-work BRANCH --recreate)"
-        elif s.error:
-            state = f"unknown ({s.error})"
-        else:
-            state = f"dirty ({s.changed + s.untracked})" if s.dirty else "clean"
+        hint = labels.worktree_hint(s)
+        state = labels.worktree_state(s) + (f" ({hint})" if hint else "")
         print(f"  {r.worktree.label:<24} {state}{sync}  {r.worktree.path}{cont}")
 
 
@@ -145,13 +100,13 @@ def _print_containers(conts: Sequence[Container], current: str | None) -> None:
 
 
 def cmd_worktree_list(ctx: Context) -> int:
-    rows, conts = ops.list_worktrees(ctx.session, cancel=ctx.cancel)
-    if conts.problem:
-        sys.stderr.write(f"devbox: containers not shown: {conts.problem.one_line()}\n")
+    listed = ops.list_worktrees(ctx.session, cancel=ctx.cancel)
+    if listed.containers.problem:
+        sys.stderr.write(f"devbox: containers not shown: {listed.containers.problem.one_line()}\n")
     if ctx.args.json:
-        _print_json([r.to_json() for r in rows])
+        print_json([r.to_json() for r in listed.rows])
     else:
-        _print_worktrees(rows)
+        _print_worktrees(listed.rows)
     return ExitCode.OK
 
 
@@ -171,11 +126,11 @@ def cmd_worktree_remove(ctx: Context) -> int:
 
 
 def cmd_container_list(ctx: Context) -> int:
-    conts, current = ops.list_containers(ctx.session)
+    listed = ops.list_containers(ctx.session)
     if ctx.args.json:
-        _print_json([c.to_json(current) for c in conts])
+        print_json([c.to_json(listed.image_id) for c in listed.containers])
     else:
-        _print_containers(conts, current)
+        _print_containers(listed.containers, listed.image_id)
     return ExitCode.OK
 
 
@@ -207,7 +162,7 @@ def cmd_disk_build(ctx: Context) -> int:
 def cmd_disk_status(ctx: Context) -> int:
     st = ops.disk_status(ctx.session)
     if ctx.args.json:
-        _print_json(st.to_json())
+        print_json(st.to_json())
     else:
         print(f"{st.path}: " + ("fresh" if st.verdict.fresh else f"stale ({st.verdict.reason})"))
     return ExitCode.OK

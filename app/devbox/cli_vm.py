@@ -5,27 +5,13 @@ concerns; the parser and ``main`` stay in cli.py."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from devbox.core import ops
+from devbox.cli_common import Context, print_json
+from devbox.core import labels, ops
 from devbox.core.errors import ExitCode, Refused
-
-if TYPE_CHECKING:
-    from devbox.cli import Context
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    return f"{s // 86400}d{s % 86400 // 3600}h" if s >= 86400 else f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def cmd_vm_up(ctx: Context) -> int:
@@ -72,7 +58,7 @@ def cmd_vm_down(ctx: Context) -> int:
 def cmd_vm_status(ctx: Context) -> int:
     st = ops.vm_status(ctx.session)
     if ctx.args.json:
-        _print_json(st.to_json())
+        print_json(st.to_json())
         return ExitCode.OK
     disk = st.disk.value
     if st.disk.problem:
@@ -87,7 +73,7 @@ def cmd_vm_status(ctx: Context) -> int:
     else:
         print(
             f"vm    {vm.name}: {vm.state}, {vm.ip or 'no address'}, {vm.vcpus} vCPU, {vm.memory_mib} MiB, "
-            f"up {_duration(vm.uptime())}, CPU {vm.cpu_seconds:.0f}s, cpu mode {vm.cpu_mode or 'default'}"
+            f"up {labels.duration(vm.uptime())}, CPU {vm.cpu_seconds:.0f}s, cpu mode {vm.cpu_mode or 'default'}"
         )
     print("      " + ("fresh" if st.verdict.fresh else f"stale ({'; '.join(st.verdict.reasons)})"))
     return ExitCode.OK
@@ -96,7 +82,7 @@ def cmd_vm_status(ctx: Context) -> int:
 def cmd_doctor(ctx: Context) -> int:
     checks = ops.doctor(ctx.session)
     if ctx.args.json:
-        _print_json([{"check": c.name, "level": c.level, "found": c.found, "fix": c.fix} for c in checks])
+        print_json([{"check": c.name, "level": c.level, "found": c.found, "fix": c.fix} for c in checks])
     else:
         mark = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
         for c in checks:

@@ -42,7 +42,6 @@ DEFAULTS: dict[str, dict[str, Value]] = {
     "container": {"shell": "/bin/bash", "network": ""},
     "libvirt": {"uri": "qemu:///system"},
     "disk": {
-        "builder": "bib",  # bootc-image-builder (the only one today)
         "size_gib": 64,  # the VM disk's minimum size
         "rootfs": "ext4",  # required for Fedora images
     },
@@ -122,7 +121,6 @@ class Settings:
     shell: str
     network: str
     libvirt_uri: str
-    disk_builder: str = "bib"
     disk_size_gib: int = 64
     disk_rootfs: str = "ext4"
     keys: Mapping[str, str] = field(default_factory=dict)
@@ -279,7 +277,6 @@ def load(repo: Path, env: Mapping[str, str] | None = None) -> Settings:
         network=text("container", "network"),
         libvirt_uri=text("libvirt", "uri"),
         keys={k: str(v) for k, v in values["keys"].items()},
-        disk_builder=_choice(text("disk", "builder"), ("bib",), origin("disk", "builder")),
         disk_size_gib=_positive(values["disk"]["size_gib"], origin("disk", "size_gib")),
         disk_rootfs=_choice(text("disk", "rootfs"), ("ext4", "xfs", "btrfs"), origin("disk", "rootfs")),
         vm=_vm(values["vm"], repo, origin),

@@ -1,6 +1,6 @@
 """Small filesystem helpers every artifact record needs: atomic writes, free space.
 
-A record (the stat cache, a manifest, later ``.build/disk.json``) is either the old file or
+A record (the stat cache, ``.build/disk.json``, terraform's recorded variables) is either the old file or
 the new one, never half of either, even when devbox is killed mid-write or the disk fills.
 """
 

@@ -242,15 +242,3 @@ def judge(
     if old is None:
         return Verdict(False, (f"{prefix} changed since the {artifact} was built",))
     return Verdict(False, diff_reasons(prefix, old, tree.entries) or (f"{prefix} changed",))
-
-
-def compare(artifact: str, recorded: str | None, current: str | None, upstream: str) -> Verdict:
-    """Freshness of an artifact keyed by an upstream identity (a disk by its image ID and
-    inputs, a VM by its disk key): "image rebuilt since the disk was made"."""
-    if recorded is None:
-        return Verdict(False, (f"{artifact} missing",))
-    if current is None:
-        return Verdict(False, (f"{upstream} missing",))
-    if recorded != current:
-        return Verdict(False, (f"{upstream} rebuilt since the {artifact} was made",))
-    return Verdict(True)

@@ -2,7 +2,8 @@
 up after itself, and found again when devbox was killed mid-build; and ``podman run`` of a
 tool container (bootc-image-builder), removed by name when interrupted.
 
-Part of the podman adapter (``podman.py`` calls it; nothing else does). Builds use the CLI,
+Part of the podman adapter: ``image.py`` and ``builder.py`` call it (the podman CLI runs
+nowhere else; podman-py stays in ``podman.py``). Builds use the CLI,
 not the REST API: a REST build runs its current RUN step to the end after the client
 leaves, while a local ``podman build`` can be stopped.
 """

@@ -1,10 +1,9 @@
 """The front door of the core: ``Devbox(settings)`` holds the settings and the adapters.
 
 Like podman-py's ``PodmanClient`` it is a context manager, and it makes each adapter on
-first use: a ``devbox worktree list`` never loads podman-py, a ``devbox status`` never
-touches libvirt. Operations (``ops.py``) take a session as their first argument; the
-adapters for VM mode (disk builder, terraform, libvirt) and transfers (ssh) hang here too
-when they arrive.
+first use: a ``devbox worktree list`` never loads podman-py. Operations (``core/ops/``)
+take a session as their first argument. VM mode's adapters (builder, terraform, libvirt,
+transfer) are plain modules the VM operations call with the session's settings.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from devbox.core import libvirt, proc
+from devbox.core import labels, libvirt, proc
 from devbox.core.config import SSH_RE, Settings
 from devbox.core.errors import Cancelled, DevboxError, NotAvailable, NotFound, Refused
 from devbox.core.events import Reporter
@@ -209,17 +209,9 @@ class Synced:
         what = "would change" if self.dry_run else "changed"
         deleted = f", {len(self.deleted)} deleted" if self.deleted or not self.dry_run else ""
         return (
-            f"{what} {len(self.written)} item(s) ({self.files} file(s), {human_bytes(self.size)}){deleted}; "
+            f"{what} {len(self.written)} item(s) ({self.files} file(s), {labels.size(self.size)}){deleted}; "
             f"{self.bytes_sent} bytes out, {self.bytes_received} in"
         )
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
 
 
 def rsync_argv(

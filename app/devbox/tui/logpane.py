@@ -26,6 +26,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Input, Log, Static
 
+from devbox.core import labels
 from devbox.core.events import Event, Progress
 from devbox.core.oplog import OpLog, cut, describe
 
@@ -39,11 +40,6 @@ def clean(text: str, log: Path | None = None) -> str:
     text = ANSI.sub("", text).replace("\t", "    ")
     text = "".join(c if c.isprintable() else "?" for c in text)
     return cut(text, SHOWN, log)
-
-
-def ago(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s}s" if s < 60 else f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 @dataclass(eq=False)
@@ -68,7 +64,7 @@ class Run:
         return self.ended is None
 
     def label(self) -> str:
-        took = ago((self.ended or time.monotonic()) - self.started)
+        took = labels.duration((self.ended or time.monotonic()) - self.started)
         return f"#{self.number} {self.name} ({self.outcome} {took})"
 
 

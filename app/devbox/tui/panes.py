@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.cells import cell_len
 from textual.widgets import DataTable, Static
 
+from devbox.core import labels
 from devbox.core.containers import Container
 from devbox.core.git import Activity
 from devbox.core.libvirt import Vm
@@ -40,15 +41,6 @@ def short_path(path: Path, repo: Path) -> str:
         home = str(Path.home())
         text = str(path)
         return "~" + text[len(home) :] if text.startswith(home + os.sep) else text
-
-
-def size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "K", "M", "G"):
-        if value < 1024:
-            return f"{value:.0f}{unit}"
-        value /= 1024
-    return f"{value:.1f}T"
 
 
 class ReconciledTable(DataTable[str]):
@@ -109,14 +101,7 @@ class WorktreesTable(ReconciledTable):
         data: dict[str, list[str]] = {}
         for r in rows:
             s = r.state
-            if s.missing:
-                state = "MISSING"
-            elif s.error:
-                state = "unknown"
-            elif s.dirty:
-                state = f"dirty {s.changed}~ {s.untracked}?"
-            else:
-                state = "clean"
+            state = labels.worktree_state(s)
             sync = "-" if s.ahead is None else f"+{s.ahead} -{s.behind}"
             act = activity.get(r.worktree.path, Activity())
             diff = f"+{act.insertions} −{act.deletions}, {act.files} files" if act.files else "-"
@@ -157,7 +142,7 @@ class ContainersTable(ReconciledTable):
                 ago(c.started_at, now) if c.running else "-",
                 "stale" if c.stale(current_image) else "fresh",
                 f"{st.cpu_percent:.1f}%" if st else "-",
-                f"{size(st.mem_bytes)}" if st else "-",
+                f"{labels.size(st.mem_bytes)}" if st else "-",
             ]
         self.reconcile(data)
 
@@ -199,15 +184,6 @@ class ArtifactsStrip(Static):
     pass
 
 
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s >= 86400:
-        return f"{s // 86400}d{s % 86400 // 3600}h"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
 class VmsTable(ReconciledTable):
     """This checkout's VMs (libvirt): name, state, address, size, uptime, CPU time."""
 
@@ -228,8 +204,8 @@ class VmsTable(ReconciledTable):
                     v.name,
                     v.state,
                     v.ip or "-",
-                    f"{v.vcpus}/{size(v.memory_mib * 1024 * 1024)}",
-                    duration(v.uptime()),
+                    f"{v.vcpus}/{labels.size(v.memory_mib * 1024 * 1024)}",
+                    labels.duration(v.uptime()),
                     f"{v.cpu_seconds:.0f}s",
                     v.cpu_mode or "default",
                 ]

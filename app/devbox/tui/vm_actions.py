@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 from textual import work
 from textual.message import Message
 
-from devbox.core import ops, proc
+from devbox.core import labels, ops, proc
 from devbox.core.events import Sink
-from devbox.core.transfer import human_bytes
 from devbox.tui.dialogs import TransferPaths
 
 if TYPE_CHECKING:
@@ -179,8 +178,8 @@ class VmActions:
         if plan.size <= PUSH_ASK_BYTES:
             self.call_from_thread(self.run_op, "dir-push", cmd, push)
             return
-        lines = [f"{plan.files} file(s), {human_bytes(plan.size)} to send", plan.summary()]
-        title = f"Push {human_bytes(plan.size)} into the VM?"
+        lines = [f"{plan.files} file(s), {labels.size(plan.size)} to send", plan.summary()]
+        title = f"Push {labels.size(plan.size)} into the VM?"
         self.call_from_thread(partial(self._ask, title, lines, cmd, push, heading="The push:", verb="Push"))
 
     def action_git_push(self) -> None:

@@ -29,7 +29,8 @@ job, and returns a frozen record.
 
 Imported lazily (PEP 562): ``from devbox.core import ops`` costs nothing until an
 operation is used, so ``./devbox vm ssh`` never loads the container operations and
-``./start-work`` never loads VM mode's. Type checkers read the imports below. No
+``./start-work`` never loads VM mode's (builder, terraform, libvirt: a test checks).
+Type checkers read the imports below. No
 submodule shares a name with an operation (``status`` lives in ``overview.py``, ``doctor``
 in ``hostcheck.py``): importing a submodule binds its name on the package, which would
 shadow the lazily bound operation (a test checks).
@@ -53,7 +54,18 @@ if TYPE_CHECKING:
     from devbox.core.ops.dashboard import activity, container_stats, follow_container_log, watch_containers
     from devbox.core.ops.hostcheck import Check, doctor
     from devbox.core.ops.overview import build_image, image_status, status
-    from devbox.core.ops.results import Loss, Problem, Removed, Section, StartResult, Status, WorktreeRow
+    from devbox.core.ops.results import (
+        ContainerList,
+        Loss,
+        Problem,
+        Removed,
+        Section,
+        StartResult,
+        Status,
+        WorktreeList,
+        WorktreeLoss,
+        WorktreeRow,
+    )
     from devbox.core.ops.transfer import (
         Moved,
         dir_pull,
@@ -87,6 +99,9 @@ if TYPE_CHECKING:
 
 _WHERE = {
     "Check": "hostcheck",
+    "ContainerList": "results",
+    "WorktreeList": "results",
+    "WorktreeLoss": "results",
     "Loss": "results",
     "Moved": "transfer",
     "Problem": "results",
@@ -154,6 +169,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Check",
+    "ContainerList",
     "Loss",
     "Moved",
     "Problem",
@@ -167,6 +183,8 @@ __all__ = [
     "VmOverview",
     "VmStatus",
     "VmUp",
+    "WorktreeList",
+    "WorktreeLoss",
     "WorktreeRow",
     "activity",
     "add_worktree",

@@ -10,18 +10,18 @@ from devbox.core.containers import Container
 from devbox.core.errors import BadName, Cancelled, ContainerFailed, DevboxError, NotFound, PodmanError, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.locks import hold
-from devbox.core.ops.results import Loss, Removed, StartResult
-from devbox.core.ops.worktrees import branch_lock, ensure_worktree
+from devbox.core.ops.results import ContainerList, Loss, Removed, StartResult
+from devbox.core.ops.steps import branch_lock, ensure_worktree, remove_container_record
 from devbox.core.session import Devbox
 
 READY = "devbox-entrypoint: ready"
 
 
-def list_containers(session: Devbox) -> tuple[tuple[Container, ...], str | None]:
+def list_containers(session: Devbox) -> ContainerList:
     """This repo's containers and the current image ID (to tell stale ones)."""
     conts = tuple(containers.list_containers(session.settings, session.podman))
     info = session.podman.image(session.settings.image)
-    return conts, info.id if info else None
+    return ContainerList(conts, info.id if info else None)
 
 
 def find_container(session: Devbox, ref: str) -> Container:
@@ -35,25 +35,6 @@ def find_container(session: Devbox, ref: str) -> Container:
 def container_loss(session: Devbox, c: Container) -> Loss:
     var_vol = containers.volume_names(c.name)[0]
     return Loss(running=c.name if c.running else "", home=var_vol if session.podman.volume_exists(var_vol) else "")
-
-
-def remove_container_record(
-    session: Devbox, c: Container, *, force: bool, report: Reporter, keep_var: bool = False
-) -> list[str]:
-    """Remove ``c`` and its /etc volume (and its /var volume unless ``keep_var``); say what went."""
-    if c.running and not force:
-        raise Refused(
-            f"container {c.name} is running", f"stop it first (devbox container stop {c.branch}) or pass --force"
-        )
-    podman = session.podman
-    podman.remove(c.name, force=force)
-    gone = [f"container {c.name}"]
-    var_vol, etc_vol = containers.volume_names(c.name)
-    for vol in (etc_vol,) if keep_var else (etc_vol, var_vol):
-        if podman.remove_volume(vol):
-            gone.append(f"volume {vol}")
-    report.log(f"removed {', '.join(gone)}", source="podman")
-    return gone
 
 
 def remove_container(

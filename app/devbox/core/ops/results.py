@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from devbox.core.builder import DiskStatus
 from devbox.core.containers import Container
 from devbox.core.errors import DevboxError
 from devbox.core.freshness import SourceTree
 from devbox.core.git import Worktree, WorktreeState
 from devbox.core.image import ImageStatus
-from devbox.core.libvirt import Vm
+
+if TYPE_CHECKING:  # VM mode's records: a start-work must not load VM mode's modules
+    from devbox.core.builder import DiskStatus
+    from devbox.core.libvirt import Vm
 
 T = TypeVar("T")
 
@@ -175,3 +177,30 @@ class StartResult:
     worktree: Worktree
     action: str  # "created", "started", "running", "recreated"
     stale_image: bool
+
+
+@dataclass(frozen=True)
+class ContainerList:
+    """This repo's containers and the current image ID (to tell the stale ones)."""
+
+    containers: tuple[Container, ...]
+    image_id: str | None
+
+
+@dataclass(frozen=True)
+class WorktreeList:
+    """Worktrees (git only) and the containers section: podman being down costs only the
+    container column."""
+
+    rows: tuple[WorktreeRow, ...]
+    containers: Section[tuple[Container, ...]]
+
+
+@dataclass(frozen=True)
+class WorktreeLoss:
+    """What removing a worktree would lose, its container, and why containers were not
+    checked ("" when they were)."""
+
+    loss: Loss
+    container: Container | None
+    unchecked: str

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from pathlib import Path
@@ -12,13 +11,9 @@ from devbox.core.containers import Container
 from devbox.core.errors import DevboxError, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.locks import hold
-from devbox.core.ops.results import Loss, Removed, Section, WorktreeRow
+from devbox.core.ops.results import Loss, Removed, Section, WorktreeList, WorktreeLoss, WorktreeRow
+from devbox.core.ops.steps import branch_lock, ensure_worktree, remove_container_record
 from devbox.core.session import Devbox
-
-
-def branch_lock(session: Devbox, branch: str) -> Path:
-    key = hashlib.sha256(branch.encode()).hexdigest()[:16]
-    return session.settings.build_path("locks", f"branch-{key}.lock")
 
 
 def rows(
@@ -32,43 +27,11 @@ def rows(
     )
 
 
-def list_worktrees(
-    session: Devbox, *, cancel: threading.Event | None = None
-) -> tuple[tuple[WorktreeRow, ...], Section[tuple[Container, ...]]]:
+def list_worktrees(session: Devbox, *, cancel: threading.Event | None = None) -> WorktreeList:
     """Worktrees (git only) plus the containers section: podman being down costs only the
-    container column."""
+    container column. ``cancel`` stops the per-worktree git status calls."""
     conts = Section.fetch(lambda: tuple(containers.list_containers(session.settings, session.podman)))
-    return rows(session, conts.value, cancel), conts
-
-
-UNKNOWN = object()  # ensure_worktree's ``known``: not looked up yet
-
-
-def ensure_worktree(
-    session: Devbox, branch: str, report: Reporter, cancel: threading.Event, from_ref: str | None = None,
-    known: git.Worktree | object | None = UNKNOWN,
-) -> git.Worktree:  # fmt: skip
-    """The branch's worktree, made if missing. ``known``: the caller already looked it up
-    (``git worktree list`` runs once per operation)."""
-    settings = session.settings
-    r = report.about(Subject("worktree", branch))
-    wt = git.find_worktree(settings.repo, branch) if known is UNKNOWN else known
-    assert wt is None or isinstance(wt, git.Worktree)
-    if wt is not None and wt.prunable:
-        raise NotFound(
-            f"the worktree of {branch!r} at {wt.path} is missing (its directory was deleted)",
-            "forget it with `git worktree prune` and run again, or pass --recreate to make it anew",
-        )
-    if wt is not None:
-        if from_ref:
-            raise Refused(f"branch {branch!r} already has a worktree at {wt.path}", "drop --from to reuse it")
-        r.step("skip", f"{branch} at {wt.path}")
-        return wt
-    path = git.worktree_path(settings.worktrees_dir, branch)
-    r.step("start", f"creating {path}")
-    wt = git.add_worktree(settings.repo, branch, path, r, cancel, from_ref)
-    r.step("done", f"{branch} at {wt.path}")
-    return wt
+    return WorktreeList(rows(session, conts.value, cancel), conts)
 
 
 def add_worktree(
@@ -99,9 +62,7 @@ def find_worktree(session: Devbox, ref: str) -> git.Worktree:
     return target
 
 
-def worktree_loss(
-    session: Devbox, wt: git.Worktree, *, delete_branch: bool = False
-) -> tuple[Loss, Container | None, str]:
+def worktree_loss(session: Devbox, wt: git.Worktree, *, delete_branch: bool = False) -> WorktreeLoss:
     """What removing ``wt`` would lose, its container, and why containers were not checked.
 
     Commits count when nothing else would hold them: a detached HEAD's, or the branch's
@@ -122,7 +83,7 @@ def worktree_loss(
         running=c.name if c is not None and c.running else "",
         home=home,
     )
-    return loss, c, conts.problem.one_line() if conts.problem else ""
+    return WorktreeLoss(loss, c, conts.problem.one_line() if conts.problem else "")
 
 
 def remove_worktree(
@@ -136,14 +97,13 @@ def remove_worktree(
 ) -> Removed:
     """Remove a linked worktree (by branch or path) and its container; refuse, naming all of
     it, when that would lose work, unless ``force``."""
-    from devbox.core.ops.containers import remove_container_record
-
     wt = find_worktree(session, ref)
     report = Reporter(sink, "worktree-remove", Subject("worktree", wt.label))
     if wt.is_main:
         raise Refused(f"{wt.path} is the main checkout, not a linked worktree", "remove linked worktrees only")
     with hold(branch_lock(session, wt.branch or str(wt.path)), f"work on {ref!r}"):
-        loss, c, unknown = worktree_loss(session, wt, delete_branch=delete_branch)
+        found = worktree_loss(session, wt, delete_branch=delete_branch)
+        loss, c, unknown = found.loss, found.container, found.unchecked
         if unknown:  # nothing of a container is removed then: its home volume stays for `container rm`
             report.log(f"not checked for a container on this worktree: {unknown}")
         if not loss.empty and not force:

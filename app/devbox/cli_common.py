@@ -1,0 +1,56 @@
+"""What every CLI command shares: the ``Context`` it gets (session, renderer, cancel
+event, the operation's log file) and JSON output. Its own module so that ``cli.py`` (the
+parser and ``main``) and ``cli_vm.py`` (VM mode's commands) both use it without importing
+each other."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from devbox.core.oplog import OpLog
+from devbox.core.session import Devbox
+from devbox.render import Renderer
+
+
+class Context:
+    """What every command gets: the session, a renderer, a cancel event, and the
+    operation's log file (made at its first event: views that report nothing make none)."""
+
+    def __init__(self, args: argparse.Namespace, renderer: Renderer, argv: Sequence[str]) -> None:
+        self.args = args
+        self.renderer = renderer
+        self.cancel = threading.Event()
+        self.argv = list(argv)
+        self.oplog: OpLog | None = None
+        start = Path(args.repo).expanduser() if args.repo else None
+        self.session = Devbox.open(start)
+        self.settings = self.session.settings
+
+    def sink(self, event: Any) -> None:
+        if self.oplog is None:
+            self._open_log(getattr(event, "op", "") or "devbox")
+        if self.oplog is not None:
+            self.oplog.write(event)
+        self.renderer(event)
+
+    def _open_log(self, op: str) -> None:
+        try:
+            self.oplog = OpLog(self.settings.build_path("logs"), op, shlex.join(["devbox", *self.argv]))
+        except OSError:
+            return  # an unwritable .build/ must not stop the operation: the screen still shows it
+        self.renderer.log_path = self.oplog.path
+
+    def finish(self, outcome: str) -> None:
+        if self.oplog is not None:
+            self.oplog.close(outcome)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
