@@ -67,7 +67,7 @@ def test_interrupted_build_stops_its_run_step_and_spares_other_builds(project: P
     )
     try:
         ours = start_build(project, "61")
-        time.sleep(1)
+        wait_for(lambda: procs_matching("sleep 61"), 30)  # the RUN step runs: interrupt it now
         ours.send_signal(signal.SIGINT)
         _, err = ours.communicate(timeout=60)
         assert ours.returncode == ExitCode.INTERRUPTED and "interrupted" in err
@@ -111,7 +111,9 @@ def test_interrupt_while_waiting_for_ready_leaves_nothing_running(project: Proje
     )
     flt = ["ps", "-aq", "--filter", "label=devbox.branch=slow"]
     wait_for(lambda: podman(*flt).stdout.strip(), 60)
-    time.sleep(1)
+    # the state meant: the container runs its (slow) entrypoint, devbox waits for its ready line
+    wait_for(lambda: podman("ps", "-q", "--filter", "label=devbox.branch=slow", "--filter", "status=running")
+             .stdout.strip() and procs_matching("sleep 40"), 60)  # fmt: skip
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == ExitCode.INTERRUPTED, err

@@ -95,7 +95,8 @@ def test_panes_keys_and_teardown(project: Project) -> None:
             await until(pilot, lambda: isinstance(app.screen, ConfirmTeardown))
             assert app.screen.focused is app.screen.query_one("#cancel", Button)  # the default is Cancel
             await pilot.press("escape")
-            await pilot.pause(0.5)
+            await until(pilot, lambda: not isinstance(app.screen, ConfirmTeardown))
+            assert not any(r.name.startswith("container-rm") for r in app.query_one(LogPane).runs)  # none started
             assert podman("container", "exists", victim).returncode == 0
 
             # remove worktree: the dialog names the dirty file and the container; confirmed, it
@@ -138,13 +139,13 @@ def test_remapped_key_and_read_only(project: Project) -> None:
             await select(pilot, conts, c.name)
             if read_only:
                 await pilot.press("x", "k", "n")
-                await pilot.pause(0.5)
                 assert not isinstance(app.screen, ConfirmTeardown | NewWorktree)
+                assert not [r for r in app.query_one(LogPane).runs if r.name != "dashboard"]  # no operation started
                 assert app.check_action("remove_container", ()) is False
                 assert podman("inspect", "-f", "{{.State.Status}}", c.name).stdout.strip() == "running"
                 return
             await pilot.press("s")  # the old key does nothing now
-            await pilot.pause(1.0)
+            assert not [r for r in app.query_one(LogPane).runs if r.name != "dashboard"]  # no operation started
             assert podman("inspect", "-f", "{{.State.Status}}", c.name).stdout.strip() == "running"
             await pilot.press("k")
             await until(pilot, lambda: podman("inspect", "-f", "{{.State.Status}}", c.name).stdout.strip() == "exited")

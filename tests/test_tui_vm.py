@@ -73,8 +73,9 @@ def test_vm_pane_lists_this_checkouts_vms_and_vm_down_asks_first(tmp_path: Path)
             loss = str(app.screen.query_one("#dialog-loss", Static).render())
             assert f"VM {domain} (running" in loss and "everything written inside it" in loss
             await pilot.click("#cancel")
-            await pilot.pause(0.3)
+            await until(pilot, lambda: not isinstance(app.screen, ConfirmTeardown))
             assert conn.lookupByName(domain).isActive()  # nothing without a yes
+            assert not [r for r in app.query_one(LogPane).runs if r.name.startswith("vm-down")]
 
             await pilot.press("U")
             await until(pilot, lambda: isinstance(app.screen, ConfirmTeardown))
@@ -105,10 +106,12 @@ def test_vm_up_and_rebuild_disk_keys_run_their_operations(project: Project) -> N
             await until(pilot, lambda: any("could not be pulled" in line for line in pane.ring), 300)
             await pilot.press("u")
             await until(pilot, lambda: "$ ./vm-up.sh" in pane.ring)
-            # a run of its own: its own lines (the disk build's are in the disk build's run)
-            await until(pilot, lambda: any("could not be pulled" in line for line in pane.ring), 120)
+            # a run of its own, with its own lines; this project has no terraform/ module, which
+            # vm up now finds before it builds anything (issue 14 item 16)
+            await until(pilot, lambda: any("no terraform module" in line for line in pane.ring), 120)
             assert "$ ./devbox disk build --force" not in pane.ring
-            assert any(line.startswith(" -- image") and "is up to date" in line for line in pane.ring)
+            assert not any("could not be pulled" in line for line in pane.ring)
+            assert pane.runs[1].name == "disk-build" and not pane.runs[1].running
 
     try:
         asyncio.run(go())

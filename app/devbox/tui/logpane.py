@@ -98,7 +98,7 @@ class LogPane(Vertical):
         with self._mutex:
             run = Run(len(self.runs) + 1, name, command, log, locks)
             self.runs.insert(0, run)
-        self._append(run, f"$ {command}")
+        self._append(run, f"$ {command}", logged=True)  # the log file starts with it already
         self.show(run)
         return run
 
