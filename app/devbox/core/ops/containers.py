@@ -40,7 +40,11 @@ def container_loss(session: Devbox, c: Container) -> Loss:
 def remove_container(
     session: Devbox, ref: str, *, force: bool = False, sink: Sink = null_sink, cancel: threading.Event | None = None
 ) -> Removed:
+    """Remove a container and its volumes. ``cancel`` is honoured until the removal starts
+    (a removal is not stopped halfway: it would leave a container without its volumes)."""
     c = find_container(session, ref)
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("interrupted: nothing removed")
     report = Reporter(sink, "container-rm", Subject("container", c.name))
     report.step("start", f"removing {c.name}")
     gone = remove_container_record(session, c, force=force, report=report)
@@ -51,7 +55,11 @@ def remove_container(
 def stop_container(
     session: Devbox, ref: str, *, sink: Sink = null_sink, cancel: threading.Event | None = None
 ) -> Container:
+    """Stop a container (podman's own timeout, then SIGKILL). ``cancel`` is honoured until
+    the stop starts."""
     c = find_container(session, ref)
+    if cancel is not None and cancel.is_set():
+        raise Cancelled(f"interrupted: {c.name} not stopped")
     report = Reporter(sink, "container-stop", Subject("container", c.name))
     report.step("start", f"stopping {c.name}")
     session.podman.stop(c.name)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from devbox.core import containers, git
 from devbox.core.containers import Container
-from devbox.core.errors import DevboxError, NotFound, Refused
+from devbox.core.errors import Cancelled, DevboxError, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.locks import hold
 from devbox.core.ops.results import Loss, Removed, Section, WorktreeList, WorktreeLoss, WorktreeRow
@@ -96,7 +96,8 @@ def remove_worktree(
     cancel: threading.Event | None = None,
 ) -> Removed:
     """Remove a linked worktree (by branch or path) and its container; refuse, naming all of
-    it, when that would lose work, unless ``force``."""
+    it, when that would lose work, unless ``force``. ``cancel`` is honoured until the
+    removal starts (never halfway: a container without its worktree, or the reverse)."""
     wt = find_worktree(session, ref)
     report = Reporter(sink, "worktree-remove", Subject("worktree", wt.label))
     if wt.is_main:
@@ -106,6 +107,8 @@ def remove_worktree(
         loss, c, unknown = found.loss, found.container, found.unchecked
         if unknown:  # nothing of a container is removed then: its home volume stays for `container rm`
             report.log(f"not checked for a container on this worktree: {unknown}")
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("interrupted: nothing removed")
         if not loss.empty and not force:
             raise Refused(
                 f"removing {wt.path} would lose: " + "; ".join(loss.lines()),
