@@ -144,6 +144,8 @@ class LogPane(Vertical):
 
     def show(self, run: Run) -> None:
         """Switch the pane to ``run`` (its lines so far replace the widget's at the next tick)."""
+        if run is self.shown:
+            return
         with self._mutex:
             self.shown = run
             self.pending = []
@@ -178,11 +180,15 @@ class LogPane(Vertical):
         if switched:
             log.clear()
             batch = lines
+            if log.auto_scroll:  # once the cleared widget has its new size
+                self.call_after_refresh(log.scroll_end, animate=False)
         if batch:
             if self.filter_text:
                 batch = [ln for ln in batch if self.filter_text in ln]
             if batch:
-                log.write_lines(batch[-CAP:])
+                # following (f toggles it) means the end, also right after a switch of runs,
+                # when the scroll position is still the previous run's
+                log.write_lines(batch[-CAP:], scroll_end=log.auto_scroll)
         self._title()
 
     def _title(self) -> None:
