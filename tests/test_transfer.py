@@ -368,3 +368,16 @@ def test_vm_upgrade_without_a_vm_builds_nothing(tmp_path: Path, base_image: str)
     res = devbox(proj, "vm", "upgrade")
     assert res.returncode == ExitCode.NOT_FOUND and "does not exist" in res.stderr.strip().splitlines()[-1]
     assert "building" not in res.stdout and proj.image_id() is None
+
+
+def test_a_new_branch_push_counts_only_what_the_vm_lacked(vm: tuple[Project, Sshd, Path]) -> None:
+    """Issue 14 item 15: a new branch on top of a pushed one carries only its own commit."""
+    proj, _, _ = vm
+    assert devbox(proj, "vm", "git-push", "main").returncode == 0
+    git(proj.root, "checkout", "-q", "-b", "topic")
+    (proj.root / "t.txt").write_text("t\n")
+    git(proj.root, "add", "t.txt")
+    git(proj.root, "commit", "-qm", "topic")
+    res = devbox(proj, "vm", "git-push", "topic")
+    assert res.returncode == 0, res.stderr
+    assert "1 commit(s), 1 file(s)" in res.stdout, res.stdout

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Input, Static
+from textual.widgets import Input, Label, Static
 
 from devbox.core.session import Devbox
 from devbox.tui.app import make_app
@@ -141,6 +141,19 @@ def test_transfer_keys_push_a_worktree_and_its_branch(tmp_path: Path) -> None:
                 await until(pilot, lambda: (target / "notes.txt").exists(), 60)
                 assert (target / "notes.txt").read_text() == "pushed from the dashboard\n"
                 subprocess.run(["rm", "-rf", str(target)], check=True)
+
+                # over 100 MB: the size is shown and confirmed first (issue 14 item 13)
+                with (proj.root / "big.bin").open("wb") as fh:
+                    fh.truncate(101 * 1000 * 1000)
+                await pilot.press("p")
+                await until(pilot, lambda: isinstance(app.screen, TransferPaths))
+                await pilot.click("#go")
+                await until(pilot, lambda: isinstance(app.screen, ConfirmTeardown), 60)
+                assert "Push 96M into the VM?" in str(app.screen.query_one("#dialog-title", Label).render())
+                await pilot.press("escape")
+                await until(pilot, lambda: not isinstance(app.screen, ConfirmTeardown))
+                assert not (HOME / proj.root.name / "big.bin").exists()  # nothing sent without a yes
+                (proj.root / "big.bin").unlink()
 
                 await pilot.press("g")  # the selected worktree's branch (main)
                 repo = HOME / "repos" / proj.root.name
