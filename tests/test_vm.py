@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -307,6 +307,14 @@ def test_doctor_names_each_check_and_its_fix(vm_project: VmProject) -> None:
     assert row["level"] == "fail" and "does not hold" in row["found"], row
 
 
+def wait_until(cond: Callable[[], object], timeout: float, failure: str) -> None:
+    """Poll ``cond`` (a state the test means) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.2)
+
+
 def _state_domains(vm: VmProject) -> list[str]:
     state = json.loads((vm.root / ".build" / "terraform" / "terraform.tfstate").read_text())
     return [i["attributes"]["id"] for r in state["resources"] if r["type"] == "libvirt_domain" for i in r["instances"]]
@@ -325,18 +333,13 @@ def test_closed_terminal_during_apply_then_vm_up_recovers(vm_project: VmProject,
     subprocess.run(["tmux", "-L", sock, "new-session", "-d", "-x", "160", "-y", "40", "-c", str(vm.root), *envs,
                     "sh", "-c", script], check=True)  # fmt: skip
     try:
-        deadline = time.monotonic() + 600
-        while "applying" not in subprocess.run(["tmux", "-L", sock, "capture-pane", "-p"], capture_output=True,
-                                               text=True).stdout:  # fmt: skip
-            assert time.monotonic() < deadline, "vm up never reached the apply"
-            time.sleep(0.2)
+        pane = ["tmux", "-L", sock, "capture-pane", "-p"]
+        wait_until(lambda: "applying" in subprocess.run(pane, capture_output=True, text=True).stdout, 600,
+                   "vm up never reached the apply")  # fmt: skip
     finally:
         subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)  # the terminal closes
     pid = int(pidfile.read_text())
-    deadline = time.monotonic() + 180
-    while Path(f"/proc/{pid}").exists():
-        assert time.monotonic() < deadline, "devbox did not stop after the hangup"
-        time.sleep(0.2)
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), 180, "devbox did not stop after the hangup")
     left = subprocess.run(["pgrep", "-f", str(vm.root)], capture_output=True, text=True).stdout.split()
     assert not left, subprocess.run(["ps", "-o", "pid,args", "-p", ",".join(left)], capture_output=True,
                                     text=True).stdout  # fmt: skip
