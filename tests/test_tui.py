@@ -304,7 +304,7 @@ def test_operations_run_apart_and_a_build_is_cancelled_from_the_dashboard(projec
     one-line question) exactly like Ctrl-C in the CLI: the previous image stays tagged and
     no build process is left; the app keeps working. (The RUN step is slow only after a
     moment, so the first build is quick and the forced rebuild is slow.)"""
-    slow_after = int(time.time()) + 12
+    slow_after = int(time.time()) + 20  # the first build (a few seconds) must end before it
     cf = project.bootc / "Containerfile"
     step = f'RUN if [ "$(date +%s)" -gt {slow_after} ]; then echo slow-build-step && sleep 67; fi\n'
     cf.write_text(cf.read_text().replace("CMD [", step + "CMD ["))
