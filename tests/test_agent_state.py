@@ -1,0 +1,94 @@
+"""Agent state from hook events (issue 15): the real hook script writes the lines, the core
+folds them; the state directory is untrusted input (symlinks, huge lines, garbage, FIFOs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from devbox.core import agent_state
+
+ROOT = Path(__file__).resolve().parents[1]
+HOOK = ROOT / "bootc" / "agent-hook.sh"
+
+
+def hook(state_dir: Path, payload: dict[str, object] | str) -> subprocess.CompletedProcess[bytes]:
+    """Run the image's hook as Claude Code does: the event's JSON on stdin."""
+    data = payload if isinstance(payload, str) else json.dumps(payload)
+    return subprocess.run(["sh", str(HOOK)], input=data.encode(), capture_output=True, timeout=10,
+                          env={**os.environ, "DEVBOX_AGENT_STATE": str(state_dir)})  # fmt: skip
+
+
+def test_hook_events_fold_into_states(tmp_path: Path) -> None:
+    d = tmp_path / "state"
+    d.mkdir()
+    assert agent_state.read(d).problem == "no event yet"
+    common = {"session_id": "s1", "transcript_path": "/x", "cwd": "/w"}
+    steps: list[tuple[dict[str, object], str]] = [
+        ({"hook_event_name": "SessionStart", "source": "startup"}, "done"),
+        ({"hook_event_name": "UserPromptSubmit", "prompt": "fix the login\ntimeout"}, "working"),
+        ({"hook_event_name": "PreToolUse", "tool_name": "Bash", "tool_input": {"command": "ls"}}, "working"),
+        (
+            {
+                "hook_event_name": "Notification",
+                "notification_type": "permission_prompt",
+                "message": "Claude needs your permission to use Bash",
+            },
+            "needs you",
+        ),
+        ({"hook_event_name": "Notification", "notification_type": "idle_prompt", "message": "waiting"}, "needs you"),
+        ({"hook_event_name": "PostToolUse", "tool_name": "Bash"}, "working"),
+        ({"hook_event_name": "Stop", "stop_hook_active": False}, "done"),
+        ({"hook_event_name": "SessionEnd", "reason": "exit"}, "exited"),
+    ]
+    for payload, want in steps:
+        res = hook(d, {**common, **payload})
+        assert res.returncode == 0 and res.stdout == b"" and res.stderr == b""  # never a decision, never noise
+        got = agent_state.read(d)
+        assert got.state == want, (payload, got)
+        if want == "needs you" and payload.get("notification_type") == "permission_prompt":
+            assert got.message == "Claude needs your permission to use Bash"
+    assert agent_state.read(d).events == len(steps) and agent_state.read(d).skipped == 0
+
+
+def test_the_hook_never_fails_the_agent(tmp_path: Path) -> None:
+    gone = tmp_path / "deleted"
+    res = hook(gone, {"hook_event_name": "Stop"})  # the host directory was deleted
+    assert res.returncode == 0 and res.stdout == b"" and res.stderr == b""
+    d = tmp_path / "state"
+    d.mkdir()
+    for junk in ("not json", "", "{" * 100_000):
+        assert hook(d, junk).returncode == 0
+    assert agent_state.read(d).events == 0
+
+
+def test_the_state_directory_is_untrusted(tmp_path: Path) -> None:
+    secret = tmp_path / "host-secret"
+    secret.write_text('{"ts": 1, "payload": {"hook_event_name": "Stop"}}\n')
+    d = tmp_path / "state"
+    d.mkdir()
+    (d / "events.jsonl").symlink_to(secret)  # a symlink to a host file: not followed
+    got = agent_state.read(d)
+    assert got.state == "unknown" and got.events == 0 and "not a regular file" in got.problem
+    (d / "events.jsonl").unlink()
+    os.mkfifo(d / "events.jsonl")  # a FIFO: never blocks, never read
+    assert agent_state.read(d).state == "unknown"
+    (d / "events.jsonl").unlink()
+    linked = tmp_path / "linked-dir"
+    linked.symlink_to(d)  # the directory itself a symlink: not followed either
+    assert agent_state.read(linked).problem.startswith("state directory")
+    with (d / "events.jsonl").open("wb") as fh:
+        fh.write(b'{"ts": 5, "payload": {"hook_event_name": "UserPromptSubmit", "prompt": "go"}}\n')
+        fh.write(b"\x00\xff\xfe garbage \x1b[31m\n")
+        fh.write(b'{"ts": 6, "payload": {"hook_event_name": "Notification", "notification_type": '
+                 b'"permission_prompt", "message": "\\u001b[2Jrm -rf /?\\u0007"}}\n')  # fmt: skip
+        fh.write(b"x" * (100 << 20))  # a 100 MB line: only the tail is read, the line skipped
+        fh.write(b"\n")
+        fh.write(b'{"ts": 7, "payload": {"hook_event_name": "Notification", "notification_type": '
+                 b'"permission_prompt", "message": "\\u001b[2Jrm -rf /?\\u0007"}}\n')  # fmt: skip
+    got = agent_state.read(d)
+    assert got.state == "needs you" and got.since == 7
+    assert got.message == "[2Jrm -rf /?" and all(c.isprintable() for c in got.message)  # no escapes shown
+    assert got.skipped == 0 and got.events == 1  # the tail holds only the last event; the cut line dropped
