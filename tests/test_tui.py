@@ -16,7 +16,8 @@ from textual.widgets import Button, DataTable, Log, Static
 
 from devbox.core import ops
 from devbox.core.session import Devbox
-from devbox.tui.app import DevboxApp, key_clashes, make_app
+from devbox.tui.app import DevboxApp, make_app
+from devbox.tui.commands import key_clashes
 from devbox.tui.dialogs import AskLine, ConfirmTeardown, NewWorktree, RunPicker
 from devbox.tui.logpane import CAP, LogPane
 from devbox.tui.panes import ContainersTable, WorktreesTable

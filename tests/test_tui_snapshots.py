@@ -146,3 +146,14 @@ def test_the_vm_row_is_on_screen(tmp_path: Path, size: tuple[int, int]) -> None:
 
     screen = asyncio.run(go())
     assert "devbox-demo-1a2b3c" in screen and "192.168.122.47" in screen
+
+
+def test_the_readme_key_table_is_the_registry() -> None:
+    """Issue 15: every action is declared once (tui/commands.py); the README shows it."""
+    from devbox.tui import commands
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert commands.readme_table() in readme
+    app_bindings = {b.id: b.key for b in commands.bindings()}
+    assert app_bindings == {c.id: c.key for c in commands.COMMANDS} and len(app_bindings) == len(commands.COMMANDS)
+    assert all(hasattr(DevboxApp, f"action_{c.id}") for c in commands.COMMANDS)  # each has its handler

@@ -13,7 +13,7 @@ import argparse
 import contextlib
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -29,44 +29,21 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from devbox.core import config, ops, proc
+from devbox.core import ops, proc
 from devbox.core.containers import Container
 from devbox.core.errors import DevboxError, ExitCode
 from devbox.core.events import Sink
 from devbox.core.git import Activity
 from devbox.core.podman_records import ContainerStats
 from devbox.core.session import Devbox
+from devbox.tui import commands
 from devbox.tui.dialogs import NewWorktree
 from devbox.tui.logpane import LogPane
 from devbox.tui.panes import ArtifactsStrip, ContainersTable, VmsTable, WorktreesTable, artifacts_line, problem_text
 from devbox.tui.runs import Runs
-from devbox.tui.vm_actions import VM_DESCRIPTIONS, VM_MUTATING, VmActions
+from devbox.tui.vm_actions import VmActions
 
 POLL = 2.0  # seconds between git/status polls (podman events wake the poll at once)
-DESCRIPTIONS = {
-    "new": "New",
-    "attach": "Attach",
-    "rebuild": "Rebuild",
-    "rebuild_force": "Rebuild (no cache)",
-    "stop": "Stop",
-    "remove_container": "Rm container",
-    "remove_worktree": "Rm worktree",
-    "refresh": "Refresh",
-    "container_log": "Container log",
-    "filter_log": "Filter log",
-    "follow_log": "Follow log",
-    "cancel_op": "Cancel",
-    "log_runs": "Runs",
-    "quit": "Quit",
-    **VM_DESCRIPTIONS,
-}
-MUTATING = (
-    frozenset({"new", "attach", "rebuild", "rebuild_force", "stop", "remove_container", "remove_worktree"})
-    | VM_MUTATING
-)
-SHOWN_IN_FOOTER = frozenset(
-    {"new", "attach", "rebuild", "stop", "remove_container", "remove_worktree", "vm_up", "vm_ssh", "quit"}
-)
 
 
 def styles_path() -> Path:
@@ -75,24 +52,6 @@ def styles_path() -> Path:
     if packaged.is_file():
         return packaged
     return Path(__file__).resolve().parents[3] / "styles" / "devbox.tcss"
-
-
-def bindings() -> list[BindingType]:
-    """One binding per operation, each with an id (remappable in devbox.toml [keys])."""
-    return [
-        Binding(key, action, DESCRIPTIONS[action], id=action, show=action in SHOWN_IN_FOOTER)
-        for action, key in config.DEFAULTS["keys"].items()
-        if isinstance(key, str)
-    ]
-
-
-def key_clashes(keymap: Mapping[str, str]) -> list[str]:
-    """ "x is bound to both stop and remove_container" for every key used twice."""
-    owners: dict[str, list[str]] = {}
-    for binding_id, keys in keymap.items():
-        for key in keys.split(","):
-            owners.setdefault(key.strip(), []).append(binding_id)
-    return [f"key {k!r} is bound to {' and '.join(ids)}" for k, ids in owners.items() if len(ids) > 1]
 
 
 class StatusUpdated(Message):
@@ -123,7 +82,7 @@ class AttachReady(Message):
 
 class DevboxApp(Runs, VmActions, App[None]):
     TITLE = "devbox"
-    BINDINGS: ClassVar[list[BindingType]] = bindings()
+    BINDINGS: ClassVar[list[BindingType]] = list(commands.bindings())
 
     def __init__(self, session: Devbox, *, read_only: bool = False, watch: bool = True) -> None:
         super().__init__(css_path=styles_path())
@@ -173,10 +132,13 @@ class DevboxApp(Runs, VmActions, App[None]):
 
     def on_mount(self) -> None:
         self._log_pane = self.main.query_one(LogPane)  # kept: worker threads write to it while dialogs are open
-        keymap = {**{k: str(v) for k, v in config.DEFAULTS["keys"].items()}, **self.session.settings.keys}
-        self.set_keymap(dict(self.session.settings.keys))
-        for clash in key_clashes(keymap):
+        overrides = dict(self.session.settings.keys)
+        self.set_keymap(overrides)
+        for clash in commands.key_clashes(commands.keymap(overrides)):
             self.notify(f"devbox.toml [keys]: {clash}", severity="warning", timeout=15)
+        for unknown in commands.unknown_ids(overrides):
+            self.notify(f"devbox.toml [keys]: no action {unknown!r} (see the README's key table)",
+                        severity="warning", timeout=15)  # fmt: skip
         self.main.query_one(WorktreesTable).focus()
         if self.live:
             self.poll_status()
@@ -196,11 +158,12 @@ class DevboxApp(Runs, VmActions, App[None]):
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         """Every devbox action in the command palette (ctrl+p), with its key and command."""
         yield from super().get_system_commands(screen)
-        keys = {**{k: str(v) for k, v in config.DEFAULTS["keys"].items()}, **self.session.settings.keys}
-        for action, title in DESCRIPTIONS.items():
-            if action == "quit" or self.check_action(action, ()) is False:
+        keys = commands.keymap(self.session.settings.keys)
+        for cmd in commands.COMMANDS:
+            if cmd.id == "quit" or self.check_action(cmd.id, ()) is False:
                 continue
-            yield SystemCommand(f"devbox: {title}", f"key {keys.get(action, '')}", partial(self.run_action, action))
+            help_text = f"key {keys[cmd.id]}" + (f" · {cmd.cli.strip('`')}" if cmd.cli.startswith("`") else "")
+            yield SystemCommand(f"devbox: {cmd.title}", help_text, partial(self.run_action, cmd.id))
 
     # background work --------------------------------------------------------------------
     def _modal_open(self) -> bool:
@@ -320,19 +283,7 @@ class DevboxApp(Runs, VmActions, App[None]):
         self._refresh_bindings_if_changed()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in MUTATING and self.read_only:
-            return False
-        if action not in ("attach", "stop", "remove_container", "remove_worktree", "container_log"):
-            return True
-        row, c = self.selection()
-        if action == "stop":
-            return True if c is not None and c.running else None
-        if action in ("remove_container", "container_log"):
-            return True if c is not None else None
-        if action == "remove_worktree":
-            return True if row is not None and not row.worktree.is_main else None
-        ok = (c is not None and c.running) or (row is not None and row.worktree.branch and not row.state.missing)
-        return True if ok else None
+        return commands.allowed(self, action, read_only=self.read_only)
 
     def action_new(self) -> None:
         def created(answer: tuple[str, str | None] | None) -> None:

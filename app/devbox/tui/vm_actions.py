@@ -23,17 +23,6 @@ if TYPE_CHECKING:
     from devbox.core.session import Devbox
     from devbox.tui.logpane import LogPane, Run
 
-VM_DESCRIPTIONS = {
-    "vm_up": "VM up",
-    "vm_down": "VM down",
-    "disk_rebuild": "Rebuild disk",
-    "vm_ssh": "ssh VM",
-    "dir_push": "Push dir",
-    "dir_pull": "Pull dir",
-    "git_push": "Push branch",
-    "git_pull": "Pull branch",
-}
-VM_MUTATING = frozenset(VM_DESCRIPTIONS)
 # what each operation must have to itself in this dashboard (a second `u`, or `d` during
 # `u`, is refused at once): the image and disk steps of vm up, the VM itself
 DISK_LOCKS = frozenset({"image", "disk"})
