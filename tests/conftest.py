@@ -164,7 +164,8 @@ def make_project(tmp: Path, name: str = "proj") -> Project:
     root = tmp / name
     bootc = root / "bootc"
     shutil.copytree(ROOT / "tests" / "fixture_bootc", bootc)
-    shutil.copy2(ROOT / "bootc" / "entrypoint.sh", bootc / "entrypoint.sh")
+    for name in ("entrypoint.sh", "agent-hook.sh", "managed-settings.json"):  # the real image's own files
+        shutil.copy2(ROOT / "bootc" / name, bootc / name)
     (bootc / "build-id").write_text(uuid.uuid4().hex + "\n")  # busts podman's layer cache per project
     cf = bootc / "Containerfile"
     text = cf.read_text().replace("localhost/devbox-test-base:1", BASE_IMAGE)

@@ -1,8 +1,9 @@
 """A tiny base image standing in for fedora-bootc (which cannot be pulled here).
 
-busybox-static for the userland, plus this machine's bash, git and setpriv with the
-shared libraries they load: enough for bootc/entrypoint.sh, a login shell, git commits
-and pre-commit hooks inside a container.
+busybox-static for the userland, plus this machine's bash, git, setpriv and tmux with the
+shared libraries they load and the terminfo database: enough for bootc/entrypoint.sh, a
+login shell, git commits and pre-commit hooks inside a container, and agents in tmux; the
+stand-in agent is ``claude`` (tests/fake_claude).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-BINARIES = ("/usr/bin/bash", "/usr/bin/git", "/usr/bin/setpriv")
+BINARIES = ("/usr/bin/bash", "/usr/bin/git", "/usr/bin/setpriv", "/usr/bin/tmux")
+TERMINFO = ("/lib/terminfo", "/usr/share/terminfo")  # tmux needs its terminal's entry
+LOCALES = ("/usr/lib/locale/C.utf8",)  # and a UTF-8 locale (Fedora's glibc has C.UTF-8 too)
 
 
 def _libs(binary: str) -> set[str]:
@@ -55,6 +58,12 @@ def make_rootfs(root: Path) -> None:
         shutil.copy2(os.path.realpath(lib), dest)
     for binary in BINARIES:
         shutil.copy2(binary, root / "bin" / Path(binary).name)
+    for terminfo in (*TERMINFO, *LOCALES):
+        if Path(terminfo).is_dir():
+            shutil.copytree(terminfo, root / terminfo.lstrip("/"), symlinks=True, dirs_exist_ok=True)
+    from fakeagent import build
+
+    shutil.copy2(build(), root / "bin" / "claude")  # the stand-in agent (tests/fake_claude)
     (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (root / "etc" / "group").write_text("root:x:0:\n")
     (root / "tmp").chmod(0o1777)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import NoReturn
 
-from devbox import __version__, cli_vm
+from devbox import __version__, cli_agents, cli_vm
 from devbox.cli_common import Context, print_json
 from devbox.core import labels, ops
 from devbox.core.containers import Container
@@ -241,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_disk_status)
 
     cli_vm.register(sub)
+    cli_agents.register(sub)
     _globals_after_the_command(parser)
     return parser
 

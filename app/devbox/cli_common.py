@@ -29,13 +29,14 @@ class Context:
         self.cancel = threading.Event()
         self.argv = list(argv)
         self.oplog: OpLog | None = None
+        self.log_name = ""  # the log file's operation name; default: the first event's operation
         start = Path(args.repo).expanduser() if args.repo else None
         self.session = Devbox.open(start)
         self.settings = self.session.settings
 
     def sink(self, event: Any) -> None:
         if self.oplog is None:
-            self._open_log(getattr(event, "op", "") or "devbox")
+            self._open_log(self.log_name or getattr(event, "op", "") or "devbox")
         if self.oplog is not None:
             self.oplog.write(event)
         self.renderer(event)

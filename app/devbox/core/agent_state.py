@@ -120,6 +120,8 @@ def _event(fold: _Fold, line: bytes) -> None:
         fold.to("error", ts, clean(payload.get("error") or payload.get("message")) or "the turn failed")
     elif name == "SessionEnd":
         fold.to("exited", ts, clean(payload.get("reason")) or "session ended")
+    elif name == "DevboxAgentExit":  # devbox's wrapper: the agent's command ended, however it ended
+        fold.to("exited", ts, f"the agent ended (status {clean(str(payload.get('status')))})")
 
 
 def read(directory: Path) -> AgentState:

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devbox.core import agent_config
+from devbox.core.agent_config import AgentSpec
 from devbox.core.errors import ConfigError
 
 CONFIG_NAME = "devbox.toml"
@@ -104,6 +106,7 @@ class Settings:
     disk_rootfs: str = "ext4"
     keys: Mapping[str, str] = field(default_factory=dict)
     vm: VmSettings = field(default_factory=VmSettings)
+    agents: Mapping[str, AgentSpec] = field(default_factory=lambda: dict(agent_config.BUILT_IN))
 
     @property
     def repo_name(self) -> str:
@@ -219,7 +222,9 @@ def load(repo: Path, env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     repo = repo.resolve()
     path = repo / CONFIG_NAME
-    values = _merge(path, _read_file(path), env)
+    data = dict(_read_file(path))
+    agents = agent_config.parse(data.pop("agents", None), path)  # [agents.NAME] tables: their own rules
+    values = _merge(path, data, env)
 
     def origin(section: str, key: str) -> str:
         name = env_name(section, key)
@@ -262,6 +267,7 @@ def load(repo: Path, env: Mapping[str, str] | None = None) -> Settings:
         disk_size_gib=_positive(values["disk"]["size_gib"], origin("disk", "size_gib")),
         disk_rootfs=_choice(text("disk", "rootfs"), ("ext4", "xfs", "btrfs"), origin("disk", "rootfs")),
         vm=_vm(values["vm"], repo, origin),
+        agents=agents,
     )
 
 

@@ -117,6 +117,15 @@ class HostUser:
         return f"/var/home/{self.name}"
 
 
+AGENT_STATE_MOUNT = "/run/devbox-agent"  # where the agent's hooks write (agent-hook's default)
+
+
+def agent_state_dir(settings: Settings, name: str) -> Path:
+    """The host directory the container's agent hooks write into (bind-mounted read-write;
+    devbox reads it as untrusted input: core/agent_state.py)."""
+    return settings.build_path("agents", name)
+
+
 def spec(
     settings: Settings,
     *,
@@ -157,6 +166,8 @@ def spec(
             Mount(etc_vol, "/etc", volume=True),
             # same absolute path inside: the .git files of worktrees resolve
             *(Mount(str(p), str(p), options=("z",)) for p in paths),
+            # the agent's state directory, nothing else of .build/
+            Mount(str(agent_state_dir(settings, name)), AGENT_STATE_MOUNT, options=("z",)),
         ),
         workdir=str(worktree),
         hostname=name[:63],

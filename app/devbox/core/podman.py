@@ -20,7 +20,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -481,13 +481,18 @@ class Podman:
 
     # exec -------------------------------------------------------------------------------
     def exec_argv(
-        self, ref: str, command: list[str], *, user: str, workdir: str, env: Mapping[str, str], tty: bool
-    ) -> list[str]:
-        """The full ``podman exec`` argv (a face runs or execs it on its terminal)."""
+        self, ref: str, command: list[str], *, user: str, workdir: str, env: Mapping[str, str], tty: bool,
+        pass_env: Sequence[str] = (),
+    ) -> list[str]:  # fmt: skip
+        """The full ``podman exec`` argv (a face runs or execs it on its terminal).
+        ``pass_env``: names whose values podman takes from its own environment (``--env
+        NAME``): a credential never appears on a command line or in the container's config."""
         argv = [*self.cli(), "exec", "--interactive"]
         if tty:
             argv.append("--tty")
         argv += ["--user", user, "--workdir", workdir]
         for key, value in env.items():
             argv += ["--env", f"{key}={value}"]
+        for name in pass_env:
+            argv += ["--env", name]
         return [*argv, ref, *command]

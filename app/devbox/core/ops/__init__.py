@@ -26,6 +26,8 @@ job, and returns a frozen record.
 | ``git_push`` / ``git_pull`` | a branch to ~/repos/<repo> in the VM / back into ``vm/BRANCH`` | ``Moved`` |
 | ``vm_upgrade`` | the image into the VM (podman load over ssh), ``bootc switch``/``upgrade``, reboot | ``Upgraded`` |
 | ``doctor`` | host checks for VM mode, each with a fix | ``Check`` tuple |
+| ``agent_start`` / ``agent_send`` / ``agent_stop`` | an agent in tmux inside the environment | ``AgentStarted`` / — |
+| ``list_agents`` / ``agent_attach_argv`` | each environment with its agent's state / attach | rows / argv |
 
 Imported lazily (PEP 562): ``from devbox.core import ops`` costs nothing until an
 operation is used, so ``./devbox vm ssh`` never loads the container operations and
@@ -52,6 +54,16 @@ if TYPE_CHECKING:
         stop_container,
     )
     from devbox.core.ops.dashboard import activity, container_stats, follow_container_log, watch_containers
+    from devbox.core.ops.fleet import (
+        AgentRow,
+        AgentStarted,
+        agent_attach_argv,
+        agent_send,
+        agent_start,
+        agent_stop,
+        branch_from_prompt,
+        list_agents,
+    )
     from devbox.core.ops.hostcheck import Check, doctor
     from devbox.core.ops.overview import build_image, image_status, status
     from devbox.core.ops.results import (
@@ -98,6 +110,14 @@ if TYPE_CHECKING:
     from devbox.core.ops.worktrees import add_worktree, find_worktree, list_worktrees, remove_worktree, worktree_loss
 
 _WHERE = {
+    "AgentRow": "fleet",
+    "AgentStarted": "fleet",
+    "agent_attach_argv": "fleet",
+    "agent_send": "fleet",
+    "agent_start": "fleet",
+    "agent_stop": "fleet",
+    "branch_from_prompt": "fleet",
+    "list_agents": "fleet",
     "Check": "hostcheck",
     "ContainerList": "results",
     "WorktreeList": "results",
@@ -168,6 +188,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AgentRow",
+    "AgentStarted",
     "Check",
     "ContainerList",
     "Loss",
@@ -188,7 +210,12 @@ __all__ = [
     "WorktreeRow",
     "activity",
     "add_worktree",
+    "agent_attach_argv",
+    "agent_send",
+    "agent_start",
+    "agent_stop",
     "attach_argv",
+    "branch_from_prompt",
     "build_disk",
     "build_image",
     "container_loss",
@@ -205,6 +232,7 @@ __all__ = [
     "git_push",
     "image_status",
     "is_checkout_root",
+    "list_agents",
     "list_containers",
     "list_vms",
     "list_worktrees",

@@ -119,6 +119,7 @@ def _create(
 ) -> Container:
     """Create and start the branch's container; a failed or interrupted start leaves nothing."""
     podman = session.podman
+    containers.agent_state_dir(session.settings, name).mkdir(parents=True, exist_ok=True)
     spec = containers.spec(
         session.settings,
         name=name,

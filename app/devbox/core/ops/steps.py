@@ -5,6 +5,7 @@ and worktree operations both use them without importing each other."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 import threading
 from pathlib import Path
 
@@ -65,5 +66,7 @@ def remove_container_record(
     for vol in (etc_vol,) if keep_var else (etc_vol, var_vol):
         if podman.remove_volume(vol):
             gone.append(f"volume {vol}")
+    if not keep_var:  # the agent's state goes with its container (devbox's own directory)
+        shutil.rmtree(containers.agent_state_dir(session.settings, c.name), ignore_errors=True)
     report.log(f"removed {', '.join(gone)}", source="podman")
     return gone

@@ -1,0 +1,101 @@
+"""The CLI's agent commands: ``devbox agent start|attach|send|stop`` and ``devbox agents``.
+They call the fleet operations (core/ops/fleet.py) like the dashboard will."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from devbox.cli_common import Context, print_json
+from devbox.core import git, labels, ops
+from devbox.core.errors import BadName, ExitCode, NotFound
+
+
+def _prompt(args: argparse.Namespace) -> str | None:
+    if args.prompt_file == "-" or args.prompt == "-":
+        return sys.stdin.read().strip() or None
+    if args.prompt_file:
+        try:
+            return Path(args.prompt_file).read_text().strip() or None
+        except OSError as exc:
+            raise NotFound(f"cannot read {args.prompt_file}: {exc.strerror}", "give a readable file") from None
+    return str(args.prompt) if args.prompt else None
+
+
+def cmd_agent_start(ctx: Context) -> int:
+    a = ctx.args
+    prompt = _prompt(a)
+    branch = a.branch or (ops.branch_from_prompt(prompt) if prompt else None)
+    if branch is None:
+        raise BadName("no branch and no prompt to name one after", "give BRANCH, or --prompt TEXT")
+    git.check_branch_name(branch)
+    ctx.log_name = "agent-start"
+    res = ops.agent_start(
+        ctx.session, branch, prompt=prompt, agent=a.agent, from_ref=a.from_ref, sink=ctx.sink, cancel=ctx.cancel
+    )
+    ctx.renderer.close()
+    print(f"{res.agent} started on {res.branch} ({res.container}); attach: devbox agent attach {res.branch}")
+    return ExitCode.OK
+
+
+def cmd_agent_attach(ctx: Context) -> int:
+    argv = ops.agent_attach_argv(ctx.session, ctx.args.branch)
+    sys.stdout.flush()
+    os.execv(argv[0], argv)  # the terminal is tmux's until its detach key
+
+
+def cmd_agent_send(ctx: Context) -> int:
+    ops.agent_send(ctx.session, ctx.args.branch, " ".join(ctx.args.text))
+    return ExitCode.OK
+
+
+def cmd_agent_stop(ctx: Context) -> int:
+    ops.agent_stop(ctx.session, ctx.args.branch, sink=ctx.sink)
+    return ExitCode.OK
+
+
+def cmd_agents(ctx: Context) -> int:
+    rows = ops.list_agents(ctx.session)
+    if ctx.args.json:
+        print_json([r.to_json() for r in rows])
+        return ExitCode.OK
+    if not rows:
+        print("no environments (devbox agent start BRANCH --prompt TEXT)")
+    now = time.time()
+    for r in rows:
+        s = r.agent
+        age = labels.duration(now - s.since) if s.since else "-"
+        why = s.message or s.problem
+        print(f"{r.branch:<28} {s.state:<10} {age:>7}  {r.container_state:<8} {why}")
+    return ExitCode.OK
+
+
+def register(sub: Any) -> None:
+    ag = sub.add_parser("agent", help="coding agents in their environments").add_subparsers(
+        dest="agent_cmd", required=True
+    )
+    p = ag.add_parser("start", help="worktree + container, then the agent in tmux inside it (detached)")
+    p.add_argument("branch", nargs="?", help="default: agent/<words of the prompt>")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--prompt", help="the task ('-': read it from stdin)")
+    how.add_argument("--prompt-file", metavar="F", help="the task from a file ('-': stdin)")
+    p.add_argument("--agent", default="claude", help="which [agents.NAME] (default: claude)")
+    p.add_argument("--from", dest="from_ref", metavar="REF", help="a new branch starts at REF")
+    p.set_defaults(handler=cmd_agent_start)
+    p = ag.add_parser("attach", help="the agent's terminal (tmux; its detach key brings you back)")
+    p.add_argument("branch")
+    p.set_defaults(handler=cmd_agent_attach)
+    p = ag.add_parser("send", help="type TEXT (then Enter) into the agent")
+    p.add_argument("branch")
+    p.add_argument("text", nargs="+")
+    p.set_defaults(handler=cmd_agent_send)
+    p = ag.add_parser("stop", help="end the agent (the worktree and container stay)")
+    p.add_argument("branch")
+    p.set_defaults(handler=cmd_agent_stop)
+    p = sub.add_parser("agents", help="every environment and its agent's state, most urgent first")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_agents)

@@ -1,0 +1,180 @@
+"""Agents run detached inside their environments: ``agent start`` makes or reuses the
+worktree and container (the start-work path) and starts the agent in a tmux session
+inside the container, as the container's user, so it outlives the terminal that started
+it; ``send`` types into it, ``stop`` ends it (the worktree and container stay), ``agents``
+lists every environment with its agent's state (from its hooks: core/agent_state.py).
+
+Credentials: the agent's ``env`` names are passed as ``podman exec --env NAME`` with the
+value in podman's own environment, so a value never appears on a command line, in the
+container's configuration (``podman inspect``) or in a log; only the agent's tmux server
+and the agent receive it. When the agent's command ends, however it ends, a wrapper
+writes a ``DevboxAgentExit`` line to the state directory: a killed agent reads as exited.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from devbox.core import agent_state, containers, proc
+from devbox.core.agent_config import AgentSpec
+from devbox.core.containers import Container
+from devbox.core.errors import BadName, ContainerFailed, NotFound, Refused
+from devbox.core.events import Reporter, Sink, Subject, null_sink
+from devbox.core.ops.containers import find_container, start_work
+from devbox.core.session import Devbox
+
+SESSION = "devbox-agent"  # the tmux session inside the container (tmux -u: UTF-8 whatever the locale)
+EXIT_EVENT = "DevboxAgentExit"
+
+
+@dataclass(frozen=True)
+class AgentStarted:
+    branch: str
+    container: str
+    agent: str
+
+
+@dataclass(frozen=True)
+class AgentRow:
+    branch: str
+    container: str
+    container_state: str
+    agent: agent_state.AgentState
+
+    def to_json(self) -> dict[str, Any]:
+        return {"branch": self.branch, "container": self.container, "container_state": self.container_state,
+                **self.agent.to_json()}  # fmt: skip
+
+
+def _spec(session: Devbox, name: str) -> AgentSpec:
+    spec = session.settings.agents.get(name)
+    if spec is None:
+        known = ", ".join(sorted(session.settings.agents))
+        raise NotFound(f"no agent named {name!r}", f"known agents: {known} (define more as [agents.NAME])")
+    return spec
+
+
+def _exec(session: Devbox, c: Container, command: list[str], *, pass_env: tuple[str, ...] = (),
+          secrets: dict[str, str] | None = None, timeout: float = 30) -> proc.Completed:  # fmt: skip
+    """``command`` in ``c`` as the user (no privileges), its output captured."""
+    user = session.user
+    argv = session.podman.exec_argv(
+        c.name, containers.drop_privileges(user, command), user="0:0", workdir=c.worktree or "/",
+        env={**containers.exec_env(user), "DEVBOX_AGENT_STATE": containers.AGENT_STATE_MOUNT}, tty=False,
+        pass_env=pass_env,
+    )  # fmt: skip
+    return proc.run(argv, tool="podman", env=secrets, timeout=timeout)
+
+
+def _running(session: Devbox, c: Container) -> bool:
+    return _exec(session, c, ["tmux", "-u", "has-session", "-t", SESSION]).returncode == 0
+
+
+def _wrapper(spec: AgentSpec, prompt: str | None) -> str:
+    """The agent's command under ``sh``: when it ends (a crash, a kill), one exit line."""
+    argv = list(spec.command) + ([prompt] if prompt and spec.prompt == "arg" else [])
+    exit_line = (
+        f'printf \'{{"ts":%s,"payload":{{"hook_event_name":"{EXIT_EVENT}","status":%s}}}}\\n\' '
+        f'"$(date +%s)" "$rc" >>"${{DEVBOX_AGENT_STATE:-{containers.AGENT_STATE_MOUNT}}}/events.jsonl" 2>/dev/null'
+    )
+    return f"{shlex.join(argv)}; rc=$?; {exit_line}; exit $rc"
+
+
+def agent_start(
+    session: Devbox, branch: str, *, prompt: str | None = None, agent: str = "claude", from_ref: str | None = None,
+    sink: Sink = null_sink, cancel: threading.Event | None = None,
+) -> AgentStarted:  # fmt: skip
+    """Worktree, container, then the agent in its tmux session (refused when one runs)."""
+    cancel = cancel or threading.Event()
+    spec = _spec(session, agent)
+    missing = [n for n in spec.env if n not in os.environ]
+    if missing:
+        raise NotFound(f"agent {agent!r} needs {', '.join(missing)} in your environment",
+                       f"export {missing[0]}=... (only the agent's process receives it)")  # fmt: skip
+    res = start_work(session, branch, from_ref=from_ref, sink=sink, cancel=cancel)
+    c = res.container
+    report = Reporter(sink, "agent-start", Subject("agent", branch))
+    if _running(session, c):
+        raise Refused(
+            f"an agent already runs on {branch}", f"devbox agent attach {branch}, or devbox agent stop {branch}"
+        )
+    report.step("start", f"{agent} in {c.name}")
+    command = ["tmux", "-u", "new-session", "-d", "-s", SESSION, "-x", "200", "-y", "50",
+               "sh", "-c", _wrapper(spec, prompt)]  # fmt: skip
+    secrets = {n: os.environ[n] for n in spec.env}
+    done = _exec(session, c, command, pass_env=spec.env, secrets=secrets)
+    if not done.ok:
+        raise ContainerFailed(f"the agent did not start in {c.name}: {done.last_error()}",
+                              "is tmux in the image? see bootc/Containerfile")  # fmt: skip
+    if prompt and spec.prompt == "type":
+        _type(session, c, prompt)
+    report.step("done", f"{agent} runs in tmux session {SESSION!r} of {c.name} (devbox agent attach {branch})")
+    return AgentStarted(branch, c.name, agent)
+
+
+def _type(session: Devbox, c: Container, text: str) -> None:
+    for keys in (["-l", text], ["Enter"]):
+        done = _exec(session, c, ["tmux", "-u", "send-keys", "-t", SESSION, *keys])
+        if not done.ok:
+            raise NotFound(f"no agent runs in {c.name}", f"start one: devbox agent start {c.branch}")
+
+
+def agent_send(session: Devbox, branch: str, text: str) -> None:
+    """Type ``text`` (then Enter) into the agent's terminal."""
+    if "\x00" in text:
+        raise BadName("the text contains a NUL character", "send printable text")
+    _type(session, find_container(session, branch), text)
+
+
+def agent_stop(session: Devbox, branch: str, *, sink: Sink = null_sink) -> None:
+    """End the agent's tmux session (the worktree and container stay)."""
+    c = find_container(session, branch)
+    report = Reporter(sink, "agent-stop", Subject("agent", branch))
+    done = _exec(session, c, ["tmux", "-u", "kill-session", "-t", SESSION])
+    if not done.ok:
+        raise NotFound(f"no agent runs on {branch}", f"start one: devbox agent start {branch}")
+    state = containers.agent_state_dir(session.settings, c.name) / agent_state.EVENTS
+    line = json.dumps({"ts": int(time.time()), "payload": {"hook_event_name": EXIT_EVENT, "status": "stopped"}})
+    with open(state, "a", encoding="utf-8") as fh:  # the wrapper died with the session: say it ended
+        fh.write(line + "\n")
+    report.step("done", f"the agent on {branch} stopped; {c.name} keeps running")
+
+
+def agent_attach_argv(session: Devbox, branch: str) -> list[str]:
+    """``podman exec -it … tmux attach`` (tmux's detach key brings you back)."""
+    c = find_container(session, branch)
+    if not c.running:
+        raise Refused(f"container {c.name} is not running", f"start it: devbox agent start {branch}")
+    user = session.user
+    return session.podman.exec_argv(
+        c.name, containers.drop_privileges(user, ["tmux", "-u", "attach", "-t", SESSION]), user="0:0",
+        workdir=c.worktree or "/", env=containers.exec_env(user), tty=True,
+    )  # fmt: skip
+
+
+def branch_from_prompt(prompt: str) -> str:
+    """``agent/fix-login-timeout`` from "Fix the login timeout!" (checked like any branch)."""
+    words = [w for w in "".join(c if c.isalnum() else " " for c in prompt.lower()).split() if w not in STOP_WORDS]
+    slug = "-".join(words[:5])[:48].strip("-") or "task"
+    return f"agent/{slug}"
+
+
+STOP_WORDS = frozenset({"the", "a", "an", "of", "to", "in", "and", "please", "for", "on", "it"})
+
+
+def list_agents(session: Devbox) -> tuple[AgentRow, ...]:
+    """Every environment of this checkout with its agent's state (from the state directory,
+    no process per row)."""
+    rows = []
+    for c in containers.list_containers(session.settings, session.podman):
+        state = agent_state.read(containers.agent_state_dir(session.settings, c.name))
+        if state.problem == "no event yet":
+            state = agent_state.AgentState("no agent")
+        rows.append(AgentRow(c.branch, c.name, c.state, state))
+    return tuple(sorted(rows, key=lambda r: (agent_state.URGENCY.get(r.agent.state, 9), r.branch)))

@@ -1,0 +1,3 @@
+module devbox.test/fakeclaude
+
+go 1.21

@@ -1,0 +1,111 @@
+"""Agents in their containers (issue 15), against the stand-in for Claude Code (tests/
+fake_claude: it reads the same settings files and runs the configured hooks with Claude
+Code's JSON payloads), real podman and tmux inside the container."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import Project
+
+pytestmark = pytest.mark.podman
+
+
+def podman(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["podman", *args], capture_output=True, text=True)
+
+
+def agents(project: Project) -> dict[str, dict[str, object]]:
+    res = project.devbox("agents", "--json")
+    assert res.returncode == 0, res.stderr
+    return {row["branch"]: row for row in json.loads(res.stdout)}
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out: {what}"
+        time.sleep(0.2)
+
+
+def state_of(project: Project, branch: str) -> str:
+    return str(agents(project).get(branch, {}).get("state"))
+
+
+def test_an_agent_asks_is_answered_finishes_and_exits(project: Project) -> None:
+    secret = "s3cr3t-value-" + str(time.time_ns())
+    with (project.root / "devbox.toml").open("a") as fh:
+        fh.write('[agents.claude]\ncommand = ["claude"]\nenv = ["DEVBOX_TEST_SECRET"]\n')
+    env = {**project.env, "DEVBOX_TEST_SECRET": secret}
+    res = project.devbox("agent", "start", "a1", "--prompt", "work 1; ask Bash deploy; work 1", env=env)
+    assert res.returncode == 0, res.stderr
+    name = next(r["container"] for b, r in agents(project).items() if b == "a1")
+    wait_for(lambda: state_of(project, "a1") == "needs you", 60, "the question")
+    row = agents(project)["a1"]
+    assert row["message"] == "Claude needs your permission to use Bash deploy"
+    # the credential reached the agent only: not the container's configuration, not a log
+    assert secret not in podman("inspect", str(name)).stdout
+    assert not any(secret in p.read_text(errors="replace") for p in (project.root / ".build" / "logs").glob("*.log"))
+    pid = podman("exec", str(name), "pidof", "claude").stdout.split()[0]
+    environ = podman("exec", str(name), "cat", f"/proc/{pid}/environ").stdout
+    assert f"DEVBOX_TEST_SECRET={secret}" in environ.split("\0")
+
+    assert project.devbox("agent", "send", "a1", "y").returncode == 0
+    wait_for(lambda: state_of(project, "a1") in ("working", "done"), 30, "working again")
+    wait_for(lambda: state_of(project, "a1") == "done", 60, "done")
+    again = project.devbox("agent", "start", "a1", env=env)
+    assert again.returncode == 11 and "already runs" in again.stderr  # one agent per environment
+
+    killed = podman("exec", str(name), "sh", "-c", "kill $(pidof claude)")  # killed inside the container
+    assert killed.returncode == 0, killed.stderr
+    wait_for(lambda: state_of(project, "a1") == "exited", 30, "exited")
+    assert podman("inspect", "-f", "{{.State.Status}}", str(name)).stdout.strip() == "running"
+    plain = project.devbox("agents")
+    assert plain.returncode == 0 and "a1" in plain.stdout and "exited" in plain.stdout
+
+
+def test_the_users_own_hooks_run_and_a_deleted_state_dir_is_unknown(project: Project) -> None:
+    with (project.root / "devbox.toml").open("a") as fh:
+        fh.write('[agents.claude]\ncommand = ["claude"]\nenv = []\n')
+    res = project.devbox("start-work", "b1", "--detach")
+    assert res.returncode == 0, res.stderr
+    name = res.stdout.strip().splitlines()[-1]
+    user_settings = '{"hooks": {"Stop": [{"hooks": [{"type": "command", "command": "echo ran >> $HOME/user-hook"}]}]}}'
+    script = f"mkdir -p $HOME/.claude && printf '%s' '{user_settings}' > $HOME/.claude/settings.json"
+    made = project.devbox("container", "exec", "b1", "--", "sh", "-c", script)
+    assert made.returncode == 0, made.stderr
+    assert project.devbox("agent", "start", "b1", "--prompt", "work 0.2").returncode == 0
+    wait_for(lambda: state_of(project, "b1") == "done", 60, "done")
+    ran = project.devbox("container", "exec", "b1", "--", "sh", "-c", "cat $HOME/user-hook")
+    assert ran.stdout.strip() == "ran"  # beside devbox's own hooks
+
+    shutil.rmtree(project.root / ".build" / "agents" / name)  # deleted under a running agent
+    assert project.devbox("agent", "send", "b1", "work 0.2").returncode == 0
+    time.sleep(1)  # the agent's next turn runs its hooks into the deleted directory
+    row = agents(project)["b1"]
+    assert row["state"] == "unknown" and "missing" in str(row["problem"])
+    assert podman("exec", name, "pidof", "claude").returncode == 0  # the agent keeps running
+    other = project.devbox("agent", "start", "b2", "--prompt", "work 0.1")
+    assert other.returncode == 0, other.stderr
+    wait_for(lambda: state_of(project, "b2") == "done", 60, "another agent")
+
+
+def test_agent_start_names_a_branch_after_its_prompt_and_refuses_bad_input(project: Project) -> None:
+    res = project.devbox("agent", "start", "--prompt", "Fix the login timeout!", "--agent", "nope")
+    assert res.returncode == 9 and "no agent named 'nope'" in res.stderr
+    with (project.root / "devbox.toml").open("a") as fh:
+        fh.write('[agents.claude]\ncommand = ["claude"]\nenv = []\n')
+    res = project.devbox("agent", "start", "--prompt", "Fix the login timeout!")
+    assert res.returncode == 0, res.stderr
+    assert "agent/fix-login-timeout" in agents(project)
+    assert project.devbox("agent", "send", "no-such-branch", "hi").returncode == 9
+    assert project.devbox("agent", "stop", "agent/fix-login-timeout").returncode == 0
+    wait_for(lambda: state_of(project, "agent/fix-login-timeout") == "exited", 30, "stopped")
+    assert (Path(project.root.parent) / "proj.worktrees" / "agent" / "fix-login-timeout").is_dir()  # kept
