@@ -109,3 +109,12 @@ def test_agent_start_names_a_branch_after_its_prompt_and_refuses_bad_input(proje
     assert project.devbox("agent", "stop", "agent/fix-login-timeout").returncode == 0
     wait_for(lambda: state_of(project, "agent/fix-login-timeout") == "exited", 30, "stopped")
     assert (Path(project.root.parent) / "proj.worktrees" / "agent" / "fix-login-timeout").is_dir()  # kept
+
+
+def test_status_json_has_the_agents_section(project: Project) -> None:
+    with (project.root / "devbox.toml").open("a") as fh:
+        fh.write('[agents.claude]\ncommand = ["claude"]\nenv = []\n')
+    assert project.devbox("agent", "start", "s1", "--prompt", "work 0.1").returncode == 0
+    wait_for(lambda: state_of(project, "s1") == "done", 60, "done")
+    data = json.loads(project.devbox("status", "--json").stdout)
+    assert data["schema"] == 2 and [(a["branch"], a["state"]) for a in data["agents"]] == [("s1", "done")]

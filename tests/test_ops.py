@@ -44,7 +44,7 @@ def test_status_json_with_podman_down_is_valid_and_says_why(tmp_path: Path) -> N
     )
     assert res.returncode == 0, res.stderr
     data = json.loads(res.stdout)
-    assert data["schema"] == 1 and data["repo"] == str(root.resolve())
+    assert data["schema"] == 2 and data["repo"] == str(root.resolve())
     assert data["containers"] == [] and data["image"] is None
     err = data["errors"]["containers"]
     assert "does not exist" in err["message"] and "podman system service" in err["remedy"]
@@ -52,6 +52,7 @@ def test_status_json_with_podman_down_is_valid_and_says_why(tmp_path: Path) -> N
     assert [w["branch"] for w in data["worktrees"]] == ["main"]
     assert len(data["sources"]["digest"]) == 64
     assert data["vms"] == [] and "vms" not in data["errors"]  # no VM made here: VM mode stays quiet
+    assert data["agents"] == [] and "does not exist" in data["errors"]["agents"]["message"]  # via podman
     plain = subprocess.run([sys.executable, "-m", "devbox.cli", "status"], env=env, capture_output=True, text=True)
     assert plain.returncode == 0 and "main" in plain.stdout and "does not exist" in plain.stdout
     # a closed pipe is a quiet exit, not "internal error: BrokenPipeError"

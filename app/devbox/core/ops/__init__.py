@@ -55,7 +55,6 @@ if TYPE_CHECKING:
     )
     from devbox.core.ops.dashboard import activity, container_stats, follow_container_log, watch_containers
     from devbox.core.ops.fleet import (
-        AgentRow,
         AgentStarted,
         agent_attach_argv,
         agent_send,
@@ -67,6 +66,7 @@ if TYPE_CHECKING:
     from devbox.core.ops.hostcheck import Check, doctor
     from devbox.core.ops.overview import build_image, image_status, status
     from devbox.core.ops.results import (
+        AgentRow,
         ContainerList,
         Loss,
         Problem,
@@ -110,7 +110,7 @@ if TYPE_CHECKING:
     from devbox.core.ops.worktrees import add_worktree, find_worktree, list_worktrees, remove_worktree, worktree_loss
 
 _WHERE = {
-    "AgentRow": "fleet",
+    "AgentRow": "results",
     "AgentStarted": "fleet",
     "agent_attach_argv": "fleet",
     "agent_send": "fleet",

@@ -19,7 +19,6 @@ import shlex
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from devbox.core import agent_state, containers, proc
 from devbox.core.agent_config import AgentSpec
@@ -27,6 +26,7 @@ from devbox.core.containers import Container
 from devbox.core.errors import BadName, ContainerFailed, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.ops.containers import find_container, start_work
+from devbox.core.ops.results import AgentRow
 from devbox.core.session import Devbox
 
 SESSION = "devbox-agent"  # the tmux session inside the container (tmux -u: UTF-8 whatever the locale)
@@ -38,18 +38,6 @@ class AgentStarted:
     branch: str
     container: str
     agent: str
-
-
-@dataclass(frozen=True)
-class AgentRow:
-    branch: str
-    container: str
-    container_state: str
-    agent: agent_state.AgentState
-
-    def to_json(self) -> dict[str, Any]:
-        return {"branch": self.branch, "container": self.container, "container_state": self.container_state,
-                **self.agent.to_json()}  # fmt: skip
 
 
 def _spec(session: Devbox, name: str) -> AgentSpec:
@@ -170,9 +158,13 @@ STOP_WORDS = frozenset({"the", "a", "an", "of", "to", "in", "and", "please", "fo
 
 def list_agents(session: Devbox) -> tuple[AgentRow, ...]:
     """Every environment of this checkout with its agent's state (from the state directory,
-    no process per row)."""
+    no process per row), most urgent first."""
+    return agent_rows(session, tuple(containers.list_containers(session.settings, session.podman)))
+
+
+def agent_rows(session: Devbox, conts: tuple[Container, ...]) -> tuple[AgentRow, ...]:
     rows = []
-    for c in containers.list_containers(session.settings, session.podman):
+    for c in conts:
         state = agent_state.read(containers.agent_state_dir(session.settings, c.name))
         if state.problem == "no event yet":
             state = agent_state.AgentState("no agent")

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from devbox.core import builder, containers, image
 from devbox.core.events import Reporter, Sink, null_sink
 from devbox.core.image import ImageStatus
+from devbox.core.ops.fleet import agent_rows
 from devbox.core.ops.results import Section, Status
 from devbox.core.ops.vm import list_vms
 from devbox.core.ops.worktrees import rows
@@ -27,7 +28,10 @@ def status(session: Devbox, *, sink: Sink = null_sink, cancel: threading.Event |
         wts = Section.fetch(lambda: rows(session, conts.value, cancel))
         vms_f = pool.submit(Section.fetch, lambda: list_vms(session))
         disk = Section.fetch(lambda: builder.status(settings, session.podman, session.user))
-        return Status(str(settings.repo), sources, image_f.result(), wts, conts, disk, vms_f.result())
+        agents = (
+            Section(agent_rows(session, conts.value), None) if conts.value is not None else Section(None, conts.problem)
+        )
+        return Status(str(settings.repo), sources, image_f.result(), wts, conts, disk, vms_f.result(), agents)
 
 
 def image_status(session: Devbox) -> ImageStatus:

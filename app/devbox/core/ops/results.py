@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from devbox.core.agent_state import AgentState
 from devbox.core.containers import Container
 from devbox.core.errors import DevboxError
 from devbox.core.freshness import SourceTree
@@ -80,6 +81,18 @@ class WorktreeRow:
 
 
 @dataclass(frozen=True)
+class AgentRow:
+    branch: str
+    container: str
+    container_state: str
+    agent: AgentState
+
+    def to_json(self) -> dict[str, Any]:
+        return {"branch": self.branch, "container": self.container, "container_state": self.container_state,
+                **self.agent.to_json()}  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Status:
     """``devbox status``: every section fetched on its own (schema in README, "status --json")."""
 
@@ -90,8 +103,9 @@ class Status:
     containers: Section[tuple[Container, ...]]
     disk: Section[DiskStatus] = Section()
     vms: Section[tuple[Vm, ...]] = Section()
+    agents: Section[tuple[AgentRow, ...]] = Section()
 
-    SCHEMA = 1
+    SCHEMA = 2  # 2: the agents section
 
     @property
     def image_id(self) -> str | None:
@@ -105,6 +119,7 @@ class Status:
             "containers": self.containers,
             "disk": self.disk,
             "vms": self.vms,
+            "agents": self.agents,
         }
         return {name: sec.problem for name, sec in parts.items() if sec.problem is not None}
 
@@ -121,6 +136,7 @@ class Status:
             "containers": [c.to_json(current) for c in self.containers.value or ()],
             "disk": self.disk.value.to_json() if self.disk.value else None,
             "vms": [v.to_json() for v in self.vms.value or ()],
+            "agents": [a.to_json() for a in self.agents.value or ()],
             "errors": {name: p.to_json() for name, p in self.problems().items()},
         }
 
