@@ -92,3 +92,22 @@ def test_the_state_directory_is_untrusted(tmp_path: Path) -> None:
     assert got.state == "needs you" and got.since == 7
     assert got.message == "[2Jrm -rf /?" and all(c.isprintable() for c in got.message)  # no escapes shown
     assert got.skipped == 0 and got.events == 1  # the tail holds only the last event; the cut line dropped
+
+
+def test_notifications_once_per_move_and_never_for_the_row_on_screen() -> None:
+    from devbox.core import notify
+    from devbox.core.ops.results import AgentRow
+
+    def rows(state: str, message: str = "") -> list[AgentRow]:
+        return [AgentRow("b1", "c1", "running", agent_state.AgentState(state, message=message))]  # type: ignore[arg-type]
+
+    w = notify.Watcher()
+    assert w.update(rows("working")) == []  # the first look is the starting point
+    moves = w.update(rows("needs you", "may I?"))
+    assert [(m.before, m.after) for m in moves] == [("working", "needs you")]
+    assert len(w.alerts(moves)) == 1 and w.alerts(moves) == []  # the same alert again at once: not sent
+    assert w.alerts(w.update(rows("done")), looking_at="b1") == []  # the agent you are looking at
+    seq = notify.terminal_sequence(moves[0], in_tmux=True)
+    assert seq.startswith("\a\x1bPtmux;") and "\x1b\x1b]9;devbox: b1 needs you: may I?" in seq
+    plain = notify.terminal_sequence(notify.Transition("b1", "x", "done", "evil\x1b]0;title\x07;"), in_tmux=False)
+    assert plain.count("\x1b]") == 2 and "]0;title" not in plain  # the message cannot smuggle escapes

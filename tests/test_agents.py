@@ -118,3 +118,29 @@ def test_status_json_has_the_agents_section(project: Project) -> None:
     wait_for(lambda: state_of(project, "s1") == "done", 60, "done")
     data = json.loads(project.devbox("status", "--json").stdout)
     assert data["schema"] == 2 and [(a["branch"], a["state"]) for a in data["agents"]] == [("s1", "done")]
+
+
+def test_watch_notifies_once_per_transition(project: Project, tmp_path: Path) -> None:
+    """`agents --watch`: each move printed; notify.command once per move into needs you / done."""
+    import signal
+    import sys
+
+    got = tmp_path / "notified"
+    with (project.root / "devbox.toml").open("a") as fh:
+        fh.write('[agents.claude]\ncommand = ["claude"]\nenv = []\n')
+        fh.write(f'[notify]\ncommand = ["sh", "-c", "echo \\"$1|$2|$3\\" >> {got}", "notify"]\n')
+    watcher = subprocess.Popen([sys.executable, "-m", "devbox.cli", "agents", "--watch"], cwd=project.root,
+                               env=project.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert project.devbox("agent", "start", "w1", "--prompt", "ask Bash deploy").returncode == 0
+        wait_for(lambda: got.exists() and "w1|needs you|" in got.read_text(), 60, "the needs-you notification")
+        assert project.devbox("agent", "send", "w1", "y").returncode == 0
+        wait_for(lambda: "w1|done|" in got.read_text(), 60, "the done notification")
+        time.sleep(1.5)  # three more looks of the watcher: nothing new may be sent
+        lines = got.read_text().splitlines()
+        assert [ln.split("|")[1] for ln in lines] == ["needs you", "done"], lines
+        assert lines[0] == "w1|needs you|Claude needs your permission to use Bash deploy"
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        out, err = watcher.communicate(timeout=30)
+    assert "w1: " in out and "-> needs you" in out and "-> done" in out and "Traceback" not in err

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from devbox.cli_common import Context, print_json
-from devbox.core import git, labels, ops
+from devbox.core import git, labels, notify, ops
 from devbox.core.errors import BadName, ExitCode, NotFound
 
 
@@ -59,6 +59,8 @@ def cmd_agent_stop(ctx: Context) -> int:
 
 
 def cmd_agents(ctx: Context) -> int:
+    if ctx.args.watch:
+        return _watch(ctx)
     rows = ops.list_agents(ctx.session)
     if ctx.args.json:
         print_json([r.to_json() for r in rows])
@@ -72,6 +74,34 @@ def cmd_agents(ctx: Context) -> int:
         why = s.message or s.problem
         print(f"{r.branch:<28} {s.state:<10} {age:>7}  {r.container_state:<8} {why}")
     return ExitCode.OK
+
+
+def _watch(ctx: Context) -> int:
+    """Each transition as a line, and the same notifications as the dashboard, headless."""
+    watcher = notify.Watcher()
+    command = ctx.settings.notify_command
+    in_tmux = bool(os.environ.get("TMUX"))
+    tty = sys.stdout.isatty()
+    while not ctx.cancel.is_set():
+        moves = watcher.update(ops.list_agents(ctx.session))
+        for m in moves:
+            print(
+                f"{time.strftime('%H:%M:%S')} {m.branch}: {m.before} -> {m.after}"
+                + (f" ({m.message})" if m.message else ""),
+                flush=True,
+            )
+        for m in watcher.alerts(moves):
+            if tty:
+                sys.stdout.write(notify.terminal_sequence(m, in_tmux=in_tmux))
+                sys.stdout.flush()
+            failed = notify.run_command(command, m)
+            if failed:
+                sys.stderr.write(f"devbox: {failed}\n")
+        ctx.cancel.wait(POLL)
+    return ExitCode.OK
+
+
+POLL = 0.5  # seconds between looks at the state directories (a read of small files each)
 
 
 def register(sub: Any) -> None:
@@ -98,4 +128,5 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_agent_stop)
     p = sub.add_parser("agents", help="every environment and its agent's state, most urgent first")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--watch", action="store_true", help="print each change and notify (notify.command) until Ctrl-C")
     p.set_defaults(handler=cmd_agents)

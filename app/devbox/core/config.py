@@ -43,6 +43,9 @@ DEFAULTS: dict[str, dict[str, Value]] = {
     },
     "container": {"shell": "/bin/bash", "network": ""},
     "libvirt": {"uri": "qemu:///system"},
+    # run on an agent's move into needs you / done / error, with branch, state and message
+    # as its last three arguments (never through a shell); empty: none
+    "notify": {"command": [""]},
     "disk": {
         "size_gib": 64,  # the VM disk's minimum size
         "rootfs": "ext4",  # required for Fedora images
@@ -106,6 +109,7 @@ class Settings:
     disk_rootfs: str = "ext4"
     keys: Mapping[str, str] = field(default_factory=dict)
     vm: VmSettings = field(default_factory=VmSettings)
+    notify_command: tuple[str, ...] = ()
     agents: Mapping[str, AgentSpec] = field(default_factory=lambda: dict(agent_config.BUILT_IN))
 
     @property
@@ -263,6 +267,7 @@ def load(repo: Path, env: Mapping[str, str] | None = None) -> Settings:
         shell=text("container", "shell"),
         network=text("container", "network"),
         libvirt_uri=text("libvirt", "uri"),
+        notify_command=tuple(str(x) for x in values["notify"]["command"] if str(x)),  # type: ignore[union-attr]
         keys={k: str(v) for k, v in values["keys"].items()},
         disk_size_gib=_positive(values["disk"]["size_gib"], origin("disk", "size_gib")),
         disk_rootfs=_choice(text("disk", "rootfs"), ("ext4", "xfs", "btrfs"), origin("disk", "rootfs")),
