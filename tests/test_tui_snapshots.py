@@ -17,12 +17,13 @@ import pytest
 from textual.widgets import Input
 
 from devbox.core import config
+from devbox.core.agent_state import AgentState
 from devbox.core.containers import Container
 from devbox.core.freshness import SourceTree, Verdict
 from devbox.core.git import Activity, Worktree, WorktreeState
 from devbox.core.image import ImageStatus
 from devbox.core.libvirt import Vm
-from devbox.core.ops import Section, Status, VmOverview, WorktreeRow
+from devbox.core.ops import AgentRow, Section, Status, VmOverview, WorktreeRow
 from devbox.core.podman_records import ContainerStats, ImageRecord
 from devbox.core.session import Devbox
 from devbox.tui.app import DevboxApp, StatusUpdated, make_app
@@ -84,6 +85,18 @@ def demo_update() -> StatusUpdated:
         "192.168.122.47", "host-passthrough", "kvm",
     )  # fmt: skip
     overview = VmOverview(Section((vm,)), Verdict(False, ("disk rebuilt since the VM was made",)))
+    states = [("feature/login", c_login.name, "needs you", "Claude needs your permission to use Bash"),
+              ("docs", c_docs.name, "done", "turn finished: your move"), ("spike-a", "devbox-demo-spike-a-1", "working",
+              "running Bash"), ("spike-b", "devbox-demo-spike-b-2", "error", "the turn failed"),
+              ("spike-c", "devbox-demo-spike-c-3", "exited", "the agent ended (status 143)"),
+              ("spike-d", "devbox-demo-spike-d-4", "no agent", ""),
+              ("spike-e", "devbox-demo-spike-e-5", "unknown", "")]  # fmt: skip
+    agents = tuple(
+        AgentRow(b, name, "running", AgentState(state, now - 65 * (i + 1), message))  # type: ignore[arg-type]
+        for i, (b, name, state, message) in enumerate(states)
+    )
+    status = Status(str(REPO), Section(tree), Section(image), Section(rows), Section((c_docs, c_login)),
+                    agents=Section(agents))  # fmt: skip
     return StatusUpdated(status, activity, stats, overview)
 
 
@@ -95,6 +108,54 @@ def test_main_screen(snap_compare: object, tmp_path: Path, size: tuple[int, int]
         await pilot.pause(0.2)  # type: ignore[attr-defined]
 
     assert snap_compare(demo_app(tmp_path), terminal_size=size, run_before=show)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 45)])
+def test_fleet_screen(snap_compare: object, tmp_path: Path, size: tuple[int, int]) -> None:
+    """Issue 15: one row per environment, agents in every state, most urgent first."""
+
+    async def show(pilot: object) -> None:
+        app = pilot.app  # type: ignore[attr-defined]
+        app.post_message(demo_update())
+        await pilot.pause(0.2)  # type: ignore[attr-defined]
+        await pilot.press("F")  # type: ignore[attr-defined]
+        await pilot.pause(0.2)  # type: ignore[attr-defined]
+
+    assert snap_compare(demo_app(tmp_path), terminal_size=size, run_before=show)  # type: ignore[operator]
+
+
+def test_fleet_keys_jump_mark_seen_and_return(tmp_path: Path) -> None:
+    """`]` / `[` jump between agents that need you; looking at a done row marks it seen
+    (it sorts after the working ones); F returns to the resources."""
+    from devbox.tui.fleet import FleetScreen, FleetTable
+
+    app = demo_app(tmp_path)
+
+    async def go() -> None:
+        update = demo_update()  # posted twice: the agents' states keep their start times
+        async with app.run_test(size=(100, 30)) as pilot:
+            app.post_message(update)
+            await pilot.pause(0.2)
+            await pilot.press("F")
+            await pilot.pause(0.1)
+            assert isinstance(app.screen, FleetScreen)
+            table = app.screen.query_one(FleetTable)
+            order = list(table._shown)
+            assert order[:3] == ["feature/login", "spike-b", "docs"] and order[-2:] == ["spike-e", "spike-d"]
+            await pilot.press("right_square_bracket")
+            assert table.selected_key() == "feature/login"  # the one that needs you
+            table.move_cursor(row=order.index("docs"))  # look at the done one
+            await pilot.pause(0.1)
+            app.post_message(update)
+            await pilot.pause(0.2)
+            assert list(table._shown).index("docs") > list(table._shown).index("spike-a")  # seen: after working
+            await pilot.press("left_square_bracket")
+            assert table.selected_key() == "feature/login"
+            await pilot.press("F")
+            await pilot.pause(0.1)
+            assert not isinstance(app.screen, FleetScreen)
+
+    asyncio.run(go())
 
 
 def test_teardown_dialog(snap_compare: object, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.message import Message
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
@@ -38,6 +38,7 @@ from devbox.core.podman_records import ContainerStats
 from devbox.core.session import Devbox
 from devbox.tui import commands
 from devbox.tui.dialogs import NewWorktree
+from devbox.tui.fleet import FleetScreen
 from devbox.tui.logpane import LogPane
 from devbox.tui.panes import ArtifactsStrip, ContainersTable, VmsTable, WorktreesTable, artifacts_line, problem_text
 from devbox.tui.runs import Runs
@@ -90,6 +91,7 @@ class DevboxApp(Runs, VmActions, App[None]):
         self.read_only = read_only
         self.live = watch
         self.status: ops.Status | None = None
+        self.last_update: StatusUpdated | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._quitting = False  # q confirmed: runs that end now were interrupted
@@ -167,7 +169,7 @@ class DevboxApp(Runs, VmActions, App[None]):
 
     # background work --------------------------------------------------------------------
     def _modal_open(self) -> bool:
-        return len(self.screen_stack) > 1
+        return isinstance(self.screen, ModalScreen)
 
     @work(thread=True, exit_on_error=False, group="poll", exclusive=True, description="status poll")
     def poll_status(self) -> None:
@@ -213,6 +215,7 @@ class DevboxApp(Runs, VmActions, App[None]):
             return
         st = msg.status
         self.status = st
+        self.last_update = msg
         repo = self.session.settings.repo
         self.main.query_one(WorktreesTable).show(st.worktrees.value or (), msg.activity, repo)
         self.main.query_one(ContainersTable).show(st.containers.value or (), st.image_id, msg.stats)
@@ -223,6 +226,8 @@ class DevboxApp(Runs, VmActions, App[None]):
             self.main.query_one(VmsTable).show(msg.vm.vms.value or ())
             self._set_text("#vms-problem", problem_text(msg.vm.vms.problem))
         self._set_text("#artifacts", artifacts_line(st, msg.vm))
+        if isinstance(self.screen, FleetScreen):
+            self.screen.show_status(st, msg.activity, msg.stats)
         self._refresh_bindings_if_changed()
 
     def _set_text(self, selector: str, text: str) -> None:
@@ -390,6 +395,17 @@ class DevboxApp(Runs, VmActions, App[None]):
         with self.suspend():
             proc.interactive(msg.argv, tool="podman")
         self._wake.set()
+
+    def action_fleet(self) -> None:
+        if not isinstance(self.screen, FleetScreen):
+            self.push_screen(FleetScreen())
+
+    def attach_agent(self, branch: str) -> None:
+        self._prepare_agent_attach(branch)
+
+    @work(thread=True, exit_on_error=False, group="attach")
+    def _prepare_agent_attach(self, branch: str) -> None:
+        self.post_message(AttachReady(ops.agent_attach_argv(self.session, branch)))
 
     def action_refresh(self) -> None:
         self._wake.set()

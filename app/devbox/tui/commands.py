@@ -56,6 +56,10 @@ class Command:
 
 
 COMMANDS: tuple[Command, ...] = (
+    Command("fleet", "F", "Fleet", "the fleet: one row per environment with its agent's state, most urgent "
+            "first, and the selected agent's terminal; there `]` / `[` jump to the next / previous agent that "
+            "needs you, Enter attaches (tmux's detach key comes back), `F` or Escape returns here",
+            "`./devbox agents`", footer=True),
     Command("new", "n", "New", "dialog: branch (checked as you type) and optional base ref, then worktree + container",
             "`./start-work BRANCH --detach [--from REF]`", mutates=True, footer=True),
     Command("attach", "a", "Attach", "a login shell in the selected container (started first if needed); the "

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from devbox.core.ops.fleet import (
         AgentStarted,
         agent_attach_argv,
+        agent_preview,
         agent_send,
         agent_start,
         agent_stop,
@@ -113,6 +114,7 @@ _WHERE = {
     "AgentRow": "results",
     "AgentStarted": "fleet",
     "agent_attach_argv": "fleet",
+    "agent_preview": "fleet",
     "agent_send": "fleet",
     "agent_start": "fleet",
     "agent_stop": "fleet",
@@ -211,6 +213,7 @@ __all__ = [
     "activity",
     "add_worktree",
     "agent_attach_argv",
+    "agent_preview",
     "agent_send",
     "agent_start",
     "agent_stop",

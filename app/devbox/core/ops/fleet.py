@@ -146,6 +146,17 @@ def agent_attach_argv(session: Devbox, branch: str) -> list[str]:
     )  # fmt: skip
 
 
+def agent_preview(session: Devbox, branch: str, *, lines: int = 200) -> str:
+    """The agent's terminal as text (``tmux capture-pane``), for the selected row only."""
+    c = find_container(session, branch)
+    if not c.running:
+        return f"({c.name} is {c.state})"
+    done = _exec(session, c, ["tmux", "-u", "capture-pane", "-p", "-J", "-S", f"-{lines}", "-t", SESSION])
+    if not done.ok:
+        return "(no agent runs here: devbox agent start " + branch + ")"
+    return done.stdout.rstrip("\n")
+
+
 def branch_from_prompt(prompt: str) -> str:
     """``agent/fix-login-timeout`` from "Fix the login timeout!" (checked like any branch)."""
     words = [w for w in "".join(c if c.isalnum() else " " for c in prompt.lower()).split() if w not in STOP_WORDS]
