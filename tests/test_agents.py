@@ -144,3 +144,47 @@ def test_watch_notifies_once_per_transition(project: Project, tmp_path: Path) ->
         watcher.send_signal(signal.SIGINT)
         out, err = watcher.communicate(timeout=30)
     assert "w1: " in out and "-> needs you" in out and "-> done" in out and "Traceback" not in err
+
+
+def test_the_fleet_shows_a_question_at_once_and_notifies_once(project: Project, tmp_path: Path) -> None:
+    """The live dashboard: a hook's write reaches the fleet row through the state-file poll
+    (no full status needed), the dashboard notifies once (notify.command), and `]` selects
+    the agent that needs you."""
+    import asyncio
+
+    from devbox.core.session import Devbox
+    from devbox.tui.app import make_app
+    from devbox.tui.fleet import FleetScreen, FleetTable
+
+    got = tmp_path / "notified"
+    with (project.root / "devbox.toml").open("a") as fh:
+        fh.write('[agents.claude]\ncommand = ["claude"]\nenv = []\n')
+        fh.write(f'[notify]\ncommand = ["sh", "-c", "echo \\"$1|$2\\" >> {got}", "notify"]\n')
+    assert project.devbox("agent", "start", "f1", "--prompt", "work 0.1").returncode == 0
+    assert project.devbox("agent", "start", "f2", "--prompt", "work 2; ask Bash ship").returncode == 0
+    session = Devbox.open(project.root, env=project.env)
+
+    async def go() -> None:
+        app = make_app(session)
+        async with app.run_test(size=(120, 36)) as pilot:
+            deadline = time.monotonic() + 60
+            while app.last_update is None or not (app.last_update.status.agents.value or ()):
+                assert time.monotonic() < deadline
+                await pilot.pause(0.1)
+            await pilot.press("F")
+            table = app.screen.query_one(FleetTable)
+            assert isinstance(app.screen, FleetScreen)
+            while "needs you" not in str(table._shown.get("f2", "")):
+                assert time.monotonic() < deadline, table._shown
+                await pilot.pause(0.05)
+            await pilot.press("right_square_bracket")
+            assert table.selected_key() == "f2"
+            while not (got.exists() and "f2|needs you" in got.read_text()):
+                assert time.monotonic() < deadline
+                await pilot.pause(0.1)
+
+    try:
+        asyncio.run(go())
+    finally:
+        session.close()
+    assert got.read_text().count("f2|needs you") == 1

@@ -161,3 +161,21 @@ def read(directory: Path) -> AgentState:
             continue
         _event(fold, line)
     return AgentState(fold.state, fold.since, fold.message, fold.last, fold.events, fold.skipped)
+
+
+def signature(root: Path) -> tuple[tuple[str, int, int], ...]:
+    """What changed under ``root/*/events.jsonl`` (name, mtime, size: ``lstat``, no symlink
+    followed): a cheap poll for the dashboard to redraw the agents at once (20 agents: 20
+    stats)."""
+    out = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return ()
+    for e in entries:
+        try:
+            st = os.lstat(os.path.join(e.path, EVENTS))
+        except OSError:
+            continue
+        out.append((e.name, st.st_mtime_ns, st.st_size))
+    return tuple(sorted(out))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import os
 import sys
 import threading
 from collections.abc import Iterable
@@ -29,7 +31,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from devbox.core import ops, proc
+from devbox.core import agent_state, notify, ops, proc
 from devbox.core.containers import Container
 from devbox.core.errors import DevboxError, ExitCode
 from devbox.core.events import Sink
@@ -45,6 +47,7 @@ from devbox.tui.runs import Runs
 from devbox.tui.vm_actions import VmActions
 
 POLL = 2.0  # seconds between git/status polls (podman events wake the poll at once)
+AGENT_POLL = 0.1  # seconds between stats of the agents' state files
 
 
 def styles_path() -> Path:
@@ -75,6 +78,17 @@ class StatusUpdated(Message):
         return isinstance(message, StatusUpdated)
 
 
+class AgentsUpdated(Message):
+    """The agents' states, read again because a state file changed (no full status)."""
+
+    def __init__(self, rows: tuple[ops.AgentRow, ...]) -> None:
+        super().__init__()
+        self.rows = rows
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, AgentsUpdated)
+
+
 class AttachReady(Message):
     def __init__(self, argv: list[str]) -> None:
         super().__init__()
@@ -92,6 +106,7 @@ class DevboxApp(Runs, VmActions, App[None]):
         self.live = watch
         self.status: ops.Status | None = None
         self.last_update: StatusUpdated | None = None
+        self.agent_watcher = notify.Watcher()  # which agents moved since the last look
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._quitting = False  # q confirmed: runs that end now were interrupted
@@ -146,6 +161,7 @@ class DevboxApp(Runs, VmActions, App[None]):
             self.poll_status()
             self.follow_podman_events()
             self.follow_vm_events()
+            self.follow_agent_states()
 
     def on_unmount(self) -> None:
         self._stop.set()
@@ -210,6 +226,50 @@ class DevboxApp(Runs, VmActions, App[None]):
             except DevboxError:
                 self._stop.wait(10.0)  # libvirtd down or libvirt-python missing: the poll shows why
 
+    @work(thread=True, exit_on_error=False, group="agent-states", exclusive=True, description="agent states")
+    def follow_agent_states(self) -> None:
+        """A cheap stat poll of the agents' state files: a hook's write reaches the fleet in
+        about ``AGENT_POLL`` without the full status (git, podman) being made again."""
+        root = self.session.settings.build_path("agents")
+        last = agent_state.signature(root)
+        while not self._stop.wait(AGENT_POLL):
+            now = agent_state.signature(root)
+            if now == last or self.last_update is None:
+                continue
+            last = now
+            conts = self.last_update.status.containers.value
+            if conts is not None:
+                self.post_message(AgentsUpdated(ops.agent_rows(self.session, conts)))
+
+    def on_agents_updated(self, msg: AgentsUpdated) -> None:
+        if not self.screen_stack or self.last_update is None:
+            return
+        u = self.last_update
+        st = dataclasses.replace(u.status, agents=ops.Section(msg.rows))
+        self.status = st
+        self.last_update = StatusUpdated(st, u.activity, u.stats, u.vm)
+        if isinstance(self.screen, FleetScreen):
+            self.screen.show_status(st, u.activity, u.stats)
+        self._notify_agents(msg.rows)
+
+    def _notify_agents(self, rows: tuple[ops.AgentRow, ...]) -> None:
+        """A move into needs you / done / error: the bell, a toast, OSC 9/777 and
+        notify.command; once per move, never for the agent on screen."""
+        looking = self.screen.preview_for if isinstance(self.screen, FleetScreen) else None
+        for move in self.agent_watcher.alerts(self.agent_watcher.update(rows), looking_at=looking):
+            self.bell()
+            self.notify(move.message or move.after, title=f"{move.branch}: {move.after}", timeout=8)
+            driver = getattr(self, "_driver", None)
+            if driver is not None:
+                driver.write(notify.terminal_sequence(move, in_tmux=bool(os.environ.get("TMUX")))[1:])
+            self._notify_command(move)
+
+    @work(thread=True, exit_on_error=False, group="notify")
+    def _notify_command(self, move: notify.Transition) -> None:
+        failed = notify.run_command(self.session.settings.notify_command, move)
+        if failed:
+            self.log_pane.note(f"devbox: {failed}")
+
     def on_status_updated(self, msg: StatusUpdated) -> None:
         if not self.screen_stack:  # a snapshot that arrives while the app is closing
             return
@@ -228,6 +288,7 @@ class DevboxApp(Runs, VmActions, App[None]):
         self._set_text("#artifacts", artifacts_line(st, msg.vm))
         if isinstance(self.screen, FleetScreen):
             self.screen.show_status(st, msg.activity, msg.stats)
+        self._notify_agents(st.agents.value or ())
         self._refresh_bindings_if_changed()
 
     def _set_text(self, selector: str, text: str) -> None:
