@@ -1,0 +1,101 @@
+"""How fast an agent's state reaches the fleet: from the hook's write to the row's repaint.
+
+Run: .venv/bin/python bench/agent_state.py [--agents N] [--rounds R]
+N environments (real containers, ``podman create``, never started) each with its state
+directory; each round the image's real hook script (bootc/agent-hook.sh) writes one event
+for one of them (a permission prompt, then a new prompt, alternately), and the time until
+the fleet table of the live dashboard (headless, Pilot) shows the new state is measured.
+Prints the median and worst latency (targets: median <= 250 ms, worst <= 1 s, with 20
+agents) and, as the baseline measured in the same run, what one full status refresh (git
+and podman, the dashboard's 2 s poll) costs: the ratio says how much sooner than a full
+refresh the row moves. Everything it made is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+from _project import ROOT, bench_project
+
+from devbox.core import ops
+from devbox.core.containers import LABEL_BRANCH, LABEL_REPO, agent_state_dir
+from devbox.core.session import Devbox
+from devbox.tui.app import make_app
+from devbox.tui.fleet import FleetScreen, FleetTable
+
+from conftest import BASE_IMAGE
+
+HOOK = ROOT / "bootc" / "agent-hook.sh"
+ASK = {"hook_event_name": "Notification", "notification_type": "permission_prompt", "message": "may I?"}
+WORK = {"hook_event_name": "UserPromptSubmit", "prompt": "go on"}
+
+
+def hook(state_dir: Path, payload: dict[str, str]) -> None:
+    subprocess.run(["sh", str(HOOK)], input=json.dumps(payload).encode(), check=True,
+                   env={**os.environ, "DEVBOX_AGENT_STATE": str(state_dir)})  # fmt: skip
+
+
+async def latencies(session: Devbox, branches: list[str], dirs: dict[str, Path], rounds: int) -> list[float]:
+    app = make_app(session)
+    out: list[float] = []
+    async with app.run_test(size=(160, 45)) as pilot:
+        deadline = time.monotonic() + 120
+        while app.last_update is None or len(app.last_update.status.agents.value or ()) < len(branches):
+            assert time.monotonic() < deadline, "the dashboard never listed the agents"
+            await pilot.pause(0.05)
+        await pilot.press("F")
+        assert isinstance(app.screen, FleetScreen)
+        table = app.screen.query_one(FleetTable)
+        for i in range(rounds):
+            branch = branches[i % len(branches)]
+            want = "needs you" if (i // len(branches)) % 2 == 0 else "working"
+            await asyncio.to_thread(hook, dirs[branch], ASK if want == "needs you" else WORK)
+            t0 = time.perf_counter()
+            while want not in table._shown.get(branch, ["", ""])[1]:
+                assert time.perf_counter() - t0 < 10, f"{branch} never showed {want}"
+                await pilot.pause(0.005)
+            out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--agents", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=40)
+    args = ap.parse_args()
+    with bench_project("agents") as (podman, proj, _scratch):
+        branches = [f"a{i:02d}" for i in range(args.agents)]
+        labels = ["--label", f"{LABEL_REPO}={proj.root}", "--label", "devbox.bench=agents"]
+        with Devbox.open(proj.root, env=proj.env) as session:
+            dirs = {}
+            for b in branches:
+                name = f"devbox-bench-{b}-{os.getpid()}"
+                subprocess.run([podman, "create", "--name", name, *labels, "--label", f"{LABEL_BRANCH}={b}",
+                                BASE_IMAGE, "true"], check=True, capture_output=True)  # fmt: skip
+                dirs[b] = agent_state_dir(session.settings, name)
+                dirs[b].mkdir(parents=True, exist_ok=True)
+                hook(dirs[b], WORK)
+            t0 = time.perf_counter()
+            for _ in range(3):
+                ops.status(session)
+            full = (time.perf_counter() - t0) * 1000 / 3
+            got = asyncio.run(latencies(session, branches, dirs, args.rounds))
+    median, worst = statistics.median(got), max(got)
+    print(f"rounds: {args.rounds}; {args.agents} agents (a hook write each round, the fleet screen open)")
+    print(f"baseline: one full status refresh (git, podman):   {full:7.1f} ms (the dashboard polls every 2 s)")
+    print(f"hook write -> fleet row, median:                  {median:7.1f} ms   target <= 250 ms: "
+          f"{'OK' if median <= 250 else 'MISSED'}")  # fmt: skip
+    print(f"hook write -> fleet row, worst:                   {worst:7.1f} ms   target <= 1000 ms: "
+          f"{'OK' if worst <= 1000 else 'MISSED'}")  # fmt: skip
+    print(f"ratio median / full refresh:                      {median / full:7.2f}")
+
+
+if __name__ == "__main__":
+    main()
