@@ -224,3 +224,25 @@ def test_the_logs_directory_is_bounded(tmp_path: Path) -> None:
     big.write_bytes(b"x" * 2000)
     removed = oplog.prune(logs, keep_files=1000, keep_bytes=1500)
     assert big not in removed and len(left) - 1 <= len(removed)  # bytes bound: the newest kept
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'Error: building at STEP "COPY link.txt /x": checking on sources under "{ctx}": copier: stat: "/link.txt": '
+        "no such file or directory",
+        'Error: building at STEP "COPY link.txt /x": error during bulk transfer for copier: reading "{ctx}/link.txt": '
+        "copier: get: lstat: no such file",
+    ],
+)
+def test_a_symlink_out_of_the_context_is_named_in_both_of_podmans_wordings(tmp_path: Path, line: str) -> None:
+    """podman 4.3 words a COPY of a symlink leaving the context two ways (found as a CI
+    failure in forward order only): both become the same one line."""
+    from devbox.core.podman_build import _copy_error
+
+    ctx = tmp_path / "bootc"
+    ctx.mkdir()
+    (tmp_path / "outside.txt").write_text("secret")
+    (ctx / "link.txt").symlink_to(tmp_path / "outside.txt")
+    err = _copy_error(line.format(ctx=ctx), ctx, ())
+    assert "link.txt is a symlink to" in err.message and "outside the build context" in err.message

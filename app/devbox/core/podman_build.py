@@ -121,7 +121,7 @@ def _build_error(done: proc.Finished, context: Path) -> DevboxError:
             detail=tail,
         )
     for line in done.tail:  # podman answers a bad COPY source with a dump of Go structs: say it in one line
-        if "error during bulk transfer for copier" in line or "copier: get:" in line:
+        if "error during bulk transfer for copier" in line or "copier: get:" in line or "copier: stat:" in line:
             return _copy_error(line, context, tail)
     return BuildFailed(
         f"podman build failed (exit {done.returncode})",
@@ -133,10 +133,13 @@ def _build_error(done: proc.Finished, context: Path) -> DevboxError:
 def _copy_error(line: str, context: Path, tail: tuple[str, ...]) -> DevboxError:
     step = re.search(r'building at STEP "([^"]*)"', line)
     source = re.search(r'reading "([^"]*)"', line)
+    # podman 4.3 says either (which one depends on its cache): "... reading "/ctx/x": ..."
+    # or "checking on sources under "/ctx": copier: stat: "/x": no such file or directory"
+    stat = re.search(r'copier: stat: "([^"]*)"', line)
     cause = line.rsplit("}: ", 1)[-1].removeprefix("copier: get: ")[:200]
     where = f" at {step.group(1)!r}" if step else ""
-    if source:
-        path = Path(source.group(1))
+    if source or stat:
+        path = Path(source.group(1)) if source else context / (stat.group(1).lstrip("/") if stat else "")
         if path.is_symlink():
             target = os.path.realpath(path)
             if not target.startswith(str(context.resolve()) + os.sep):
