@@ -6,9 +6,9 @@ directory; each round the image's real hook script (bootc/agent-hook.sh) writes 
 for one of them (a permission prompt, then a new prompt, alternately), and the time until
 the fleet table of the live dashboard (headless, Pilot) shows the new state is measured.
 Prints the median and worst latency (targets: median <= 250 ms, worst <= 1 s, with 20
-agents) and, as the baseline measured in the same run, what one full status refresh (git
-and podman, the dashboard's 2 s poll) costs: the ratio says how much sooner than a full
-refresh the row moves. Everything it made is removed at the end.
+agents) against the baseline measured in the same run: what the dashboard's status poll
+alone would give (half its 2 s period plus one full refresh of git and podman).
+Everything it made is removed at the end.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from _project import ROOT, bench_project
 from devbox.core import ops
 from devbox.core.containers import LABEL_BRANCH, LABEL_REPO, agent_state_dir
 from devbox.core.session import Devbox
-from devbox.tui.app import make_app
+from devbox.tui.app import POLL, make_app
 from devbox.tui.fleet import FleetScreen, FleetTable
 
 from conftest import BASE_IMAGE
@@ -48,7 +48,10 @@ async def latencies(session: Devbox, branches: list[str], dirs: dict[str, Path],
     async with app.run_test(size=(160, 45)) as pilot:
         deadline = time.monotonic() + 120
         while app.last_update is None or len(app.last_update.status.agents.value or ()) < len(branches):
-            assert time.monotonic() < deadline, "the dashboard never listed the agents"
+            if time.monotonic() > deadline:
+                st = app.last_update.status if app.last_update else None
+                raise SystemExit(f"the dashboard never listed the agents: {st and st.problems()}, "
+                                 f"{len(st.agents.value or ()) if st else 0} listed")  # fmt: skip
             await pilot.pause(0.05)
         await pilot.press("F")
         assert isinstance(app.screen, FleetScreen)
@@ -88,13 +91,17 @@ def main() -> None:
             full = (time.perf_counter() - t0) * 1000 / 3
             got = asyncio.run(latencies(session, branches, dirs, args.rounds))
     median, worst = statistics.median(got), max(got)
+    # without the state-file poll a write would wait for the status poll: half its period on
+    # average, plus one full refresh
+    base = POLL * 1000 / 2 + full
     print(f"rounds: {args.rounds}; {args.agents} agents (a hook write each round, the fleet screen open)")
-    print(f"baseline: one full status refresh (git, podman):   {full:7.1f} ms (the dashboard polls every 2 s)")
+    print(f"one full status refresh (git, podman):           {full:7.1f} ms")
+    print(f"baseline: the status poll alone (POLL/2 + refresh): {base:7.1f} ms")
     print(f"hook write -> fleet row, median:                  {median:7.1f} ms   target <= 250 ms: "
           f"{'OK' if median <= 250 else 'MISSED'}")  # fmt: skip
     print(f"hook write -> fleet row, worst:                   {worst:7.1f} ms   target <= 1000 ms: "
           f"{'OK' if worst <= 1000 else 'MISSED'}")  # fmt: skip
-    print(f"ratio median / full refresh:                      {median / full:7.2f}")
+    print(f"ratio median / status-poll baseline:              {median / base:7.2f}")
 
 
 if __name__ == "__main__":
