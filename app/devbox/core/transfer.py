@@ -203,9 +203,13 @@ class Synced:
     changes: tuple[str, ...]  # itemized lines as rsync prints them (names escaped), in its order
     written: tuple[str, ...] = ()  # names rsync writes (or would), as the file system has them
     size: int = 0  # bytes of the files it transfers (or would)
+    itemized: bool = True  # False: a plain push, counted by --stats only (no per-file list)
 
     def summary(self) -> str:
         """One line for both faces: what moved (or would), deletions counted apart."""
+        if not self.itemized:
+            return (f"sent {self.files} file(s) ({labels.size(self.size)}); "
+                    f"{self.bytes_sent} bytes out, {self.bytes_received} in")  # fmt: skip
         what = "would change" if self.dry_run else "changed"
         deleted = f", {len(self.deleted)} deleted" if self.deleted or not self.dry_run else ""
         return (
@@ -216,13 +220,13 @@ class Synced:
 
 def rsync_argv(
     t: Target, src: str, dest: str, *, delete: bool, dry_run: bool, excludes: Iterable[str] = (),
-    gitignore: bool = False, keep_owner: bool = True,
+    gitignore: bool = False, keep_owner: bool = True, itemize: bool = True,
 ) -> list[str]:  # fmt: skip
     """rsync over the project's ssh, every change itemized (``%i %n%L``: parsed for what was
     written and deleted, names escaped as ``\\#ooo`` under ``LC_ALL=C``)."""
     return [
         "rsync", "-a", "--mkpath", "--protect-args", "--stats", "--info=progress2",
-        "--itemize-changes", "--out-format=%i %n%L",
+        *(["--itemize-changes", "--out-format=%i %n%L"] if itemize else []),
         *([] if keep_owner else ["--no-owner", "--no-group"]),
         *(["--delete"] if delete else []),
         *(["--dry-run"] if dry_run else []),
@@ -333,13 +337,14 @@ def _progress(line: str) -> tuple[float | None, float | None, str] | None:
 
 def rsync(
     t: Target, src: str, dest: str, report: Reporter, cancel: threading.Event, *, delete: bool, dry_run: bool,
-    excludes: Iterable[str] = (), gitignore: bool = False, keep_owner: bool = True,
+    excludes: Iterable[str] = (), gitignore: bool = False, keep_owner: bool = True, itemize: bool = True,
 ) -> Synced:  # fmt: skip
     """rsync over the project's ssh; ``--info=progress2`` as Progress events, ``--stats`` and
     the itemized changes parsed. ``LC_ALL=C``: rsync's output is ASCII, names escaped exactly."""
     argv = rsync_argv(
-        t, src, dest, delete=delete, dry_run=dry_run, excludes=excludes, gitignore=gitignore, keep_owner=keep_owner
-    )
+        t, src, dest, delete=delete, dry_run=dry_run, excludes=excludes, gitignore=gitignore, keep_owner=keep_owner,
+        itemize=itemize,
+    )  # fmt: skip
     done = proc.stream(argv, report, cancel, source="rsync", capture_stdout=True, parse=_progress, env={"LC_ALL": "C"})
     if done.cancelled:
         raise Cancelled("transfer interrupted", "run it again: rsync only sends what is still missing")
@@ -360,6 +365,7 @@ def rsync(
         changes=got.changes,
         written=got.written,
         size=got.stats.get("Total transferred file size", 0),
+        itemized=itemize,
     )  # fmt: skip
 
 
