@@ -6,6 +6,7 @@ Each test's VM has its own name, so runs beside each other never meet."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -87,9 +88,9 @@ def vm_project(tmp_path: Path, bootable_builder: str, provider_mirror: Path) -> 
         )  # fmt: skip
     cli_config(provider_mirror, tmp_path / "terraformrc")
     yield vm
-    subprocess.run(
-        [sys.executable, "-m", "devbox.cli", "vm", "down", "--yes"], cwd=vm.root, env=env_of(vm), capture_output=True
-    )
+    with contextlib.suppress(subprocess.TimeoutExpired):  # the virsh cleanup below runs whatever happens
+        subprocess.run([sys.executable, "-m", "devbox.cli", "vm", "down", "--yes"], cwd=vm.root, env=env_of(vm),
+                       capture_output=True, timeout=420)  # fmt: skip
     virsh("destroy", vm.domain)
     virsh("undefine", vm.domain)
     for line in virsh("vol-list", "default").stdout.splitlines():

@@ -36,6 +36,9 @@ VARIABLES = frozenset(
     }
 )  # fmt: skip
 OUTPUTS = frozenset({"name", "ip", "mac", "disk_key"})
+# destroying one VM takes seconds: a destroy still running after this is a hung provider
+# (seen here once: blocked in a futex after a failed apply); vm down then falls back to libvirt
+DESTROY_TIMEOUT = 300.0
 INSTALL_REMEDY = "install terraform 1.5 or newer (https://developer.hashicorp.com/terraform/install)"
 
 
@@ -222,12 +225,14 @@ class Runner:
         argv = _argv(
             "destroy", json=_flag(), auto_approve=_flag(), input=False, state=str(self.state), var_file=str(self.vars)
         )
-        self._stream(argv, report, cancel, "destroy")
+        self._stream(argv, report, cancel, "destroy", timeout=DESTROY_TIMEOUT)
         for stale in (self.plan_file, self.dir / "applied.json"):
             if stale.exists():
                 stale.unlink()
 
-    def _stream(self, argv: list[str], report: Reporter, cancel: threading.Event, what: str) -> None:
+    def _stream(
+        self, argv: list[str], report: Reporter, cancel: threading.Event, what: str, timeout: float | None = None
+    ) -> None:
         errors: list[str] = []
 
         def sink_json(event: Any) -> None:
@@ -255,6 +260,7 @@ class Runner:
             cwd=self.module,
             env=self.env(),
             grace=60.0,  # terraform finishes the resource it is on when interrupted
+            timeout=timeout,
         )
         if done.cancelled:
             raise Cancelled(f"terraform {what} interrupted", "run it again: terraform picks up from its state")

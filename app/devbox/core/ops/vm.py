@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from devbox.core import builder, image, libvirt, terraform
-from devbox.core.errors import DevboxError, NotFound, Refused
+from devbox.core.errors import DevboxError, NotFound, Refused, ToolTimeout
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.filesystem import read_json
 from devbox.core.freshness import Verdict
@@ -319,8 +319,13 @@ def vm_down(session: Devbox, *, sink: Sink = null_sink, cancel: threading.Event 
                     )
                 report.step("start", f"terraform destroy {before.domain or 'of the recorded state'}")
                 runner.init(report)
-                runner.destroy(recorded, report, cancel)
-                via = "terraform"
+                try:
+                    runner.destroy(recorded, report, cancel)
+                    via = "terraform"
+                except ToolTimeout:  # a hung provider: what it would remove is named devbox-<name>-*
+                    report.log(f"terraform destroy hung for {terraform.DESTROY_TIMEOUT:.0f} s (stopped): "
+                               "removing the VM through libvirt instead", stream="stderr")  # fmt: skip
+                    via = "libvirt"
             elif before.empty:
                 report.step("skip", "no VM to remove")
                 return VmDown("", (), "")
