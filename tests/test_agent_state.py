@@ -111,3 +111,16 @@ def test_notifications_once_per_move_and_never_for_the_row_on_screen() -> None:
     assert seq.startswith("\a\x1bPtmux;") and "\x1b\x1b]9;devbox: b1 needs you: may I?" in seq
     plain = notify.terminal_sequence(notify.Transition("b1", "x", "done", "evil\x1b]0;title\x07;"), in_tmux=False)
     assert plain.count("\x1b]") == 2 and "]0;title" not in plain  # the message cannot smuggle escapes
+
+
+def test_devbox_never_writes_through_a_planted_symlink(tmp_path: Path) -> None:
+    host = tmp_path / "host-file"
+    host.write_text("mine\n")
+    d = tmp_path / "state"
+    d.mkdir()
+    (d / "events.jsonl").symlink_to(host)
+    assert agent_state.append(d, {"hook_event_name": "DevboxAgentExit"}, 1.0) is False
+    assert host.read_text() == "mine\n"
+    (d / "events.jsonl").unlink()
+    assert agent_state.append(d, {"hook_event_name": "DevboxAgentExit", "status": "stopped"}, 2.0) is True
+    assert agent_state.read(d).state == "exited"

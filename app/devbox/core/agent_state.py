@@ -179,3 +179,29 @@ def signature(root: Path) -> tuple[tuple[str, int, int], ...]:
             continue
         out.append((e.name, st.st_mtime_ns, st.st_size))
     return tuple(sorted(out))
+
+
+def append(directory: Path, payload: dict[str, Any], ts: float) -> bool:
+    """devbox's own line (e.g. "the agent was stopped"), written as the hooks write theirs,
+    without following a symlink the agent may have planted; False when it could not."""
+    line = (json.dumps({"ts": int(ts), "payload": payload}) + "\n").encode()
+    try:
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fd = os.open(EVENTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     0o644, dir_fd=dfd)  # fmt: skip
+    except OSError:
+        return False
+    finally:
+        os.close(dfd)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        os.write(fd, line)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)

@@ -13,7 +13,6 @@ writes a ``DevboxAgentExit`` line to the state directory: a killed agent reads a
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import threading
@@ -127,10 +126,9 @@ def agent_stop(session: Devbox, branch: str, *, sink: Sink = null_sink) -> None:
     done = _exec(session, c, ["tmux", "-u", "kill-session", "-t", SESSION])
     if not done.ok:
         raise NotFound(f"no agent runs on {branch}", f"start one: devbox agent start {branch}")
-    state = containers.agent_state_dir(session.settings, c.name) / agent_state.EVENTS
-    line = json.dumps({"ts": int(time.time()), "payload": {"hook_event_name": EXIT_EVENT, "status": "stopped"}})
-    with open(state, "a", encoding="utf-8") as fh:  # the wrapper died with the session: say it ended
-        fh.write(line + "\n")
+    # the wrapper died with the session: say it ended (never through a planted symlink)
+    agent_state.append(containers.agent_state_dir(session.settings, c.name),
+                       {"hook_event_name": EXIT_EVENT, "status": "stopped"}, time.time())  # fmt: skip
     report.step("done", f"the agent on {branch} stopped; {c.name} keeps running")
 
 
