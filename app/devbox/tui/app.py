@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import os
 import sys
 import threading
 from collections.abc import Iterable
@@ -31,7 +29,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from devbox.core import agent_state, notify, ops, proc
+from devbox.core import notify, ops, proc
 from devbox.core.containers import Container
 from devbox.core.errors import DevboxError, ExitCode
 from devbox.core.events import Sink
@@ -41,13 +39,13 @@ from devbox.core.session import Devbox
 from devbox.tui import commands
 from devbox.tui.dialogs import NewWorktree
 from devbox.tui.fleet import FleetScreen
+from devbox.tui.fleet_actions import FleetActions
 from devbox.tui.logpane import LogPane
 from devbox.tui.panes import ArtifactsStrip, ContainersTable, VmsTable, WorktreesTable, artifacts_line, problem_text
 from devbox.tui.runs import Runs
 from devbox.tui.vm_actions import VmActions
 
 POLL = 2.0  # seconds between git/status polls (podman events wake the poll at once)
-AGENT_POLL = 0.1  # seconds between stats of the agents' state files
 
 
 def styles_path() -> Path:
@@ -78,24 +76,13 @@ class StatusUpdated(Message):
         return isinstance(message, StatusUpdated)
 
 
-class AgentsUpdated(Message):
-    """The agents' states, read again because a state file changed (no full status)."""
-
-    def __init__(self, rows: tuple[ops.AgentRow, ...]) -> None:
-        super().__init__()
-        self.rows = rows
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, AgentsUpdated)
-
-
 class AttachReady(Message):
     def __init__(self, argv: list[str]) -> None:
         super().__init__()
         self.argv = argv
 
 
-class DevboxApp(Runs, VmActions, App[None]):
+class DevboxApp(FleetActions, Runs, VmActions, App[None]):
     TITLE = "devbox"
     BINDINGS: ClassVar[list[BindingType]] = list(commands.bindings())
 
@@ -141,7 +128,8 @@ class DevboxApp(Runs, VmActions, App[None]):
     @property
     def main(self) -> Screen[Any]:
         """The dashboard's own screen: a dialog on top must not hide the panes from updates."""
-        return self.screen_stack[0]
+        first: Screen[Any] = self.screen_stack[0]
+        return first
 
     @property
     def log_pane(self) -> LogPane:
@@ -225,50 +213,6 @@ class DevboxApp(Runs, VmActions, App[None]):
                 ops.watch_vms(self.session, lambda _domain, _event: self._wake.set(), self._stop)
             except DevboxError:
                 self._stop.wait(10.0)  # libvirtd down or libvirt-python missing: the poll shows why
-
-    @work(thread=True, exit_on_error=False, group="agent-states", exclusive=True, description="agent states")
-    def follow_agent_states(self) -> None:
-        """A cheap stat poll of the agents' state files: a hook's write reaches the fleet in
-        about ``AGENT_POLL`` without the full status (git, podman) being made again."""
-        root = self.session.settings.build_path("agents")
-        last = agent_state.signature(root)
-        while not self._stop.wait(AGENT_POLL):
-            now = agent_state.signature(root)
-            if now == last or self.last_update is None:
-                continue
-            last = now
-            conts = self.last_update.status.containers.value
-            if conts is not None:
-                self.post_message(AgentsUpdated(ops.agent_rows(self.session, conts)))
-
-    def on_agents_updated(self, msg: AgentsUpdated) -> None:
-        if not self.screen_stack or self.last_update is None:
-            return
-        u = self.last_update
-        st = dataclasses.replace(u.status, agents=ops.Section(msg.rows))
-        self.status = st
-        self.last_update = StatusUpdated(st, u.activity, u.stats, u.vm)
-        if isinstance(self.screen, FleetScreen):
-            self.screen.show_status(st, u.activity, u.stats)
-        self._notify_agents(msg.rows)
-
-    def _notify_agents(self, rows: tuple[ops.AgentRow, ...]) -> None:
-        """A move into needs you / done / error: the bell, a toast, OSC 9/777 and
-        notify.command; once per move, never for the agent on screen."""
-        looking = self.screen.preview_for if isinstance(self.screen, FleetScreen) else None
-        for move in self.agent_watcher.alerts(self.agent_watcher.update(rows), looking_at=looking):
-            self.bell()
-            self.notify(move.message or move.after, title=f"{move.branch}: {move.after}", timeout=8)
-            driver = getattr(self, "_driver", None)
-            if driver is not None:
-                driver.write(notify.terminal_sequence(move, in_tmux=bool(os.environ.get("TMUX")))[1:])
-            self._notify_command(move)
-
-    @work(thread=True, exit_on_error=False, group="notify")
-    def _notify_command(self, move: notify.Transition) -> None:
-        failed = notify.run_command(self.session.settings.notify_command, move)
-        if failed:
-            self.log_pane.note(f"devbox: {failed}")
 
     def on_status_updated(self, msg: StatusUpdated) -> None:
         if not self.screen_stack:  # a snapshot that arrives while the app is closing
@@ -457,16 +401,11 @@ class DevboxApp(Runs, VmActions, App[None]):
             proc.interactive(msg.argv, tool="podman")
         self._wake.set()
 
-    def action_fleet(self) -> None:
-        if not isinstance(self.screen, FleetScreen):
-            self.push_screen(FleetScreen())
+    def _status_updated(self, *args: Any) -> StatusUpdated:
+        return StatusUpdated(*args)
 
-    def attach_agent(self, branch: str) -> None:
-        self._prepare_agent_attach(branch)
-
-    @work(thread=True, exit_on_error=False, group="attach")
-    def _prepare_agent_attach(self, branch: str) -> None:
-        self.post_message(AttachReady(ops.agent_attach_argv(self.session, branch)))
+    def _attach_ready(self, argv: list[str]) -> AttachReady:
+        return AttachReady(argv)
 
     def action_refresh(self) -> None:
         self._wake.set()
