@@ -88,7 +88,8 @@ def test_the_users_own_hooks_run_and_a_deleted_state_dir_is_unknown(project: Pro
 
     shutil.rmtree(project.root / ".build" / "agents" / name)  # deleted under a running agent
     assert project.devbox("agent", "send", "b1", "work 0.2").returncode == 0
-    time.sleep(1)  # the agent's next turn runs its hooks into the deleted directory
+    pane = ["exec", name, "tmux", "-u", "capture-pane", "-p", "-t", "devbox-agent"]
+    wait_for(lambda: podman(*pane).stdout.count("done: your move") >= 2, 30, "the turn after the deletion")
     row = agents(project)["b1"]
     assert row["state"] == "unknown" and "missing" in str(row["problem"])
     assert podman("exec", name, "pidof", "claude").returncode == 0  # the agent keeps running
