@@ -29,7 +29,9 @@ class Tmux:
         self.exit_file = tmp / "exit-code"
 
     def tmux(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-S", self.socket, *args], capture_output=True, text=True, check=True).stdout
+        done = subprocess.run(["tmux", "-S", self.socket, *args], capture_output=True, text=True)
+        assert done.returncode == 0, f"tmux {args[:3]} failed ({done.returncode}): {done.stderr.strip()}"
+        return done.stdout
 
     def start(self, command: str, env: dict[str, str]) -> None:
         exports = " ".join(f"{k}={v!r}" for k, v in env.items() if k.startswith(("DEVBOX_", "CONTAINERS_", "PATH")))
@@ -77,6 +79,9 @@ class Tmux:
 
     def kill(self) -> None:
         subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True)
+        # kill-server returns before the old server has let go of its socket, and a new
+        # server on the same path can then fail to start (seen in CI): the next one gets its own
+        self.socket = str(Path(self.socket).with_name(f"tmux-{uuid.uuid4().hex[:6]}"))
 
 
 @pytest.fixture
