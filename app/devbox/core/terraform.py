@@ -23,7 +23,7 @@ from typing import Any
 
 from devbox.core import proc
 from devbox.core.config import Settings
-from devbox.core.errors import Cancelled, ConfigError, DevboxError, NotAvailable, ToolMissing, VmFailed
+from devbox.core.errors import Cancelled, ConfigError, DevboxError, NotAvailable, ToolMissing, ToolTimeout, VmFailed
 from devbox.core.events import Reporter
 from devbox.core.filesystem import read_json, write_json
 
@@ -37,8 +37,11 @@ VARIABLES = frozenset(
 )  # fmt: skip
 OUTPUTS = frozenset({"name", "ip", "mac", "disk_key"})
 # destroying one VM takes seconds: a destroy still running after this is a hung provider
-# (seen here once: blocked in a futex after a failed apply); vm down then falls back to libvirt
-DESTROY_TIMEOUT = 300.0
+# (libvirt provider 0.8.3, seen in 2 of ~10 CI runs: blocked in a futex, the domain already
+# shut off). The hang is not reproducible on demand, so devbox runs a second destroy, which
+# starts from the state the first left; after two hangs vm down falls back to libvirt.
+DESTROY_TIMEOUT = 120.0
+DESTROY_ATTEMPTS = 2
 INSTALL_REMEDY = "install terraform 1.5 or newer (https://developer.hashicorp.com/terraform/install)"
 
 
@@ -225,7 +228,15 @@ class Runner:
         argv = _argv(
             "destroy", json=_flag(), auto_approve=_flag(), input=False, state=str(self.state), var_file=str(self.vars)
         )
-        self._stream(argv, report, cancel, "destroy", timeout=DESTROY_TIMEOUT)
+        for attempt in range(1, DESTROY_ATTEMPTS + 1):
+            try:
+                self._stream(argv, report, cancel, "destroy", timeout=DESTROY_TIMEOUT)
+                break
+            except ToolTimeout:
+                if attempt == DESTROY_ATTEMPTS:
+                    raise
+                report.log(f"terraform destroy hung for {DESTROY_TIMEOUT:.0f} s (stopped): running it once more",
+                           source="terraform", stream="stderr")  # fmt: skip
         for stale in (self.plan_file, self.dir / "applied.json"):
             if stale.exists():
                 stale.unlink()

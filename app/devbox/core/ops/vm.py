@@ -323,7 +323,7 @@ def vm_down(session: Devbox, *, sink: Sink = null_sink, cancel: threading.Event 
                     runner.destroy(recorded, report, cancel)
                     via = "terraform"
                 except ToolTimeout:  # a hung provider: what it would remove is named devbox-<name>-*
-                    report.log(f"terraform destroy hung for {terraform.DESTROY_TIMEOUT:.0f} s (stopped): "
+                    report.log(f"terraform destroy hung twice for {terraform.DESTROY_TIMEOUT:.0f} s (stopped): "
                                "removing the VM through libvirt instead", stream="stderr")  # fmt: skip
                     via = "libvirt"
             elif before.empty:
