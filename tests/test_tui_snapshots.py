@@ -218,3 +218,29 @@ def test_the_readme_key_table_is_the_registry() -> None:
     app_bindings = {b.id: b.key for b in commands.bindings()}
     assert app_bindings == {c.id: c.key for c in commands.COMMANDS} and len(app_bindings) == len(commands.COMMANDS)
     assert all(hasattr(DevboxApp, f"action_{c.id}") for c in commands.COMMANDS)  # each has its handler
+
+
+def test_table_cells_are_text_not_markup() -> None:
+    """A branch (git allows `[`) or an agent's message (untrusted) with markup in it shows as
+    written: DataTable parses a str as Rich markup, and "[/]" crashed the dashboard."""
+    from textual.app import App, ComposeResult
+
+    from devbox.tui.panes import ReconciledTable
+
+    class Table(ReconciledTable):
+        COLUMNS = (("a", "a"), ("b", "b"))
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield Table()
+
+    async def go() -> None:
+        app = One()
+        async with app.run_test() as pilot:
+            table = app.query_one(Table)
+            table.reconcile({"fix[/]": ["fix[/]", "[bold]loud[/bold]"]})
+            table.reconcile({"fix[/]": ["fix[/]", "[red]x"]})  # an update in place, too
+            await pilot.pause()
+            assert [str(c) for c in table.get_row("fix[/]")] == ["fix[/]", "[red]x"]
+
+    asyncio.run(go())

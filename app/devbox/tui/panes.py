@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from rich.cells import cell_len
+from rich.text import Text
 from textual.widgets import DataTable, Static
 
 from devbox.core import labels
@@ -43,7 +44,7 @@ def short_path(path: Path, repo: Path) -> str:
         return "~" + text[len(home) :] if text.startswith(home + os.sep) else text
 
 
-class ReconciledTable(DataTable[str]):
+class ReconciledTable(DataTable[Text]):
     """A DataTable whose rows are kept in step with a snapshot by key."""
 
     COLUMNS: tuple[tuple[str, str], ...] = ()
@@ -64,7 +65,9 @@ class ReconciledTable(DataTable[str]):
             old = shown.get(key)
             shown[key] = list(cells)
             if old is None:
-                self.add_row(*cells, key=key)
+                # Text, never a str: DataTable parses a str as markup, and a branch or an
+                # agent's message with "[/]" in it would crash the dashboard (or style it)
+                self.add_row(*(Text(c) for c in cells), key=key)
                 continue
             if old == shown[key]:
                 continue
@@ -73,7 +76,7 @@ class ReconciledTable(DataTable[str]):
                     # re-measuring a column walks every row (Textual's update_width): only when
                     # the new text is wider than the column already is
                     wider = cell_len(new) > self.columns[col].content_width  # type: ignore[index]
-                    self.update_cell(key, col, new, update_width=wider)
+                    self.update_cell(key, col, Text(new), update_width=wider)
 
     def selected_key(self) -> str | None:
         if self.row_count == 0:
