@@ -155,7 +155,7 @@ def test_the_fleet_shows_a_question_at_once_and_notifies_once(project: Project, 
 
     from devbox.core.session import Devbox
     from devbox.tui.app import make_app
-    from devbox.tui.fleet import FleetScreen, FleetTable
+    from devbox.tui.fleet import FleetTable
 
     got = tmp_path / "notified"
     with (project.root / "devbox.toml").open("a") as fh:
@@ -172,9 +172,8 @@ def test_the_fleet_shows_a_question_at_once_and_notifies_once(project: Project, 
             while app.last_update is None or not (app.last_update.status.agents.value or ()):
                 assert time.monotonic() < deadline
                 await pilot.pause(0.1)
-            await pilot.press("F")
-            table = app.screen.query_one(FleetTable)
-            assert isinstance(app.screen, FleetScreen)
+            table = app.query_one(FleetTable)
+            assert app.view == "fleet" and table.has_focus  # where devbox-tui starts
             while "needs you" not in str(table._shown.get("f2", "")):
                 assert time.monotonic() < deadline, table._shown
                 await pilot.pause(0.05)

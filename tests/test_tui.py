@@ -65,7 +65,7 @@ def test_panes_keys_and_teardown(project: Project) -> None:
     (victim_wt / "draft.txt").write_text("unsaved work")
 
     async def go() -> None:
-        app = make_app(session)
+        app = make_app(session, view="resources")
         async with app.run_test(size=(160, 45)) as pilot:
             wts, conts = app.query_one(WorktreesTable), app.query_one(ContainersTable)
             await until(pilot, lambda: len(keys_of(conts)) == 2 and len(keys_of(wts)) == 3)
@@ -134,7 +134,7 @@ def test_remapped_key_and_read_only(project: Project) -> None:
     c = ops.start_work(session, "remap").container
 
     async def go(read_only: bool) -> None:
-        app = make_app(session, read_only=read_only)
+        app = make_app(session, read_only=read_only, view="resources")
         async with app.run_test(size=(120, 40)) as pilot:
             conts = app.query_one(ContainersTable)
             await select(pilot, conts, c.name)
@@ -171,7 +171,7 @@ def test_podman_going_away_and_coming_back(project: Project, podman_service: obj
     c = ops.start_work(session, "resilient").container
 
     async def go() -> None:
-        app = make_app(session)
+        app = make_app(session, view="resources")
         async with app.run_test(size=(120, 40)) as pilot:
             conts = app.query_one(ContainersTable)
             problem = app.query_one("#containers-problem", Static)
@@ -200,7 +200,7 @@ def test_log_flood_keeps_the_app_responsive(project: Project) -> None:
     session = session_for(project)
 
     async def go() -> None:
-        app = make_app(session, watch=False)
+        app = make_app(session, watch=False, view="resources")
         async with app.run_test(size=(120, 40)) as pilot:
             pane = app.query_one(LogPane)
             log = app.query_one("#log", Log)
@@ -235,7 +235,7 @@ def test_sink_is_thread_safe_and_batched(project: Project) -> None:
     session = session_for(project)
 
     async def go() -> None:
-        app: DevboxApp = make_app(session, watch=False)
+        app: DevboxApp = make_app(session, watch=False, view="resources")
         async with app.run_test() as pilot:
             pane = app.query_one(LogPane)
             run = pane.start("flood", "flood")
@@ -266,7 +266,7 @@ def test_container_log_force_rebuild_palette_and_confirmed_removal(project: Proj
     old_image = ops.image_status(session).id
 
     async def go() -> None:
-        app = make_app(session)
+        app = make_app(session, view="resources")
         async with app.run_test(size=(140, 40)) as pilot:
             pane = app.query_one(LogPane)
             conts = app.query_one(ContainersTable)
@@ -317,7 +317,7 @@ def test_operations_run_apart_and_a_build_is_cancelled_from_the_dashboard(projec
     time.sleep(max(0.0, slow_after + 1 - time.time()))
 
     async def go() -> None:
-        app = make_app(session)
+        app = make_app(session, view="resources")
         async with app.run_test(size=(140, 40)) as pilot:
             pane = app.query_one(LogPane)
             conts = app.query_one(ContainersTable)

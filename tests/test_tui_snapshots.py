@@ -32,7 +32,7 @@ from devbox.tui.dialogs import ConfirmTeardown, NewWorktree
 REPO = Path("/home/dev/demo")
 
 
-def demo_app(tmp: Path) -> DevboxApp:
+def demo_app(tmp: Path, view: str = "resources") -> DevboxApp:
     settings = config.Settings(  # noqa: S604 - `shell` is a setting here, not a subprocess flag
         repo=REPO,
         bootc_dir=REPO / "bootc",
@@ -48,7 +48,7 @@ def demo_app(tmp: Path) -> DevboxApp:
         network="",
         libvirt_uri="",
     )
-    return make_app(Devbox(settings), watch=False)
+    return make_app(Devbox(settings), watch=False, view=view)
 
 
 def demo_update() -> StatusUpdated:
@@ -118,28 +118,29 @@ def test_fleet_screen(snap_compare: object, tmp_path: Path, size: tuple[int, int
         app = pilot.app  # type: ignore[attr-defined]
         app.post_message(demo_update())
         await pilot.pause(0.2)  # type: ignore[attr-defined]
-        await pilot.press("F")  # type: ignore[attr-defined]
-        await pilot.pause(0.2)  # type: ignore[attr-defined]
 
-    assert snap_compare(demo_app(tmp_path), terminal_size=size, run_before=show)  # type: ignore[operator]
+    assert snap_compare(demo_app(tmp_path, "fleet"), terminal_size=size, run_before=show)  # type: ignore[operator]
 
 
-def test_fleet_keys_jump_mark_seen_and_return(tmp_path: Path) -> None:
-    """`]` / `[` jump between agents that need you; looking at a done row marks it seen
-    (it sorts after the working ones); F returns to the resources."""
-    from devbox.tui.fleet import FleetScreen, FleetTable
+def test_fleet_keys_jump_mark_seen_and_switch_views(tmp_path: Path) -> None:
+    """The fleet is the first view; `]` / `[` jump between agents that need you; looking at
+    a done row marks it seen (it sorts after the working ones); `t` switches the detail
+    area's tab; R shows the resources (the fleet's keys leave the footer), F comes back."""
+    from textual.widgets import Footer, TabbedContent
 
-    app = demo_app(tmp_path)
+    from devbox.tui.fleet import FleetTable
+    from devbox.tui.panes import WorktreesTable
+
+    app = demo_app(tmp_path, "fleet")
 
     async def go() -> None:
         update = demo_update()  # posted twice: the agents' states keep their start times
         async with app.run_test(size=(100, 30)) as pilot:
             app.post_message(update)
             await pilot.pause(0.2)
-            await pilot.press("F")
-            await pilot.pause(0.1)
-            assert isinstance(app.screen, FleetScreen)
-            table = app.screen.query_one(FleetTable)
+            assert app.view == "fleet"
+            table = app.query_one(FleetTable)
+            assert table.has_focus
             order = list(table._shown)
             assert order[:3] == ["feature/login", "spike-b", "docs"] and order[-2:] == ["spike-e", "spike-d"]
             await pilot.press("right_square_bracket")
@@ -151,9 +152,28 @@ def test_fleet_keys_jump_mark_seen_and_return(tmp_path: Path) -> None:
             assert list(table._shown).index("docs") > list(table._shown).index("spike-a")  # seen: after working
             await pilot.press("left_square_bracket")
             assert table.selected_key() == "feature/login"
+            detail = app.query_one("#detail", TabbedContent)
+            assert detail.active == "preview-tab"
+            assert "Preview: feature/login: needs you" in str(app.query_one("#preview-title").render())
+            await pilot.press("t")
+            assert detail.active == "log-tab"
+            await pilot.press("t")
+            assert detail.active == "preview-tab"
+
+            def footer_keys() -> str:
+                return " ".join(str(w.render()) for w in app.query_one(Footer).query("FooterKey"))
+
+            await pilot.pause(0.1)
+            assert "Next needs-you" in footer_keys() and "Resources" in footer_keys()
+            await pilot.press("R")
+            await pilot.pause(0.1)
+            assert app.view == "resources" and app.query_one(WorktreesTable).has_focus
+            assert "Next needs-you" not in footer_keys() and "Fleet" in footer_keys()
+            await pilot.press("right_square_bracket")  # not the fleet's: nothing moves
+            assert table.selected_key() == "feature/login"
             await pilot.press("F")
             await pilot.pause(0.1)
-            assert not isinstance(app.screen, FleetScreen)
+            assert app.view == "fleet" and table.has_focus
 
     asyncio.run(go())
 

@@ -60,7 +60,7 @@ def test_vm_pane_lists_this_checkouts_vms_and_vm_down_asks_first(tmp_path: Path)
     session = Devbox.open(proj.root, env=env)
 
     async def go() -> None:
-        app = make_app(session)
+        app = make_app(session, view="resources")
         async with app.run_test(size=(150, 44)) as pilot:
             table = app.query_one(VmsTable)
             await until(pilot, lambda: table.row_count == 1)
@@ -97,7 +97,7 @@ def test_vm_up_and_rebuild_disk_keys_run_their_operations(project: Project) -> N
     session = Devbox.open(project.root, env=env)
 
     async def go() -> None:
-        app = make_app(session, watch=False)
+        app = make_app(session, watch=False, view="resources")
         async with app.run_test(size=(150, 44)) as pilot:
             pane = app.query_one(LogPane)
             await pilot.press("d")
@@ -125,7 +125,7 @@ def test_transfer_keys_push_a_worktree_and_its_branch(tmp_path: Path) -> None:
         (proj.root / "notes.txt").write_text("pushed from the dashboard\n")
 
         async def go() -> None:
-            app = make_app(session)
+            app = make_app(session, view="resources")
             async with app.run_test(size=(150, 44)) as pilot:
                 wts = app.query_one(WorktreesTable)
                 wts.focus()

@@ -34,27 +34,31 @@ def cmd_agent_start(ctx: Context) -> int:
         raise BadName("no branch and no prompt to name one after", "give BRANCH, or --prompt TEXT")
     git.check_branch_name(branch)
     ctx.log_name = "agent-start"
-    res = ops.agent_start(
-        ctx.session, branch, prompt=prompt, agent=a.agent, from_ref=a.from_ref, sink=ctx.sink, cancel=ctx.cancel
-    )
+    start = ops.vm_agent_start if a.vm else ops.agent_start
+    res = start(ctx.session, branch, prompt=prompt, agent=a.agent, from_ref=a.from_ref, sink=ctx.sink,
+                cancel=ctx.cancel)  # fmt: skip
     ctx.renderer.close()
-    print(f"{res.agent} started on {res.branch} ({res.container}); attach: devbox agent attach {res.branch}")
+    vm = "--vm " if a.vm else ""
+    print(f"{res.agent} started on {res.branch} ({res.container}); attach: devbox agent attach {vm}{res.branch}")
     return ExitCode.OK
 
 
 def cmd_agent_attach(ctx: Context) -> int:
-    argv = ops.agent_attach_argv(ctx.session, ctx.args.branch)
+    attach = ops.vm_agent_attach_argv if ctx.args.vm else ops.agent_attach_argv
+    argv = attach(ctx.session, ctx.args.branch)
     sys.stdout.flush()
     os.execv(argv[0], argv)  # the terminal is tmux's until its detach key
 
 
 def cmd_agent_send(ctx: Context) -> int:
-    ops.agent_send(ctx.session, ctx.args.branch, " ".join(ctx.args.text))
+    send = ops.vm_agent_send if ctx.args.vm else ops.agent_send
+    send(ctx.session, ctx.args.branch, " ".join(ctx.args.text))
     return ExitCode.OK
 
 
 def cmd_agent_stop(ctx: Context) -> int:
-    ops.agent_stop(ctx.session, ctx.args.branch, sink=ctx.sink)
+    stop = ops.vm_agent_stop if ctx.args.vm else ops.agent_stop
+    stop(ctx.session, ctx.args.branch, sink=ctx.sink)
     return ExitCode.OK
 
 
@@ -115,16 +119,20 @@ def register(sub: Any) -> None:
     how.add_argument("--prompt-file", metavar="F", help="the task from a file ('-': stdin)")
     p.add_argument("--agent", default="claude", help="which [agents.NAME] (default: claude)")
     p.add_argument("--from", dest="from_ref", metavar="REF", help="a new branch starts at REF")
+    p.add_argument("--vm", action="store_true", help="in the VM, over ssh (the branch is pushed there first)")
     p.set_defaults(handler=cmd_agent_start)
     p = ag.add_parser("attach", help="the agent's terminal (tmux; its detach key brings you back)")
     p.add_argument("branch")
+    p.add_argument("--vm", action="store_true", help="the agent in the VM")
     p.set_defaults(handler=cmd_agent_attach)
     p = ag.add_parser("send", help="type TEXT (then Enter) into the agent")
     p.add_argument("branch")
     p.add_argument("text", nargs="+")
+    p.add_argument("--vm", action="store_true", help="the agent in the VM")
     p.set_defaults(handler=cmd_agent_send)
     p = ag.add_parser("stop", help="end the agent (the worktree and container stay)")
     p.add_argument("branch")
+    p.add_argument("--vm", action="store_true", help="the agent in the VM")
     p.set_defaults(handler=cmd_agent_stop)
     p = sub.add_parser("agents", help="every environment and its agent's state, most urgent first")
     p.add_argument("--json", action="store_true")

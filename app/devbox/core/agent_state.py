@@ -149,18 +149,25 @@ def read(directory: Path) -> AgentState:
             os.close(fd)
     finally:
         os.close(dfd)
+    return fold(data, cut=start > 0)
+
+
+def fold(data: bytes, *, cut: bool = False) -> AgentState:
+    """The state from the tail of an events file (read here, or over ssh from the VM: the
+    same caps either way). ``cut``: the tail starts mid-line, so its first line is dropped."""
+    data = data[-MAX_BYTES:]
     lines = data.split(b"\n")
-    if start > 0:
-        lines = lines[1:]  # the first line was cut by the tail
-    fold = _Fold()
+    if cut:
+        lines = lines[1:]
+    acc = _Fold()
     for line in lines:
         if not line.strip():
             continue
         if len(line) > MAX_LINE:
-            fold.skipped += 1
+            acc.skipped += 1
             continue
-        _event(fold, line)
-    return AgentState(fold.state, fold.since, fold.message, fold.last, fold.events, fold.skipped)
+        _event(acc, line)
+    return AgentState(acc.state, acc.since, acc.message, acc.last, acc.events, acc.skipped)
 
 
 def signature(root: Path) -> tuple[tuple[str, int, int], ...]:

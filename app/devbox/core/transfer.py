@@ -292,16 +292,18 @@ def parse_rsync(out: str) -> Itemized:
 
 def run_remote(
     t: Target, argv: list[str], what: str, *, timeout: float = 600, cancel: threading.Event | None = None,
-    disconnects: bool = False,
+    disconnects: bool = False, check: bool = True, input: bytes | None = None, errors: str = "replace",
 ) -> proc.Completed:  # fmt: skip
     """``argv`` in the VM; ssh's own failure and the command's are one line each.
-    ``disconnects``: the command takes the connection down (a reboot): 255 is success."""
-    res = proc.run(ssh_argv(t, argv, tty=False), tool="ssh", timeout=timeout, cancel=cancel)
+    ``disconnects``: the command takes the connection down (a reboot): 255 is success.
+    ``check=False``: the command's own exit code is the caller's to read (ssh's is not)."""
+    res = proc.run(ssh_argv(t, argv, tty=False), tool="ssh", timeout=timeout, cancel=cancel, input=input,
+                   errors=errors)  # fmt: skip
     if res.returncode == 255 and disconnects:
         return res
     if res.returncode == 255:
         raise classify(t, res.stderr)
-    if not res.ok:
+    if not res.ok and check:
         raise SshFailed(f"{what} failed in the VM: {res.last_error()}", "look in the VM: ./vm-ssh.sh")
     return res
 

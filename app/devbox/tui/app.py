@@ -1,5 +1,8 @@
-"""devbox-tui: the dashboard. Panes for worktrees, containers, VMs and the artifact chain,
-a log that follows whatever runs, and one key per operation.
+"""devbox-tui: the dashboard. Two views of one screen: the fleet (one row per environment
+and its agent, most urgent first; the main view) and the resources (worktrees, containers,
+VMs and the artifact chain; ``R`` and ``F`` switch), above a detail area whose tabs show the
+selected agent's terminal (Preview) and a log that follows whatever runs (Log); one key per
+operation.
 
 The app only renders and dispatches: every action calls the same ``ops`` function as a
 ``devbox`` subcommand, in a thread worker, and the log pane shows that command line first.
@@ -26,7 +29,7 @@ from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from devbox.core import notify, ops, proc
@@ -38,10 +41,17 @@ from devbox.core.podman_records import ContainerStats
 from devbox.core.session import Devbox
 from devbox.tui import commands
 from devbox.tui.dialogs import NewWorktree
-from devbox.tui.fleet import FleetScreen
+from devbox.tui.fleet import FleetView, PreviewPane
 from devbox.tui.fleet_actions import FleetActions
 from devbox.tui.logpane import LogPane
-from devbox.tui.panes import ArtifactsStrip, ContainersTable, VmsTable, WorktreesTable, artifacts_line, problem_text
+from devbox.tui.panes import (
+    ArtifactsStrip,
+    ContainersTable,
+    VmsTable,
+    WorktreesTable,
+    artifacts_line,
+    problem_text,
+)
 from devbox.tui.runs import Runs
 from devbox.tui.vm_actions import VmActions
 
@@ -86,9 +96,10 @@ class DevboxApp(FleetActions, Runs, VmActions, App[None]):
     TITLE = "devbox"
     BINDINGS: ClassVar[list[BindingType]] = list(commands.bindings())
 
-    def __init__(self, session: Devbox, *, read_only: bool = False, watch: bool = True) -> None:
+    def __init__(self, session: Devbox, *, read_only: bool = False, watch: bool = True, view: str = "fleet") -> None:
         super().__init__(css_path=styles_path())
         self.session = session
+        self.first_view = view  # "fleet" (devbox-tui) or "resources"
         self.read_only = read_only
         self.live = watch
         self.status: ops.Status | None = None
@@ -107,6 +118,19 @@ class DevboxApp(FleetActions, Runs, VmActions, App[None]):
     # layout -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Header()
+        with ContentSwitcher(initial=f"{self.first_view}-view", id="views"):
+            yield FleetView(id="fleet-view", classes="pane")
+            with Vertical(id="resources-view"):
+                yield from self._resources()
+        # the Log tab first on the resources view: what its keys start shows there
+        with TabbedContent(initial="preview-tab" if self.first_view == "fleet" else "log-tab", id="detail"):
+            with TabPane("Preview", id="preview-tab"):
+                yield PreviewPane(id="preview-pane")
+            with TabPane("Log", id="log-tab"):
+                yield LogPane(self.session.settings.build_path("logs"), id="log-pane")
+        yield Footer()
+
+    def _resources(self) -> ComposeResult:
         with Horizontal(id="top"):
             with Vertical(id="worktrees-pane", classes="pane"):
                 yield Static("Worktrees", classes="pane-title")
@@ -122,8 +146,6 @@ class DevboxApp(FleetActions, Runs, VmActions, App[None]):
                 yield Static("", id="vms-problem", classes="problem")
                 yield VmsTable(id="vms")
             yield ArtifactsStrip("bootc/ sources → image → disk → VM", id="artifacts", classes="pane")
-        yield LogPane(self.session.settings.build_path("logs"), id="log-pane", classes="pane")
-        yield Footer()
 
     @property
     def main(self) -> Screen[Any]:
@@ -144,12 +166,14 @@ class DevboxApp(FleetActions, Runs, VmActions, App[None]):
         for unknown in commands.unknown_ids(overrides):
             self.notify(f"devbox.toml [keys]: no action {unknown!r} (see the README's key table)",
                         severity="warning", timeout=15)  # fmt: skip
-        self.main.query_one(WorktreesTable).focus()
+        self.main.set_class(self.first_view == "resources", "resources")
+        self._focus_view()
         if self.live:
             self.poll_status()
             self.follow_podman_events()
             self.follow_vm_events()
             self.follow_agent_states()
+            self.main.query_one(PreviewPane).follow(self.session, self._preview_shown)
 
     def on_unmount(self) -> None:
         self._stop.set()
@@ -172,14 +196,14 @@ class DevboxApp(FleetActions, Runs, VmActions, App[None]):
             yield SystemCommand(f"devbox: {cmd.title}", help_text, partial(self.run_action, cmd.id))
 
     # background work --------------------------------------------------------------------
-    def _modal_open(self) -> bool:
+    def modal_open(self) -> bool:
         return isinstance(self.screen, ModalScreen)
 
     @work(thread=True, exit_on_error=False, group="poll", exclusive=True, description="status poll")
     def poll_status(self) -> None:
         worker = get_current_worker()
         while not (worker.is_cancelled or self._stop.is_set()):
-            if not self._modal_open():
+            if not self.modal_open():
                 self.post_message(self.snapshot())
             self._wake.wait(POLL)
             self._wake.clear()
@@ -230,8 +254,8 @@ class DevboxApp(FleetActions, Runs, VmActions, App[None]):
             self.main.query_one(VmsTable).show(msg.vm.vms.value or ())
             self._set_text("#vms-problem", problem_text(msg.vm.vms.problem))
         self._set_text("#artifacts", artifacts_line(st, msg.vm))
-        if isinstance(self.screen, FleetScreen):
-            self.screen.show_status(st, msg.activity, msg.stats)
+        self.fleet.show_status(st, msg.activity, msg.stats)
+        self._follow_selection()
         self._notify_agents(st.agents.value or ())
         self._refresh_bindings_if_changed()
 
@@ -274,8 +298,15 @@ class DevboxApp(FleetActions, Runs, VmActions, App[None]):
         conts = st.containers.value or ()
         try:
             wts, cts = self.main.query_one(WorktreesTable), self.main.query_one(ContainersTable)
-        except NoMatches:  # a dialog is on top, or the app is closing
+        except NoMatches:  # the app is closing
             return None, None
+        if self.view == "fleet":  # the fleet's row: its worktree, and its container
+            agent = self.fleet.selected()
+            if agent is None:
+                return None, None
+            row = next((r for r in rows if r.worktree.branch == agent.branch), None)
+            c = next((c for c in conts if c.name == agent.container), None)
+            return row, c
         if self.focused is cts:
             name = cts.selected_key()
             c = next((c for c in conts if c.name == name), None)
@@ -287,6 +318,7 @@ class DevboxApp(FleetActions, Runs, VmActions, App[None]):
 
     @on(DataTable.RowHighlighted)
     def _moved(self) -> None:
+        self._follow_selection()
         self._refresh_bindings_if_changed()
 
     def on_descendant_focus(self) -> None:
@@ -398,7 +430,7 @@ class DevboxApp(FleetActions, Runs, VmActions, App[None]):
 
     def on_attach_ready(self, msg: AttachReady) -> None:
         with self.suspend():
-            proc.interactive(msg.argv, tool="podman")
+            proc.interactive(msg.argv, tool=Path(msg.argv[0]).name)  # podman, or ssh for the VM
         self._wake.set()
 
     def _status_updated(self, *args: Any) -> StatusUpdated:
@@ -431,9 +463,9 @@ class DevboxApp(FleetActions, Runs, VmActions, App[None]):
         self.log_pane.toggle_follow()
 
 
-def make_app(session: Devbox, *, read_only: bool = False, watch: bool = True) -> DevboxApp:
+def make_app(session: Devbox, *, read_only: bool = False, watch: bool = True, view: str = "fleet") -> DevboxApp:
     """The app factory (tests and snapshots build the app from a session, no argv)."""
-    return DevboxApp(session, read_only=read_only, watch=watch)
+    return DevboxApp(session, read_only=read_only, watch=watch, view=view)
 
 
 def main(argv: list[str] | None = None) -> int:

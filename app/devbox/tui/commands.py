@@ -40,6 +40,25 @@ def _attachable(app: DevboxApp) -> bool | None:
     return True if ok else None
 
 
+def _not_fleet(app: DevboxApp) -> bool:
+    return app.view != "fleet"  # False hides the key: it is the view on show
+
+
+def _not_resources(app: DevboxApp) -> bool:
+    return app.view != "resources"
+
+
+def _fleet(app: DevboxApp) -> bool | None:
+    return app.view == "fleet" and not app.modal_open()
+
+
+def _agent_row(app: DevboxApp) -> bool | None:
+    if app.view != "fleet" or app.modal_open():  # Enter in a dialog is the dialog's
+        return False
+    row = app.fleet.selected()
+    return True if row is not None and row.container_state in ("running", "vm") else None
+
+
 @dataclass(frozen=True)
 class Command:
     id: str
@@ -56,10 +75,19 @@ class Command:
 
 
 COMMANDS: tuple[Command, ...] = (
-    Command("fleet", "F", "Fleet", "the fleet: one row per environment with its agent's state, most urgent "
-            "first, and the selected agent's terminal; there `]` / `[` jump to the next / previous agent that "
-            "needs you, Enter attaches (tmux's detach key comes back), `F` or Escape returns here",
-            "`./devbox agents`", footer=True),
+    Command("fleet", "F", "Fleet", "the fleet view (where devbox-tui starts): one row per environment with its "
+            "agent's state, most urgent first", "`./devbox agents`", footer=True, applies=_not_fleet),
+    Command("resources", "R", "Resources", "the resources view: worktrees, containers, VMs, the image, disk and "
+            "VM chain", "`./devbox status`", footer=True, applies=_not_resources),
+    Command("next_needing", "right_square_bracket", "Next needs-you", "select the next agent that needs you "
+            "(wraps)", applies=_fleet, footer=True),
+    Command("previous_needing", "left_square_bracket", "Prev needs-you", "select the previous agent that needs "
+            "you", applies=_fleet),
+    Command("attach_agent", "enter", "Attach agent", "attach to the selected agent's terminal (fleet view); "
+            "tmux's detach key (`ctrl+b d`) comes back", "`./devbox agent attach BRANCH`", mutates=True,
+            footer=True, applies=_agent_row),
+    Command("detail_tab", "t", "Preview/Log", "switch the detail area between Preview (the selected agent's "
+            "terminal, captured live) and Log (the operations); an operation you start shows its Log"),
     Command("new", "n", "New", "dialog: branch (checked as you type) and optional base ref, then worktree + container",
             "`./start-work BRANCH --detach [--from REF]`", mutates=True, footer=True),
     Command("attach", "a", "Attach", "a login shell in the selected container (started first if needed); the "
@@ -141,7 +169,7 @@ def allowed(app: DevboxApp, action: str, *, read_only: bool) -> bool | None:
 
 def readme_table() -> str:
     """The README's key table, as the README must show it (a test compares them)."""
-    shown = {"slash": "/"}
+    shown = {"slash": "/", "right_square_bracket": "]", "left_square_bracket": "["}
     rows = ["| key | id (for `[keys]`) | does | same as |", "|---|---|---|---|"]
     for c in COMMANDS:
         rows.append(f"| `{shown.get(c.key, c.key)}` | `{c.id}` | {c.does} | {c.cli} |")

@@ -1,36 +1,41 @@
-"""The fleet: one row per environment (its branch, its agent's state and how long, the
-environment's state, its changes, CPU and memory), most urgent first, and below it the
-selected agent's terminal (Preview), captured live for that row only.
+"""The fleet, the dashboard's main view: one row per environment (its branch, its agent's
+state and how long, the environment's state, its changes, CPU and memory), most urgent
+first; and the Preview tab of the detail area below, the selected agent's terminal,
+captured live for that row only and only while the tab is shown.
 
 ``]`` / ``[`` jump to the next / previous agent that needs you; Enter attaches to the
 selected agent (the app steps aside; tmux's detach key brings you back); a row you looked
 at is marked seen, and a done agent you have not seen sorts above the working ones.
+
+Both are widgets of the one dashboard screen, not screens: the log, the selection and the
+resources view (``R``) stay where they are while the view switches, and the detail area's
+Log tab is the same log pane either way.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.message import Message
+from textual.widgets import DataTable, Static
 from textual.worker import get_current_worker
 
 from devbox.core import labels, ops
+from devbox.core.agent_state import AgentState
 from devbox.core.errors import DevboxError
 from devbox.core.git import Activity
 from devbox.core.podman_records import ContainerStats
 from devbox.tui.panes import ReconciledTable
 
 if TYPE_CHECKING:
-    from devbox.tui.app import DevboxApp
+    from devbox.core.session import Devbox
 
 PREVIEW_POLL = 1.0  # seconds between captures of the selected agent's terminal
 MARK = {"needs you": "!", "error": "x", "done": "✓", "working": "…", "exited": "-", "unknown": "?", "no agent": " "}
@@ -49,8 +54,11 @@ def rank(row: ops.AgentRow, seen: Mapping[str, float | None]) -> tuple[int, str]
     return (group, row.branch)
 
 
+WIDE = 110  # columns of the table from which the agent's last message gets a column
+
+
 class FleetTable(ReconciledTable):
-    COLUMNS = (
+    COLUMNS: tuple[tuple[str, str], ...] = (
         ("branch", "branch"),
         ("agent", "agent"),
         ("env", "env"),
@@ -58,12 +66,25 @@ class FleetTable(ReconciledTable):
         ("cpu", "CPU"),
         ("mem", "mem"),
     )
+    WIDE_COLUMNS: tuple[tuple[str, str], ...] = (*COLUMNS, ("message", "last message"))
+
+    def _set_columns(self, wide: bool) -> None:
+        """80 columns show what matters without scrolling; wider terminals add the message."""
+        columns = self.WIDE_COLUMNS if wide else type(self).COLUMNS
+        if columns != self.COLUMNS:
+            self.COLUMNS = columns
+            self.clear(columns=True)
+            self._shown = {}
+            for key, label in columns:
+                self.add_column(label, key=key)
 
     def show(
         self, rows: Sequence[ops.AgentRow], activity: Mapping[str, tuple[Activity, int]],
         stats: Mapping[str, ContainerStats], seen: Mapping[str, float | None],
     ) -> None:  # fmt: skip
         now = time.time()
+        selected = self.selected_key()
+        self._set_columns(self.size.width >= WIDE)
         ordered = sorted(rows, key=lambda r: rank(r, seen))
         data: dict[str, list[str]] = {}
         for r in ordered:
@@ -75,7 +96,7 @@ class FleetTable(ReconciledTable):
             if dirty:
                 changes += f", {dirty} uncommitted"
             st = stats.get(r.container)
-            data[r.branch] = [
+            cells = [
                 r.branch,
                 f"{MARK.get(s.state, ' ')} {s.state} {age}{unseen}".rstrip(),
                 r.container_state,
@@ -83,8 +104,8 @@ class FleetTable(ReconciledTable):
                 f"{st.cpu_percent:.0f}%" if st else "-",
                 labels.size(st.mem_bytes) if st else "-",
             ]
+            data[r.branch] = [*cells, s.message][: len(self.COLUMNS)]
         if list(data) != list(self._shown):  # the order changed: refill (tens of rows), keep the cursor
-            selected = self.selected_key()
             self.clear()
             self._shown = {}
             self.reconcile(data)
@@ -94,49 +115,38 @@ class FleetTable(ReconciledTable):
             self.reconcile(data)
 
 
-class FleetScreen(Screen[None]):
-    """The agents at a glance, and the selected one's terminal."""
+class FleetView(Vertical):
+    """The agents at a glance: the table, the order, which rows were seen, the jumps."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("right_square_bracket", "next_needing", "Next needs-you", id="next_needing"),
-        Binding("left_square_bracket", "previous_needing", "Prev needs-you", id="previous_needing"),
-        Binding("enter", "attach_agent", "Attach agent", id="attach_agent"),
-        Binding("F,escape", "app.pop_screen", "Resources", id="resources"),
-    ]
+    class Chosen(Message):
+        """Enter on a row: attach to its agent."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
         self.rows: tuple[ops.AgentRow, ...] = ()
         self.seen: dict[str, float | None] = {}  # branch -> the state's start time when looked at
-        self.preview_for = ""
 
     def compose(self) -> ComposeResult:
-        yield Header()
-        with Vertical(id="fleet-pane", classes="pane"):
-            yield Static("Fleet: agents, most urgent first", classes="pane-title")
-            yield Static("", id="fleet-problem", classes="problem")
-            yield FleetTable(id="fleet")
-        with Vertical(id="preview-pane", classes="pane"):
-            yield Static("Preview", id="preview-title", classes="pane-title")
-            yield Static("", id="preview")
-        yield Footer()
+        yield Static("Fleet: agents, most urgent first", classes="pane-title")
+        yield Static("", id="fleet-problem", classes="problem")
+        yield FleetTable(id="fleet")
 
     @property
-    def devbox(self) -> DevboxApp:
-        return self.app  # type: ignore[return-value]
-
-    def on_mount(self) -> None:
-        self.query_one(FleetTable).focus()
-        if self.devbox.last_update is not None:
-            u = self.devbox.last_update
-            self.show_status(u.status, u.activity, u.stats)
-        if self.devbox.live:  # snapshots and tests without pollers show no live terminal
-            self.follow_preview()
+    def table(self) -> FleetTable:
+        return self.query_one(FleetTable)
 
     def show_status(
         self, st: ops.Status, activity: Mapping[Path, Activity], stats: Mapping[str, ContainerStats]
     ) -> None:
-        self.rows = st.agents.value or ()
+        agents = st.agents.value or ()
+        have = {r.branch for r in agents}
+        # every environment gets a row: a linked worktree without a container is one too
+        bare = tuple(
+            ops.AgentRow(w.worktree.branch, "", "no container", AgentState("no agent"))
+            for w in st.worktrees.value or ()
+            if w.worktree.branch and not w.worktree.is_main and w.worktree.branch not in have and not w.state.missing
+        )
+        self.rows = agents + bare
         problem = st.agents.problem
         box = self.query_one("#fleet-problem", Static)
         box.update(f"⚠ {problem.message}\n  fix: {problem.remedy}" if problem else "")
@@ -146,67 +156,92 @@ class FleetScreen(Screen[None]):
             if w.worktree.branch:
                 dirty = w.state.changed + w.state.untracked
                 by_branch[w.worktree.branch] = (activity.get(w.worktree.path, Activity()), dirty)
-        self.query_one(FleetTable).show(self.rows, by_branch, stats, self.seen)
-        self._mark_seen()
+        self.table.show(self.rows, by_branch, stats, self.seen)
+        self.mark_seen()
 
     def selected(self) -> ops.AgentRow | None:
-        key = self.query_one(FleetTable).selected_key()
+        key = self.table.selected_key()
         return next((r for r in self.rows if r.branch == key), None)
 
     @on(DataTable.RowHighlighted)
-    def _moved(self) -> None:
-        self._mark_seen()
+    def _moved(self, event: DataTable.RowHighlighted) -> None:
+        # the row the cursor passed, not where it is now: two quick Downs both count
+        self.mark_seen(event.row_key.value)
 
-    def _mark_seen(self) -> None:
-        row = self.selected()
-        if row is not None:
+    def mark_seen(self, branch: str | None = None) -> None:
+        key = branch if branch is not None else self.table.selected_key()
+        row = next((r for r in self.rows if r.branch == key), None)
+        if row is not None and self.display:
             self.seen[row.branch] = row.agent.since
-            self.preview_for = row.branch
-            self.query_one("#preview-title", Static).update(
-                f"Preview: {row.branch}: {row.agent.state}" + (f": {row.agent.message}" if row.agent.message else "")
-            )
 
-    def _jump(self, step: int) -> None:
-        table = self.query_one(FleetTable)
-        keys = list(table._shown)
+    def jump(self, step: int) -> bool:
+        """To the next (+1) / previous (-1) row that needs you, wrapping; False if none."""
+        keys = list(self.table._shown)
         asking = {r.branch for r in self.rows if r.agent.state == "needs you"}
         needing = [i for i, k in enumerate(keys) if k in asking]
         if not needing:
-            self.notify("no agent needs you", timeout=3)
-            return
-        here = table.cursor_row
+            return False
+        here = self.table.cursor_row
         order = [i for i in needing if (i > here if step > 0 else i < here)] or needing
-        table.move_cursor(row=order[0] if step > 0 else order[-1])
-
-    def action_next_needing(self) -> None:
-        self._jump(+1)
-
-    def action_previous_needing(self) -> None:
-        self._jump(-1)
-
-    def action_attach_agent(self) -> None:
-        row = self.selected()
-        if row is not None:
-            self.devbox.attach_agent(row.branch)
+        self.table.move_cursor(row=order[0] if step > 0 else order[-1])
+        return True
 
     @on(DataTable.RowSelected)
-    def _chosen(self) -> None:  # Enter on the table (the table takes the key before the screen)
-        self.action_attach_agent()
+    def _chosen(self, event: DataTable.RowSelected) -> None:  # Enter on the table (it takes the key first)
+        event.stop()
+        self.post_message(self.Chosen())
+
+
+class PreviewPane(Vertical):
+    """The selected agent's terminal: ``tmux capture-pane`` once a second, for one agent,
+    while this tab is the one shown (``follow`` starts it; the app says whom to follow)."""
+
+    def __init__(self, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.branch = ""
+        self.title = ""
+        self.in_vm = False
+        self.capture = False
+        self.hint = ""
+
+    def compose(self) -> ComposeResult:
+        yield Static("Preview: select an agent", id="preview-title", classes="pane-title")
+        yield Static("", id="preview")
+
+    def follow_row(self, row: ops.AgentRow | None, branch: str) -> None:
+        """Follow ``branch`` (the selection); ``row`` is its agent, if it has one."""
+        if branch != self.branch:
+            self.branch = branch
+            self.query_one("#preview", Static).update("")
+        self.in_vm = row is not None and row.container_state == "vm"
+        # a terminal to capture: a running container or the VM, with an agent started there
+        self.capture = row is not None and row.container_state in ("running", "vm") and row.agent.state != "no agent"
+        hint = "" if self.capture or not branch else f"no agent here: devbox agent start {branch}"
+        if hint != self.hint:
+            self.hint = hint
+            self.query_one("#preview", Static).update(Text(hint))
+        title = f"Preview: {branch or 'select an agent'}"
+        if row is not None:
+            title += f": {row.agent.state}" + (f": {row.agent.message}" if row.agent.message else "")
+        if title != self.title:
+            self.title = title
+            self.query_one("#preview-title", Static).update(Text(title))
 
     @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
-    def follow_preview(self) -> None:
+    def follow(self, session: Devbox, shown: Callable[[], bool]) -> None:
         worker = get_current_worker()
         while not worker.is_cancelled:
-            branch = self.preview_for
-            if branch:
+            branch = self.branch
+            if branch and shown() and self.capture:
                 try:
-                    text = ops.agent_preview(self.devbox.session, branch)
+                    text = (ops.vm_agent_preview if self.in_vm else ops.agent_preview)(session, branch)
                 except DevboxError as exc:
                     text = f"({exc.message})"
-                self.app.call_from_thread(self._show_preview, branch, text)
+                self.app.call_from_thread(self._show, branch, text)
             time.sleep(PREVIEW_POLL)
 
-    def _show_preview(self, branch: str, text: str) -> None:
-        if branch == self.preview_for and self.is_mounted:
-            lines = text.splitlines()[-(max(3, self.query_one("#preview").size.height or 20)) :]
-            self.query_one("#preview", Static).update(Text("\n".join(lines)), layout=False)  # never markup
+    def _show(self, branch: str, text: str) -> None:
+        if branch == self.branch and self.is_mounted:
+            body = self.query_one("#preview", Static)
+            lines = text.splitlines()[-(max(3, body.size.height or 20)) :]
+            body.update(Text("\n".join(lines)), layout=False)  # never markup

@@ -1,6 +1,7 @@
-"""The dashboard's fleet wiring: the fleet screen's key, attaching to an agent, a cheap
-stat poll of the agents' state files (a hook's write reaches the fleet without a full
-status), and notifications on a move into needs you, done or error. A mixin of
+"""The dashboard's fleet wiring: switching between the fleet and the resources, the
+fleet's keys (``]`` / ``[``, Enter attaches), the Preview following the selection, a
+cheap stat poll of the agents' state files (a hook's write reaches the fleet without a
+full status), and notifications on a move into needs you, done or error. A mixin of
 DevboxApp, like vm_actions.py and runs.py, so app.py stays layout and wiring."""
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.message import Message
+from textual.widgets import ContentSwitcher, TabbedContent
 
 from devbox.core import agent_state, ops
 from devbox.core import notify as notifications
-from devbox.tui.fleet import FleetScreen
+from devbox.core.ops.fleet_vm import VM
+from devbox.tui.fleet import FleetTable, FleetView, PreviewPane
+from devbox.tui.panes import WorktreesTable
 
 if TYPE_CHECKING:
     from devbox.core.session import Devbox
@@ -48,6 +52,14 @@ class FleetActions:
         status: Any
         screen: Any
         screen_stack: list[Any]
+        read_only: bool
+
+        @property
+        def main(self) -> Any: ...
+
+        def selection(self) -> tuple[Any, Any]: ...
+        def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None: ...
+        def _refresh_bindings_if_changed(self) -> None: ...
 
         @property
         def log_pane(self) -> LogPane: ...
@@ -78,17 +90,18 @@ class FleetActions:
         if not self.screen_stack or self.last_update is None:
             return
         u = self.last_update
-        st = dataclasses.replace(u.status, agents=ops.Section(msg.rows))
+        in_vm = tuple(r for r in u.status.agents.value or () if r.container_state == VM)  # read by the full poll
+        st = dataclasses.replace(u.status, agents=ops.Section(msg.rows + in_vm))
         self.status = st
         self.last_update = self._status_updated(st, u.activity, u.stats, u.vm)
-        if isinstance(self.screen, FleetScreen):
-            self.screen.show_status(st, u.activity, u.stats)
+        self.fleet.show_status(st, u.activity, u.stats)
+        self._follow_selection()
         self._notify_agents(msg.rows)
 
     def _notify_agents(self, rows: tuple[ops.AgentRow, ...]) -> None:
         """A move into needs you / done / error: the bell, a toast, OSC 9/777 and
         notify.command; once per move, never for the agent on screen."""
-        looking = self.screen.preview_for if isinstance(self.screen, FleetScreen) else None
+        looking = self.main.query_one(PreviewPane).branch if self.view == "fleet" else None
         for move in self.agent_watcher.alerts(self.agent_watcher.update(rows), looking_at=looking):
             self.bell()
             self.notify(move.message or move.after, title=f"{move.branch}: {move.after}", timeout=8)
@@ -103,13 +116,81 @@ class FleetActions:
         if failed:
             self.log_pane.note(f"devbox: {failed}")
 
-    def action_fleet(self) -> None:
-        if not isinstance(self.screen, FleetScreen):
-            self.push_screen(FleetScreen())
+    # the views and the detail area --------------------------------------------------------
+    @property
+    def fleet(self) -> FleetView:
+        return self.main.query_one(FleetView)  # type: ignore[no-any-return]
 
-    def attach_agent(self, branch: str) -> None:
-        self._prepare_agent_attach(branch)
+    @property
+    def view(self) -> str:
+        """ "fleet" or "resources": the view on show."""
+        return str(self.main.query_one("#views", ContentSwitcher).current or "").removesuffix("-view")
+
+    def _focus_view(self) -> None:
+        table = self.main.query_one(FleetTable if self.view == "fleet" else WorktreesTable)
+        table.focus()
+
+    def _switch(self, view: str) -> None:
+        self.main.query_one("#views", ContentSwitcher).current = f"{view}-view"
+        self.main.set_class(view == "resources", "resources")
+        self._focus_view()
+        self.fleet.mark_seen()
+        self._follow_selection()
+        self._refresh_bindings_if_changed()
+
+    def action_fleet(self) -> None:
+        self._switch("fleet")
+
+    def action_resources(self) -> None:
+        self._switch("resources")
+
+    def show_detail(self, tab: str) -> None:
+        """The detail area's tab: "preview" or "log"."""
+        self.main.query_one("#detail", TabbedContent).active = f"{tab}-tab"
+
+    def action_detail_tab(self) -> None:
+        shown = self.main.query_one("#detail", TabbedContent).active
+        self.show_detail("log" if shown == "preview-tab" else "preview")
+
+    def _preview_shown(self) -> bool:
+        """From the preview's worker: capture only while its tab is on show."""
+        try:
+            return bool(self.main.query_one("#detail", TabbedContent).active == "preview-tab")
+        except Exception:
+            return False
+
+    def _follow_selection(self) -> None:
+        """The Preview follows the selected row, in either view."""
+        if not self.screen_stack:
+            return
+        if self.view == "fleet":
+            agent = self.fleet.selected()
+            branch = agent.branch if agent else ""
+        else:
+            row, c = self.selection()
+            branch = (row.worktree.branch if row is not None else None) or (c.branch if c is not None else "") or ""
+            agent = next((r for r in self.fleet.rows if r.branch == branch), None)
+        self.main.query_one(PreviewPane).follow_row(agent, branch)
+
+    def action_next_needing(self) -> None:
+        if not self.fleet.jump(+1):
+            self.notify("no agent needs you", timeout=3)
+
+    def action_previous_needing(self) -> None:
+        if not self.fleet.jump(-1):
+            self.notify("no agent needs you", timeout=3)
+
+    def action_attach_agent(self) -> None:
+        row = self.fleet.selected()
+        if row is not None:
+            self._prepare_agent_attach(row.branch, row.container_state == VM)
+
+    def on_fleet_view_chosen(self, _msg: FleetView.Chosen) -> None:
+        """Enter on a fleet row (the table takes the key first): the same checks as the key."""
+        if self.check_action("attach_agent", ()):
+            self.action_attach_agent()
 
     @work(thread=True, exit_on_error=False, group="attach")
-    def _prepare_agent_attach(self, branch: str) -> None:
-        self.post_message(self._attach_ready(ops.agent_attach_argv(self.session, branch)))
+    def _prepare_agent_attach(self, branch: str, in_vm: bool) -> None:
+        attach = ops.vm_agent_attach_argv if in_vm else ops.agent_attach_argv
+        self.post_message(self._attach_ready(attach(self.session, branch)))

@@ -28,6 +28,7 @@ job, and returns a frozen record.
 | ``doctor`` | host checks for VM mode, each with a fix | ``Check`` tuple |
 | ``agent_start`` / ``agent_send`` / ``agent_stop`` | an agent in tmux inside the environment | ``AgentStarted`` / — |
 | ``list_agents`` / ``agent_attach_argv`` | each environment with its agent's state / attach | rows / argv |
+| ``vm_agent_start`` / ``vm_agent_rows`` / ... | the same for an agent in the VM (``--vm``), over ssh | started / rows |
 
 Imported lazily (PEP 562): ``from devbox.core import ops`` costs nothing until an
 operation is used, so ``./devbox vm ssh`` never loads the container operations and
@@ -64,6 +65,14 @@ if TYPE_CHECKING:
         agent_stop,
         branch_from_prompt,
         list_agents,
+    )
+    from devbox.core.ops.fleet_vm import (
+        vm_agent_attach_argv,
+        vm_agent_preview,
+        vm_agent_rows,
+        vm_agent_send,
+        vm_agent_start,
+        vm_agent_stop,
     )
     from devbox.core.ops.hostcheck import Check, doctor
     from devbox.core.ops.overview import build_image, image_status, status
@@ -122,6 +131,12 @@ _WHERE = {
     "agent_stop": "fleet",
     "branch_from_prompt": "fleet",
     "list_agents": "fleet",
+    "vm_agent_attach_argv": "fleet_vm",
+    "vm_agent_preview": "fleet_vm",
+    "vm_agent_rows": "fleet_vm",
+    "vm_agent_send": "fleet_vm",
+    "vm_agent_start": "fleet_vm",
+    "vm_agent_stop": "fleet_vm",
     "Check": "hostcheck",
     "ContainerList": "results",
     "WorktreeList": "results",
@@ -249,6 +264,12 @@ __all__ = [
     "start_work",
     "status",
     "stop_container",
+    "vm_agent_attach_argv",
+    "vm_agent_preview",
+    "vm_agent_rows",
+    "vm_agent_send",
+    "vm_agent_start",
+    "vm_agent_stop",
     "vm_down",
     "vm_loss",
     "vm_overview",

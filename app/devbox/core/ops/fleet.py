@@ -47,6 +47,15 @@ def _spec(session: Devbox, name: str) -> AgentSpec:
     return spec
 
 
+def needed_env(spec: AgentSpec, agent: str) -> dict[str, str]:
+    """The credentials the agent lists, from this environment (all of them, or refused)."""
+    missing = [n for n in spec.env if n not in os.environ]
+    if missing:
+        raise NotFound(f"agent {agent!r} needs {', '.join(missing)} in your environment",
+                       f"export {missing[0]}=... (only the agent's process receives it)")  # fmt: skip
+    return {n: os.environ[n] for n in spec.env}
+
+
 def _exec(session: Devbox, c: Container, command: list[str], *, pass_env: tuple[str, ...] = (),
           secrets: dict[str, str] | None = None, timeout: float = 30) -> proc.Completed:  # fmt: skip
     """``command`` in ``c`` as the user (no privileges), its output captured."""
@@ -80,10 +89,7 @@ def agent_start(
     """Worktree, container, then the agent in its tmux session (refused when one runs)."""
     cancel = cancel or threading.Event()
     spec = _spec(session, agent)
-    missing = [n for n in spec.env if n not in os.environ]
-    if missing:
-        raise NotFound(f"agent {agent!r} needs {', '.join(missing)} in your environment",
-                       f"export {missing[0]}=... (only the agent's process receives it)")  # fmt: skip
+    secrets = needed_env(spec, agent)
     res = start_work(session, branch, from_ref=from_ref, sink=sink, cancel=cancel)
     c = res.container
     report = Reporter(sink, "agent-start", Subject("agent", branch))
@@ -94,7 +100,6 @@ def agent_start(
     report.step("start", f"{agent} in {c.name}")
     command = ["tmux", "-u", "new-session", "-d", "-s", SESSION, "-x", "200", "-y", "50",
                "sh", "-c", _wrapper(spec, prompt)]  # fmt: skip
-    secrets = {n: os.environ[n] for n in spec.env}
     done = _exec(session, c, command, pass_env=spec.env, secrets=secrets)
     if not done.ok:
         raise ContainerFailed(f"the agent did not start in {c.name}: {done.last_error()}",
@@ -168,7 +173,10 @@ STOP_WORDS = frozenset({"the", "a", "an", "of", "to", "in", "and", "please", "fo
 def list_agents(session: Devbox) -> tuple[AgentRow, ...]:
     """Every environment of this checkout with its agent's state (from the state directory,
     no process per row), most urgent first."""
-    return agent_rows(session, tuple(containers.list_containers(session.settings, session.podman)))
+    from devbox.core.ops.fleet_vm import vm_agent_rows  # (it imports this module)
+
+    rows = agent_rows(session, tuple(containers.list_containers(session.settings, session.podman)))
+    return tuple(sorted(rows + vm_agent_rows(session), key=_urgency))
 
 
 def agent_rows(session: Devbox, conts: tuple[Container, ...]) -> tuple[AgentRow, ...]:
@@ -178,4 +186,8 @@ def agent_rows(session: Devbox, conts: tuple[Container, ...]) -> tuple[AgentRow,
         if state.problem == "no event yet":
             state = agent_state.AgentState("no agent")
         rows.append(AgentRow(c.branch, c.name, c.state, state))
-    return tuple(sorted(rows, key=lambda r: (agent_state.URGENCY.get(r.agent.state, 9), r.branch)))
+    return tuple(sorted(rows, key=_urgency))
+
+
+def _urgency(r: AgentRow) -> tuple[int, str]:
+    return (agent_state.URGENCY.get(r.agent.state, 9), r.branch)
