@@ -264,3 +264,33 @@ def test_table_cells_are_text_not_markup() -> None:
             assert [str(c) for c in table.get_row("fix[/]")] == ["fix[/]", "[red]x"]
 
     asyncio.run(go())
+
+
+def test_untrusted_text_is_shown_as_written(tmp_path: Path) -> None:
+    """An agent's message, a problem and a toast with markup in them: shown as written, no
+    crash ("[/]" raised MarkupError in a Static and in a toast, "[keys]" vanished)."""
+    import dataclasses
+
+    from devbox.core.ops import Problem
+    from devbox.tui.fleet import FleetTable
+
+    app = demo_app(tmp_path, "fleet")
+
+    async def go() -> None:
+        update = demo_update()
+        rows = tuple(
+            dataclasses.replace(r, agent=dataclasses.replace(r.agent, message="rm [/] -rf [bold]x"))
+            for r in update.status.agents.value or ()
+        )
+        st = dataclasses.replace(update.status, agents=Section(rows, Problem("bad [/] dir", "fix [keys]", 1)))
+        async with app.run_test(size=(160, 45)) as pilot:
+            app.post_message(StatusUpdated(st, update.activity, update.stats, update.vm))
+            await pilot.pause(0.2)
+            app.notify("toast [/] [keys]")
+            await pilot.pause(0.2)
+            assert "bad [/] dir" in str(app.query_one("#fleet-problem").render())
+            assert "fix [keys]" in str(app.query_one("#fleet-problem").render())
+            assert "rm [/] -rf [bold]x" in str(app.query_one("#preview-title").render())
+            assert "rm [/] -rf [bold]x" in [str(c) for c in app.query_one(FleetTable).get_row("spike-a")]
+
+    asyncio.run(go())

@@ -47,6 +47,7 @@ from devbox.tui.logpane import LogPane
 from devbox.tui.panes import (
     ArtifactsStrip,
     ContainersTable,
+    Plain,
     VmsTable,
     WorktreesTable,
     artifacts_line,
@@ -133,17 +134,17 @@ class DevboxApp(FleetActions, Runs, VmActions, App[None]):
     def _resources(self) -> ComposeResult:
         with Horizontal(id="top"):
             with Vertical(id="worktrees-pane", classes="pane"):
-                yield Static("Worktrees", classes="pane-title")
-                yield Static("", id="worktrees-problem", classes="problem")
+                yield Plain("Worktrees", classes="pane-title")
+                yield Plain("", id="worktrees-problem", classes="problem")
                 yield WorktreesTable(id="worktrees")
             with Vertical(id="containers-pane", classes="pane"):
-                yield Static("Containers", classes="pane-title")
-                yield Static("", id="containers-problem", classes="problem")
+                yield Plain("Containers", classes="pane-title")
+                yield Plain("", id="containers-problem", classes="problem")
                 yield ContainersTable(id="containers")
         with Horizontal(id="middle"):
             with Vertical(id="vms-pane", classes="pane"):
-                yield Static("VMs", classes="pane-title")
-                yield Static("", id="vms-problem", classes="problem")
+                yield Plain("VMs", classes="pane-title")
+                yield Plain("", id="vms-problem", classes="problem")
                 yield VmsTable(id="vms")
             yield ArtifactsStrip("bootc/ sources → image → disk → VM", id="artifacts", classes="pane")
 
@@ -180,6 +181,10 @@ class DevboxApp(FleetActions, Runs, VmActions, App[None]):
         for run in self.log_pane.running():
             run.cancel.set()
         self._wake.set()
+
+    def notify(self, message: str, *, title: str = "", markup: bool = False, **kw: Any) -> None:
+        """Toasts show their text as written (agents' messages, paths): never markup."""
+        super().notify(message, title=title, markup=markup, **kw)
 
     def handle_bindings_clash(self, clashed_bindings: set[Binding], node: Any) -> None:
         names = ", ".join(sorted(b.id or b.action for b in clashed_bindings))

@@ -16,6 +16,7 @@ from textual.widgets.option_list import Option
 
 from devbox.core.errors import DevboxError
 from devbox.core.git import check_branch_name
+from devbox.tui.panes import Plain
 
 
 class ConfirmTeardown(ModalScreen[bool]):
@@ -37,10 +38,10 @@ class ConfirmTeardown(ModalScreen[bool]):
         with Vertical(id="dialog"):
             yield Label(self.title_text, id="dialog-title")
             if self.losses:
-                yield Static(self.heading + "\n" + "\n".join(f"  • {x}" for x in self.losses), id="dialog-loss")
+                yield Plain(self.heading + "\n" + "\n".join(f"  • {x}" for x in self.losses), id="dialog-loss")
             else:
-                yield Static(self.none, id="dialog-loss")
-            yield Static(f"same as: {self.command}", id="dialog-command")
+                yield Plain(self.none, id="dialog-loss")
+            yield Plain(f"same as: {self.command}", id="dialog-command")
             with Horizontal(id="dialog-buttons"):
                 yield Button("Cancel", id="cancel", variant="primary")
                 yield Button(self.verb, id="confirm", variant="error")
@@ -78,7 +79,7 @@ class NewWorktree(ModalScreen["tuple[str, str | None] | None"]):
         with Vertical(id="dialog"):
             yield Label("New worktree and container", id="dialog-title")
             yield Input(placeholder="branch, e.g. feature/login", id="branch", validators=[BranchName()])
-            yield Static("", id="branch-error")
+            yield Plain("", id="branch-error")
             yield Input(placeholder="start from (optional: a ref, default HEAD)", id="from")
             with Horizontal(id="dialog-buttons"):
                 yield Button("Cancel", id="cancel")
@@ -125,7 +126,7 @@ class TransferPaths(ModalScreen["tuple[str, str] | None"]):
         with Vertical(id="dialog"):
             yield Label(self._title, id="dialog-title")
             if self._note:
-                yield Static(self._note, id="dialog-note")
+                yield Plain(self._note, id="dialog-note")
             yield Label("here")
             yield Input(self._local, id="local")
             yield Label("in the VM (relative: under the VM user's home)")
@@ -166,7 +167,7 @@ class AskLine(ModalScreen[bool]):
         self.question = question
 
     def compose(self) -> ComposeResult:
-        yield Static(f"{self.question}  [y/N]", id="ask-line")
+        yield Plain(f"{self.question}  [y/N]", id="ask-line")
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)

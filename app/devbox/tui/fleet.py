@@ -32,7 +32,7 @@ from devbox.core.agent_state import AgentState
 from devbox.core.errors import DevboxError
 from devbox.core.git import Activity
 from devbox.core.podman_records import ContainerStats
-from devbox.tui.panes import ReconciledTable
+from devbox.tui.panes import Plain, ReconciledTable
 
 if TYPE_CHECKING:
     from devbox.core.session import Devbox
@@ -127,8 +127,8 @@ class FleetView(Vertical):
         self.seen: dict[str, float | None] = {}  # branch -> the state's start time when looked at
 
     def compose(self) -> ComposeResult:
-        yield Static("Fleet: agents, most urgent first", classes="pane-title")
-        yield Static("", id="fleet-problem", classes="problem")
+        yield Plain("Fleet: agents, most urgent first", classes="pane-title")
+        yield Plain("", id="fleet-problem", classes="problem")
         yield FleetTable(id="fleet")
 
     @property
@@ -205,8 +205,8 @@ class PreviewPane(Vertical):
         self.hint = ""
 
     def compose(self) -> ComposeResult:
-        yield Static("Preview: select an agent", id="preview-title", classes="pane-title")
-        yield Static("", id="preview")
+        yield Plain("Preview: select an agent", id="preview-title", classes="pane-title")
+        yield Plain("", id="preview")
 
     def follow_row(self, row: ops.AgentRow | None, branch: str) -> None:
         """Follow ``branch`` (the selection); ``row`` is its agent, if it has one."""

@@ -29,6 +29,7 @@ from textual.widgets import Input, Log, Static
 from devbox.core import labels
 from devbox.core.events import Event, Progress
 from devbox.core.oplog import OpLog, cut, describe
+from devbox.tui.panes import Plain
 
 CAP = 10_000  # lines held in memory per run (ring buffer and widget)
 TICK = 0.08  # seconds between batches to the widget
@@ -83,7 +84,7 @@ class LogPane(Vertical):
         self._switched = False  # the shown run changed: the widget is refilled at the next tick
 
     def compose(self) -> ComposeResult:
-        yield Static("Log: nothing has run yet", id="log-title")
+        yield Plain("Log: nothing has run yet", id="log-title")
         yield Log(max_lines=CAP, auto_scroll=True, id="log")
         yield Input(placeholder="filter the log (Enter keeps it, Escape clears)", id="log-filter")
 

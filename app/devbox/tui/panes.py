@@ -183,7 +183,15 @@ def artifacts_line(st: Status, vm: VmOverview | None = None) -> str:
     return f"{sources}  →  {image}  →  {disk}  →  {machine}"
 
 
-class ArtifactsStrip(Static):
+class Plain(Static):
+    """A Static that shows its text as written: paths, branch names, file names and agents'
+    messages are not Rich markup ("[/]" in one crashed the dashboard, "[keys]" vanished)."""
+
+    def __init__(self, content: str = "", **kw: object) -> None:
+        super().__init__(content, markup=False, **kw)  # type: ignore[arg-type]
+
+
+class ArtifactsStrip(Plain):
     pass
 
 
