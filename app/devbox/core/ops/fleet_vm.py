@@ -15,6 +15,7 @@ no ssh at all.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 import threading
@@ -42,10 +43,11 @@ root="$HOME/"""
     + STATE_ROOT
     + r""""
 tmp=$(mktemp) || exit 1
-for s in "$@"; do
+while [ $# -gt 1 ]; do
+  s=$1; sock=$2; shift 2
   d="$root/$s"; f="$d/events.jsonl"; : >"$tmp"
   if [ -d "$d" ] && [ ! -L "$d" ] && [ -f "$f" ] && [ ! -L "$f" ]; then tail -c 1048576 "$f" >"$tmp"; fi
-  if tmux -L "devbox-$s" has-session -t devbox-agent 2>/dev/null; then up=1; else up=0; fi
+  if tmux -L "$sock" has-session -t devbox-agent 2>/dev/null; then up=1; else up=0; fi
   printf '%s %s %s\n' "$s" "$up" "$(($(wc -c <"$tmp")))"
   cat "$tmp"
 done
@@ -54,13 +56,19 @@ rm -f "$tmp"
 )
 
 
-def slug(branch: str) -> str:
-    """``agent/fix`` -> ``agent%2Ffix``: a file and socket name, reversible, shell-safe."""
-    return quote(branch, safe="")
+def slug(session: Devbox, branch: str) -> str:
+    """``proj-1a2b3c%2Fagent%2Ffix``: the checkout and the branch (two checkouts may use one
+    VM and one branch name) as one file and socket name, reversible and shell-safe."""
+    return quote(f"{session.settings.repo_name}/{branch}", safe="")
 
 
-def _socket(branch: str) -> list[str]:
-    return ["tmux", "-u", "-L", f"devbox-{slug(branch)}"]
+def _socket(session: Devbox, branch: str) -> list[str]:
+    """tmux on the agent's own server: a hash names it (a socket path holds 107 bytes)."""
+    return ["tmux", "-u", "-L", socket_name(slug(session, branch))]
+
+
+def socket_name(slug: str) -> str:
+    return "devbox-" + hashlib.sha256(slug.encode()).hexdigest()[:16]
 
 
 def recorded(session: Devbox) -> dict[str, str]:
@@ -97,20 +105,25 @@ def vm_agent_start(
     t = target(session)
     git_push(session, branch, sink=sink, cancel=cancel)
     remote = _remote_repo(session)
-    tree = f"{remote}.worktrees/{slug(branch)}"
-    state = f"{STATE_ROOT}/{slug(branch)}"
-    tmux = shlex.join(_socket(branch))
+    tree = f"{remote}.worktrees/{quote(branch, safe='')}"
+    state = f"{STATE_ROOT}/{slug(session, branch)}"
+    tmux = shlex.join(_socket(session, branch))
     names = " ".join(secrets)
+    repo_q, branch_q = shlex.quote(remote), shlex.quote(branch)
     script = (
-        f"cd && {{ test -d {shlex.quote(tree)} || git -C {shlex.quote(remote)} worktree add -q "
-        f"{shlex.quote(tree)} {shlex.quote(branch)}; }} && mkdir -p {shlex.quote(state)} && "
+        "set -e; cd; "
+        # the branch the VM's checkout is on runs there (git would refuse a second checkout)
+        f'if [ "$(git -C {repo_q} symbolic-ref --short -q HEAD || true)" = {branch_q} ]; then tree="$HOME"/{repo_q}; '
+        f'else tree="$HOME"/{shlex.quote(tree)}; '
+        f'test -d "$tree" || git -C {repo_q} worktree add -q "$tree" {branch_q}; '
+        f"fi; mkdir -p {shlex.quote(state)}; "
         f"if {tmux} has-session -t {SESSION} 2>/dev/null; then echo devbox-agent-running; exit 3; fi; "
         # the credentials, one NAME=value line each on stdin, for the new tmux server only
         f'for n in {names}; do IFS= read -r line; export "$n=${{line#*=}}"; done; '
-        f'export DEVBOX_AGENT_STATE="$HOME/{state}"; cd {shlex.quote(tree)} && '
+        f'export DEVBOX_AGENT_STATE="$HOME/{state}"; cd "$tree"; echo "devbox-agent-dir ${{tree#"$HOME"/}}"; '
         f"{tmux} new-session -d -s {SESSION} -x 200 -y 50 sh -c {shlex.quote(_wrapper(spec, prompt))}"
     )
-    report.step("start", f"{agent} in the VM: ~/{tree}")
+    report.step("start", f"{agent} in the VM")
     lines = "".join(f"{n}={v}\n" for n, v in secrets.items()).encode()
     done = transfer.run_remote(t, ["sh", "-c", script], "agent start", timeout=t.timeout + 60, cancel=cancel,
                                check=False, input=lines)  # fmt: skip
@@ -120,11 +133,12 @@ def vm_agent_start(
     if not done.ok:
         raise transfer.SshFailed(f"the agent did not start in the VM: {done.last_error()}",
                                  "is tmux in the VM's image? see bootc/Containerfile")  # fmt: skip
+    where = next((ln.split(" ", 1)[1] for ln in done.stdout.splitlines() if ln.startswith("devbox-agent-dir ")), tree)
     _record(session, branch, agent)
     if prompt and spec.prompt == "type":
         vm_agent_send(session, branch, prompt)
-    report.step("done", f"{agent} runs in the VM (devbox agent attach --vm {branch})")
-    return AgentStarted(branch, f"{t.alias}:~/{tree}", agent)
+    report.step("done", f"{agent} runs in the VM in ~/{where} (devbox agent attach --vm {branch})")
+    return AgentStarted(branch, f"{t.alias}:~/{where}", agent)
 
 
 def _known(session: Devbox, branch: str) -> None:
@@ -136,19 +150,21 @@ def vm_agent_send(session: Devbox, branch: str, text: str) -> None:
     _known(session, branch)
     t = target(session)
     for keys in (["-l", text], ["Enter"]):
-        transfer.run_remote(t, [*_socket(branch), "send-keys", "-t", SESSION, *keys], "agent send", timeout=60)
+        transfer.run_remote(t, [*_socket(session, branch), "send-keys", "-t", SESSION, *keys], "agent send", timeout=60)
 
 
 def vm_agent_stop(session: Devbox, branch: str, *, sink: Sink = null_sink) -> None:
     _known(session, branch)
     report = Reporter(sink, "agent-stop", Subject("agent", branch))
-    events = f'"$HOME/{STATE_ROOT}/{slug(branch)}/events.jsonl"'
+    events = f'"$HOME/{STATE_ROOT}/{slug(session, branch)}/events.jsonl"'
     exit_line = (
         f'printf \'{{"ts":%s,"payload":{{"hook_event_name":"{EXIT_EVENT}","status":"stopped"}}}}\\n\' '
         f'"$(date +%s)" >>{events}'
     )
     # the exit line, never through a symlink the agent may have planted
-    script = f"{shlex.join(_socket(branch))} kill-session -t {SESSION} && {{ test -L {events} || {exit_line}; }}"
+    script = (
+        f"{shlex.join(_socket(session, branch))} kill-session -t {SESSION} && {{ test -L {events} || {exit_line}; }}"
+    )
     try:
         transfer.run_remote(target(session), ["sh", "-c", script], "agent stop", timeout=60)
     except transfer.SshFailed:
@@ -158,11 +174,11 @@ def vm_agent_stop(session: Devbox, branch: str, *, sink: Sink = null_sink) -> No
 
 def vm_agent_attach_argv(session: Devbox, branch: str) -> list[str]:
     _known(session, branch)
-    return transfer.ssh_argv(target(session), [*_socket(branch), "attach", "-t", SESSION], tty=True)
+    return transfer.ssh_argv(target(session), [*_socket(session, branch), "attach", "-t", SESSION], tty=True)
 
 
 def vm_agent_preview(session: Devbox, branch: str, *, lines: int = 200) -> str:
-    argv = [*_socket(branch), "capture-pane", "-p", "-J", "-S", f"-{lines}", "-t", SESSION]
+    argv = [*_socket(session, branch), "capture-pane", "-p", "-J", "-S", f"-{lines}", "-t", SESSION]
     try:
         return transfer.run_remote(target(session), argv, "preview", timeout=30).stdout.rstrip("\n")
     except DevboxError as exc:
@@ -175,9 +191,10 @@ def vm_agent_rows(session: Devbox, timeout: float = 20) -> tuple[AgentRow, ...]:
     known = recorded(session)
     if not known:
         return ()
-    slugs = {slug(b): b for b in known}
+    slugs = {slug(session, b): b for b in known}
     try:
-        done = transfer.run_remote(target(session), ["sh", "-c", READ_STATES, "sh", *slugs],
+        pairs = [x for s in slugs for x in (s, socket_name(s))]
+        done = transfer.run_remote(target(session), ["sh", "-c", READ_STATES, "sh", *pairs],
                                    "reading agent states", timeout=timeout, errors="surrogateescape")  # fmt: skip
         out = done.stdout.encode("utf-8", "surrogateescape")  # the bytes as sent
     except DevboxError as exc:
