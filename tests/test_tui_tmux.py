@@ -97,8 +97,11 @@ def tui_command() -> str:
 
 def test_real_tui_starts_shows_panes_and_quits(project: Project, tmux: Tmux) -> None:
     tmux.start(f"cd {project.root} && {tui_command()}", project.env)
+    text = tmux.wait(lambda s: "Fleet" in s and "Preview" in s and "R Resources" in s)  # where it starts
+    tmux.keys("R")
     text = tmux.wait(lambda s: "Worktrees" in s and "Containers" in s and "VMs" in s and "main" in s)
     assert "n New" in text and "u VM up" in text and "S ssh VM" in text  # VM mode's keys too
+    assert "F Fleet" in text
     tmux.keys("q")
     assert tmux.exit_code() == "0"
 
@@ -109,7 +112,9 @@ def test_attach_suspends_runs_a_shell_and_comes_back(project: Project, tmux: Tmu
         wt = res.worktree.path
         try:
             tmux.start(f"cd {project.root} && {tui_command()}", project.env)
-            tmux.wait(lambda s: "attach-me" in s and "running" in s)
+            tmux.wait(lambda s: "Fleet" in s)
+            tmux.keys("R")
+            tmux.wait(lambda s: "attach-me" in s and "running" in s and "Worktrees" in s)
             tmux.keys("Down")  # the attach-me worktree (after main)
             time.sleep(0.3)
             tmux.keys("a")
@@ -143,6 +148,8 @@ def test_vm_ssh_on_a_terminal_and_from_the_dashboard(tmp_path: Path, tmux: Tmux)
         tmux.kill()
         tmux.exit_file.unlink()
         tmux.start(f"cd {proj.root} && {tui_command()}", env)
+        tmux.wait(lambda s: "Fleet" in s)
+        tmux.keys("R")
         tmux.wait(lambda s: "Worktrees" in s and "VMs" in s)
         tmux.keys("S")
         tmux.wait(lambda s: "Worktrees" not in s, 30)  # the dashboard stepped aside
@@ -151,3 +158,30 @@ def test_vm_ssh_on_a_terminal_and_from_the_dashboard(tmp_path: Path, tmux: Tmux)
         assert (tmp_path / "from-tui").read_text() == "dashboard-42\n"
         tmux.keys("q")
         assert tmux.exit_code() == "0"
+
+
+def test_attach_to_an_agent_answer_it_and_detach(project: Project, tmux: Tmux) -> None:
+    """The fleet of the real devbox-tui: an agent that asks shows "needs you"; `]` selects
+    it, Enter attaches (the dashboard steps aside for the agent's tmux), typing answers it,
+    tmux's detach key comes back, and the row moves on from needs you."""
+    with (project.root / "devbox.toml").open("a") as fh:
+        fh.write('[agents.claude]\ncommand = ["claude"]\nenv = []\n')
+    started = project.devbox("agent", "start", "asker", "--prompt", "work 1; ask Bash rm -rf build; work 600")
+    assert started.returncode == 0, started.stderr
+    with Devbox.open(project.root, env=project.env) as session:
+        try:
+            tmux.start(f"cd {project.root} && {tui_command()}", project.env)
+            tmux.wait(lambda s: "needs you" in s and "asker" in s, 60)
+            tmux.keys("]")
+            tmux.wait(lambda s: "Preview: asker: needs you" in s, 10)
+            tmux.keys("Enter")
+            tmux.wait(lambda s: "Allow Bash rm -rf build? [y/n]" in s and "Fleet" not in s, 30)  # the agent
+            tmux.keys("y", "Enter")
+            tmux.wait(lambda s: 'answered "y"' in s, 20)
+            tmux.keys("C-b", "d")  # tmux's detach key: back to the dashboard
+            text = tmux.wait(lambda s: "Fleet" in s and "asker" in s and "working" in s, 30)
+            assert "needs you" not in text.split("Preview")[0]
+            tmux.keys("q")
+            assert tmux.exit_code() == "0"
+        finally:
+            ops.remove_container(session, "asker", force=True)

@@ -126,6 +126,12 @@ def agent_state_dir(settings: Settings, name: str) -> Path:
     return settings.build_path("agents", name)
 
 
+def agent_record(settings: Settings, name: str) -> Path:
+    """Which agent was started in the container (host side, beside the state directory and
+    not in it: the agent cannot rewrite it)."""
+    return settings.build_path("agents", f"{name}.agent.json")
+
+
 def spec(
     settings: Settings,
     *,

@@ -38,10 +38,12 @@ if TYPE_CHECKING:
     from devbox.core.session import Devbox
 
 PREVIEW_POLL = 1.0  # seconds between captures of the selected agent's terminal
-MARK = {"needs you": "!", "error": "x", "done": "✓", "working": "…", "exited": "-", "unknown": "?", "no agent": " "}
-
-
-GROUPS = {"needs you": 0, "error": 1, "done": 2, "working": 3, "exited": 5, "unknown": 6, "no agent": 7}
+MARK = {"needs you": "!", "error": "x", "done": "✓", "working": "…", "exited": "-", "unknown": "?", "no agent": " ",
+        "working?": "~", "idle?": "~"}  # fmt: skip
+# needs you, error, done-and-unseen, working (and the guesses: idle? may be waiting for you,
+# but a guess never jumps the queue), done-and-seen, exited, unknown, no agent
+GROUPS = {"needs you": 0, "error": 1, "done": 2, "working": 3, "working?": 3, "idle?": 3, "exited": 5, "unknown": 6,
+          "no agent": 7}  # fmt: skip
 
 
 def rank(row: ops.AgentRow, seen: Mapping[str, float | None]) -> tuple[int, str]:

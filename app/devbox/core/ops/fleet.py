@@ -24,12 +24,14 @@ from devbox.core.agent_config import AgentSpec
 from devbox.core.containers import Container
 from devbox.core.errors import BadName, ContainerFailed, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
+from devbox.core.filesystem import read_json, write_json
 from devbox.core.ops.containers import find_container, start_work
 from devbox.core.ops.results import AgentRow
 from devbox.core.session import Devbox
 
 SESSION = "devbox-agent"  # the tmux session inside the container (tmux -u: UTF-8 whatever the locale)
 EXIT_EVENT = "DevboxAgentExit"
+QUIET = 5.0  # seconds without terminal output after which a hookless agent is guessed idle
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,8 @@ def agent_start(
     if not done.ok:
         raise ContainerFailed(f"the agent did not start in {c.name}: {done.last_error()}",
                               "is tmux in the image? see bootc/Containerfile")  # fmt: skip
+    # which agent runs here, kept on the host beside (not in) the directory the agent can write
+    write_json(containers.agent_record(session.settings, c.name), {"agent": spec.name, "hooks": spec.hooks})
     if prompt and spec.prompt == "type":
         _type(session, c, prompt)
     report.step("done", f"{agent} runs in tmux session {SESSION!r} of {c.name} (devbox agent attach {branch})")
@@ -183,10 +187,30 @@ def agent_rows(session: Devbox, conts: tuple[Container, ...]) -> tuple[AgentRow,
     rows = []
     for c in conts:
         state = agent_state.read(containers.agent_state_dir(session.settings, c.name))
-        if state.problem == "no event yet":
+        record = read_json(containers.agent_record(session.settings, c.name))
+        hookless = isinstance(record, dict) and record.get("hooks") == "none"
+        if hookless and c.running and state.state != "exited":
+            state = _guess(session, c)
+        elif state.problem == "no event yet":
             state = agent_state.AgentState("no agent")
         rows.append(AgentRow(c.branch, c.name, c.state, state))
     return tuple(sorted(rows, key=_urgency))
+
+
+def _guess(session: Devbox, c: Container) -> agent_state.AgentState:
+    """An agent without hooks: "working?" while its terminal printed in the last ``QUIET``
+    seconds, else "idle?"; a guess from tmux's activity clock, labelled as one."""
+    done = _exec(session, c, ["tmux", "-u", "display-message", "-p", "-t", SESSION, "#{window_activity}"])
+    if not done.ok:
+        return agent_state.AgentState("exited", None, "its tmux session is gone (guessed: no hooks)")
+    try:
+        last = float(done.stdout.strip())
+    except ValueError:
+        return agent_state.AgentState("unknown", problem="tmux gave no activity time")
+    quiet = time.time() - last
+    if quiet < QUIET:
+        return agent_state.AgentState("working?", last, "guessed from terminal output (no hooks)")
+    return agent_state.AgentState("idle?", last, f"no output for {int(quiet)} s (guessed: no hooks)")
 
 
 def _urgency(r: AgentRow) -> tuple[int, str]:

@@ -68,5 +68,6 @@ def remove_container_record(
             gone.append(f"volume {vol}")
     if not keep_var:  # the agent's state goes with its container (devbox's own directory)
         shutil.rmtree(containers.agent_state_dir(session.settings, c.name), ignore_errors=True)
+        containers.agent_record(session.settings, c.name).unlink(missing_ok=True)
     report.log(f"removed {', '.join(gone)}", source="podman")
     return gone
