@@ -150,6 +150,10 @@ def test_fleet_keys_jump_mark_seen_and_switch_views(tmp_path: Path) -> None:
             app.post_message(update)
             await pilot.pause(0.2)
             assert list(table._shown).index("docs") > list(table._shown).index("spike-a")  # seen: after working
+            await pilot.pause(0.2)
+            app.post_message(update)  # the refill above passed rows under the cursor: none counts as seen
+            await pilot.pause(0.2)
+            assert table._shown["spike-b"][1].endswith("*") and not table._shown["docs"][1].endswith("*")
             await pilot.press("left_square_bracket")
             assert table.selected_key() == "feature/login"
             detail = app.query_one("#detail", TabbedContent)
@@ -292,5 +296,34 @@ def test_untrusted_text_is_shown_as_written(tmp_path: Path) -> None:
             assert "fix [keys]" in str(app.query_one("#fleet-problem").render())
             assert "rm [/] -rf [bold]x" in str(app.query_one("#preview-title").render())
             assert "rm [/] -rf [bold]x" in [str(c) for c in app.query_one(FleetTable).get_row("spike-a")]
+
+    asyncio.run(go())
+
+
+def test_a_refill_does_not_mark_rows_seen(tmp_path: Path) -> None:
+    """Three done agents: the one under the cursor is seen and sorts last, which refills the
+    table; the rows that pass under the cursor during the refill were not looked at and
+    keep their unseen mark (they all lost it, one per refresh, in the real dashboard)."""
+    import dataclasses
+
+    from devbox.tui.fleet import FleetTable
+
+    app = demo_app(tmp_path, "fleet")
+
+    async def go() -> None:
+        update = demo_update()
+        now = time.time() - 30
+        done = tuple(
+            AgentRow(b, f"devbox-demo-{b}-1", "running", AgentState("done", now, "turn finished: your move"))
+            for b in ("d1", "d2", "d3")
+        )
+        st = dataclasses.replace(update.status, agents=Section(done))
+        async with app.run_test(size=(100, 30)) as pilot:
+            table = app.query_one(FleetTable)
+            for _ in range(4):
+                app.post_message(StatusUpdated(st, update.activity, update.stats, update.vm))
+                await pilot.pause(0.2)
+            assert list(table._shown)[:3] == ["d2", "d3", "d1"] and table.selected_key() == "d1"
+            assert [table._shown[b][1].endswith("*") for b in ("d2", "d3", "d1")] == [True, True, False]
 
     asyncio.run(go())

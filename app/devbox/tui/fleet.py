@@ -56,7 +56,7 @@ def rank(row: ops.AgentRow, seen: Mapping[str, float | None]) -> tuple[int, str]
     return (group, row.branch)
 
 
-WIDE = 110  # columns of the table from which the agent's last message gets a column
+WIDE = 96  # columns of the table (a 100-column terminal) from which the agent's last message gets a column
 
 
 class FleetTable(ReconciledTable):
@@ -167,8 +167,10 @@ class FleetView(Vertical):
 
     @on(DataTable.RowHighlighted)
     def _moved(self, event: DataTable.RowHighlighted) -> None:
-        # the row the cursor passed, not where it is now: two quick Downs both count
-        self.mark_seen(event.row_key.value)
+        # only a row the cursor is still on: a refill (the order changed) highlights each
+        # row that passes under the cursor, and a row the user only passed was not looked at
+        if event.row_key.value == self.table.selected_key():
+            self.mark_seen(event.row_key.value)
 
     def mark_seen(self, branch: str | None = None) -> None:
         key = branch if branch is not None else self.table.selected_key()
