@@ -36,12 +36,19 @@ VARIABLES = frozenset(
     }
 )  # fmt: skip
 OUTPUTS = frozenset({"name", "ip", "mac", "disk_key"})
-# destroying one VM takes seconds: a destroy still running after this is a hung provider
-# (libvirt provider 0.8.3, seen in 2 of ~10 CI runs: blocked in a futex, the domain already
-# shut off). The hang is not reproducible on demand, so devbox runs a second destroy, which
-# starts from the state the first left; after two hangs vm down falls back to libvirt.
+# The libvirt provider deadlocks now and then when it uploads two volumes at once (the base
+# disk and the cloud-init ISO: both streams over one libvirt connection; seen here in 3 of
+# ~12 CI runs, in apply and in destroy, blocked in a futex; upstream:
+# dmacvicar/terraform-provider-libvirt#594, whose workaround is -parallelism=1). One resource
+# at a time costs a few seconds for four resources.
+PARALLELISM = 1
+# destroying one VM takes seconds: a destroy still running after this is a hung provider,
+# stopped and run once more (it starts from the state the first left); after two hangs vm
+# down falls back to libvirt. An apply uploads the disk and waits for the VM's address:
+# one still running after 30 minutes is stopped (the next vm up finishes from its state).
 DESTROY_TIMEOUT = 120.0
 DESTROY_ATTEMPTS = 2
+APPLY_TIMEOUT = 1800.0
 INSTALL_REMEDY = "install terraform 1.5 or newer (https://developer.hashicorp.com/terraform/install)"
 
 
@@ -192,10 +199,11 @@ class Runner:
 
     def apply(self, report: Reporter, cancel: threading.Event) -> None:
         """Apply the saved plan, its ``-json`` messages as events."""
-        argv = _argv("apply", str(self.plan_file), json=_flag(), input=False, lock_timeout="60s", state=str(self.state))
+        argv = _argv("apply", str(self.plan_file), json=_flag(), input=False, lock_timeout="60s", state=str(self.state),
+                     parallelism=PARALLELISM)  # fmt: skip
         write_json(self.applying, {"pid": os.getpid(), "started": time.time()})
         try:
-            self._stream(argv, report, cancel, "apply")
+            self._stream(argv, report, cancel, "apply", timeout=APPLY_TIMEOUT)
         except Cancelled:
             raise  # stopped: what it made may not be in the state (the marker stays)
         except BaseException:
@@ -226,7 +234,13 @@ class Runner:
     def destroy(self, variables: Mapping[str, Any], report: Reporter, cancel: threading.Event) -> None:
         write_json(self.vars, dict(variables))
         argv = _argv(
-            "destroy", json=_flag(), auto_approve=_flag(), input=False, state=str(self.state), var_file=str(self.vars)
+            "destroy",
+            json=_flag(),
+            auto_approve=_flag(),
+            input=False,
+            state=str(self.state),
+            var_file=str(self.vars),
+            parallelism=PARALLELISM,
         )
         for attempt in range(1, DESTROY_ATTEMPTS + 1):
             try:
