@@ -169,6 +169,11 @@ def test_fleet_keys_jump_mark_seen_and_switch_views(tmp_path: Path) -> None:
 
             await pilot.pause(0.1)
             assert "Next needs-you" in footer_keys() and "Resources" in footer_keys()
+            await pilot.press("ctrl+p")  # the palette lists the fleet's actions while it is open
+            await pilot.pause(0.2)
+            titles = [c.title for c in app.get_system_commands(app.screen_stack[0])]
+            assert {"devbox: Next needs-you", "devbox: Attach agent", "devbox: Resources"} <= set(titles)
+            await pilot.press("escape")
             await pilot.press("R")
             await pilot.pause(0.1)
             assert app.view == "resources" and app.query_one(WorktreesTable).has_focus

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.command import CommandPalette
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.message import Message
@@ -202,7 +203,8 @@ class DevboxApp(FleetActions, Runs, VmActions, App[None]):
 
     # background work --------------------------------------------------------------------
     def modal_open(self) -> bool:
-        return isinstance(self.screen, ModalScreen)
+        """A devbox dialog on top (the command palette is not one: it lists the actions)."""
+        return isinstance(self.screen, ModalScreen) and not isinstance(self.screen, CommandPalette)
 
     @work(thread=True, exit_on_error=False, group="poll", exclusive=True, description="status poll")
     def poll_status(self) -> None:
