@@ -2,8 +2,10 @@
 
 This machine's Debian kernel and a busybox initramfs: virtio modules loaded in
 ``modprobe --show-depends`` order, DHCP on eth0, and dropbear (plus rsync and git) as the
-ssh target, with the user and key the builder found in its ``/config.toml``. It boots
-under TCG (``type='qemu'``) in seconds.
+ssh target, with the user and key the builder found in its ``/config.toml``; tmux, the
+stand-in agent (``claude``, tests/fake_claude) and the image's agent hook in its managed
+settings, as the real image has them, for agents in the VM. It boots under TCG
+(``type='qemu'``) in seconds.
 
 ``template()`` makes, once per clone (``.cache/bootdisk/<key>``), what the fixture builder
 image needs: ``boot.fat`` (a FAT16 filesystem with syslinux, the kernel and the initramfs;
@@ -27,7 +29,9 @@ from rootfs import _libs
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "bootdisk"
 MODULES = ("virtio_pci", "virtio_net", "virtio_blk", "vfat", "nls_cp437", "nls_ascii")
-GUEST_BINARIES = ("/usr/sbin/dropbear", "/usr/bin/dropbearkey", "/usr/bin/rsync", "/usr/bin/git")
+GUEST_BINARIES = ("/usr/sbin/dropbear", "/usr/bin/dropbearkey", "/usr/bin/rsync", "/usr/bin/git", "/usr/bin/tmux")
+TERMINFO = ("d/dumb", "l/linux", "s/screen", "t/tmux", "t/tmux-256color", "x/xterm", "x/xterm-256color")
+REPO = Path(__file__).resolve().parent.parent
 FAT_MIB = 48
 
 INIT = r"""#!/bin/sh
@@ -114,6 +118,21 @@ def _initramfs(version: str, work: Path) -> Path:
         shutil.copy2(binary, dest)
     for alias in ("git-receive-pack", "git-upload-pack"):  # git over ssh runs these by name
         os.symlink("git", root / "bin" / alias)
+    from fakeagent import build  # the stand-in agent, and the image's hook where the image has it
+
+    shutil.copy2(build(), root / "bin" / "claude")
+    libexec = root / "usr" / "libexec" / "devbox"
+    libexec.mkdir(parents=True)
+    shutil.copy2(REPO / "bootc" / "agent-hook.sh", libexec / "agent-hook")
+    (libexec / "agent-hook").chmod(0o755)
+    (root / "etc" / "claude-code").mkdir(parents=True)
+    shutil.copy2(REPO / "bootc" / "managed-settings.json", root / "etc" / "claude-code" / "managed-settings.json")
+    for entry in TERMINFO:
+        for base in ("/lib/terminfo", "/usr/share/terminfo"):
+            if Path(base, entry).exists():
+                (root / "lib" / "terminfo" / entry).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(Path(base, entry), root / "lib" / "terminfo" / entry)
+                break
     order: list[str] = []
     for module in MODULES:
         deps = subprocess.run(
