@@ -13,10 +13,12 @@ stream or by ``r``) posts snapshots that replace each other in the queue.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import sys
 import threading
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -58,6 +60,7 @@ from devbox.tui.runs import Runs
 from devbox.tui.vm_actions import VmActions
 
 POLL = 2.0  # seconds between git/status polls (podman events wake the poll at once)
+WORKER_THREADS = 64  # pollers, followers, and every operation at once (each a thread)
 
 
 def styles_path() -> Path:
@@ -160,6 +163,12 @@ class DevboxApp(FleetActions, Runs, VmActions, App[None]):
         return self._log_pane
 
     def on_mount(self) -> None:
+        # Textual runs thread workers on asyncio's default executor: min(32, CPUs + 4) threads,
+        # 6 on a 2-core machine. The pollers and followers hold 5 for the app's life, so one
+        # followed log left a build waiting forever: every worker gets a thread of its own
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="devbox-worker")
+        )
         self._log_pane = self.main.query_one(LogPane)  # kept: worker threads write to it while dialogs are open
         overrides = dict(self.session.settings.keys)
         self.set_keymap(overrides)
