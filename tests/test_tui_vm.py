@@ -64,7 +64,7 @@ def test_vm_pane_lists_this_checkouts_vms_and_vm_down_asks_first(tmp_path: Path)
         async with app.run_test(size=(150, 44)) as pilot:
             table = app.query_one(VmsTable)
             await until(pilot, lambda: table.row_count == 1)
-            row = table.get_row(domain)
+            row = [str(cell) for cell in table.get_row(domain)]
             assert row[1] == "running" and row[3] == "2/2G" and row[6] == "host-passthrough"
             assert "VM stale (terraform state lost" in str(app.query_one("#artifacts", Static).render())
 
