@@ -22,9 +22,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from rootfs import import_base, make_rootfs  # noqa: E402
 
+# lock_type "file": the locks live under this session's tmp_dir. With the default "shm" every
+# rootful podman on the machine shares one lock segment, and a runtime that starts with a
+# fresh tmp_dir (each test session) frees every lock in it, the other runs' too: two
+# objects then share a lock, and builds beside another run (or .ci/run's own service)
+# hung at their first step.
 CONTAINERS_CONF = """\
 [engine]
 runtime = "runc"
+lock_type = "file"
 tmp_dir = "{root}/tmp"
 volume_path = "{root}/graph/volumes"
 static_dir = "{root}/graph/libpod"
