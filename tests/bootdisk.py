@@ -127,6 +127,7 @@ def _initramfs(version: str, work: Path) -> Path:
     (libexec / "agent-hook").chmod(0o755)
     (root / "etc" / "claude-code").mkdir(parents=True)
     shutil.copy2(REPO / "bootc" / "managed-settings.json", root / "etc" / "claude-code" / "managed-settings.json")
+    shutil.copytree("/usr/lib/locale/C.utf8", root / "usr" / "lib" / "locale" / "C.utf8")  # tmux needs UTF-8
     for entry in TERMINFO:
         for base in ("/lib/terminfo", "/usr/share/terminfo"):
             if Path(base, entry).exists():
