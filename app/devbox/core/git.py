@@ -332,12 +332,11 @@ def identity(repo: Path) -> dict[str, str]:
 # -- for transfers (core/ops/transfer.py) --------------------------------------------------
 
 
-def dirty_paths(path: Path) -> set[Path]:
-    """Files with uncommitted changes (modified, staged or untracked) in the worktree at
-    ``path``, named exactly as the file system has them (``-z``: no quoting; bytes kept)."""
-    top = Path(_git(path, "rev-parse", "--show-toplevel", errors="surrogateescape").stdout.strip())
+def status_entries(path: Path) -> list[tuple[str, str, str]]:
+    """``git status --porcelain=v1 -z`` of the checkout at ``path``: (index state, worktree
+    state, path) per file, untracked ones too, names as the file system has them."""
     out = _git(path, "status", "--porcelain=v1", "-z", "--untracked-files=all", errors="surrogateescape").stdout
-    paths: set[Path] = set()
+    found: list[tuple[str, str, str]] = []
     entries = out.split("\0")
     i = 0
     while i < len(entries):
@@ -345,10 +344,17 @@ def dirty_paths(path: Path) -> set[Path]:
         i += 1
         if len(entry) < 4:
             continue
-        paths.add((top / entry[3:]).resolve())
+        found.append((entry[0], entry[1], entry[3:]))
         if entry[0] in "RC":  # a rename's source follows
             i += 1
-    return paths
+    return found
+
+
+def dirty_paths(path: Path) -> set[Path]:
+    """Files with uncommitted changes (modified, staged or untracked) in the worktree at
+    ``path``, named exactly as the file system has them (``-z``: no quoting; bytes kept)."""
+    top = Path(_git(path, "rev-parse", "--show-toplevel", errors="surrogateescape").stdout.strip())
+    return {(top / name).resolve() for _x, _y, name in status_entries(path)}
 
 
 def current_branch(path: Path) -> str:

@@ -29,6 +29,7 @@ job, and returns a frozen record.
 | ``agent_start`` / ``agent_send`` / ``agent_stop`` | an agent in tmux inside the environment | ``AgentStarted`` / — |
 | ``list_agents`` / ``agent_attach_argv`` | each environment with its agent's state / attach | rows / argv |
 | ``vm_agent_start`` / ``vm_agent_rows`` / ... | the same for an agent in the VM (``--vm``), over ssh | started / rows |
+| ``diff_branch`` / ``merge`` | a branch against its base / land it (merge, rebase, squash) | diff / merged |
 
 Imported lazily (PEP 562): ``from devbox.core import ops`` costs nothing until an
 operation is used, so ``./devbox vm ssh`` never loads the container operations and
@@ -89,6 +90,7 @@ if TYPE_CHECKING:
         WorktreeLoss,
         WorktreeRow,
     )
+    from devbox.core.ops.review import BranchDiff, Merged, branch_patch, diff_branch, merge, predict_merge
     from devbox.core.ops.transfer import (
         Moved,
         dir_pull,
@@ -131,6 +133,12 @@ _WHERE = {
     "agent_stop": "fleet",
     "branch_from_prompt": "fleet",
     "list_agents": "fleet",
+    "BranchDiff": "review",
+    "Merged": "review",
+    "branch_patch": "review",
+    "diff_branch": "review",
+    "merge": "review",
+    "predict_merge": "review",
     "vm_agent_attach_argv": "fleet_vm",
     "vm_agent_preview": "fleet_vm",
     "vm_agent_rows": "fleet_vm",
@@ -209,9 +217,11 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AgentRow",
     "AgentStarted",
+    "BranchDiff",
     "Check",
     "ContainerList",
     "Loss",
+    "Merged",
     "Moved",
     "Problem",
     "Removed",
@@ -237,10 +247,12 @@ __all__ = [
     "agent_stop",
     "attach_argv",
     "branch_from_prompt",
+    "branch_patch",
     "build_disk",
     "build_image",
     "container_loss",
     "container_stats",
+    "diff_branch",
     "dir_pull",
     "dir_push",
     "disk_status",
@@ -257,7 +269,9 @@ __all__ = [
     "list_containers",
     "list_vms",
     "list_worktrees",
+    "merge",
     "plan_dir_push",
+    "predict_merge",
     "remove_container",
     "remove_worktree",
     "ssh_argv",

@@ -9,7 +9,7 @@ import shutil
 import threading
 from pathlib import Path
 
-from devbox.core import containers, git
+from devbox.core import containers, git, git_merge
 from devbox.core.containers import Container
 from devbox.core.errors import NotFound, Refused
 from devbox.core.events import Reporter, Subject
@@ -47,8 +47,19 @@ def ensure_worktree(
     path = git.worktree_path(settings.worktrees_dir, branch)
     r.step("start", f"creating {path}")
     wt = git.add_worktree(settings.repo, branch, path, r, cancel, from_ref)
+    record_base(settings.repo, branch, from_ref)
     r.step("done", f"{branch} at {wt.path}")
     return wt
+
+
+def record_base(repo: Path, branch: str, from_ref: str | None) -> None:
+    """The branch a new worktree was started from (``--from`` when it names a local branch,
+    else the main checkout's), for ``devbox diff`` and ``devbox merge``; kept if recorded."""
+    if git_merge.recorded_base(repo, branch):
+        return
+    base = from_ref if from_ref and git.rev(repo, f"refs/heads/{from_ref}") else git.current_branch(repo)
+    if base and base != branch:
+        git_merge.record_base(repo, branch, base)
 
 
 def remove_container_record(

@@ -1,0 +1,86 @@
+"""The CLI's review commands: ``devbox diff`` (what a branch changed against its base) and
+``devbox merge`` (merge, rebase or squash it onto its base, after showing what lands).
+They call core/ops/review.py like the dashboard does."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from devbox.cli_common import Context, print_json
+from devbox.cli_vm import confirm
+from devbox.core import ops
+from devbox.core.errors import ExitCode, Refused
+
+
+def _count(added: int | None, deleted: int | None) -> str:
+    return "binary" if added is None else f"+{added} -{deleted}"
+
+
+def cmd_diff(ctx: Context) -> int:
+    a = ctx.args
+    d = ops.diff_branch(ctx.session, a.branch, base=a.base)
+    if a.json:
+        print_json(d.to_json())
+        return ExitCode.OK
+    print(f"{d.branch} against {d.base} (since {d.merge_base[:12] or 'no common commit'})")
+    print(f"committed: {len(d.commits)} commit(s), {len(d.committed)} file(s)")
+    for c in d.commits:
+        print(f"  {c.sha[:10]} {c.subject}")
+    for f in d.committed:
+        renamed = f" (from {f.old})" if f.old else ""
+        print(f"  {f.status} {_count(f.added, f.deleted):>12}  {f.path}{renamed}")
+    u = d.uncommitted
+    if u.any:
+        print(f"uncommitted in {d.worktree}:")
+        for label, names in (("staged", u.staged), ("unstaged", u.unstaged), ("untracked", u.untracked)):
+            for name in names:
+                print(f"  {label:<9} {name}")
+    elif d.worktree:
+        print(f"uncommitted in {d.worktree}: nothing")
+    if not a.stat and d.committed:
+        sys.stdout.flush()
+        sys.stdout.write(ops.branch_patch(ctx.session, d))
+    return ExitCode.OK
+
+
+def cmd_merge(ctx: Context) -> int:
+    a = ctx.args
+    plan = ops.diff_branch(ctx.session, a.branch, base=a.into)
+    lines = [f"{a.strategy} {plan.branch} into {plan.base}: {len(plan.commits)} commit(s), "
+             f"{len(plan.committed)} file(s)", *(f"  {c.sha[:10]} {c.subject}" for c in plan.commits),
+             *(f"  {f.status} {f.path}" for f in plan.committed)]  # fmt: skip
+    if plan.uncommitted.any and a.commit_all is not None:
+        lines.append(f"  and first commits {len(plan.uncommitted.names())} uncommitted file(s): {a.commit_all!r}")
+    if not a.yes:
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            raise Refused(f"merging {plan.branch} into {plan.base} needs confirmation: {lines[0]}",
+                          "run it in a terminal, or pass --yes")  # fmt: skip
+        if not confirm(f"Land {plan.branch} on {plan.base}?", lines):
+            print("nothing merged")
+            return ExitCode.REFUSED
+    ctx.log_name = "merge"
+    res = ops.merge(ctx.session, a.branch, into=a.into, strategy=a.strategy, message=a.message,
+                    commit_all=a.commit_all, sink=ctx.sink, cancel=ctx.cancel)  # fmt: skip
+    ctx.renderer.close()
+    first = f" (after committing its uncommitted work as {res.committed_first[:10]})" if res.committed_first else ""
+    print(f"{res.branch} → {res.base} by {res.strategy}{first}: {res.before[:10]} → {res.after[:10]}, "
+          f"{len(res.commits)} commit(s), {len(res.files)} file(s)")  # fmt: skip
+    return ExitCode.OK
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("diff", help="what a branch changed against its base (committed, then uncommitted)")
+    p.add_argument("branch")
+    p.add_argument("--base", metavar="REF", help="compare with REF (default: the branch it was started from)")
+    p.add_argument("--stat", action="store_true", help="files and commits only, no patch")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_diff)
+    p = sub.add_parser("merge", help="land a branch on its base: merge, rebase or squash (shows what lands first)")
+    p.add_argument("branch")
+    p.add_argument("--into", metavar="BASE", help="default: the branch it was started from")
+    p.add_argument("--strategy", choices=("merge", "rebase", "squash"), default="merge")
+    p.add_argument("-m", "--message", help="the merge or squash commit's message")
+    p.add_argument("--commit-all", metavar="MSG", help="commit the branch's uncommitted work first, as MSG")
+    p.add_argument("--yes", action="store_true", help="do not ask")
+    p.set_defaults(handler=cmd_merge)
