@@ -332,3 +332,24 @@ def test_a_refill_does_not_mark_rows_seen(tmp_path: Path) -> None:
             assert [table._shown[b][1].endswith("*") for b in ("d2", "d3", "d1")] == [True, True, False]
 
     asyncio.run(go())
+
+
+def test_the_fleet_row_shows_its_conflicts(tmp_path: Path) -> None:
+    """The conflict radar's badge: a row that would conflict with another branch (or its
+    base) says with how many."""
+    from devbox.core.ops.radar import Clash, Radar
+    from devbox.tui.fleet import FleetTable
+
+    app = demo_app(tmp_path, "fleet")
+
+    async def go() -> None:
+        u = demo_update()
+        radar = Radar((Clash("feature/login", "docs", ("app.py",)), Clash("docs", "main", ("README.md",), True)), 3)
+        async with app.run_test(size=(100, 30)) as pilot:
+            app.post_message(StatusUpdated(u.status, u.activity, u.stats, u.vm, radar))
+            await pilot.pause(0.2)
+            table = app.query_one(FleetTable)
+            assert table._shown["feature/login"][3].endswith("⚠ 1") and table._shown["docs"][3].endswith("⚠ 2")
+            assert "⚠" not in table._shown["spike-a"][3]
+
+    asyncio.run(go())

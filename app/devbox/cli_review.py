@@ -1,5 +1,6 @@
-"""The CLI's review commands: ``devbox diff`` (what a branch changed against its base) and
-``devbox merge`` (merge, rebase or squash it onto its base, after showing what lands).
+"""The CLI's review commands: ``devbox diff`` (what a branch changed against its base),
+``devbox merge`` (merge, rebase or squash it onto its base, after showing what lands) and
+``devbox conflicts`` (the conflict radar).
 They call core/ops/review.py like the dashboard does."""
 
 from __future__ import annotations
@@ -69,7 +70,24 @@ def cmd_merge(ctx: Context) -> int:
     return ExitCode.OK
 
 
+def cmd_conflicts(ctx: Context) -> int:
+    radar = ops.conflicts(ctx.session)
+    if ctx.args.json:
+        print_json(radar.to_json())
+        return ExitCode.OK
+    if not radar.clashes:
+        print(f"no conflicts among {radar.pairs} pair(s) of active branches and their bases")
+        return ExitCode.OK
+    for c in radar.clashes:
+        other = f"its base {c.b}" if c.with_base else c.b
+        print(f"{c.a} conflicts with {other}: {', '.join(c.files)}")
+    return ExitCode.OK
+
+
 def register(sub: Any) -> None:
+    p = sub.add_parser("conflicts", help="which active branches would conflict (with each other, with their base)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_conflicts)
     p = sub.add_parser("diff", help="what a branch changed against its base (committed, then uncommitted)")
     p.add_argument("branch")
     p.add_argument("--base", metavar="REF", help="compare with REF (default: the branch it was started from)")

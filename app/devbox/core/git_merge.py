@@ -77,6 +77,18 @@ def recorded_base(repo: Path, branch: str) -> str:
     return res.stdout.strip() if res.ok else ""
 
 
+def recorded_bases(repo: Path) -> dict[str, str]:
+    """Every recorded base at once (one git call): branch -> base."""
+    res = _git(repo, "config", "--local", "--get-regexp", rf"^branch\..*\.{BASE_KEY}$", check=False)
+    found: dict[str, str] = {}
+    for line in res.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        branch = key.removeprefix("branch.").removesuffix(f".{BASE_KEY}")
+        if branch and value:
+            found[branch] = value
+    return found
+
+
 # looking -------------------------------------------------------------------------------
 def merge_base(repo: Path, a: str, b: str) -> str:
     res = _git(repo, "merge-base", a, b, check=False)

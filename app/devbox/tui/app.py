@@ -60,6 +60,7 @@ from devbox.tui.runs import Runs
 from devbox.tui.vm_actions import VmActions
 
 POLL = 2.0  # seconds between git/status polls (podman events wake the poll at once)
+RADAR_PER_POLL = 24  # new branch pairs asked of git merge-tree per poll (core/ops/radar.py)
 WORKER_THREADS = 64  # pollers, followers, and every operation at once (each a thread)
 
 
@@ -80,12 +81,14 @@ class StatusUpdated(Message):
         activity: dict[Path, Activity],
         stats: dict[str, ContainerStats],
         vm: ops.VmOverview | None = None,
+        radar: ops.Radar | None = None,
     ) -> None:
         super().__init__()
         self.status = status
         self.activity = activity
         self.stats = stats
         self.vm = vm
+        self.radar = radar
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, StatusUpdated)
@@ -235,7 +238,10 @@ class DevboxApp(FleetActions, Runs, VmActions, App[None]):
         if st.containers.value:
             with contextlib.suppress(DevboxError):
                 stats = ops.container_stats(self.session, st.containers.value)
-        return StatusUpdated(st, act, stats, ops.vm_overview(self.session, st.disk.value, st.vms))
+        radar = None
+        with contextlib.suppress(DevboxError):  # a few new pairs per poll: 20 agents never stall it
+            radar = ops.conflicts(self.session, limit=RADAR_PER_POLL)
+        return StatusUpdated(st, act, stats, ops.vm_overview(self.session, st.disk.value, st.vms), radar)
 
     @work(thread=True, exit_on_error=False, group="events", exclusive=True, description="podman events")
     def follow_podman_events(self) -> None:
@@ -270,7 +276,7 @@ class DevboxApp(FleetActions, Runs, VmActions, App[None]):
             self.main.query_one(VmsTable).show(msg.vm.vms.value or ())
             self._set_text("#vms-problem", problem_text(msg.vm.vms.problem))
         self._set_text("#artifacts", artifacts_line(st, msg.vm))
-        self.fleet.show_status(st, msg.activity, msg.stats)
+        self.fleet.show_status(st, msg.activity, msg.stats, msg.radar)
         self._follow_selection()
         self._notify_agents(st.agents.value or ())
         self._refresh_bindings_if_changed()

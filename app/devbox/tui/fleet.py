@@ -82,7 +82,7 @@ class FleetTable(ReconciledTable):
 
     def show(
         self, rows: Sequence[ops.AgentRow], activity: Mapping[str, tuple[Activity, int]],
-        stats: Mapping[str, ContainerStats], seen: Mapping[str, float | None],
+        stats: Mapping[str, ContainerStats], seen: Mapping[str, float | None], clashes: Mapping[str, int],
     ) -> None:  # fmt: skip
         now = time.time()
         selected = self.selected_key()
@@ -97,6 +97,8 @@ class FleetTable(ReconciledTable):
             changes = f"+{act.insertions} −{act.deletions}, {act.files}f" if act.files else "-"
             if dirty:
                 changes += f", {dirty} uncommitted"
+            if clashes.get(r.branch):  # would conflict with that many branches (or its base)
+                changes += f" ⚠ {clashes[r.branch]}"
             st = stats.get(r.container)
             cells = [
                 r.branch,
@@ -127,6 +129,7 @@ class FleetView(Vertical):
         super().__init__(**kw)  # type: ignore[arg-type]
         self.rows: tuple[ops.AgentRow, ...] = ()
         self.seen: dict[str, float | None] = {}  # branch -> the state's start time when looked at
+        self.radar: ops.Radar | None = None
 
     def compose(self) -> ComposeResult:
         yield Plain("Fleet: agents, most urgent first", classes="pane-title")
@@ -138,8 +141,9 @@ class FleetView(Vertical):
         return self.query_one(FleetTable)
 
     def show_status(
-        self, st: ops.Status, activity: Mapping[Path, Activity], stats: Mapping[str, ContainerStats]
-    ) -> None:
+        self, st: ops.Status, activity: Mapping[Path, Activity], stats: Mapping[str, ContainerStats],
+        radar: ops.Radar | None = None,
+    ) -> None:  # fmt: skip
         agents = st.agents.value or ()
         have = {r.branch for r in agents}
         # every environment gets a row: a linked worktree without a container is one too
@@ -158,7 +162,9 @@ class FleetView(Vertical):
             if w.worktree.branch:
                 dirty = w.state.changed + w.state.untracked
                 by_branch[w.worktree.branch] = (activity.get(w.worktree.path, Activity()), dirty)
-        self.table.show(self.rows, by_branch, stats, self.seen)
+        self.radar = radar
+        clashes = {r.branch: len(radar.of(r.branch)) for r in self.rows} if radar else {}
+        self.table.show(self.rows, by_branch, stats, self.seen, clashes)
         self.mark_seen()
 
     def selected(self) -> ops.AgentRow | None:

@@ -93,8 +93,8 @@ class FleetActions:
         in_vm = tuple(r for r in u.status.agents.value or () if r.container_state == VM)  # read by the full poll
         st = dataclasses.replace(u.status, agents=ops.Section(msg.rows + in_vm))
         self.status = st
-        self.last_update = self._status_updated(st, u.activity, u.stats, u.vm)
-        self.fleet.show_status(st, u.activity, u.stats)
+        self.last_update = self._status_updated(st, u.activity, u.stats, u.vm, u.radar)
+        self.fleet.show_status(st, u.activity, u.stats, u.radar)
         self._follow_selection()
         self._notify_agents(msg.rows)
 

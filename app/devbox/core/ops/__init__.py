@@ -77,6 +77,7 @@ if TYPE_CHECKING:
     )
     from devbox.core.ops.hostcheck import Check, doctor
     from devbox.core.ops.overview import build_image, image_status, status
+    from devbox.core.ops.radar import Radar, conflicts
     from devbox.core.ops.results import (
         AgentRow,
         ContainerList,
@@ -139,6 +140,8 @@ _WHERE = {
     "diff_branch": "review",
     "merge": "review",
     "predict_merge": "review",
+    "Radar": "radar",
+    "conflicts": "radar",
     "vm_agent_attach_argv": "fleet_vm",
     "vm_agent_preview": "fleet_vm",
     "vm_agent_rows": "fleet_vm",
@@ -224,6 +227,7 @@ __all__ = [
     "Merged",
     "Moved",
     "Problem",
+    "Radar",
     "Removed",
     "Section",
     "StartResult",
@@ -250,6 +254,7 @@ __all__ = [
     "branch_patch",
     "build_disk",
     "build_image",
+    "conflicts",
     "container_loss",
     "container_stats",
     "diff_branch",

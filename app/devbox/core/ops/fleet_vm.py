@@ -27,6 +27,7 @@ from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.filesystem import read_json, write_json
 from devbox.core.ops.fleet import EXIT_EVENT, SESSION, AgentStarted, _spec, _wrapper, needed_env
 from devbox.core.ops.results import AgentRow
+from devbox.core.ops.steps import record_base
 from devbox.core.ops.transfer import _remote_repo, git_push, target
 from devbox.core.session import Devbox
 
@@ -101,6 +102,7 @@ def vm_agent_start(
         if not start:
             raise NotFound(f"no commit {from_ref or 'HEAD'!r} to start {branch} from", "give --from REF")
         git.update_ref(repo, f"refs/heads/{branch}", start, "")
+        record_base(repo, branch, from_ref)
     report = Reporter(sink, "agent-start", Subject("agent", branch))
     t = target(session)
     git_push(session, branch, sink=sink, cancel=cancel)
