@@ -82,7 +82,9 @@ def main() -> None:
         devbox = [str(Path(sys.executable).with_name("devbox")), "vm", "up"]
         state = proj.root / ".build" / "terraform"
         plan = [
+            # the same plan devbox runs (-parallelism=1: core/terraform.py says why)
             "terraform", "plan", "-detailed-exitcode", "-input=false", "-no-color", "-lock-timeout=60s",
+            "-parallelism=1",
             f"-state={state / 'terraform.tfstate'}", f"-out={state / 'bench.tfplan'}",
             f"-var-file={state / 'vars.tfvars.json'}",
         ]  # fmt: skip

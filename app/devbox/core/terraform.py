@@ -36,11 +36,11 @@ VARIABLES = frozenset(
     }
 )  # fmt: skip
 OUTPUTS = frozenset({"name", "ip", "mac", "disk_key"})
-# The libvirt provider deadlocks now and then when it uploads two volumes at once (the base
-# disk and the cloud-init ISO: both streams over one libvirt connection; seen here in 3 of
-# ~12 CI runs, in apply and in destroy, blocked in a futex; upstream:
-# dmacvicar/terraform-provider-libvirt#594, whose workaround is -parallelism=1). One resource
-# at a time costs a few seconds for four resources.
+# The libvirt provider deadlocks now and then when two volume streams run at once over its
+# one libvirt connection (uploading the base disk and the cloud-init ISO in apply; reading
+# the ISO back while refreshing the rest in plan and destroy): seen here in 4 of ~14 CI
+# runs, blocked in a futex; upstream dmacvicar/terraform-provider-libvirt#594, whose
+# workaround is -parallelism=1. One resource at a time costs little for four resources.
 PARALLELISM = 1
 # destroying one VM takes seconds: a destroy still running after this is a hung provider,
 # stopped and run once more (it starts from the state the first left); after two hangs vm
@@ -49,6 +49,8 @@ PARALLELISM = 1
 DESTROY_TIMEOUT = 120.0
 DESTROY_ATTEMPTS = 2
 APPLY_TIMEOUT = 1800.0
+PLAN_TIMEOUT = 120.0
+PLAN_ATTEMPTS = 2
 INSTALL_REMEDY = "install terraform 1.5 or newer (https://developer.hashicorp.com/terraform/install)"
 
 
@@ -153,12 +155,22 @@ class Runner:
             state=str(self.state),
             out=str(self.plan_file),
             var_file=str(self.vars),
+            parallelism=PARALLELISM,  # its refresh reads the cloud-init ISO back: the same deadlock
         )
-        # one VM plans in seconds: a plan still running after 5 minutes is a hung provider
-        done = proc.run(
-            argv, tool="terraform", cwd=self.module, env=self.env(), timeout=300, cancel=cancel,
-            remedy="check libvirtd answers (virsh -c URI list), then run again",
-        )  # fmt: skip
+        # one VM plans in under a second: a plan still running after PLAN_TIMEOUT is a hung
+        # provider; a plan changes nothing, so it is run once more
+        for attempt in range(1, PLAN_ATTEMPTS + 1):
+            try:
+                done = proc.run(
+                    argv, tool="terraform", cwd=self.module, env=self.env(), timeout=PLAN_TIMEOUT, cancel=cancel,
+                    remedy="check libvirtd answers (virsh -c URI list), then run again",
+                )  # fmt: skip
+                break
+            except ToolTimeout:
+                if attempt == PLAN_ATTEMPTS:
+                    raise
+                report.log(f"terraform plan hung for {PLAN_TIMEOUT:.0f} s (stopped): running it once more",
+                           source="terraform", stream="stderr")  # fmt: skip
         if done.returncode == 0:
             return Plan(False, self.plan_file, ())
         if done.returncode != 2:
