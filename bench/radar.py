@@ -23,11 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from devbox.core import config, ops  # noqa: E402
-from devbox.core.ops.radar import CACHE, PER_POLL  # noqa: E402
-from devbox.core.session import Devbox  # noqa: E402
-
-from test_merge import git, make_repo  # noqa: E402
+from devbox.core import config, ops
+from devbox.core.ops.radar import CACHE, PER_POLL
+from devbox.core.session import Devbox
+from test_merge import git, make_repo
 
 
 def build(root: Path, n: int) -> tuple[Path, list[Path]]:

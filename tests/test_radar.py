@@ -12,7 +12,6 @@ from pathlib import Path
 
 from devbox.core import config, ops
 from devbox.core.session import Devbox
-
 from test_merge import git, make_repo
 
 

@@ -160,6 +160,8 @@ def test_fleet_keys_jump_mark_seen_and_switch_views(tmp_path: Path) -> None:
             assert detail.active == "preview-tab"
             assert "Preview: feature/login: needs you" in str(app.query_one("#preview-title").render())
             await pilot.press("t")
+            assert detail.active == "diff-tab"
+            await pilot.press("t")
             assert detail.active == "log-tab"
             await pilot.press("t")
             assert detail.active == "preview-tab"
@@ -353,3 +355,71 @@ def test_the_fleet_row_shows_its_conflicts(tmp_path: Path) -> None:
             assert "⚠" not in table._shown["spike-a"][3]
 
     asyncio.run(go())
+
+
+def test_the_diff_tab_shows_files_commits_uncommitted_conflicts_and_patches(tmp_path: Path) -> None:
+    """The Diff tab on a real repository: the branch's files with +/- (binary summarised),
+    its commits, its uncommitted files marked so, the radar's conflicts, and the selected
+    file's patch, coloured; moving in the file list shows that file's patch."""
+    import random
+
+    from devbox.core import git as gitcore
+    from devbox.core.ops.radar import Clash, Radar
+    from devbox.core.ops.results import WorktreeRow
+    from devbox.tui.diffview import FilesTable, PatchView
+    from test_merge import git, make_repo
+
+    repo = make_repo(tmp_path / "r", random.Random(5))
+    wt = tmp_path / "r" / "wt"
+    git(repo, "worktree", "add", "-q", "-b", "agent", str(wt))
+    (wt / "f0.txt").write_text("".join(f"agent line {i}\n" for i in range(20_000)))  # a 20,000-line patch
+    (wt / "bin.dat").write_bytes(bytes(range(256)) * 4)
+    git(wt, "commit", "-qam", "agent rewrites f0")
+    (wt / "f1.txt").write_text("wip\n")
+    (wt / "scratch.txt").write_text("new\n")
+    with Devbox(config.load(repo, env={})) as session:
+        rows = tuple(WorktreeRow(w, gitcore.state(w), None) for w in gitcore.list_worktrees(repo))
+        st = Status(str(repo), Section(), Section(), Section(rows), Section(()), agents=Section(()))
+        radar = Radar((Clash("agent", "other", ("f0.txt",)),), 1)
+        app = make_app(session, watch=False, view="fleet")
+
+        async def go() -> None:
+            async with app.run_test(size=(160, 45)) as pilot:
+                app.post_message(StatusUpdated(st, {}, {}, None, radar))
+                await pilot.pause(0.3)
+                await pilot.press("t")  # Preview -> Diff
+                files = app.query_one(FilesTable)
+                for _ in range(100):
+                    if files.row_count >= 4:
+                        break
+                    await pilot.pause(0.05)
+                shown = {k: [str(c) for c in v] for k, v in files._shown.items()}
+                assert shown["c:f0.txt"][0] == "M +20000 -30" and shown["c:bin.dat"][0] == "M binary"
+                assert shown["u:f1.txt"][0] == "unstaged (uncommitted)"
+                assert shown["u:scratch.txt"][0] == "untracked (uncommitted)"
+                title = str(app.query_one("#diff-title").render())
+                assert "1 commit(s), 2 file(s), 2 uncommitted" in title and "conflicts in f0.txt" in title
+                assert "agent rewrites f0" in str(app.query_one("#diff-commits").render())
+                patch = app.query_one(PatchView)
+                for _ in range(100):
+                    if patch.lines:
+                        break
+                    await pilot.pause(0.05)
+                assert patch.lines == ["bin.dat: a binary file (M binary), not drawn"]  # the first file
+                files.focus()
+                files.move_cursor(row=list(files._shown).index("c:f0.txt"))
+                for _ in range(100):
+                    if len(patch.lines) > 20_000:
+                        break
+                    await pilot.pause(0.05)
+                assert "+agent line 19999" in patch.lines
+                line = patch.render_line(next(i for i, t in enumerate(patch.lines) if t.startswith("+agent")))
+                assert any(seg.style and seg.style.color for seg in line)  # coloured
+                files.move_cursor(row=list(files._shown).index("u:f1.txt"))
+                for _ in range(100):
+                    if "+wip" in patch.lines:
+                        break
+                    await pilot.pause(0.05)
+                assert "+wip" in patch.lines
+
+        asyncio.run(go())

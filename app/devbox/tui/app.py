@@ -44,6 +44,7 @@ from devbox.core.podman_records import ContainerStats
 from devbox.core.session import Devbox
 from devbox.tui import commands
 from devbox.tui.dialogs import NewWorktree
+from devbox.tui.diffview import DiffPane
 from devbox.tui.fleet import FleetView, PreviewPane
 from devbox.tui.fleet_actions import FleetActions
 from devbox.tui.logpane import LogPane
@@ -134,6 +135,8 @@ class DevboxApp(FleetActions, Runs, VmActions, App[None]):
         with TabbedContent(initial="preview-tab" if self.first_view == "fleet" else "log-tab", id="detail"):
             with TabPane("Preview", id="preview-tab"):
                 yield PreviewPane(id="preview-pane")
+            with TabPane("Diff", id="diff-tab"):
+                yield DiffPane(id="diff-pane")
             with TabPane("Log", id="log-tab"):
                 yield LogPane(self.session.settings.build_path("logs"), id="log-pane")
         yield Footer()

@@ -86,8 +86,10 @@ COMMANDS: tuple[Command, ...] = (
     Command("attach_agent", "enter", "Attach agent", "attach to the selected agent's terminal (fleet view); "
             "tmux's detach key (`ctrl+b d`) comes back", "`./devbox agent attach BRANCH`", mutates=True,
             footer=True, applies=_agent_row),
-    Command("detail_tab", "t", "Preview/Log", "switch the detail area between Preview (the selected agent's "
-            "terminal, captured live) and Log (the operations); an operation you start shows its Log"),
+    Command("detail_tab", "t", "Preview/Diff/Log", "switch the detail area: Preview (the selected agent's "
+            "terminal, captured live), Diff (the selected branch against its base: files, commits, uncommitted "
+            "files, predicted conflicts, the file's patch) and Log (the operations); an operation you start shows "
+            "its Log", "`./devbox diff BRANCH`"),
     Command("new", "n", "New", "dialog: branch (checked as you type) and optional base ref, then worktree + container",
             "`./start-work BRANCH --detach [--from REF]`", mutates=True, footer=True),
     Command("attach", "a", "Attach", "a login shell in the selected container (started first if needed); the "

@@ -18,6 +18,7 @@ from textual.widgets import ContentSwitcher, TabbedContent
 from devbox.core import agent_state, ops
 from devbox.core import notify as notifications
 from devbox.core.ops.fleet_vm import VM
+from devbox.tui.diffview import DiffPane
 from devbox.tui.fleet import FleetTable, FleetView, PreviewPane
 from devbox.tui.panes import WorktreesTable
 
@@ -149,8 +150,13 @@ class FleetActions:
         self.main.query_one("#detail", TabbedContent).active = f"{tab}-tab"
 
     def action_detail_tab(self) -> None:
-        shown = self.main.query_one("#detail", TabbedContent).active
-        self.show_detail("log" if shown == "preview-tab" else "preview")
+        """Preview, Diff, Log, and round again."""
+        order = ["preview", "diff", "log"]
+        shown = self.main.query_one("#detail", TabbedContent).active.removesuffix("-tab")
+        self.show_detail(order[(order.index(shown) + 1) % len(order)] if shown in order else "preview")
+
+    def on_tabbed_content_tab_activated(self, _event: object) -> None:
+        self._follow_selection()  # the Diff tab loads the selected branch when it is shown
 
     def _preview_shown(self) -> bool:
         """From the preview's worker: capture only while its tab is on show."""
@@ -171,6 +177,13 @@ class FleetActions:
             branch = (row.worktree.branch if row is not None else None) or (c.branch if c is not None else "") or ""
             agent = next((r for r in self.fleet.rows if r.branch == branch), None)
         self.main.query_one(PreviewPane).follow_row(agent, branch)
+        if self.main.query_one("#detail", TabbedContent).active == "diff-tab":
+            radar = self.fleet.radar
+            files = tuple(dict.fromkeys(f for c in radar.of(branch) for f in c.files)) if radar and branch else ()
+            rows = (self.status.worktrees.value or ()) if self.status is not None else ()
+            row = next((r for r in rows if r.worktree.branch == branch), None)
+            version = (row.worktree.head, row.state.changed, row.state.untracked, row.state.files) if row else None
+            self.main.query_one(DiffPane).follow(self.session, branch, files, version)
 
     def action_next_needing(self) -> None:
         if not self.fleet.jump(+1):
