@@ -423,3 +423,124 @@ def test_the_diff_tab_shows_files_commits_uncommitted_conflicts_and_patches(tmp_
                 assert "+wip" in patch.lines
 
         asyncio.run(go())
+
+
+def test_the_merge_dialog_cancel_changes_nothing_confirm_lands_what_it_listed(tmp_path: Path) -> None:
+    """M on a worktree row: the dialog lists the commits and files that would land (Cancel
+    focused); Escape changes nothing; squash + Merge lands exactly those files on main, as
+    one commit, and the worktree's teardown dialog follows."""
+    import random
+
+    from textual.widgets import Button, OptionList
+
+    from devbox.core import git as gitcore
+    from devbox.core.ops.results import WorktreeRow
+    from devbox.tui.dialogs import ConfirmTeardown, MergeDialog
+    from devbox.tui.panes import WorktreesTable
+    from test_merge import git, make_repo, snapshot
+
+    repo = make_repo(tmp_path / "r", random.Random(9))
+    wt = tmp_path / "r" / "wt"
+    git(repo, "worktree", "add", "-q", "-b", "agent", str(wt))
+    for i in range(2):
+        (wt / f"agent-{i}.txt").write_text(f"{i}\n")
+        git(wt, "add", "-A")
+        git(wt, "commit", "-qm", f"agent adds {i}")
+    with Devbox(config.load(repo, env={})) as session:
+        rows = tuple(WorktreeRow(w, gitcore.state(w), None) for w in gitcore.list_worktrees(repo))
+        st = Status(str(repo), Section(), Section(), Section(rows), Section(()), agents=Section(()))
+        app = make_app(session, watch=False, view="resources")
+
+        async def until(pilot: object, cond: object, timeout: float = 30) -> None:
+            deadline = time.monotonic() + timeout
+            while not cond():  # type: ignore[operator]
+                assert time.monotonic() < deadline
+                await pilot.pause(0.05)  # type: ignore[attr-defined]
+
+        async def go() -> None:
+            async with app.run_test(size=(120, 40)) as pilot:
+                app.post_message(StatusUpdated(st, {}, {}, None))
+                await pilot.pause(0.3)
+                table = app.query_one(WorktreesTable)
+                table.move_cursor(row=list(table._shown).index(str(wt)))
+                before = snapshot(repo, wt)  # (the dashboard's own .build/ made by now)
+                await pilot.press("M")
+                await until(pilot, lambda: isinstance(app.screen, MergeDialog))
+                what = str(app.screen.query_one("#merge-what").render())
+                assert "2 commit(s)" in what and "agent adds 1" in what and "agent-0.txt" in what
+                assert app.screen.focused is app.screen.query_one("#cancel", Button)
+                await pilot.press("escape")
+                await until(pilot, lambda: not isinstance(app.screen, MergeDialog))
+                assert snapshot(repo, wt) == before  # cancelled: nothing moved
+
+                await pilot.press("M")
+                await until(pilot, lambda: isinstance(app.screen, MergeDialog))
+                app.screen.query_one(OptionList).highlighted = 2  # squash
+                await pilot.click("#confirm")
+                await until(pilot, lambda: isinstance(app.screen, ConfirmTeardown), 60)  # offered after the merge
+                assert f"Remove worktree {wt}?" in str(app.screen.query_one("#dialog-title").render())
+                await pilot.press("escape")
+
+        asyncio.run(go())
+    assert (repo / "agent-0.txt").read_text() == "0\n" and (repo / "agent-1.txt").read_text() == "1\n"
+    assert git(repo, "rev-list", "--count", "HEAD^..HEAD").stdout.strip() == "1"  # one squash commit
+    assert "agent adds 0" in git(repo, "log", "-1", "--format=%B").stdout
+    assert wt.is_dir()  # the teardown was declined
+
+
+def test_merge_dialog_snapshot(snap_compare: object, tmp_path: Path) -> None:
+    from devbox.tui.dialogs import MergeDialog
+
+    async def show(pilot: object) -> None:
+        app = pilot.app  # type: ignore[attr-defined]
+        app.post_message(demo_update())
+        await pilot.pause(0.2)  # type: ignore[attr-defined]
+        app.push_screen(
+            MergeDialog(
+                "feature/login",
+                "main",
+                ["1a2b3c4d fix the login timeout", "5e6f7a8b test it"],
+                ["app.py", "tests/test_login.py"],
+                ["app.py"],
+            )
+        )
+        await pilot.pause(0.2)  # type: ignore[attr-defined]
+
+    assert snap_compare(demo_app(tmp_path), terminal_size=(100, 34), run_before=show)  # type: ignore[operator]
+
+
+def test_diff_tab_snapshot(snap_compare: object, tmp_path: Path) -> None:
+    """The Diff tab on a generated repository (fixed dates: fixed commit ids)."""
+    import random
+
+    from devbox.core import git as gitcore
+    from devbox.core.ops.results import WorktreeRow
+    from devbox.tui.diffview import PatchView
+    from test_merge import git, make_repo
+
+    repo = make_repo(tmp_path / "r", random.Random(5))
+    wt = tmp_path / "r" / "wt"
+    git(repo, "worktree", "add", "-q", "-b", "agent", str(wt))
+    (wt / "f0.txt").write_text("".join(f"agent line {i}\n" for i in range(40)))
+    git(wt, "commit", "-qam", "agent rewrites f0")
+    (wt / "scratch.txt").write_text("new\n")
+    session = Devbox(config.load(repo, env={}))
+    rows = tuple(WorktreeRow(w, gitcore.state(w), None) for w in gitcore.list_worktrees(repo))
+    st = Status(str(repo), Section(), Section(), Section(rows), Section(()), agents=Section(()))
+    app = make_app(session, watch=False, view="fleet")
+
+    async def show(pilot: object) -> None:
+        app.sub_title = "/home/dev/demo"  # the tmp path would change every run
+        app.post_message(StatusUpdated(st, {}, {}, None))
+        await pilot.pause(0.3)  # type: ignore[attr-defined]
+        await pilot.press("t")  # type: ignore[attr-defined]
+        for _ in range(100):
+            if app.query_one(PatchView).lines:
+                break
+            await pilot.pause(0.05)  # type: ignore[attr-defined]
+        await pilot.pause(0.2)  # type: ignore[attr-defined]
+
+    try:
+        assert snap_compare(app, terminal_size=(160, 45), run_before=show)  # type: ignore[operator]
+    finally:
+        session.close()

@@ -57,6 +57,7 @@ from devbox.tui.panes import (
     artifacts_line,
     problem_text,
 )
+from devbox.tui.review_actions import ReviewActions
 from devbox.tui.runs import Runs
 from devbox.tui.vm_actions import VmActions
 
@@ -101,7 +102,7 @@ class AttachReady(Message):
         self.argv = argv
 
 
-class DevboxApp(FleetActions, Runs, VmActions, App[None]):
+class DevboxApp(FleetActions, ReviewActions, Runs, VmActions, App[None]):
     TITLE = "devbox"
     BINDINGS: ClassVar[list[BindingType]] = list(commands.bindings())
 

@@ -104,6 +104,10 @@ COMMANDS: tuple[Command, ...] = (
     Command("remove_container", "x", "Rm container", "remove the selected container and its volumes, after a "
             "dialog that names what is lost", "`./devbox container rm --force BRANCH`", mutates=True, footer=True,
             applies=_container),
+    Command("merge", "M", "Merge", "land the selected branch on its base: a dialog with the strategy (merge, "
+            "rebase, squash), the commits and files that land and any predicted conflict (then only Cancel); after "
+            "the merge, the worktree's teardown dialog", "`./devbox merge BRANCH --strategy S --yes`", mutates=True,
+            footer=True, applies=_linked_worktree),
     Command("remove_worktree", "X", "Rm worktree", "remove the selected worktree and its container (branch kept), "
             "after the dialog", "`./devbox worktree remove --force BRANCH`", mutates=True, footer=True,
             applies=_linked_worktree),

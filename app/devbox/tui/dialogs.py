@@ -196,3 +196,56 @@ class RunPicker(ModalScreen["int | None"]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class MergeDialog(ModalScreen["str | None"]):
+    """Land a branch: the strategy, and before anything happens, the commits that land, the
+    files they touch and the conflicts predicted. Cancel has the focus; a predicted
+    conflict leaves only Cancel."""
+
+    BINDINGS: ClassVar = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, branch: str, base: str, commits: list[str], files: list[str], conflicts: list[str]) -> None:
+        super().__init__()
+        self.branch, self.base = branch, base
+        self.commits, self.files, self.conflicts = commits, files, conflicts
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(f"Land {self.branch} on {self.base}", id="dialog-title")
+            shown = [*self.commits[:8], *(["…"] if len(self.commits) > 8 else [])]
+            files = [*self.files[:8], *([f"… and {len(self.files) - 8} more"] if len(self.files) > 8 else [])]
+            yield Plain(
+                f"{len(self.commits)} commit(s):\n"
+                + "\n".join(f"  {c}" for c in shown)
+                + f"\n{len(self.files)} file(s):\n"
+                + "\n".join(f"  {f}" for f in files),
+                id="merge-what",
+            )
+            if self.conflicts:
+                yield Plain("would conflict in: " + ", ".join(self.conflicts)
+                            + f"\nrebase {self.branch} in its worktree and resolve them there first",
+                            id="dialog-loss")  # fmt: skip
+            yield OptionList(*(Option(s, id=s) for s in ("merge", "rebase", "squash")), id="merge-strategy")
+            yield Plain(f"same as: ./devbox merge {self.branch} --into {self.base} --strategy S --yes",
+                        id="dialog-command")  # fmt: skip
+            with Horizontal(id="dialog-buttons"):
+                yield Button("Cancel", id="cancel", variant="primary")
+                yield Button("Merge", id="confirm", variant="warning", disabled=bool(self.conflicts))
+
+    def on_mount(self) -> None:
+        self.query_one(OptionList).highlighted = 0
+        self.query_one("#cancel", Button).focus()
+
+    @on(Button.Pressed, "#confirm")
+    def _confirm(self) -> None:
+        options = self.query_one(OptionList)
+        index = options.highlighted or 0
+        self.dismiss(("merge", "rebase", "squash")[index])
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel_button(self) -> None:
+        self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
