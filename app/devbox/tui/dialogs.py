@@ -201,14 +201,17 @@ class RunPicker(ModalScreen["int | None"]):
 class MergeDialog(ModalScreen["str | None"]):
     """Land a branch: the strategy, and before anything happens, the commits that land, the
     files they touch and the conflicts predicted. Cancel has the focus; a predicted
-    conflict leaves only Cancel."""
+    conflict, or uncommitted work in the branch's worktree, leaves only Cancel."""
 
     BINDINGS: ClassVar = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, branch: str, base: str, commits: list[str], files: list[str], conflicts: list[str]) -> None:
+    def __init__(
+        self, branch: str, base: str, commits: list[str], files: list[str], conflicts: list[str], blocked: str = ""
+    ) -> None:  # fmt: skip
         super().__init__()
         self.branch, self.base = branch, base
         self.commits, self.files, self.conflicts = commits, files, conflicts
+        self.blocked = blocked  # why it cannot land now (uncommitted work): only Cancel
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
@@ -226,12 +229,14 @@ class MergeDialog(ModalScreen["str | None"]):
                 yield Plain("would conflict in: " + ", ".join(self.conflicts)
                             + f"\nrebase {self.branch} in its worktree and resolve them there first",
                             id="dialog-loss")  # fmt: skip
+            if self.blocked:
+                yield Plain(self.blocked, id="merge-blocked")
             yield OptionList(*(Option(s, id=s) for s in ("merge", "rebase", "squash")), id="merge-strategy")
             yield Plain(f"same as: ./devbox merge {self.branch} --into {self.base} --strategy S --yes",
                         id="dialog-command")  # fmt: skip
             with Horizontal(id="dialog-buttons"):
                 yield Button("Cancel", id="cancel", variant="primary")
-                yield Button("Merge", id="confirm", variant="warning", disabled=bool(self.conflicts))
+                yield Button("Merge", id="confirm", variant="warning", disabled=bool(self.conflicts or self.blocked))
 
     def on_mount(self) -> None:
         self.query_one(OptionList).highlighted = 0

@@ -45,12 +45,14 @@ class ReviewActions:
         prediction = ops.predict_merge(self.session, branch, into=diff.base)
         commits = [f"{c.sha[:8]} {c.subject}" for c in diff.commits]
         files = [f.path for f in diff.committed]
-        if diff.uncommitted.any:
-            files.append(f"(and {len(diff.uncommitted.names())} uncommitted file(s): the merge is refused until "
-                         "they are committed: ./devbox merge --commit-all MSG)")  # fmt: skip
-        self.call_from_thread(self._ask_merge, branch, diff.base, commits, files, list(prediction.conflicts))
+        pending = diff.uncommitted.names()
+        blocked = (f"{len(pending)} uncommitted file(s) in {diff.worktree} ({', '.join(pending[:3])}): commit "
+                   f"them first, or ./devbox merge {branch} --commit-all MSG") if pending else ""  # fmt: skip
+        self.call_from_thread(self._ask_merge, branch, diff.base, commits, files, list(prediction.conflicts), blocked)
 
-    def _ask_merge(self, branch: str, base: str, commits: list[str], files: list[str], conflicts: list[str]) -> None:
+    def _ask_merge(
+        self, branch: str, base: str, commits: list[str], files: list[str], conflicts: list[str], blocked: str
+    ) -> None:  # fmt: skip
         def answered(strategy: str | None) -> None:
             if strategy is None:
                 return
@@ -62,7 +64,7 @@ class ReviewActions:
 
             self.run_op(f"merge-{branch}", cmd, land, frozenset({f"branch {branch}", f"branch {base}"}))
 
-        self.push_screen(MergeDialog(branch, base, commits, files, conflicts), answered)
+        self.push_screen(MergeDialog(branch, base, commits, files, conflicts, blocked), answered)
 
     def _offer_teardown(self, branch: str) -> None:
         """After a merge: the worktree's teardown dialog (Cancel is its default)."""
