@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.segment import Segment
 from rich.style import Style
-from rich.syntax import Syntax
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -29,7 +29,20 @@ from devbox.core.errors import DevboxError
 from devbox.core.session import Devbox
 from devbox.tui.panes import Plain, ReconciledTable
 
-_HIGHLIGHT = Syntax("", "diff", theme="ansi_dark")
+if TYPE_CHECKING:
+    from rich.syntax import Syntax
+    from rich.text import Text
+
+_HIGHLIGHT: list[Syntax] = []  # made on first use: Pygments costs ~20 ms to import
+
+
+def highlight(line: str) -> Text:
+    """One patch line, coloured by Rich's diff highlighting (Pygments' diff lexer)."""
+    if not _HIGHLIGHT:
+        from rich.syntax import Syntax
+
+        _HIGHLIGHT.append(Syntax("", "diff", theme="ansi_dark"))
+    return _HIGHLIGHT[0].highlight(line)
 
 
 @dataclass(frozen=True)
@@ -68,7 +81,7 @@ class PatchView(ScrollView):
             return Strip.blank(self.size.width)
         strip = self._cache.get(index)
         if strip is None:
-            text = _HIGHLIGHT.highlight(self.lines[index].expandtabs(4)[:2000])
+            text = highlight(self.lines[index].expandtabs(4)[:2000])
             text.rstrip()
             segments = [Segment(s.text, s.style or Style()) for s in text.render(self.app.console)]
             strip = Strip(segments).simplify()

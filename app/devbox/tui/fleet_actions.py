@@ -17,7 +17,7 @@ from textual.widgets import ContentSwitcher, TabbedContent
 
 from devbox.core import agent_state, ops
 from devbox.core import notify as notifications
-from devbox.core.ops.fleet_vm import VM
+from devbox.core.ops.results import IN_VM as VM
 from devbox.tui.diffview import DiffPane
 from devbox.tui.fleet import FleetTable, FleetView, PreviewPane
 from devbox.tui.panes import WorktreesTable

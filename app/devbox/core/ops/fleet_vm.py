@@ -26,7 +26,7 @@ from devbox.core.errors import DevboxError, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.filesystem import read_json, write_json
 from devbox.core.ops.fleet import EXIT_EVENT, SESSION, AgentStarted, _spec, _wrapper, needed_env
-from devbox.core.ops.results import AgentRow
+from devbox.core.ops.results import IN_VM, AgentRow
 from devbox.core.ops.steps import record_base
 from devbox.core.ops.transfer import _remote_repo, git_push, target
 from devbox.core.session import Devbox
@@ -34,7 +34,7 @@ from devbox.core.session import Devbox
 STATE_ROOT = ".local/state/devbox/agents"  # under the VM user's home
 RECORD = "vm-agents.json"  # under .build/: which branches have an agent in the VM
 SLUG = re.compile(r"^[A-Za-z0-9._%-]{1,200}$")
-VM = "vm"  # AgentRow.container_state of a VM agent's row
+VM = IN_VM  # AgentRow.container_state of a VM agent's row
 
 # one ssh reads every agent: "<slug> <tmux up 0|1> <bytes>\n" then that many bytes of the
 # file's tail (never a symlink, never anything but a regular file)

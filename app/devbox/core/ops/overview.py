@@ -9,7 +9,6 @@ from devbox.core import builder, containers, image
 from devbox.core.events import Reporter, Sink, null_sink
 from devbox.core.image import ImageStatus
 from devbox.core.ops.fleet import agent_rows
-from devbox.core.ops.fleet_vm import vm_agent_rows
 from devbox.core.ops.results import Section, Status
 from devbox.core.ops.vm import list_vms
 from devbox.core.ops.worktrees import rows
@@ -28,6 +27,8 @@ def status(session: Devbox, *, sink: Sink = null_sink, cancel: threading.Event |
         conts = conts_f.result()
         wts = Section.fetch(lambda: rows(session, conts.value, cancel))
         vms_f = pool.submit(Section.fetch, lambda: list_vms(session))
+        from devbox.core.ops.fleet_vm import vm_agent_rows  # ssh and transfer: only when status runs
+
         vm_agents_f = pool.submit(vm_agent_rows, session)  # no ssh unless an agent was started with --vm
         disk = Section.fetch(lambda: builder.status(settings, session.podman, session.user))
         vm_agents = vm_agents_f.result()

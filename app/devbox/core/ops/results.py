@@ -80,6 +80,9 @@ class WorktreeRow:
         }
 
 
+IN_VM = "vm"  # AgentRow.container_state of an agent in the VM (core/ops/fleet_vm.py)
+
+
 @dataclass(frozen=True)
 class AgentRow:
     branch: str

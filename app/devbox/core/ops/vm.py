@@ -21,7 +21,6 @@ from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.filesystem import read_json
 from devbox.core.freshness import Verdict
 from devbox.core.locks import hold
-from devbox.core.ops import fleet_vm
 from devbox.core.ops.results import Section
 from devbox.core.session import Devbox
 
@@ -336,7 +335,9 @@ def vm_down(session: Devbox, *, sink: Sink = null_sink, cancel: threading.Event 
             # leftovers either way: a lost state, or volumes terraform never recorded
             gone = libvirt.teardown(s.libvirt_uri, s.vm.name, str(s.repo), s.vm.pool)
             terraform.clear(s)
-            s.build_path(fleet_vm.RECORD).unlink(missing_ok=True)  # the VM's agents went with it
+            from devbox.core.ops.fleet_vm import RECORD  # (ssh and transfer: imported when needed)
+
+            s.build_path(RECORD).unlink(missing_ok=True)  # the VM's agents went with it
             with contextlib.suppress(DevboxError):  # podman down: the next disk build cleans up
                 builder.clean_leftovers(s, session.podman, report)
             _forget_host_key(session)
