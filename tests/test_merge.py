@@ -241,3 +241,29 @@ def test_cli_diff_and_merge(tmp_path: Path) -> None:
     done = devbox("merge", "agent", "--into", "main", "--yes", "--commit-all", "wip")
     assert done.returncode == 0, done.stderr
     assert "after committing" in done.stdout and (repo / "f3.txt").read_text() == "wip\n"
+
+
+def test_push_for_review_then_the_pr_command(tmp_path: Path) -> None:
+    """``devbox push``: the branch reaches the remote, then merge.pr_command runs as an
+    argument list with {branch} and {remote} substituted, its output shown; a failing
+    command is one line and the push stays."""
+    repo, _wt = conflicted(tmp_path)
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    git(repo, "remote", "add", "origin", str(remote))
+    marker = tmp_path / "pr.txt"
+    with (repo / "devbox.toml").open("a") as fh:
+        fh.write(f'[merge]\npr_command = ["sh", "-c", "echo \\"PR for $1 on $2; $3\\" | tee {marker}", "x", '
+                 '"{branch}", "{remote}", "a; rm -rf / (never a shell)"]\n')  # fmt: skip
+    env = {**os.environ, "DEVBOX_REPO": str(repo)}
+    out = subprocess.run([sys.executable, "-m", "devbox.cli", "push", "agent"], cwd=repo, env=env, capture_output=True,
+                         text=True, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert git(remote, "rev-parse", "agent").stdout == git(repo, "rev-parse", "agent").stdout
+    assert "PR for agent on origin; a; rm -rf / (never a shell)" in out.stdout
+    assert marker.read_text().strip() == "PR for agent on origin; a; rm -rf / (never a shell)"
+    text = (repo / "devbox.toml").read_text().replace('"sh", "-c"', '"sh", "-c", "exit 3;"')
+    (repo / "devbox.toml").write_text(text)
+    failed = subprocess.run([sys.executable, "-m", "devbox.cli", "push", "agent"], cwd=repo, env=env,
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert failed.returncode != 0 and "merge.pr_command failed" in failed.stderr and "Traceback" not in failed.stderr

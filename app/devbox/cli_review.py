@@ -84,7 +84,21 @@ def cmd_conflicts(ctx: Context) -> int:
     return ExitCode.OK
 
 
+def cmd_push(ctx: Context) -> int:
+    ctx.log_name = "push"
+    res = ops.push_branch(ctx.session, ctx.args.branch, remote=ctx.args.remote, sink=ctx.sink, cancel=ctx.cancel)
+    ctx.renderer.close()
+    print(f"{res.branch} pushed to {res.remote}")
+    if res.pr_output:
+        print(res.pr_output)
+    return ExitCode.OK
+
+
 def register(sub: Any) -> None:
+    p = sub.add_parser("push", help="push a branch for review elsewhere (then merge.pr_command, if set)")
+    p.add_argument("branch")
+    p.add_argument("--remote", metavar="NAME", help="default: the branch's upstream remote, else origin")
+    p.set_defaults(handler=cmd_push)
     p = sub.add_parser("conflicts", help="which active branches would conflict (with each other, with their base)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_conflicts)

@@ -46,6 +46,10 @@ DEFAULTS: dict[str, dict[str, Value]] = {
     # run on an agent's move into needs you / done / error, with branch, state and message
     # as its last three arguments (never through a shell); empty: none
     "notify": {"command": [""]},
+    # after `devbox push BRANCH`: a command opening a pull request, {branch} and {remote}
+    # substituted (an argument list, never a shell), e.g. ["gh", "pr", "create", "--head",
+    # "{branch}", "--fill"]; empty: none
+    "merge": {"pr_command": [""]},
     "disk": {
         "size_gib": 64,  # the VM disk's minimum size
         "rootfs": "ext4",  # required for Fedora images
@@ -110,6 +114,7 @@ class Settings:
     keys: Mapping[str, str] = field(default_factory=dict)
     vm: VmSettings = field(default_factory=VmSettings)
     notify_command: tuple[str, ...] = ()
+    pr_command: tuple[str, ...] = ()
     agents: Mapping[str, AgentSpec] = field(default_factory=lambda: dict(agent_config.BUILT_IN))
 
     @property
@@ -268,6 +273,7 @@ def load(repo: Path, env: Mapping[str, str] | None = None) -> Settings:
         network=text("container", "network"),
         libvirt_uri=text("libvirt", "uri"),
         notify_command=tuple(str(x) for x in values["notify"]["command"] if str(x)),  # type: ignore[union-attr]
+        pr_command=tuple(str(x) for x in values["merge"]["pr_command"] if str(x)),  # type: ignore[union-attr]
         keys={k: str(v) for k, v in values["keys"].items()},
         disk_size_gib=_positive(values["disk"]["size_gib"], origin("disk", "size_gib")),
         disk_rootfs=_choice(text("disk", "rootfs"), ("ext4", "xfs", "btrfs"), origin("disk", "rootfs")),

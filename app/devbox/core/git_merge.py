@@ -259,3 +259,17 @@ def commit_all(worktree: Path, message: str, env: dict[str, str]) -> str:
 def reset_index(worktree: Path) -> None:
     """The index back to HEAD, the files untouched (undoes ``git add``)."""
     _git(worktree, "reset", "--quiet", "--mixed", "HEAD", check=False)
+
+
+def upstream_remote(repo: Path, branch: str) -> str:
+    res = _git(repo, "config", "--get", f"branch.{branch}.remote", check=False)
+    return res.stdout.strip() if res.ok else ""
+
+
+def push(repo: Path, remote: str, branch: str, cancel: threading.Event) -> None:
+    """``git push REMOTE refs/heads/BRANCH`` (never a prompt; its refusal is one line)."""
+    res = _git(repo, "push", "--porcelain", remote, f"refs/heads/{branch}:refs/heads/{branch}", check=False,
+               cancel=cancel, timeout=600)  # fmt: skip
+    if not res.ok:
+        raise GitError(f"git push to {remote} failed: {res.last_error()}",
+                       "check the remote (git remote -v) and your access to it, then run again")  # fmt: skip

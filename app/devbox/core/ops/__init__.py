@@ -91,7 +91,16 @@ if TYPE_CHECKING:
         WorktreeLoss,
         WorktreeRow,
     )
-    from devbox.core.ops.review import BranchDiff, Merged, branch_patch, diff_branch, merge, predict_merge
+    from devbox.core.ops.review import (
+        BranchDiff,
+        Merged,
+        Pushed,
+        branch_patch,
+        diff_branch,
+        merge,
+        predict_merge,
+        push_branch,
+    )
     from devbox.core.ops.transfer import (
         Moved,
         dir_pull,
@@ -140,6 +149,8 @@ _WHERE = {
     "diff_branch": "review",
     "merge": "review",
     "predict_merge": "review",
+    "Pushed": "review",
+    "push_branch": "review",
     "Radar": "radar",
     "conflicts": "radar",
     "vm_agent_attach_argv": "fleet_vm",
@@ -227,6 +238,7 @@ __all__ = [
     "Merged",
     "Moved",
     "Problem",
+    "Pushed",
     "Radar",
     "Removed",
     "Section",
@@ -277,6 +289,7 @@ __all__ = [
     "merge",
     "plan_dir_push",
     "predict_merge",
+    "push_branch",
     "remove_container",
     "remove_worktree",
     "ssh_argv",

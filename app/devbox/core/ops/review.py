@@ -187,3 +187,52 @@ def _prepare(
         return git_merge.commit_tree(repo, tree, [base_head], msg, env), head
     new = git_merge.rebased(repo, base_head, head, env, cancel)  # rebase: then the base fast-forwards
     return new, new
+
+
+@dataclass(frozen=True)
+class Pushed:
+    branch: str
+    remote: str
+    pr_output: str = ""  # what merge.pr_command printed, if one is configured
+
+
+def push_branch(
+    session: Devbox, branch: str, *, remote: str | None = None, sink: Sink = null_sink,
+    cancel: threading.Event | None = None,
+) -> Pushed:  # fmt: skip
+    """Push ``branch`` for review elsewhere (its upstream's remote, else ``origin``), then
+    run ``merge.pr_command`` with {branch} and {remote} substituted, if one is set."""
+    cancel = cancel or threading.Event()
+    repo = session.settings.repo
+    git.check_branch_name(branch)
+    _commit(session, f"refs/heads/{branch}")
+    report = Reporter(sink, "push", Subject("branch", branch))
+    where = remote or git_merge.upstream_remote(repo, branch) or "origin"
+    report.step("start", f"{branch} → {where}")
+    git_merge.push(repo, where, branch, cancel)
+    output = ""
+    command = session.settings.pr_command
+    if command:
+        argv = [part.replace("{branch}", branch).replace("{remote}", where) for part in command]
+        report.step("start", f"opening a pull request: {' '.join(argv)}")
+        output = run_pr_command(argv, repo, cancel)
+        for line in output.splitlines():
+            report.log(line, source=argv[0], stream="stdout")
+    report.step("done", f"{branch} pushed to {where}")
+    return Pushed(branch, where, output)
+
+
+def run_pr_command(argv: list[str], repo: Path, cancel: threading.Event) -> str:
+    """``merge.pr_command`` (an argument list, never a shell); its failure is one line."""
+    from devbox.core import proc
+    from devbox.core.errors import ToolMissing
+
+    try:
+        res = proc.run(argv, tool=argv[0], cwd=repo, timeout=300, cancel=cancel)
+    except ToolMissing:
+        raise NotFound(f"merge.pr_command: {argv[0]} is not installed", "install it, or fix merge.pr_command "
+                       "in devbox.toml") from None  # fmt: skip
+    if not res.ok:
+        raise Refused(f"merge.pr_command failed (exit {res.returncode}): {res.last_error()}",
+                      "the branch is pushed; open the pull request by hand, or fix merge.pr_command")  # fmt: skip
+    return res.stdout.strip()
