@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from test_vm import VmProject, bootable_builder, env_of, vm_project  # noqa: F401 - the fixtures
+from test_vm import VmProject, bootable_builder, env_of, ssh, vm_project  # noqa: F401 - the fixtures
 
 pytestmark = pytest.mark.podman
 
@@ -38,6 +38,8 @@ def test_an_agent_in_the_guest_asks_is_answered_and_reaches_the_dashboard(vm_pro
         fh.write('[agents.claude]\ncommand = ["claude"]\nenv = []\n')
     up = vm.devbox("vm", "up", env=env, timeout=900)
     assert up.returncode == 0, up.stderr
+    ip = up.stdout.strip().splitlines()[-1].split(": ")[-1]
+    assert ssh(vm, ip, "true").returncode == 0  # the lease comes a moment before dropbear listens
     started = vm.devbox("agent", "start", "--vm", "guest-agent", "--prompt", "work 1; ask Bash deploy; work 600",
                         env=env, timeout=300)  # fmt: skip
     assert started.returncode == 0, started.stderr
