@@ -515,7 +515,7 @@ def test_diff_tab_snapshot(snap_compare: object, tmp_path: Path) -> None:
 
     from devbox.core import git as gitcore
     from devbox.core.ops.results import WorktreeRow
-    from devbox.tui.diffview import PatchView
+    from devbox.tui.diffview import FilesTable, PatchView
     from test_merge import git, make_repo
 
     repo = make_repo(tmp_path / "r", random.Random(5))
@@ -531,14 +531,18 @@ def test_diff_tab_snapshot(snap_compare: object, tmp_path: Path) -> None:
 
     async def show(pilot: object) -> None:
         app.sub_title = "/home/dev/demo"  # the tmp path would change every run
+        app.animation_level = "none"  # the tabs' underline slides: a picture mid-slide differs
         app.post_message(StatusUpdated(st, {}, {}, None))
         await pilot.pause(0.3)  # type: ignore[attr-defined]
         await pilot.press("t")  # type: ignore[attr-defined]
-        for _ in range(100):
-            if app.query_one(PatchView).lines:
+        files = app.query_one(FilesTable)
+        for _ in range(200):  # the file list (its columns measured), the commits and the first patch, loaded
+            widths = [c.content_width for c in files.columns.values()]
+            if (app.query_one(PatchView).lines and "agent rewrites" in str(app.query_one("#diff-commits").render())
+                    and widths and widths[0] >= len("untracked (uncommitted)")):  # fmt: skip
                 break
             await pilot.pause(0.05)  # type: ignore[attr-defined]
-        await pilot.pause(0.2)  # type: ignore[attr-defined]
+        await pilot.pause(0.5)  # type: ignore[attr-defined]
 
     try:
         assert snap_compare(app, terminal_size=(160, 45), run_before=show)  # type: ignore[operator]
