@@ -16,10 +16,10 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from devbox.core import proc
 from devbox.core.config import Settings
@@ -47,10 +47,9 @@ PARALLELISM = 1
 # down falls back to libvirt. An apply uploads the disk and waits for the VM's address:
 # one still running after 30 minutes is stopped (the next vm up finishes from its state).
 DESTROY_TIMEOUT = 120.0
-DESTROY_ATTEMPTS = 2
 APPLY_TIMEOUT = 1800.0
 PLAN_TIMEOUT = 120.0
-PLAN_ATTEMPTS = 2
+T = TypeVar("T")
 INSTALL_REMEDY = "install terraform 1.5 or newer (https://developer.hashicorp.com/terraform/install)"
 
 
@@ -159,18 +158,10 @@ class Runner:
         )
         # one VM plans in under a second: a plan still running after PLAN_TIMEOUT is a hung
         # provider; a plan changes nothing, so it is run once more
-        for attempt in range(1, PLAN_ATTEMPTS + 1):
-            try:
-                done = proc.run(
-                    argv, tool="terraform", cwd=self.module, env=self.env(), timeout=PLAN_TIMEOUT, cancel=cancel,
-                    remedy="check libvirtd answers (virsh -c URI list), then run again",
-                )  # fmt: skip
-                break
-            except ToolTimeout:
-                if attempt == PLAN_ATTEMPTS:
-                    raise
-                report.log(f"terraform plan hung for {PLAN_TIMEOUT:.0f} s (stopped): running it once more",
-                           source="terraform", stream="stderr")  # fmt: skip
+        done = _once_more_if_hung("plan", PLAN_TIMEOUT, report, lambda: proc.run(
+            argv, tool="terraform", cwd=self.module, env=self.env(), timeout=PLAN_TIMEOUT, cancel=cancel,
+            remedy="check libvirtd answers (virsh -c URI list), then run again",
+        ))  # fmt: skip
         if done.returncode == 0:
             return Plan(False, self.plan_file, ())
         if done.returncode != 2:
@@ -254,15 +245,8 @@ class Runner:
             var_file=str(self.vars),
             parallelism=PARALLELISM,
         )
-        for attempt in range(1, DESTROY_ATTEMPTS + 1):
-            try:
-                self._stream(argv, report, cancel, "destroy", timeout=DESTROY_TIMEOUT)
-                break
-            except ToolTimeout:
-                if attempt == DESTROY_ATTEMPTS:
-                    raise
-                report.log(f"terraform destroy hung for {DESTROY_TIMEOUT:.0f} s (stopped): running it once more",
-                           source="terraform", stream="stderr")  # fmt: skip
+        _once_more_if_hung("destroy", DESTROY_TIMEOUT, report,
+                           lambda: self._stream(argv, report, cancel, "destroy", timeout=DESTROY_TIMEOUT))  # fmt: skip
         for stale in (self.plan_file, self.dir / "applied.json"):
             if stale.exists():
                 stale.unlink()
@@ -317,6 +301,16 @@ class Runner:
     def has_state(self) -> bool:
         data = read_json(self.state)
         return isinstance(data, dict) and bool(data.get("resources"))
+
+
+def _once_more_if_hung(what: str, timeout: float, report: Reporter, run: Callable[[], T]) -> T:
+    """``run()``; stopped by its timeout (a hung provider), run once more, then given up."""
+    try:
+        return run()
+    except ToolTimeout:
+        report.log(f"terraform {what} hung for {timeout:.0f} s (stopped): running it once more",
+                   source="terraform", stream="stderr")  # fmt: skip
+        return run()
 
 
 def _flag() -> Any:
