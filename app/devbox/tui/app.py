@@ -468,26 +468,6 @@ class DevboxApp(FleetActions, ReviewActions, Runs, VmActions, App[None]):
     def action_refresh(self) -> None:
         self._wake.set()
 
-    def action_container_log(self) -> None:
-        _, c = self.selection()
-        if c is None:
-            return
-        for run in self.log_pane.running():  # one followed container log at a time
-            if run.name.startswith("log-"):
-                run.cancel.set()
-        name = c.name
-        self.run_op(
-            f"log-{c.branch}",
-            f"podman logs -f {c.name}",
-            lambda sink, cancel: ops.follow_container_log(self.session, name, sink=sink, cancel=cancel),
-        )
-
-    def action_filter_log(self) -> None:
-        self.log_pane.open_filter()
-
-    def action_follow_log(self) -> None:
-        self.log_pane.toggle_follow()
-
 
 def make_app(session: Devbox, *, read_only: bool = False, watch: bool = True, view: str = "fleet") -> DevboxApp:
     """The app factory (tests and snapshots build the app from a session, no argv)."""

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from devbox.core import ops
 from devbox.core.errors import Cancelled, DevboxError
 from devbox.core.events import Sink
 from devbox.tui.dialogs import AskLine, ConfirmTeardown, RunPicker
@@ -42,6 +43,10 @@ class Runs:
         def push_screen(self, *args: Any, **kwargs: Any) -> Any: ...
         def exit(self, *args: Any, **kwargs: Any) -> Any: ...
         def show_detail(self, tab: str) -> None: ...
+        def selection(self) -> tuple[Any, Any]: ...
+
+        session: Any
+
         def call_from_thread(self, callback: Callable[..., Any], *args: Any, **kwargs: Any) -> Any: ...
 
     def run_op(
@@ -147,3 +152,24 @@ class Runs:
                 self.run_op(op_name(cmd), cmd, fn, locks)
 
         self.push_screen(ConfirmTeardown(title, losses, cmd, **dialog), answered)
+
+    # the log pane's own keys ---------------------------------------------------------------
+    def action_container_log(self) -> None:
+        _, c = self.selection()
+        if c is None:
+            return
+        for run in self.log_pane.running():  # one followed container log at a time
+            if run.name.startswith("log-"):
+                run.cancel.set()
+        name = c.name
+        self.run_op(
+            f"log-{c.branch}",
+            f"podman logs -f {c.name}",
+            lambda sink, cancel: ops.follow_container_log(self.session, name, sink=sink, cancel=cancel),
+        )
+
+    def action_filter_log(self) -> None:
+        self.log_pane.open_filter()
+
+    def action_follow_log(self) -> None:
+        self.log_pane.toggle_follow()
