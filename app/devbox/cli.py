@@ -287,7 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    renderer: Renderer = make_renderer(verbose=args.verbose)
+    # with --json, stdout is the document alone: what the operation reports goes to stderr
+    json_out = getattr(args, "json", False)
+    renderer: Renderer = PlainRenderer(out=sys.stderr) if json_out else make_renderer(verbose=args.verbose)
     ctx: Context | None = None
     try:
         ctx = Context(args, renderer, argv)
