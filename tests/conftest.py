@@ -145,12 +145,15 @@ class Project:
         env["DEVBOX_REPO"] = str(self.root)
         return env
 
+    def devbox_argv(self) -> list[str]:
+        return [sys.executable, "-m", "devbox.cli"]
+
     def devbox(
         self, *args: str, env: dict[str, str] | None = None, timeout: float = 300
     ) -> subprocess.CompletedProcess[str]:
         """Run the real CLI in a subprocess, as a user would."""
         return subprocess.run(
-            [sys.executable, "-m", "devbox.cli", *args],
+            [*self.devbox_argv(), *args],
             cwd=self.root,
             env=env or self.env,
             capture_output=True,

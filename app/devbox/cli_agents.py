@@ -29,17 +29,40 @@ def _prompt(args: argparse.Namespace) -> str | None:
 def cmd_agent_start(ctx: Context) -> int:
     a = ctx.args
     prompt = _prompt(a)
+    agents = a.agent or ["claude"]
+    if a.count is not None:
+        return _start_copies(ctx, prompt, agents)
+    if len(agents) > 1:
+        raise BadName("several --agent for one agent", "give one, or --count N with one per copy")
     branch = a.branch or (ops.branch_from_prompt(prompt) if prompt else None)
     if branch is None:
         raise BadName("no branch and no prompt to name one after", "give BRANCH, or --prompt TEXT")
     git.check_branch_name(branch)
     ctx.log_name = "agent-start"
     start = ops.vm_agent_start if a.vm else ops.agent_start
-    res = start(ctx.session, branch, prompt=prompt, agent=a.agent, from_ref=a.from_ref, sink=ctx.sink,
+    res = start(ctx.session, branch, prompt=prompt, agent=agents[0], from_ref=a.from_ref, sink=ctx.sink,
                 cancel=ctx.cancel)  # fmt: skip
     ctx.renderer.close()
     vm = "--vm " if a.vm else ""
     print(f"{res.agent} started on {res.branch} ({res.container}); attach: devbox agent attach {vm}{res.branch}")
+    return ExitCode.OK
+
+
+def _start_copies(ctx: Context, prompt: str | None, agents: list[str]) -> int:
+    a = ctx.args
+    if a.vm:
+        raise BadName("--count runs each copy in a container of its own", "drop --vm (one VM holds one checkout)")
+    task = a.branch or (ops.branch_from_prompt(prompt) if prompt else None)
+    if task is None:
+        raise BadName("no task name and no prompt to name one after", "give TASK, or --prompt TEXT")
+    ctx.log_name = "agent-start"
+    res = ops.start_task(ctx.session, task, count=a.count, prompt=prompt, agents=agents, from_ref=a.from_ref,
+                         sink=ctx.sink, cancel=ctx.cancel)  # fmt: skip
+    ctx.renderer.close()
+    for s in res.started:
+        print(f"{s.agent} started on {s.branch} ({s.container})")
+    print(f"{len(res.started)} copies of {task} from {res.base or res.base_commit[:12]}; "
+          f"side by side: devbox compare {task}")  # fmt: skip
     return ExitCode.OK
 
 
@@ -113,11 +136,22 @@ def register(sub: Any) -> None:
         dest="agent_cmd", required=True
     )
     p = ag.add_parser("start", help="worktree + container, then the agent in tmux inside it (detached)")
-    p.add_argument("branch", nargs="?", help="default: agent/<words of the prompt>")
+    p.add_argument(
+        "branch",
+        nargs="?",
+        metavar="BRANCH|TASK",
+        help="default: agent/<words of the prompt>; with --count, the task: branches TASK-1..N",
+    )
     how = p.add_mutually_exclusive_group()
     how.add_argument("--prompt", help="the task ('-': read it from stdin)")
     how.add_argument("--prompt-file", metavar="F", help="the task from a file ('-': stdin)")
-    p.add_argument("--agent", default="claude", help="which [agents.NAME] (default: claude)")
+    p.add_argument(
+        "--agent",
+        action="append",
+        metavar="NAME",
+        help="which [agents.NAME] (default: claude); with --count, once for all or once per copy",
+    )
+    p.add_argument("--count", type=int, metavar="N", help="N agents on one task, each its own branch and container")
     p.add_argument("--from", dest="from_ref", metavar="REF", help="a new branch starts at REF")
     p.add_argument("--vm", action="store_true", help="in the VM, over ssh (the branch is pushed there first)")
     p.set_defaults(handler=cmd_agent_start)

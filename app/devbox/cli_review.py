@@ -46,6 +46,11 @@ def cmd_diff(ctx: Context) -> int:
 
 
 def cmd_merge(ctx: Context) -> int:
+    return ExitCode.OK if land(ctx) is not None else ExitCode.REFUSED
+
+
+def land(ctx: Context) -> ops.Merged | None:
+    """Show what lands, ask (unless --yes), merge; None when the user said no."""
     a = ctx.args
     plan = ops.diff_branch(ctx.session, a.branch, base=a.into)
     lines = [f"{a.strategy} {plan.branch} into {plan.base}: {len(plan.commits)} commit(s), "
@@ -59,7 +64,7 @@ def cmd_merge(ctx: Context) -> int:
                           "run it in a terminal, or pass --yes")  # fmt: skip
         if not confirm(f"Land {plan.branch} on {plan.base}?", lines):
             print("nothing merged")
-            return ExitCode.REFUSED
+            return None
     ctx.log_name = "merge"
     res = ops.merge(ctx.session, a.branch, into=a.into, strategy=a.strategy, message=a.message,
                     commit_all=a.commit_all, sink=ctx.sink, cancel=ctx.cancel)  # fmt: skip
@@ -67,7 +72,7 @@ def cmd_merge(ctx: Context) -> int:
     first = f" (after committing its uncommitted work as {res.committed_first[:10]})" if res.committed_first else ""
     print(f"{res.branch} → {res.base} by {res.strategy}{first}: {res.before[:10]} → {res.after[:10]}, "
           f"{len(res.commits)} commit(s), {len(res.files)} file(s)")  # fmt: skip
-    return ExitCode.OK
+    return res
 
 
 def cmd_conflicts(ctx: Context) -> int:
@@ -109,10 +114,15 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_diff)
     p = sub.add_parser("merge", help="land a branch on its base: merge, rebase or squash (shows what lands first)")
+    landing_options(p)
+    p.set_defaults(handler=cmd_merge)
+
+
+def landing_options(p: Any) -> None:
+    """``merge`` and ``pick`` land a branch the same way."""
     p.add_argument("branch")
     p.add_argument("--into", metavar="BASE", help="default: the branch it was started from")
     p.add_argument("--strategy", choices=("merge", "rebase", "squash"), default="merge")
     p.add_argument("-m", "--message", help="the merge or squash commit's message")
     p.add_argument("--commit-all", metavar="MSG", help="commit the branch's uncommitted work first, as MSG")
     p.add_argument("--yes", action="store_true", help="do not ask")
-    p.set_defaults(handler=cmd_merge)

@@ -10,6 +10,7 @@
 //   ask TEXT    asks permission for TEXT (Notification permission_prompt), prints the
 //               question and waits for a typed line on its terminal
 //   say TEXT    prints TEXT
+//   run CMD     a Bash tool call that really runs CMD (sh -c, in the working directory)
 // After the steps it stops (Stop) and waits for the next prompt on its terminal; "/exit"
 // or end of input ends the session (SessionEnd).
 package main
@@ -116,6 +117,16 @@ func run(prompt string, in *bufio.Reader) {
 			fire("PostToolUse", "Bash", map[string]any{"tool_name": "Bash", "tool_input": map[string]any{"command": rest}})
 		case "say":
 			fmt.Println(rest)
+		case "run":
+			input := map[string]any{"command": rest}
+			fire("PreToolUse", "Bash", map[string]any{"tool_name": "Bash", "tool_input": input})
+			out, err := exec.Command("sh", "-c", rest).CombinedOutput()
+			fmt.Printf("%s", out)
+			if err != nil {
+				fmt.Printf("run failed: %v\n", err)
+			}
+			fire("PostToolUse", "Bash", map[string]any{"tool_name": "Bash", "tool_input": input,
+				"tool_response": map[string]any{"stdout": string(out)}})
 		}
 	}
 	fire("Stop", "", map[string]any{"stop_hook_active": false})

@@ -50,6 +50,10 @@ DEFAULTS: dict[str, dict[str, Value]] = {
     # substituted (an argument list, never a shell), e.g. ["gh", "pr", "create", "--head",
     # "{branch}", "--fill"]; empty: none
     "merge": {"pr_command": [""]},
+    # the Compare view's check, run inside each environment of a task (`devbox compare TASK
+    # --check`) as an argument list in the worktree, e.g. ["python", "-m", "pytest", "-q"];
+    # empty: none. check_timeout: seconds before a check is stopped
+    "review": {"check_command": [""], "check_timeout": 1800},
     "disk": {
         "size_gib": 64,  # the VM disk's minimum size
         "rootfs": "ext4",  # required for Fedora images
@@ -115,6 +119,8 @@ class Settings:
     vm: VmSettings = field(default_factory=VmSettings)
     notify_command: tuple[str, ...] = ()
     pr_command: tuple[str, ...] = ()
+    check_command: tuple[str, ...] = ()
+    check_timeout: int = 1800
     agents: Mapping[str, AgentSpec] = field(default_factory=lambda: dict(agent_config.BUILT_IN))
 
     @property
@@ -274,6 +280,8 @@ def load(repo: Path, env: Mapping[str, str] | None = None) -> Settings:
         libvirt_uri=text("libvirt", "uri"),
         notify_command=tuple(str(x) for x in values["notify"]["command"] if str(x)),  # type: ignore[union-attr]
         pr_command=tuple(str(x) for x in values["merge"]["pr_command"] if str(x)),  # type: ignore[union-attr]
+        check_command=tuple(str(x) for x in values["review"]["check_command"] if str(x)),  # type: ignore[union-attr]
+        check_timeout=_positive(values["review"]["check_timeout"], origin("review", "check_timeout")),
         keys={k: str(v) for k, v in values["keys"].items()},
         disk_size_gib=_positive(values["disk"]["size_gib"], origin("disk", "size_gib")),
         disk_rootfs=_choice(text("disk", "rootfs"), ("ext4", "xfs", "btrfs"), origin("disk", "rootfs")),

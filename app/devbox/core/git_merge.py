@@ -26,6 +26,7 @@ from devbox.core.proc import run
 
 STRATEGIES = ("merge", "rebase", "squash")
 BASE_KEY = "devboxbase"  # git config branch.<name>.devboxbase: the branch it was started from
+TASK_KEY = "devboxtask"  # branch.<name>.devboxtask: the task it is one copy of (agent start --count)
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,25 @@ def recorded_base(repo: Path, branch: str) -> str:
 
 def recorded_bases(repo: Path) -> dict[str, str]:
     """Every recorded base at once (one git call): branch -> base."""
-    res = _git(repo, "config", "--local", "--get-regexp", rf"^branch\..*\.{BASE_KEY}$", check=False)
+    return _per_branch(repo, BASE_KEY)
+
+
+def record_task(repo: Path, branch: str, task: str) -> None:
+    """Remember that ``branch`` is one copy of ``task`` (``agent start TASK --count N``)."""
+    _git(repo, "config", "--local", f"branch.{branch}.{TASK_KEY}", task)
+
+
+def recorded_tasks(repo: Path) -> dict[str, str]:
+    """branch -> the task it is a copy of, for every such branch (one git call)."""
+    return _per_branch(repo, TASK_KEY)
+
+
+def _per_branch(repo: Path, key: str) -> dict[str, str]:
+    res = _git(repo, "config", "--local", "--get-regexp", rf"^branch\..*\.{key}$", check=False)
     found: dict[str, str] = {}
     for line in res.stdout.splitlines():
-        key, _, value = line.partition(" ")
-        branch = key.removeprefix("branch.").removesuffix(f".{BASE_KEY}")
+        name, _, value = line.partition(" ")
+        branch = name.removeprefix("branch.").removesuffix(f".{key}")
         if branch and value:
             found[branch] = value
     return found

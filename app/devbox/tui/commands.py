@@ -108,6 +108,11 @@ COMMANDS: tuple[Command, ...] = (
             "rebase, squash), the commits and files that land and any predicted conflict (then only Cancel); after "
             "the merge, the worktree's teardown dialog", "`./devbox merge BRANCH --strategy S --yes`", mutates=True,
             footer=True, applies=_linked_worktree),
+    Command("compare", "C", "Compare", "the Compare view of the selected copy's task (`agent start TASK --count "
+            "N`): the copies side by side (agent state, commits, files +/-, uncommitted, conflicts, check); "
+            "`←`/`→` choose, `enter` picks one (the merge dialog, then a dialog naming what removing the other copies "
+            "loses), `c` runs `review.check_command` in each", "`./devbox compare TASK [--check]`, "
+            "`./devbox pick BRANCH`", applies=_linked_worktree),
     Command("remove_worktree", "X", "Rm worktree", "remove the selected worktree and its container (branch kept), "
             "after the dialog", "`./devbox worktree remove --force BRANCH`", mutates=True, footer=True,
             applies=_linked_worktree),

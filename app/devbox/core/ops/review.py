@@ -124,10 +124,7 @@ def merge(
     trees = {w.branch: w for w in git.list_worktrees(repo) if w.branch and not w.prunable}
     base_wt, branch_wt = trees.get(base), trees.get(branch)
     if base_wt is not None:
-        dirty = git_merge.uncommitted(base_wt.path)
-        if dirty.any:
-            raise Refused(f"{base} has uncommitted changes in {base_wt.path}: {_named(dirty.names())}",
-                          f"commit or stash them there first (git -C {base_wt.path} status)")  # fmt: skip
+        _refuse_dirty_base(base, base_wt.path)
     pending = git_merge.uncommitted(branch_wt.path) if branch_wt is not None else Uncommitted()
     if pending.any and commit_all is None:
         raise Refused(f"{branch} has uncommitted changes in {branch_wt.path if branch_wt else ''}: "
@@ -169,6 +166,24 @@ def merge(
         raise
     report.step("done", f"{branch} → {base} by {strategy}: {len(landed)} commit(s), {len(files)} file(s)")
     return Merged(branch, base, strategy, base_head, new_base, landed, files, committed)
+
+
+def _refuse_dirty_base(base: str, path: Path) -> None:
+    dirty = git_merge.uncommitted(path)
+    if dirty.any:
+        raise Refused(f"{base} has uncommitted changes in {path}: {_named(dirty.names())}",
+                      f"commit or stash them there first (git -C {path} status)")  # fmt: skip
+
+
+def base_blocker(session: Devbox, base: str) -> str:
+    """Why a merge into ``base`` would be refused for its checkout's state now, or ""."""
+    wt = git.find_worktree(session.settings.repo, base)
+    try:
+        if wt is not None and not wt.prunable:
+            _refuse_dirty_base(base, wt.path)
+    except Refused as exc:
+        return exc.one_line()
+    return ""
 
 
 def _prepare(
