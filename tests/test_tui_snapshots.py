@@ -380,7 +380,7 @@ def test_the_diff_tab_shows_files_commits_uncommitted_conflicts_and_patches(tmp_
     with Devbox(config.load(repo, env={})) as session:
         rows = tuple(WorktreeRow(w, gitcore.state(w), None) for w in gitcore.list_worktrees(repo))
         st = Status(str(repo), Section(), Section(), Section(rows), Section(()), agents=Section(()))
-        radar = Radar((Clash("agent", "other", ("f0.txt",)),), 1)
+        radar = Radar((Clash("agent", "other", ("f0.txt",)), Clash("agent", "main", ("f1.txt",), True)), 2)
         app = make_app(session, watch=False, view="fleet")
 
         async def go() -> None:
@@ -398,8 +398,10 @@ def test_the_diff_tab_shows_files_commits_uncommitted_conflicts_and_patches(tmp_
                 assert shown["u:f1.txt"][0] == "unstaged (uncommitted)"
                 assert shown["u:scratch.txt"][0] == "untracked (uncommitted)"
                 title = str(app.query_one("#diff-title").render())
-                assert "1 commit(s), 2 file(s), 2 uncommitted" in title and "conflicts in f0.txt" in title
-                assert "agent rewrites f0" in str(app.query_one("#diff-commits").render())
+                assert "1 commit(s), 2 file(s), 2 uncommitted; ⚠ 2 conflict(s)" in title
+                side = str(app.query_one("#diff-commits").render())
+                assert "⚠ conflicts with other: f0.txt" in side and "⚠ conflicts with its base main: f1.txt" in side
+                assert "agent rewrites f0" in side
                 patch = app.query_one(PatchView)
                 for _ in range(100):
                     if patch.lines:

@@ -105,7 +105,7 @@ class DiffPane(Horizontal):
         self.version: object = None
         self.diff: ops.BranchDiff | None = None
         self.entries: dict[str, Entry] = {}
-        self.conflicts: tuple[str, ...] = ()
+        self.conflicts: tuple[str, ...] = ()  # "⚠ conflicts with fan-2: src/app.py", from the radar
 
     def compose(self) -> ComposeResult:
         with Vertical(id="diff-side"):
@@ -153,12 +153,14 @@ class DiffPane(Horizontal):
             for name in names:
                 entries.setdefault(f"u:{name}", Entry(name, f"{kind} (uncommitted)", False))
         self.entries = entries
-        clash = f"; ⚠ conflicts in {', '.join(self.conflicts)}" if self.conflicts else ""
+        clash = f"; ⚠ {len(self.conflicts)} conflict(s)" if self.conflicts else ""
         title.update(f"Diff: {branch} against {diff.base}: {len(diff.commits)} commit(s), "
                      f"{len(diff.committed)} file(s), {len(u.names())} uncommitted{clash}")  # fmt: skip
         table.reconcile({k: [e.label, e.path] for k, e in entries.items()})
         commits = "\n".join(f"{c.sha[:8]} {c.subject}" for c in diff.commits[-20:])
-        self.query_one("#diff-commits", Plain).update(commits or "(no commits since the base)")
+        self.query_one("#diff-commits", Plain).update(
+            "\n".join((*self.conflicts, commits or "(no commits since the base)"))
+        )
         first = next(iter(entries), None)
         if first is not None:
             self._load_patch(session, diff, entries[first])

@@ -179,11 +179,13 @@ class FleetActions:
         self.main.query_one(PreviewPane).follow_row(agent, branch)
         if self.main.query_one("#detail", TabbedContent).active == "diff-tab":
             radar = self.fleet.radar
-            files = tuple(dict.fromkeys(f for c in radar.of(branch) for f in c.files)) if radar and branch else ()
+            clashes = radar.of(branch) if radar and branch else ()
+            conflicts = tuple(f"⚠ conflicts with {'its base ' if c.with_base else ''}{c.b}: {', '.join(c.files)}"
+                              for c in clashes)  # fmt: skip
             rows = (self.status.worktrees.value or ()) if self.status is not None else ()
             row = next((r for r in rows if r.worktree.branch == branch), None)
             version = (row.worktree.head, row.state.changed, row.state.untracked, row.state.files) if row else None
-            self.main.query_one(DiffPane).follow(self.session, branch, files, version)
+            self.main.query_one(DiffPane).follow(self.session, branch, conflicts, version)
 
     def action_next_needing(self) -> None:
         if not self.fleet.jump(+1):
