@@ -267,6 +267,12 @@ class DevboxApp(FleetActions, ReviewActions, Runs, VmActions, App[None]):
     def on_status_updated(self, msg: StatusUpdated) -> None:
         if not self.screen_stack:  # a snapshot that arrives while the app is closing
             return
+        try:
+            self._show_status(msg)
+        except NoMatches:  # ... or after the screen's widgets were already removed (a CI failure)
+            return
+
+    def _show_status(self, msg: StatusUpdated) -> None:
         st = msg.status
         self.status = st
         self.last_update = msg
