@@ -190,6 +190,29 @@ def make_project(tmp: Path, name: str = "proj") -> Project:
 
 
 @pytest.fixture(scope="session")
+def devbox_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """devbox's wheel, built once per session from this checkout (no network)."""
+    dist = tmp_path_factory.mktemp("dist")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w",
+                    str(dist), str(ROOT)], check=True, capture_output=True)  # fmt: skip
+    (wheel,) = dist.glob("devbox-*.whl")
+    return wheel
+
+
+@pytest.fixture(scope="session")
+def installed_devbox(devbox_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtualenv outside the checkout with devbox installed from the wheel (its
+    dependencies from the package index, as pipx would); its bin/ directory."""
+    venv = tmp_path_factory.mktemp("tool") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    res = subprocess.run([venv / "bin" / "pip", "install", "--quiet", "--disable-pip-version-check", str(devbox_wheel)],
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    if res.returncode != 0:
+        pytest.fail(f"pip install of the wheel failed: {res.stderr[-2000:]}")
+    return venv / "bin"
+
+
+@pytest.fixture(scope="session")
 def provider_mirror() -> Path:
     """dmacvicar/libvirt 0.8.3 in a filesystem mirror, built once per clone (tests/tfmirror.py)."""
     import tfmirror

@@ -7,31 +7,14 @@ import sys
 import zipfile
 from pathlib import Path
 
-from conftest import ROOT
 
-
-def test_wheel_carries_styles_and_runs_outside_the_repo(tmp_path: Path) -> None:
-    dist = tmp_path / "dist"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(dist),
-            str(ROOT),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = dist.glob("devbox-*.whl")
+def test_wheel_carries_styles_and_templates_and_runs_outside_the_repo(tmp_path: Path, devbox_wheel: Path) -> None:
+    wheel = devbox_wheel
     names = zipfile.ZipFile(wheel).namelist()
     assert "devbox/styles/devbox.tcss" in names
     assert "devbox/core/freshness.py" in names
+    for template in ("bootc/Containerfile", "bootc/entrypoint.sh", "bootc/agent-hook.sh", "terraform/main.tf"):
+        assert f"devbox/templates/{template}" in names  # what `devbox init` writes travels in the wheel
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "devbox = devbox.cli:run" in entry_points and "devbox-tui = devbox.tui.app:run" in entry_points
 

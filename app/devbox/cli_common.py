@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from devbox.core.config import Settings
 from devbox.core.oplog import OpLog
 from devbox.core.session import Devbox
 from devbox.render import Renderer
@@ -31,8 +32,17 @@ class Context:
         self.oplog: OpLog | None = None
         self.log_name = ""  # the log file's operation name; default: the first event's operation
         start = Path(args.repo).expanduser() if args.repo else None
-        self.session = Devbox.open(start)
-        self.settings = self.session.settings
+        # `devbox init` runs before there is a devbox.toml: no session for it
+        self._session = None if getattr(args, "sessionless", False) else Devbox.open(start)
+
+    @property
+    def session(self) -> Devbox:
+        assert self._session is not None, "a command without a session asked for one"
+        return self._session
+
+    @property
+    def settings(self) -> Settings:
+        return self.session.settings
 
     def sink(self, event: Any) -> None:
         if self.oplog is None:

@@ -34,6 +34,7 @@ DEFAULTS: dict[str, dict[str, Value]] = {
     },
     "image": {
         "name": "",  # empty: localhost/devbox-<repo>-<hash of its path>:latest, unique per checkout
+        "base": "",  # a shared devbox image bootc/Containerfile builds FROM, passed as DEVBOX_BASE
         "builder": "quay.io/centos-bootc/bootc-image-builder:latest",
     },
     "podman": {
@@ -121,6 +122,7 @@ class Settings:
     pr_command: tuple[str, ...] = ()
     check_command: tuple[str, ...] = ()
     check_timeout: int = 1800
+    image_base: str = ""  # [image] base: the build argument DEVBOX_BASE
     agents: Mapping[str, AgentSpec] = field(default_factory=lambda: dict(agent_config.BUILT_IN))
 
     @property
@@ -254,6 +256,10 @@ def load(repo: Path, env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(
             f"{origin('image', 'name')}: image name {image!r} is not valid", "e.g. localhost/devbox:latest"
         )
+    base = text("image", "base").strip()
+    if any(c.isspace() for c in base) or base.startswith("-"):
+        raise ConfigError(f"{origin('image', 'base')}: {base!r} is not an image reference",
+                          "e.g. registry.example.com/team/devbox:43")  # fmt: skip
     url = text("podman", "url").strip()
     if url and not url.startswith(("unix://", "tcp://")):
         raise ConfigError(
@@ -272,6 +278,7 @@ def load(repo: Path, env: Mapping[str, str] | None = None) -> Settings:
         worktrees_dir=_dir(repo, str(p["worktrees"]), repo.name, origin("paths", "worktrees"), must_exist=False),
         image=image,
         builder_image=text("image", "builder"),
+        image_base=base,
         podman_url=url,
         podman_autostart=bool(values["podman"]["autostart"]),
         podman_timeout=timeout,

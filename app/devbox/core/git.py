@@ -401,3 +401,22 @@ def update_ref(repo: Path, ref: str, new: str, old: str | None = None) -> None:
 def fast_forward_checkout(path: Path, commit: str) -> None:
     """``merge --ff-only`` in the worktree at ``path`` (its branch and files move together)."""
     _git(path, "merge", "--ff-only", "--quiet", commit)
+
+
+def checkout_root(path: Path) -> Path:
+    """The top of the main checkout ``path`` is in: refused in a bare repository, in a
+    linked worktree, or outside any repository (each with its fix)."""
+    res = _git(path, "rev-parse", "--is-bare-repository", "--absolute-git-dir", "--git-common-dir", check=False)
+    lines = res.stdout.split()
+    if not res.ok or len(lines) < 3:
+        raise NotFound(f"{path} is not in a git repository", f"git init {path}, then run this again")
+    if lines[0] == "true":
+        raise Refused(f"{path} is a bare repository (no checkout to set up)", "clone it, then run this in the clone")
+    git_dir, common = Path(lines[1]), Path(lines[2])
+    common = common if common.is_absolute() else (path / common).resolve()
+    if git_dir.resolve() != common.resolve():
+        raise Refused(f"{path} is in a linked worktree", f"run this in the main checkout, {common.parent}")
+    top = _git(path, "rev-parse", "--show-toplevel", check=False)
+    if not top.ok:
+        raise Refused(f"{path} is inside {git_dir}, not a checkout", "run this in the checkout's directory")
+    return Path(top.stdout.strip())

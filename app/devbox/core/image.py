@@ -16,7 +16,7 @@ from typing import Any
 
 from devbox.core import podman_build
 from devbox.core.config import Settings
-from devbox.core.errors import BuildFailed
+from devbox.core.errors import BuildFailed, ConfigError
 from devbox.core.events import Reporter
 from devbox.core.filesystem import write_atomic
 from devbox.core.freshness import ManifestStore, SourceTree, Verdict, ignore_patterns, judge, scan
@@ -74,9 +74,13 @@ def scan_sources(settings: Settings) -> SourceTree:
 _FROM = re.compile(r"^\s*FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", re.IGNORECASE | re.MULTILINE)
 
 
-def base_images(context: Path) -> list[str]:
+BASE_ARG = "DEVBOX_BASE"  # the build argument image.base is passed as
+
+
+def base_images(context: Path, base: str = "") -> list[str]:
     """The images the Containerfile builds FROM (not its own stages, not scratch, not
-    references made of build arguments, which only the build can resolve)."""
+    references made of build arguments, which only the build can resolve: except
+    ``$DEVBOX_BASE``, which is ``base``, image.base)."""
     try:
         text = (context / "Containerfile").read_text(errors="replace")
     except OSError:
@@ -85,6 +89,8 @@ def base_images(context: Path) -> list[str]:
     bases: list[str] = []
     for m in _FROM.finditer(text):
         ref, alias = m.group(1), m.group(2)
+        if base and ref in (f"${{{BASE_ARG}}}", f"${BASE_ARG}"):
+            ref = base
         if ref.lower() != "scratch" and ref.lower() not in stages and "$" not in ref and ref not in bases:
             bases.append(ref)
         if alias:
@@ -102,8 +108,16 @@ def _parse_base_label(text: str) -> dict[str, str]:
 
 def local_bases(settings: Settings, podman: Podman) -> dict[str, str | None]:
     """Each FROM image and its local ID (None: not present here)."""
+    if not settings.image_base:
+        try:
+            text = (settings.bootc_dir / "Containerfile").read_text(errors="replace")
+        except OSError:
+            text = ""
+        if f"${{{BASE_ARG}}}" in text or f"${BASE_ARG}" in text:
+            raise ConfigError(f"{settings.bootc_dir}/Containerfile builds FROM ${BASE_ARG}, but image.base is not set",
+                              'set [image] base = "IMAGE" in devbox.toml (the shared devbox image)')  # fmt: skip
     out: dict[str, str | None] = {}
-    for ref in base_images(settings.bootc_dir):
+    for ref in base_images(settings.bootc_dir, settings.image_base):
         rec = podman.image(ref)
         out[ref] = rec.id if rec else None
     return out
@@ -124,6 +138,8 @@ def status(settings: Settings, podman: Podman, tree: SourceTree | None = None) -
         for ref, iid in local_bases(settings, podman).items():
             if iid is not None and ref in recorded and recorded[ref] != iid:
                 reasons.append(f"base image {ref} updated")
+            elif recorded and ref not in recorded:  # image.base names another image now
+                reasons.append(f"builds FROM {ref} now (was {', '.join(recorded)})")
     if reasons != list(verdict.reasons):
         verdict = Verdict(False, tuple(reasons))
     return ImageStatus(settings.image, info, tree, verdict)
@@ -224,6 +240,7 @@ def _build_locked(
             record=settings.build_path("run", "image-build.json"),
             no_cache=force,
             ignorefile=_ignorefile(settings),
+            build_args={BASE_ARG: settings.image_base} if settings.image_base else None,
         )
         _manifests(settings).save(current.sources)
         after = status(settings, podman)

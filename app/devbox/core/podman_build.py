@@ -38,6 +38,7 @@ def build(
     record: Path,
     no_cache: bool = False,
     ignorefile: Path | None = None,
+    build_args: Mapping[str, str] | None = None,
 ) -> str:
     """Build ``context`` and tag it ``tag``; return the new image ID.
 
@@ -56,6 +57,8 @@ def build(
             argv.append("--no-cache")
         if ignorefile is not None:
             argv += ["--ignorefile", str(ignorefile)]
+        for key, value in sorted((build_args or {}).items()):
+            argv += ["--build-arg", f"{key}={value}"]
         argv += ["--file", str(context / "Containerfile"), str(context)]
 
         def started(pid: int) -> None:

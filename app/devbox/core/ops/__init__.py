@@ -31,6 +31,7 @@ job, and returns a frozen record.
 | ``vm_agent_start`` / ``vm_agent_rows`` / ... | the same for an agent in the VM (``--vm``), over ssh | started / rows |
 | ``diff_branch`` / ``merge`` | a branch against its base / land it (merge, rebase, squash) | diff / merged |
 | ``start_task`` / ``compare`` / ``run_checks`` | N agents on one task / side by side / their checks | records |
+| ``init_project`` / ``check_templates`` | ``devbox init`` in a git repository / ``--check`` (no session) | records |
 | ``discard_plan`` / ``discard`` | what tearing down the copies not picked loses / do it | ``Discard`` / ``Removed`` |
 
 Imported lazily (PEP 562): ``from devbox.core import ops`` costs nothing until an
@@ -104,6 +105,7 @@ if TYPE_CHECKING:
         predict_merge,
         push_branch,
     )
+    from devbox.core.ops.scaffold import Initialized, TemplateCheck, check_templates, init_project
     from devbox.core.ops.tasks import (
         Candidate,
         CheckResult,
@@ -150,6 +152,10 @@ if TYPE_CHECKING:
     from devbox.core.ops.worktrees import add_worktree, find_worktree, list_worktrees, remove_worktree, worktree_loss
 
 _WHERE = {
+    "Initialized": "scaffold",
+    "TemplateCheck": "scaffold",
+    "check_templates": "scaffold",
+    "init_project": "scaffold",
     "Candidate": "tasks",
     "CheckResult": "tasks",
     "Comparison": "tasks",
@@ -268,6 +274,7 @@ __all__ = [
     "Comparison",
     "ContainerList",
     "Discard",
+    "Initialized",
     "Loss",
     "Merged",
     "Moved",
@@ -279,6 +286,7 @@ __all__ = [
     "StartResult",
     "Status",
     "TaskStarted",
+    "TemplateCheck",
     "Upgraded",
     "VmDown",
     "VmLoss",
@@ -302,6 +310,7 @@ __all__ = [
     "branch_patch",
     "build_disk",
     "build_image",
+    "check_templates",
     "compare",
     "conflicts",
     "container_loss",
@@ -320,6 +329,7 @@ __all__ = [
     "git_pull",
     "git_push",
     "image_status",
+    "init_project",
     "is_checkout_root",
     "list_agents",
     "list_containers",
