@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import NoReturn
 
-from devbox import __version__, cli_agents, cli_compare, cli_init, cli_review, cli_vm
+from devbox import __version__, cli_agents, cli_compare, cli_hosts, cli_init, cli_review, cli_vm
 from devbox.cli_common import Context, print_json
 from devbox.core import labels, ops
 from devbox.core.containers import Container
@@ -245,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_review.register(sub)
     cli_compare.register(sub)
     cli_init.register(sub)
+    cli_hosts.register(sub)
     _globals_after_the_command(parser)
     return parser
 

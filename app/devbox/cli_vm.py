@@ -80,8 +80,12 @@ def cmd_vm_status(ctx: Context) -> int:
 
 
 def cmd_doctor(ctx: Context) -> int:
-    checks = ops.doctor(ctx.session)
-    if ctx.args.json:
+    return print_checks(ops.doctor(ctx.session), ctx.args.json)
+
+
+def print_checks(checks: tuple[ops.Check, ...], as_json: bool) -> int:
+    """``doctor`` and ``host check``: one line per check with its fix; exit 13 if one failed."""
+    if as_json:
         print_json([{"check": c.name, "level": c.level, "found": c.found, "fix": c.fix} for c in checks])
     else:
         mark = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}

@@ -16,9 +16,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devbox.core import agent_config
+from devbox.core import agent_config, host_config
 from devbox.core.agent_config import AgentSpec
 from devbox.core.errors import ConfigError
+from devbox.core.host_config import HostSpec
 
 CONFIG_NAME = "devbox.toml"
 
@@ -124,6 +125,7 @@ class Settings:
     check_timeout: int = 1800
     image_base: str = ""  # [image] base: the build argument DEVBOX_BASE
     agents: Mapping[str, AgentSpec] = field(default_factory=lambda: dict(agent_config.BUILT_IN))
+    hosts: Mapping[str, HostSpec] = field(default_factory=dict)  # [hosts.NAME]; "local" is implicit
 
     @property
     def repo_name(self) -> str:
@@ -241,6 +243,7 @@ def load(repo: Path, env: Mapping[str, str] | None = None) -> Settings:
     path = repo / CONFIG_NAME
     data = dict(_read_file(path))
     agents = agent_config.parse(data.pop("agents", None), path)  # [agents.NAME] tables: their own rules
+    hosts = host_config.parse(data.pop("hosts", None), path)  # [hosts.NAME] too
     values = _merge(path, data, env)
 
     def origin(section: str, key: str) -> str:
@@ -294,6 +297,7 @@ def load(repo: Path, env: Mapping[str, str] | None = None) -> Settings:
         disk_rootfs=_choice(text("disk", "rootfs"), ("ext4", "xfs", "btrfs"), origin("disk", "rootfs")),
         vm=_vm(values["vm"], repo, origin),
         agents=agents,
+        hosts=hosts,
     )
 
 

@@ -32,6 +32,7 @@ job, and returns a frozen record.
 | ``diff_branch`` / ``merge`` | a branch against its base / land it (merge, rebase, squash) | diff / merged |
 | ``start_task`` / ``compare`` / ``run_checks`` | N agents on one task / side by side / their checks | records |
 | ``init_project`` / ``check_templates`` | ``devbox init`` in a git repository / ``--check`` (no session) | records |
+| ``host_list`` / ``host_check`` | every host, asked at once / what devbox needs on one | rows / ``Check`` tuple |
 | ``discard_plan`` / ``discard`` | what tearing down the copies not picked loses / do it | ``Discard`` / ``Removed`` |
 
 Imported lazily (PEP 562): ``from devbox.core import ops`` costs nothing until an
@@ -79,6 +80,7 @@ if TYPE_CHECKING:
         vm_agent_stop,
     )
     from devbox.core.ops.hostcheck import Check, doctor
+    from devbox.core.ops.hostlist import HostRow, host_check, host_list
     from devbox.core.ops.overview import build_image, image_status, status
     from devbox.core.ops.radar import Radar, conflicts
     from devbox.core.ops.results import (
@@ -152,6 +154,9 @@ if TYPE_CHECKING:
     from devbox.core.ops.worktrees import add_worktree, find_worktree, list_worktrees, remove_worktree, worktree_loss
 
 _WHERE = {
+    "HostRow": "hostlist",
+    "host_check": "hostlist",
+    "host_list": "hostlist",
     "Initialized": "scaffold",
     "TemplateCheck": "scaffold",
     "check_templates": "scaffold",
@@ -274,6 +279,7 @@ __all__ = [
     "Comparison",
     "ContainerList",
     "Discard",
+    "HostRow",
     "Initialized",
     "Loss",
     "Merged",
@@ -328,6 +334,8 @@ __all__ = [
     "follow_container_log",
     "git_pull",
     "git_push",
+    "host_check",
+    "host_list",
     "image_status",
     "init_project",
     "is_checkout_root",

@@ -1,0 +1,112 @@
+"""The ssh adapter for other hosts (``[hosts.NAME]``): how devbox reaches a host (its own ssh
+options: the project key, its own known_hosts, BatchMode, a bounded connect time, never the
+user's ssh config) and what one round trip learns about it (podman, git, CPUs, memory,
+disk, the podman socket, devbox's containers there).
+
+A host that does not answer within its ``timeout`` is down: the caller gets a
+``HostDown`` with the fix, never a hang (ssh's ConnectTimeout, ServerAlive and a process
+deadline bound every call).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from devbox.core import builder, proc, transfer
+from devbox.core.config import Settings
+from devbox.core.errors import DevboxError, NotAvailable
+from devbox.core.host_config import HostSpec
+
+
+class HostDown(NotAvailable):
+    """The host did not answer over ssh, or refused devbox's key."""
+
+
+@dataclass(frozen=True)
+class Facts:
+    uid: int
+    home: str
+    cpus: int
+    mem_available: int  # bytes
+    disk_free: int  # bytes free where devbox keeps its files there
+    git: str  # "git version 2.39.5", or "" when missing
+    podman: str  # podman's version, or "" when missing
+    socket: str  # the podman service socket's path there
+    socket_up: bool
+    environments: int  # devbox containers there (any repository)
+    root: str  # where this repository's mirror and worktrees live there
+
+
+def target(settings: Settings, spec: HostSpec) -> transfer.Target:
+    key = builder.ssh_key(settings) if not spec.identity else settings.repo / spec.identity
+    return transfer.Target(spec.user, spec.address, spec.port, key, settings.build_path("ssh", "known_hosts"),
+                           f"{spec.address}:{spec.port}", spec.timeout)  # fmt: skip
+
+
+def run(
+    settings: Settings, spec: HostSpec, argv: list[str], *, timeout: float | None = None,
+    cancel: threading.Event | None = None, input: bytes | None = None,
+) -> proc.Completed:  # fmt: skip
+    """``argv`` on the host (each word quoted for its shell); ``HostDown`` when ssh itself
+    failed (exit 255), the command's own result otherwise."""
+    t = target(settings, spec)
+    res = proc.run(transfer.ssh_argv(t, argv, tty=False), tool="ssh", timeout=timeout or spec.timeout + 30,
+                   cancel=cancel, input=input)  # fmt: skip
+    if res.returncode == 255:
+        raise down(spec, res.last_error())
+    return res
+
+
+def down(spec: HostSpec, said: str) -> HostDown:
+    text = said.lower()
+    login = f"-p {spec.port} {spec.user}@{spec.address}"
+    if "permission denied" in text:
+        fix = f"authorise devbox's key there: ssh-copy-id -i .build/ssh/id_ed25519.pub {login}"
+    elif "host key" in text and ("changed" in text or "verification failed" in text):
+        known = f"'[{spec.address}]:{spec.port}' -f .build/ssh/known_hosts"
+        fix = f"if {spec.address} was reinstalled, forget its old key: ssh-keygen -R {known}"
+    else:
+        fix = f"is {spec.address} up and sshd listening on port {spec.port}? (ssh {login})"
+    return HostDown(f"host {spec.name} ({spec.ssh}) is down: {said or 'no answer'}", fix)
+
+
+def root_of(settings: Settings, spec: HostSpec) -> str:
+    """Where this repository lives on the host, as the remote shell reads it ("~" expanded there)."""
+    root = spec.root or f"devbox/{settings.repo_name}"
+    return root if root.startswith(("/", "~")) else f"~/{root}"
+
+
+PROBE = r"""
+root=$1; case $root in "~"*) root=$HOME${root#"~"};; esac
+sock=$2; [ -n "$sock" ] || sock=${XDG_RUNTIME_DIR:-/run/user/$(id -u)}/podman/podman.sock
+echo "uid=$(id -u)"; echo "home=$HOME"; echo "root=$root"; echo "socket=$sock"
+echo "cpus=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
+echo "mem_kib=$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo)"
+d=$root; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
+echo "disk_kib=$(df -Pk "$d" | awk 'NR == 2 {print $4}')"
+echo "git=$(git --version 2>/dev/null)"
+echo "podman=$(podman version --format '{{.Client.Version}}' 2>/dev/null)"
+if [ -S "$sock" ]; then echo "socket_up=1"; else echo "socket_up=0"; fi
+echo "environments=$(podman ps -a --filter label=devbox.repo --format '{{.Names}}' 2>/dev/null | wc -l)"
+"""
+
+
+def probe(settings: Settings, spec: HostSpec, cancel: threading.Event | None = None) -> Facts:
+    """One ssh round trip: what devbox needs to know about the host."""
+    sock = spec.podman.removeprefix("unix://")
+    res = run(settings, spec, ["sh", "-c", PROBE, "probe", root_of(settings, spec), sock], cancel=cancel)
+    if not res.ok:
+        raise DevboxError(f"host {spec.name}: the probe failed: {res.last_error()}", "is sh there a POSIX shell?")
+    got = dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
+
+    def number(key: str) -> int:
+        try:
+            return int(got.get(key, "0").strip() or 0)
+        except ValueError:
+            return 0
+
+    mem, disk = number("mem_kib") * 1024, number("disk_kib") * 1024
+    return Facts(number("uid"), got.get("home", ""), number("cpus"), mem, disk,
+                 got.get("git", "").strip(), got.get("podman", "").strip(), got.get("socket", ""),
+                 got.get("socket_up") == "1", number("environments"), got.get("root", ""))  # fmt: skip

@@ -1,0 +1,159 @@
+"""Other hosts (issue 18), first part: ``[hosts.NAME]``, ``devbox host list`` and ``devbox host
+check``. "Another machine" is a second account on this one (DEVBOX_TEST_ROOTLESS_USER, made
+by .ci/run) reached only through a real sshd on 127.0.0.1 with its own host key, running
+its own rootless podman service with its own storage."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sshd import Sshd
+
+from conftest import Project, git, make_project
+
+USER = os.environ.get("DEVBOX_TEST_ROOTLESS_USER", "")
+CONF = '[engine]\nruntime = "runc"\n[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n'
+
+
+@dataclass
+class Host:
+    project: Project
+    sshd: Sshd
+    uid: int
+    service: subprocess.Popen[bytes] | None
+
+    def start_service(self) -> None:
+        pw = pwd.getpwnam(USER)
+        sock = Path(f"/run/user/{pw.pw_uid}/podman/podman.sock")
+        sock.unlink(missing_ok=True)
+        env = {"HOME": pw.pw_dir, "USER": USER, "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+               "XDG_RUNTIME_DIR": f"/run/user/{pw.pw_uid}", **self.sshd.env}  # fmt: skip
+        self.service = subprocess.Popen(
+            ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--", "podman", "system",
+             "service", "--time=0", f"unix://{sock}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for _ in range(200):
+            if sock.exists():
+                return
+            time.sleep(0.05)
+        pytest.fail("the host's podman service did not start")
+
+    def stop_service(self) -> None:
+        if self.service is not None:
+            self.service.terminate()
+            self.service.wait(30)
+            self.service = None
+
+
+@pytest.fixture
+def host(tmp_path: Path, base_image: str) -> Iterator[Host]:
+    if not USER or os.getuid() != 0:
+        pytest.skip("needs root and DEVBOX_TEST_ROOTLESS_USER (bash .ci/run sets both up)")
+    pw = pwd.getpwnam(USER)
+    subprocess.run(["usermod", "-p", "*", USER], check=True)  # unlocked, no password: sshd (UsePAM no) lets keys in
+    run_dir = Path(f"/run/user/{pw.pw_uid}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    os.chown(run_dir, pw.pw_uid, pw.pw_gid)
+    run_dir.chmod(0o700)
+    proj = make_project(tmp_path)
+    fd, name = tempfile.mkstemp(prefix="devbox-host-", suffix=".conf")  # the user cannot read pytest's tmp
+    os.close(fd)
+    conf = Path(name)
+    conf.write_text(CONF)
+    conf.chmod(0o644)
+    sshd_dir = Path(tempfile.mkdtemp(prefix="devbox-host-sshd-"))  # sshd reads the keys file as that user
+    sshd_dir.chmod(0o755)
+    sshd = Sshd(sshd_dir)
+    sshd.authorized.chmod(0o644)
+    sshd.env = {"CONTAINERS_CONF": str(conf), "XDG_RUNTIME_DIR": str(run_dir)}
+    key = proj.root / ".build" / "ssh" / "id_ed25519"
+    key.parent.mkdir(parents=True)
+    (proj.root / ".build" / ".gitignore").write_text("*\n")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    sshd.authorized.write_text(key.with_suffix(".pub").read_text())
+    sshd.start()
+    with (proj.root / "devbox.toml").open("a") as fh:
+        fh.write(f'[hosts.h1]\nssh = "{USER}@127.0.0.1:{sshd.port}"\ntimeout = 3\n')
+    git(proj.root, "commit", "-qam", "the host")
+    h = Host(proj, sshd, pw.pw_uid, None)
+    h.start_service()
+    try:
+        yield h
+    finally:
+        h.stop_service()
+        sshd.stop()
+        conf.unlink(missing_ok=True)
+        shutil.rmtree(sshd_dir, ignore_errors=True)
+
+
+def rows(project: Project) -> dict[str, dict[str, object]]:
+    res = project.devbox("host", "list", "--json")
+    assert res.returncode == 0, res.stderr
+    return {r["name"]: r for r in json.loads(res.stdout)}
+
+
+@pytest.mark.podman
+def test_host_list_and_check_see_the_host_and_a_host_that_is_down_says_so_quickly(host: Host) -> None:
+    proj = host.project
+    found = rows(proj)
+    assert list(found) == ["local", "h1"]
+    h1 = found["h1"]
+    version = subprocess.run(["podman", "version", "--format", "{{.Client.Version}}"], capture_output=True,
+                             text=True).stdout.strip()  # fmt: skip
+    assert h1["up"] is True and h1["podman"] == version and h1["cpus"] == os.cpu_count()
+    assert int(h1["mem_available"]) > 0 and h1["problem"] is None  # type: ignore[call-overload]
+    assert found["local"]["up"] is True
+
+    check = proj.devbox("host", "check", "h1")
+    assert check.returncode == 0, check.stdout + check.stderr
+    for line in (f"ok    ssh {USER}@127.0.0.1", "ok    podman service: /run/user/", "ok    git: git version"):
+        assert line in check.stdout
+
+    host.stop_service()  # podman there, its service not
+    check = proj.devbox("host", "check", "h1")
+    assert check.returncode == 13 and "FAIL  podman service" in check.stdout and "podman.socket" in check.stdout
+    assert rows(proj)["h1"]["problem"] is not None
+    host.start_service()
+
+    host.sshd.stop()  # the machine goes away
+    began = time.monotonic()
+    found = rows(proj)
+    took = time.monotonic() - began
+    assert found["h1"]["up"] is False and "is down" in str(found["h1"]["problem"]) and found["h1"]["fix"]
+    assert found["local"]["up"] is True  # the local machine is unaffected
+    assert took < 3 + 5, f"host list took {took:.1f} s with the host down (timeout 3 s)"
+    plain = proj.devbox("host", "list")
+    assert plain.returncode == 0 and "h1" in plain.stdout and "down" in plain.stdout and "fix:" in plain.stdout
+    host.sshd.start()  # and comes back: the next look sees it, nothing to restart
+    assert rows(proj)["h1"]["up"] is True
+
+
+def test_host_settings_are_checked(tmp_path: Path) -> None:
+    proj = make_project(tmp_path)
+    cases = {
+        '[hosts.local]\nssh = "a@b"\n': "not a host name",
+        '[hosts.h1]\nssh = "no-user-here"\n': "hosts.h1.ssh must be user@host[:port]",
+        '[hosts.h1]\nssh = "a@b"\nport = 2\n': "unknown key port",
+        '[hosts.h1]\nssh = "a@b"\npodman = "tcp://x:1"\n': "must be unix:///PATH",
+        '[hosts.h1]\nssh = "a@b"\nroot = "a b"\n': "is not a plain path",
+    }
+    original = (proj.root / "devbox.toml").read_text()
+    for text, said in cases.items():
+        (proj.root / "devbox.toml").write_text(original + text)
+        res = proj.devbox("host", "list")
+        assert res.returncode == 3 and said in res.stderr, (text, res.stderr)
+        assert len(res.stderr.strip().splitlines()) == 1
+    (proj.root / "devbox.toml").write_text(original)
+    res = proj.devbox("host", "check", "nope")
+    assert res.returncode == 9 and "no host named 'nope'" in res.stderr
