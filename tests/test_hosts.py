@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,18 @@ class Host:
             time.sleep(0.05)
         pytest.fail("the host's podman service did not start")
 
+    @property
+    def root(self) -> Path:
+        return Path(pwd.getpwnam(USER).pw_dir) / "devbox-tests" / self.project.root.name
+
+    def podman(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """podman as the host's user, on its own storage."""
+        pw = pwd.getpwnam(USER)
+        env = {"HOME": pw.pw_dir, "USER": USER, "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+               "XDG_RUNTIME_DIR": f"/run/user/{pw.pw_uid}", **self.sshd.env}  # fmt: skip
+        argv = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--", "podman", *args]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, cwd="/", timeout=300)
+
     def stop_service(self) -> None:
         if self.service is not None:
             self.service.terminate()
@@ -66,7 +79,7 @@ def host(tmp_path: Path, base_image: str) -> Iterator[Host]:
     run_dir.mkdir(parents=True, exist_ok=True)
     os.chown(run_dir, pw.pw_uid, pw.pw_gid)
     run_dir.chmod(0o700)
-    proj = make_project(tmp_path)
+    proj = make_project(tmp_path, f"proj-{uuid.uuid4().hex[:6]}")  # its mirror there: apart from other runs'
     fd, name = tempfile.mkstemp(prefix="devbox-host-", suffix=".conf")  # the user cannot read pytest's tmp
     os.close(fd)
     conf = Path(name)
@@ -84,14 +97,23 @@ def host(tmp_path: Path, base_image: str) -> Iterator[Host]:
     sshd.authorized.write_text(key.with_suffix(".pub").read_text())
     sshd.start()
     with (proj.root / "devbox.toml").open("a") as fh:
-        fh.write(f'[hosts.h1]\nssh = "{USER}@127.0.0.1:{sshd.port}"\ntimeout = 3\n')
+        fh.write(
+            f'[hosts.h1]\nssh = "{USER}@127.0.0.1:{sshd.port}"\ntimeout = 3\nroot = "devbox-tests/{proj.root.name}"\n'
+        )
     git(proj.root, "commit", "-qam", "the host")
     h = Host(proj, sshd, pw.pw_uid, None)
     h.start_service()
     try:
         yield h
     finally:
+        names = h.podman("ps", "-a", "--filter", f"label=devbox.repo={h.root}/mirror.git", "--format", "{{.Names}}")
+        for name in names.stdout.split():
+            h.podman("rm", "--force", "--volumes", name)
+        image = next(line.split('"')[1] for line in (proj.root / "devbox.toml").read_text().splitlines()
+                     if line.startswith("name = "))  # fmt: skip
+        h.podman("rmi", "--force", image)
         h.stop_service()
+        shutil.rmtree(h.root, ignore_errors=True)
         sshd.stop()
         conf.unlink(missing_ok=True)
         shutil.rmtree(sshd_dir, ignore_errors=True)
@@ -157,3 +179,37 @@ def test_host_settings_are_checked(tmp_path: Path) -> None:
     (proj.root / "devbox.toml").write_text(original)
     res = proj.devbox("host", "check", "nope")
     assert res.returncode == 9 and "no host named 'nope'" in res.stderr
+
+
+@pytest.mark.podman
+def test_start_work_on_a_host_fetch_its_commits_and_remove_it(host: Host) -> None:
+    proj = host.project
+    res = proj.devbox("start-work", "feat", "--host", "h1", "--detach", timeout=900)
+    assert res.returncode == 0, res.stderr + res.stdout
+    name = res.stdout.strip().splitlines()[-1].split()[0]
+    there = host.root / "worktrees" / "feat"
+    assert (there / ".git").is_file() and (there / "bootc" / "Containerfile").is_file()  # the branch's files there
+    assert not (proj.root.parent / f"{proj.root.name}.worktrees" / "feat").exists()  # not made here
+    assert name in host.podman("ps", "--format", "{{.Names}}").stdout  # in the host's own storage
+    local = subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True).stdout
+    assert name not in local
+
+    again = proj.devbox("start-work", "feat", "--host", "h1", "--detach")
+    assert again.returncode == 0 and "is up to date" in again.stdout and "building" not in again.stdout
+    script = "echo made-there > there.txt && git add there.txt && git commit -qm 'made on h1' && pwd"
+    inside = proj.devbox("start-work", "feat", "--host", "h1", "--cmd", "sh", "-c", script)
+    assert inside.returncode == 0, inside.stderr
+    assert str(there) in inside.stdout  # the shell ran in the worktree there
+
+    res = proj.devbox("fetch", "feat")
+    assert res.returncode == 0 and "1 commit(s) from h1 not on your feat" in res.stdout, res.stderr
+    assert git(proj.root, "log", "-1", "--format=%s", "refs/remotes/h1/feat").strip() == "made on h1"
+
+    refused = proj.devbox("worktree", "remove", "feat")
+    assert refused.returncode == 11 and "1 commit(s) only on h1" in refused.stderr
+    assert name in host.podman("ps", "--format", "{{.Names}}").stdout and there.is_dir()  # nothing removed
+    res = proj.devbox("worktree", "remove", "feat", "--force")
+    assert res.returncode == 0, res.stderr
+    assert f"container {name} on h1" in res.stdout and "worktree" in res.stdout
+    assert name not in host.podman("ps", "-a", "--format", "{{.Names}}").stdout and not there.exists()
+    assert git(proj.root, "log", "-1", "--format=%s", "refs/remotes/h1/feat").strip() == "made on h1"  # kept here

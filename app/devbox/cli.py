@@ -20,7 +20,7 @@ from devbox import __version__, cli_agents, cli_compare, cli_hosts, cli_init, cl
 from devbox.cli_common import Context, print_json
 from devbox.core import labels, ops
 from devbox.core.containers import Container
-from devbox.core.errors import Cancelled, DevboxError, ExitCode
+from devbox.core.errors import BadName, Cancelled, DevboxError, ExitCode
 from devbox.render import PlainRenderer, Renderer, make_renderer
 
 
@@ -52,6 +52,8 @@ def _exec(argv: list[str]) -> NoReturn:
 
 def cmd_start_work(ctx: Context) -> int:
     a = ctx.args
+    if a.host and a.host != "local":
+        return _start_on_host(ctx)
     res = ops.start_work(
         ctx.session, a.branch, from_ref=a.from_ref, recreate=a.recreate, sink=ctx.sink, cancel=ctx.cancel
     )
@@ -63,6 +65,28 @@ def cmd_start_work(ctx: Context) -> int:
         print(res.container.name)
         return ExitCode.OK
     return _exec(ops.attach_argv(ctx.session, res.container, command, tty=True))
+
+
+def _start_on_host(ctx: Context) -> int:
+    a = ctx.args
+    if a.recreate:
+        raise BadName("--recreate is not there yet for --host", "remove it there first: devbox worktree remove BRANCH")
+    res = ops.host_start_work(ctx.session, a.host, a.branch, from_ref=a.from_ref, sink=ctx.sink, cancel=ctx.cancel)
+    ctx.renderer.close()
+    command = a.cmd or [ctx.settings.shell, "-l"]
+    if a.detach or not _interactive():
+        if a.cmd and not a.detach:
+            return _exec(ops.host_attach_argv(ctx.session, res, command, tty=False))
+        print(f"{res.container} on {res.host} ({res.worktree})")
+        return ExitCode.OK
+    return _exec(ops.host_attach_argv(ctx.session, res, command, tty=True))
+
+
+def cmd_fetch(ctx: Context) -> int:
+    res = ops.fetch(ctx.session, ctx.args.branch, sink=ctx.sink, cancel=ctx.cancel)
+    ctx.renderer.close()
+    print(f"{res.ref} at {res.after[:12]}: {res.commits} commit(s) from {res.host} not on your {res.branch}")
+    return ExitCode.OK
 
 
 def cmd_status(ctx: Context) -> int:
@@ -119,6 +143,11 @@ def cmd_worktree_add(ctx: Context) -> int:
 
 def cmd_worktree_remove(ctx: Context) -> int:
     a = ctx.args
+    if ops.host_of(ctx.session, a.ref):
+        gone = ops.host_remove(ctx.session, a.ref, force=a.force, sink=ctx.sink, cancel=ctx.cancel)
+        ctx.renderer.close()
+        print("removed " + ", ".join(gone))
+        return ExitCode.OK
     ops.remove_worktree(
         ctx.session, a.ref, force=a.force, delete_branch=a.delete_branch, sink=ctx.sink, cancel=ctx.cancel
     )
@@ -193,8 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="from_ref", metavar="REF", help="start a new branch from REF")
     p.add_argument("--detach", action="store_true", help="leave the container running; print its name")
     p.add_argument("--recreate", action="store_true", help="replace the container (new image; /var kept)")
+    p.add_argument(
+        "--host",
+        metavar="NAME",
+        help="on another machine ([hosts.NAME]): the branch goes to a mirror "
+        "there, the worktree and container are made there (devbox fetch brings commits back)",
+    )
     p.add_argument("--cmd", nargs=argparse.REMAINDER, help="run this instead of a login shell (e.g. start-claude)")
     p.set_defaults(handler=cmd_start_work)
+    p = sub.add_parser("fetch", help="a host environment's commits into refs/remotes/HOST/BRANCH")
+    p.add_argument("branch")
+    p.set_defaults(handler=cmd_fetch)
 
     p = sub.add_parser("status", help="image, worktrees and containers in one view")
     p.add_argument("--json", action="store_true")

@@ -142,16 +142,21 @@ def spec(
     user: HostUser,
     rootless: bool,
     env: dict[str, str],
+    repo: Path | None = None,
+    state_dir: Path | None = None,
 ) -> CreateSpec:
-    """The isolation contract of a branch's container, as a podman create spec."""
+    """The isolation contract of a branch's container, as a podman create spec. ``repo`` and
+    ``state_dir``: the repository and agent state directory where the container runs (on
+    another host: its mirror and its own directory there)."""
     var_vol, etc_vol = volume_names(name)
-    paths = [worktree] if worktree == settings.repo else [worktree, settings.repo]
+    repo = repo or settings.repo
+    paths = [worktree] if worktree == repo else [worktree, repo]
     return CreateSpec(
         name=name,
         image=image_id,
         command=KEEPALIVE,
         labels={
-            LABEL_REPO: str(settings.repo),
+            LABEL_REPO: str(repo),
             LABEL_BRANCH: branch,
             LABEL_WORKTREE: str(worktree),
             LABEL_IMAGE: image_id,
@@ -173,7 +178,7 @@ def spec(
             # same absolute path inside: the .git files of worktrees resolve
             *(Mount(str(p), str(p), options=("z",)) for p in paths),
             # the agent's state directory, nothing else of .build/
-            Mount(str(agent_state_dir(settings, name)), AGENT_STATE_MOUNT, options=("z",)),
+            Mount(str(state_dir or agent_state_dir(settings, name)), AGENT_STATE_MOUNT, options=("z",)),
         ),
         workdir=str(worktree),
         hostname=name[:63],

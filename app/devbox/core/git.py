@@ -420,3 +420,26 @@ def checkout_root(path: Path) -> Path:
     if not top.ok:
         raise Refused(f"{path} is inside {git_dir}, not a checkout", "run this in the checkout's directory")
     return Path(top.stdout.strip())
+
+
+def config_get(repo: Path, key: str) -> str:
+    res = _git(repo, "config", "--local", "--get", key, check=False)
+    return res.stdout.strip() if res.ok else ""
+
+
+def config_set(repo: Path, key: str, value: str | None) -> None:
+    """Set ``key`` in the repository's own config; ``None`` unsets it."""
+    if value is None:
+        _git(repo, "config", "--local", "--unset", key, check=False)
+    else:
+        _git(repo, "config", "--local", key, value)
+
+
+def create_branch(repo: Path, branch: str, start: str) -> None:
+    _git(repo, "branch", branch, start)
+
+
+def count_commits(repo: Path, *revs: str) -> int:
+    """``git rev-list --count REVS`` (e.g. ``a..b``, or ``x --not --branches``)."""
+    out = _git(repo, "rev-list", "--count", *revs).stdout.strip()
+    return int(out or 0)

@@ -10,8 +10,13 @@ deadline bound every call).
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
 import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from devbox.core import builder, proc, transfer
 from devbox.core.config import Settings
@@ -26,6 +31,7 @@ class HostDown(NotAvailable):
 @dataclass(frozen=True)
 class Facts:
     uid: int
+    gid: int
     home: str
     cpus: int
     mem_available: int  # bytes
@@ -80,7 +86,7 @@ def root_of(settings: Settings, spec: HostSpec) -> str:
 PROBE = r"""
 root=$1; case $root in "~"*) root=$HOME${root#"~"};; esac
 sock=$2; [ -n "$sock" ] || sock=${XDG_RUNTIME_DIR:-/run/user/$(id -u)}/podman/podman.sock
-echo "uid=$(id -u)"; echo "home=$HOME"; echo "root=$root"; echo "socket=$sock"
+echo "uid=$(id -u)"; echo "gid=$(id -g)"; echo "home=$HOME"; echo "root=$root"; echo "socket=$sock"
 echo "cpus=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
 echo "mem_kib=$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo)"
 d=$root; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
@@ -107,6 +113,39 @@ def probe(settings: Settings, spec: HostSpec, cancel: threading.Event | None = N
             return 0
 
     mem, disk = number("mem_kib") * 1024, number("disk_kib") * 1024
-    return Facts(number("uid"), got.get("home", ""), number("cpus"), mem, disk,
+    return Facts(number("uid"), number("gid"), got.get("home", ""), number("cpus"), mem, disk,
                  got.get("git", "").strip(), got.get("podman", "").strip(), got.get("socket", ""),
                  got.get("socket_up") == "1", number("environments"), got.get("root", ""))  # fmt: skip
+
+
+class Tunnel:
+    """The host's podman service socket, forwarded to a local one by ssh for one operation
+    (podman-py and the podman CLI then talk to it as to a local service). devbox's own ssh
+    options, not podman-py's ssh transport, which turns host key checking off."""
+
+    def __init__(self, settings: Settings, spec: HostSpec, remote_socket: str) -> None:
+        self.settings, self.spec, self.remote = settings, spec, remote_socket
+        self.dir = Path(tempfile.mkdtemp(prefix="devbox-tunnel-"))  # short: a socket path has ~100 bytes
+        self.local = self.dir / "podman.sock"
+        self.child: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> str:
+        t = target(self.settings, self.spec)
+        argv = ["ssh", *transfer.ssh_options(t), "-N", "-T", "-o", "ExitOnForwardFailure=yes",
+                "-o", "StreamLocalBindUnlink=yes", "-L", f"{self.local}:{self.remote}", t.login]  # fmt: skip
+        self.child = proc.start(argv, tool="ssh")
+        deadline = time.monotonic() + self.spec.timeout + 5
+        while not self.local.exists():
+            if self.child.poll() is not None or time.monotonic() > deadline:
+                child = self.child
+                self.__exit__(None, None, None)  # stopped first: its stderr then ends
+                said = child.stderr.read().decode(errors="replace").strip() if child.stderr else ""
+                raise down(self.spec, said.splitlines()[-1] if said else "")
+            time.sleep(0.05)
+        return f"unix://{self.local}"
+
+    def __exit__(self, *exc: object) -> None:
+        if self.child is not None:
+            proc.stop(self.child)
+            self.child = None
+        shutil.rmtree(self.dir, ignore_errors=True)

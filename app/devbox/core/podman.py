@@ -285,6 +285,13 @@ class Podman:
             chunks = self.client.images.get(ref).save(named=True)
             yield from chunks
 
+    def load(self, chunks: Iterator[bytes]) -> None:
+        """Load a ``save`` stream (another host's image). podman-py takes it whole: held in
+        memory for the call (a test base is tens of MB; a full bootc base, ~2 GB)."""
+        with self.api("loading an image"):
+            for _ in self.client.images.load(data=b"".join(chunks)):
+                pass
+
     def remove_image(self, ref: str) -> bool:
         """Remove an image unless a container uses it (then keep it and answer False)."""
         with self.api(f"removing image {ref}"):

@@ -438,6 +438,20 @@ def wait_gone(pid: int, timeout: float) -> bool:
     return True
 
 
+def start(argv: Sequence[str], *, tool: str) -> subprocess.Popen[bytes]:
+    """A helper process the caller stops itself (``stop``), e.g. an ssh tunnel for one
+    operation; its stderr is kept for the caller's error message."""
+    return _popen(argv, tool, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                  start_new_session=True)  # fmt: skip
+
+
+def stop(child: subprocess.Popen[bytes], grace: float = 2.0) -> None:
+    """Stop what ``start`` started (its whole session), then reap it."""
+    _stop_group(child, grace)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        child.wait(5)
+
+
 def spawn_daemon(argv: Sequence[str], *, tool: str, log: Path | None = None) -> int:
     """Start a service that outlives this run on purpose (the caller says so); return its pid."""
     out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - handed to the child

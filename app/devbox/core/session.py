@@ -28,12 +28,13 @@ class Devbox:
     """Settings plus lazily made adapters, shared by every operation of one face."""
 
     def __init__(
-        self, settings: Settings, *, user: HostUser | None = None, notify: Callable[[str], None] | None = None
-    ) -> None:
+        self, settings: Settings, *, user: HostUser | None = None, notify: Callable[[str], None] | None = None,
+        podman: Podman | None = None,
+    ) -> None:  # fmt: skip
         self.settings = settings
         self.notify = notify or _to_stderr
         self.user = user or HostUser.current()
-        self._podman: Podman | None = None
+        self._podman: Podman | None = podman  # given: another host's (core/ops/remote.py)
         self._lock = threading.Lock()
 
     @classmethod

@@ -33,6 +33,7 @@ job, and returns a frozen record.
 | ``start_task`` / ``compare`` / ``run_checks`` | N agents on one task / side by side / their checks | records |
 | ``init_project`` / ``check_templates`` | ``devbox init`` in a git repository / ``--check`` (no session) | records |
 | ``host_list`` / ``host_check`` | every host, asked at once / what devbox needs on one | rows / ``Check`` tuple |
+| ``host_start_work`` / ``fetch`` / ``host_remove`` | an environment on a host / its commits back / remove | records |
 | ``discard_plan`` / ``discard`` | what tearing down the copies not picked loses / do it | ``Discard`` / ``Removed`` |
 
 Imported lazily (PEP 562): ``from devbox.core import ops`` costs nothing until an
@@ -83,6 +84,15 @@ if TYPE_CHECKING:
     from devbox.core.ops.hostlist import HostRow, host_check, host_list
     from devbox.core.ops.overview import build_image, image_status, status
     from devbox.core.ops.radar import Radar, conflicts
+    from devbox.core.ops.remote import (
+        Fetched,
+        HostStarted,
+        fetch,
+        host_attach_argv,
+        host_of,
+        host_remove,
+        host_start_work,
+    )
     from devbox.core.ops.results import (
         AgentRow,
         ContainerList,
@@ -154,6 +164,13 @@ if TYPE_CHECKING:
     from devbox.core.ops.worktrees import add_worktree, find_worktree, list_worktrees, remove_worktree, worktree_loss
 
 _WHERE = {
+    "Fetched": "remote",
+    "HostStarted": "remote",
+    "fetch": "remote",
+    "host_attach_argv": "remote",
+    "host_of": "remote",
+    "host_remove": "remote",
+    "host_start_work": "remote",
     "HostRow": "hostlist",
     "host_check": "hostlist",
     "host_list": "hostlist",
@@ -279,7 +296,9 @@ __all__ = [
     "Comparison",
     "ContainerList",
     "Discard",
+    "Fetched",
     "HostRow",
+    "HostStarted",
     "Initialized",
     "Loss",
     "Merged",
@@ -329,13 +348,18 @@ __all__ = [
     "disk_status",
     "doctor",
     "domain_name",
+    "fetch",
     "find_container",
     "find_worktree",
     "follow_container_log",
     "git_pull",
     "git_push",
+    "host_attach_argv",
     "host_check",
     "host_list",
+    "host_of",
+    "host_remove",
+    "host_start_work",
     "image_status",
     "init_project",
     "is_checkout_root",

@@ -1,0 +1,287 @@
+"""Environments on other hosts (``start-work BRANCH --host NAME``), the way git works: a
+local directory cannot be bind-mounted into a container on another machine (podman #8016),
+so the branch goes to a mirror repository under the host's ``root``, the worktree is made
+there, the container runs in the host's podman (podman-py through an ssh-forwarded socket,
+the same isolation spec as locally, the remote worktree and mirror mounted at their paths
+there), and the work comes back with ``devbox fetch`` into ``refs/remotes/<host>/BRANCH``.
+
+Which host a branch's environment is on is recorded locally (git config
+``branch.<name>.devboxhost``). The image is built on the host from the local ``bootc/``
+(podman's remote build sends the context) under the same freshness digest and labels; a
+base image missing there is copied from this machine's storage when it is here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from devbox.core import containers, git, git_merge, hosts, image, transfer
+from devbox.core.containers import HostUser
+from devbox.core.errors import Cancelled, NotAvailable, NotFound, Refused, ToolMissing
+from devbox.core.events import Reporter, Sink, Subject, null_sink
+from devbox.core.host_config import HostSpec
+from devbox.core.locks import hold
+from devbox.core.ops.containers import _wait_ready
+from devbox.core.ops.hostlist import spec_of
+from devbox.core.ops.steps import branch_lock, record_base
+from devbox.core.podman import Podman
+from devbox.core.session import Devbox
+
+HOST_KEY = "devboxhost"  # git config branch.<name>.devboxhost: the host its environment is on
+
+
+@dataclass(frozen=True)
+class HostStarted:
+    host: str
+    branch: str
+    container: str
+    worktree: str  # its path on the host
+    action: str  # created | started | running
+
+
+@dataclass(frozen=True)
+class Fetched:
+    host: str
+    branch: str
+    ref: str  # refs/remotes/<host>/<branch>
+    before: str
+    after: str
+    commits: int  # that the local branch does not have
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where this repository lives on a host."""
+
+    root: str
+    mirror: str
+    worktree: str
+    state: str
+
+
+def layout(f: hosts.Facts, branch: str) -> Layout:
+    return Layout(f.root, f"{f.root}/mirror.git", f"{f.root}/worktrees/{branch}", f"{f.root}/agents")
+
+
+def host_of(session: Devbox, branch: str) -> str:
+    """The host ``branch``'s environment is on ("" when it is local)."""
+    return git.config_get(session.settings.repo, f"branch.{branch}.{HOST_KEY}")
+
+
+SETUP = r"""
+mirror=$1 worktrees=$2 state=$3 branch=$4
+mkdir -p "$worktrees" "$state" && chmod 0700 "$state"
+[ -d "$mirror" ] || git init -q --bare "$mirror" || exit 3
+if git -C "$mirror" rev-parse -q --verify "refs/heads/$branch" >/dev/null; then echo has=1; else echo has=0; fi
+"""
+
+
+def _url(spec: HostSpec, path: str) -> str:
+    return f"ssh://{spec.user}@{spec.address}:{spec.port}{path}"
+
+
+def host_start_work(
+    session: Devbox, host: str, branch: str, *, from_ref: str | None = None, sink: Sink = null_sink,
+    cancel: threading.Event | None = None,
+) -> HostStarted:  # fmt: skip
+    """The branch's environment on ``host`` (see the module): made, started or found running."""
+    cancel = cancel or threading.Event()
+    s = session.settings
+    spec = spec_of(session, host)
+    git.check_branch_name(branch)
+    report = Reporter(sink, "start-work", Subject("host", host))
+    on = host_of(session, branch)
+    if on and on != host:
+        raise Refused(f"{branch}'s environment is on host {on}", f"use --host {on}, or remove it there first")
+    report.step("start", f"asking {host} ({spec.ssh})")
+    f = hosts.probe(s, spec, cancel)
+    if not f.socket_up:
+        fix = f"start it there: systemctl --user enable --now podman.socket (devbox host check {host})"
+        raise NotAvailable(f"no podman service on {host} at {f.socket}", fix)
+    where = layout(f, branch)
+    with hold(branch_lock(session, branch), f"start-work for {branch!r}"):
+        if not git.rev(s.repo, f"refs/heads/{branch}"):  # a new branch is made here first, then sent
+            start = git.rev(s.repo, from_ref or "HEAD")
+            if not start:
+                raise NotFound(f"no commit {from_ref or 'HEAD'!r} to start {branch} from", "give --from REF")
+            git.create_branch(s.repo, branch, start)
+            record_base(s.repo, branch, from_ref)
+        elif from_ref:
+            raise Refused(f"branch {branch!r} exists already", "drop --from to use it")
+        res = hosts.run(s, spec, ["sh", "-c", SETUP, "setup", where.mirror, f"{where.root}/worktrees", where.state,
+                                  branch], cancel=cancel)  # fmt: skip
+        if not res.ok:
+            raise NotAvailable(f"could not set up {where.root} on {host}: {res.last_error()}",
+                               f"is git installed there? (devbox host check {host})")  # fmt: skip
+        t = hosts.target(s, spec)
+        r = report.about(Subject("branch", branch))
+        if "has=1" not in res.stdout:
+            r.step("start", f"pushing {branch} to {host}:{where.mirror}")
+            refs = [f"refs/heads/{branch}:refs/heads/{branch}"]
+            base = git_merge.recorded_base(s.repo, branch)
+            if base and git.rev(s.repo, f"refs/heads/{base}"):
+                refs.append(f"+refs/heads/{base}:refs/heads/{base}")  # its base too: diffs there make sense
+            transfer.git_over_ssh(t, s.repo, ["push", "--quiet", _url(spec, where.mirror), *refs], r, cancel, "push")
+        made = hosts.run(s, spec, ["sh", "-c", 'test -d "$2" || git -C "$1" worktree add -q "$2" "$3"', "wt",
+                                   where.mirror, where.worktree, branch], cancel=cancel)  # fmt: skip
+        if not made.ok:
+            raise NotAvailable(f"could not make the worktree on {host}: {made.last_error()}", "see the message")
+        git.config_set(s.repo, f"branch.{branch}.{HOST_KEY}", host)
+        with hosts.Tunnel(s, spec, f.socket) as url:
+            return _container(session, spec, f, where, branch, url, report, cancel)
+
+
+def _container(
+    session: Devbox, spec: HostSpec, f: hosts.Facts, where: Layout, branch: str, url: str, report: Reporter,
+    cancel: threading.Event,
+) -> HostStarted:  # fmt: skip
+    s = session.settings
+    podman = Podman(url, timeout=s.podman_timeout, notify=session.notify)
+    there = Devbox(dataclasses.replace(s, repo=Path(where.mirror)), user=HostUser(f.uid, f.gid, spec.user),
+                   notify=session.notify, podman=podman)  # fmt: skip
+    try:
+        img_report = report.about(Subject("image", s.image))
+        _copy_bases(session, there, img_report)
+        img = image.build(there.settings, podman, img_report, cancel)
+        assert img.info is not None
+        name = containers.container_name(s, branch)
+        r = report.about(Subject("container", name))
+        existing = containers.get(podman, name)
+        if existing is not None and existing.running:
+            r.step("skip", f"{name} is running on {spec.name}")
+            return HostStarted(spec.name, branch, name, where.worktree, "running")
+        if existing is not None:
+            r.step("start", f"starting stopped {name} on {spec.name}")
+            since = int(time.time()) - 1
+            podman.start(name)
+            _wait_ready(there, name, cancel, since)
+            return HostStarted(spec.name, branch, name, where.worktree, "started")
+        r.step("start", f"creating {name} on {spec.name}")
+        create = containers.spec(
+            there.settings, name=name, branch=branch, worktree=Path(where.worktree), image_id=img.info.id,
+            user=there.user, rootless=podman.rootless(), env=git.identity(s.repo), repo=Path(where.mirror),
+            state_dir=Path(f"{where.state}/{name}"),
+        )  # fmt: skip
+        made = hosts.run(s, spec, ["mkdir", "-p", f"{where.state}/{name}"])
+        if not made.ok:
+            raise NotAvailable(f"could not make {where.state}/{name} on {spec.name}: {made.last_error()}", "see it")
+        podman.create(create)
+        try:
+            since = int(time.time()) - 1
+            podman.start(name)
+            _wait_ready(there, name, cancel, since)
+        except BaseException:
+            podman.remove(name, force=True)  # nothing half-made is left there
+            for vol in containers.volume_names(name):
+                podman.remove_volume(vol)
+            raise
+        r.step("done", f"{name} running on {spec.name} in {where.worktree}")
+        return HostStarted(spec.name, branch, name, where.worktree, "created")
+    finally:
+        podman.close()
+
+
+def _copy_bases(session: Devbox, there: Devbox, report: Reporter) -> None:
+    """FROM images the host lacks: from this machine's storage when they are here (no
+    registry needed), else the host pulls them."""
+    for ref, iid in image.local_bases(there.settings, there.podman).items():
+        if iid is not None:
+            continue
+        if session.podman.image(ref) is not None:
+            report.step("start", f"copying base image {ref} to the host")
+            there.podman.load(session.podman.save(ref))
+            report.step("done", f"{ref} copied")
+    image.ensure_bases(there.settings, there.podman, report)
+
+
+def fetch(session: Devbox, branch: str, *, sink: Sink = null_sink, cancel: threading.Event | None = None) -> Fetched:
+    """The host's commits of ``branch`` into ``refs/remotes/<host>/<branch>``."""
+    cancel = cancel or threading.Event()
+    s = session.settings
+    host = host_of(session, branch)
+    if not host:
+        raise NotFound(f"{branch} has no environment on another host", f"start one: ./start-work {branch} --host NAME")
+    spec = spec_of(session, host)
+    f = hosts.probe(s, spec, cancel)
+    ref = f"refs/remotes/{host}/{branch}"
+    before = git.rev(s.repo, ref)
+    r = Reporter(sink, "fetch", Subject("branch", branch))
+    transfer.git_over_ssh(hosts.target(s, spec), s.repo, ["fetch", "--quiet", _url(spec, layout(f, branch).mirror),
+                          f"+refs/heads/{branch}:{ref}"], r, cancel, "fetch")  # fmt: skip
+    after = git.rev(s.repo, ref)
+    mine = git.rev(s.repo, f"refs/heads/{branch}")
+    new = git.count_commits(s.repo, f"{mine}..{after}" if mine else after)
+    r.step("done", f"{ref} at {after[:12]}: {new} commit(s) your {branch} does not have")
+    return Fetched(host, branch, ref, before, after, new)
+
+
+def host_remove(
+    session: Devbox, branch: str, *, force: bool = False, sink: Sink = null_sink, cancel: threading.Event | None = None,
+) -> tuple[str, ...]:  # fmt: skip
+    """Remove the branch's environment on its host: the container, its volumes, the worktree
+    there and the branch in the mirror. Refused, naming them, when the host holds commits
+    this machine does not have or uncommitted changes, unless ``force``."""
+    cancel = cancel or threading.Event()
+    s = session.settings
+    host = host_of(session, branch)
+    spec = spec_of(session, host)
+    fetched = fetch(session, branch, sink=sink, cancel=cancel)
+    only_there = git.count_commits(s.repo, fetched.after, "--not", "--branches")
+    f = hosts.probe(s, spec, cancel)
+    where = layout(f, branch)
+    dirty = hosts.run(s, spec, ["sh", "-c", 'test ! -d "$1" || git -C "$1" status --porcelain', "st", where.worktree])
+    pending = [line[3:] for line in dirty.stdout.splitlines() if line.strip()]
+    losses = ([f"{only_there} commit(s) only on {host} (fetched to {fetched.ref})"] if only_there else []) + (
+        [f"{len(pending)} uncommitted file(s) there: {', '.join(pending[:5])}"] if pending else [])  # fmt: skip
+    if losses and not force:
+        raise Refused(f"removing {branch} on {host} would lose: " + "; ".join(losses),
+                      f"merge or fetch what you want to keep (devbox fetch {branch}), or pass --force")  # fmt: skip
+    if cancel.is_set():
+        raise Cancelled("interrupted: nothing removed")
+    report = Reporter(sink, "worktree-remove", Subject("host", host))
+    removed: list[str] = []
+    name = containers.container_name(s, branch)
+    with hosts.Tunnel(s, spec, f.socket) as url:
+        podman = Podman(url, timeout=s.podman_timeout)
+        try:
+            if podman.container(name) is not None:
+                podman.remove(name, force=True)
+                removed.append(f"container {name} on {host}")
+            for vol in containers.volume_names(name):
+                if podman.remove_volume(vol):
+                    removed.append(f"volume {vol}")
+        finally:
+            podman.close()
+    gone = hosts.run(s, spec, ["sh", "-c", 'git -C "$1" worktree remove --force "$2" 2>/dev/null; rm -rf "$2" "$4"; '
+                               'git -C "$1" worktree prune; git -C "$1" branch -D "$3" >/dev/null', "rm", where.mirror,
+                               where.worktree, branch, f"{where.state}/{name}"])  # fmt: skip
+    if not gone.ok:
+        raise NotAvailable(f"could not remove {where.worktree} on {host}: {gone.last_error()}", "see the message")
+    removed += [f"worktree {where.worktree} on {host}", f"branch {branch} in {host}:{where.mirror}"]
+    git.config_set(s.repo, f"branch.{branch}.{HOST_KEY}", None)
+    if losses:
+        report.log("lost, as --force asked: " + "; ".join(losses))
+    report.step("done", "removed " + ", ".join(removed))
+    return tuple(removed)
+
+
+def host_attach_argv(session: Devbox, started: HostStarted, command: list[str], *, tty: bool) -> list[str]:
+    """``ssh`` to the host running its podman's ``exec`` in the container, as the user there
+    (the same way in as locally: the entrypoint's user, the worktree as working directory)."""
+    s = session.settings
+    spec = spec_of(session, started.host)
+    f = hosts.probe(s, spec)
+    user = HostUser(f.uid, f.gid, spec.user)
+    env = [f"--env={k}={v}" for k, v in containers.exec_env(user).items()]
+    remote = ["podman", "exec", "--interactive", *(["--tty"] if tty else []), "--user", "0:0", "--workdir",
+              started.worktree, *env, started.container, *containers.drop_privileges(user, command)]  # fmt: skip
+    argv = transfer.ssh_argv(hosts.target(s, spec), remote, tty=tty)
+    exe = shutil.which(argv[0])
+    if exe is None:  # the face execs it: an absolute path
+        raise ToolMissing("ssh is not installed (no `ssh` on PATH)", "install openssh-client")
+    return [exe, *argv[1:]]
