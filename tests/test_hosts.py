@@ -36,7 +36,7 @@ class Host:
 
     def start_service(self) -> None:
         pw = pwd.getpwnam(USER)
-        sock = Path(f"/run/user/{pw.pw_uid}/podman/podman.sock")
+        sock = self.socket
         sock.unlink(missing_ok=True)
         env = {"HOME": pw.pw_dir, "USER": USER, "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
                "XDG_RUNTIME_DIR": f"/run/user/{pw.pw_uid}", **self.sshd.env}  # fmt: skip
@@ -62,11 +62,17 @@ class Host:
         argv = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--", "podman", *args]
         return subprocess.run(argv, env=env, capture_output=True, text=True, cwd="/", timeout=300)
 
+    @property
+    def socket(self) -> Path:
+        """This test's own service socket (another run, or test_rootless, may serve the user's default one)."""
+        return Path(f"/run/user/{self.uid}/devbox-test-{self.project.root.name}.sock")
+
     def stop_service(self) -> None:
         if self.service is not None:
             self.service.terminate()
             self.service.wait(30)
             self.service = None
+        self.socket.unlink(missing_ok=True)
 
 
 @pytest.fixture
@@ -97,9 +103,9 @@ def host(tmp_path: Path, base_image: str) -> Iterator[Host]:
     sshd.authorized.write_text(key.with_suffix(".pub").read_text())
     sshd.start()
     with (proj.root / "devbox.toml").open("a") as fh:
-        fh.write(
-            f'[hosts.h1]\nssh = "{USER}@127.0.0.1:{sshd.port}"\ntimeout = 3\nroot = "devbox-tests/{proj.root.name}"\n'
-        )
+        fh.write(f'[hosts.h1]\nssh = "{USER}@127.0.0.1:{sshd.port}"\ntimeout = 3\n')
+        fh.write(f'root = "devbox-tests/{proj.root.name}"\n')
+        fh.write(f'podman = "unix:///run/user/{pw.pw_uid}/devbox-test-{proj.root.name}.sock"\n')
     git(proj.root, "commit", "-qam", "the host")
     h = Host(proj, sshd, pw.pw_uid, None)
     h.start_service()
@@ -139,7 +145,7 @@ def test_host_list_and_check_see_the_host_and_a_host_that_is_down_says_so_quickl
 
     check = proj.devbox("host", "check", "h1")
     assert check.returncode == 0, check.stdout + check.stderr
-    for line in (f"ok    ssh {USER}@127.0.0.1", "ok    podman service: /run/user/", "ok    git: git version"):
+    for line in (f"ok    ssh {USER}@127.0.0.1", f"ok    podman service: {host.socket}", "ok    git: git version"):
         assert line in check.stdout
 
     host.stop_service()  # podman there, its service not
@@ -159,6 +165,13 @@ def test_host_list_and_check_see_the_host_and_a_host_that_is_down_says_so_quickl
     assert plain.returncode == 0 and "h1" in plain.stdout and "down" in plain.stdout and "fix:" in plain.stdout
     host.sshd.start()  # and comes back: the next look sees it, nothing to restart
     assert rows(proj)["h1"]["up"] is True
+
+    from devbox.core import ops
+    from devbox.core.session import Devbox
+
+    with Devbox.open(proj.root, env={}) as session:  # --host auto: the most memory available, and why
+        name, why = ops.pick_host(session)
+    assert name in ("local", "h1") and why.startswith(f"{name} has the most memory available")
 
 
 def test_host_settings_are_checked(tmp_path: Path) -> None:
@@ -196,6 +209,11 @@ def test_start_work_on_a_host_fetch_its_commits_and_remove_it(host: Host) -> Non
 
     again = proj.devbox("start-work", "feat", "--host", "h1", "--detach")
     assert again.returncode == 0 and "is up to date" in again.stdout and "building" not in again.stdout
+    (proj.root / "bootc" / "extra.txt").write_text("a change\n")  # bootc/ changed: exactly one build there
+    changed = proj.devbox("start-work", "feat", "--host", "h1", "--detach", timeout=900)
+    assert changed.returncode == 0 and changed.stdout.count("==> image: building") == 1, changed.stdout
+    assert "bootc/extra.txt" in changed.stdout
+    assert "is up to date" in proj.devbox("start-work", "feat", "--host", "h1", "--detach").stdout
     script = "echo made-there > there.txt && git add there.txt && git commit -qm 'made on h1' && pwd"
     inside = proj.devbox("start-work", "feat", "--host", "h1", "--cmd", "sh", "-c", script)
     assert inside.returncode == 0, inside.stderr

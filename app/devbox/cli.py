@@ -52,6 +52,9 @@ def _exec(argv: list[str]) -> NoReturn:
 
 def cmd_start_work(ctx: Context) -> int:
     a = ctx.args
+    if a.host == "auto":
+        a.host, why = ops.pick_host(ctx.session, cancel=ctx.cancel)
+        sys.stderr.write(f"devbox: --host auto: {why}\n")
     if a.host and a.host != "local":
         return _start_on_host(ctx)
     res = ops.start_work(

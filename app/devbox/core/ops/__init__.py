@@ -81,7 +81,7 @@ if TYPE_CHECKING:
         vm_agent_stop,
     )
     from devbox.core.ops.hostcheck import Check, doctor
-    from devbox.core.ops.hostlist import HostRow, host_check, host_list
+    from devbox.core.ops.hostlist import HostRow, host_check, host_list, pick_host
     from devbox.core.ops.overview import build_image, image_status, status
     from devbox.core.ops.radar import Radar, conflicts
     from devbox.core.ops.remote import (
@@ -174,6 +174,7 @@ _WHERE = {
     "HostRow": "hostlist",
     "host_check": "hostlist",
     "host_list": "hostlist",
+    "pick_host": "hostlist",
     "Initialized": "scaffold",
     "TemplateCheck": "scaffold",
     "check_templates": "scaffold",
@@ -368,6 +369,7 @@ __all__ = [
     "list_vms",
     "list_worktrees",
     "merge",
+    "pick_host",
     "plan_dir_push",
     "predict_merge",
     "push_branch",

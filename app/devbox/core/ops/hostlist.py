@@ -104,3 +104,16 @@ def host_check(session: Devbox, name: str, *, cancel: threading.Event | None = N
     checks.append(Check(f"disk under {f.root}", "ok" if roomy else "warn", f"{f.disk_free / 2**30:.1f} GiB free",
                         "" if roomy else "free some space there (images and worktrees need it)"))  # fmt: skip
     return tuple(checks)
+
+
+def pick_host(session: Devbox, *, cancel: threading.Event | None = None) -> tuple[str, str]:
+    """``--host auto``: the reachable host (``local`` included) with the most memory
+    available, and why; no queue, no scheduler."""
+    rows = [r for r in host_list(session, cancel=cancel) if r.up and not r.problem]
+    if not rows:
+        raise NotFound("no host is reachable with a podman service", "see `devbox host list`")
+    best = max(rows, key=lambda r: r.mem_available)
+    others = ", ".join(f"{r.name} {r.mem_available / 2**30:.1f} GiB" for r in rows if r is not best)
+    why = f"{best.name} has the most memory available ({best.mem_available / 2**30:.1f} GiB" + (
+        f"; {others})" if others else ")")  # fmt: skip
+    return best.name, why
