@@ -9,6 +9,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -231,3 +232,78 @@ def test_start_work_on_a_host_fetch_its_commits_and_remove_it(host: Host) -> Non
     assert f"container {name} on h1" in res.stdout and "worktree" in res.stdout
     assert name not in host.podman("ps", "-a", "--format", "{{.Names}}").stdout and not there.exists()
     assert git(proj.root, "log", "-1", "--format=%s", "refs/remotes/h1/feat").strip() == "made on h1"  # kept here
+
+
+@pytest.mark.podman
+def test_an_agent_on_a_host_reports_its_state_to_the_fleet_and_the_dashboard(host: Host) -> None:
+    import asyncio
+
+    from devbox.core import ops
+    from devbox.core.session import Devbox
+    from devbox.tui.app import StatusUpdated, make_app
+    from devbox.tui.fleet import FleetTable
+    from test_agents import wait_for
+
+    proj = host.project
+    with (proj.root / "devbox.toml").open("a") as fh:
+        fh.write('[agents.claude]\ncommand = ["claude"]\nenv = ["DEVBOX_TEST_SECRET"]\n')
+    git(proj.root, "commit", "-qam", "the agent")
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    env = {**proj.env, "DEVBOX_TEST_SECRET": secret}
+    res = proj.devbox("agent", "start", "far", "--host", "h1", "--prompt", "work 1; ask Bash deploy; work 1",
+                      env=env, timeout=900)  # fmt: skip
+    assert res.returncode == 0, res.stderr + res.stdout
+
+    def state() -> dict[str, object]:
+        out = proj.devbox("agents", "--json")
+        assert out.returncode == 0, out.stderr
+        return next((r for r in json.loads(out.stdout) if r["branch"] == "far"), {})
+
+    wait_for(lambda: state().get("state") == "needs you", 90, "the question, read over ssh")
+    row = state()
+    assert row["host"] == "h1" and row["message"] == "Claude needs your permission to use Bash deploy"
+    assert not any(secret in p.read_text(errors="replace") for p in (proj.root / ".build" / "logs").glob("*.log"))
+    name = str(row["container"])
+    pid = host.podman("exec", name, "pidof", "claude").stdout.split()[0]
+    environ = host.podman("exec", "--user", str(host.uid), name, "cat", f"/proc/{pid}/environ").stdout
+    assert f"DEVBOX_TEST_SECRET={secret}" in environ.split("\0")  # the agent got it, as the user there
+    assert secret not in host.podman("inspect", name).stdout
+
+    with Devbox.open(proj.root, env={}) as session:  # the dashboard's fleet shows it, with its host
+        st = ops.status(session)
+        app = make_app(session, watch=False, view="fleet")
+
+        async def go() -> None:
+            async with app.run_test(size=(120, 30)) as pilot:
+                app.post_message(StatusUpdated(st, {}, {}, None))
+                await pilot.pause(0.5)
+                cells = [str(c) for c in app.query_one(FleetTable)._shown["far"]]
+                assert cells[1].startswith("! needs you") and cells[2] == "running@h1"
+
+        asyncio.run(go())
+
+    assert proj.devbox("agent", "send", "far", "y").returncode == 0
+    wait_for(lambda: state().get("state") == "done", 90, "done")
+    assert proj.devbox("agent", "stop", "far").returncode == 0
+    wait_for(lambda: state().get("state") == "exited", 30, "stopped")
+
+    with Devbox.open(proj.root, env={}) as session:  # the dashboard's poll, with the host hung
+
+        def poll() -> tuple[float, dict[str, ops.AgentRow]]:
+            began = time.monotonic()
+            st = ops.status(session, hosts_wait=1.0)
+            return time.monotonic() - began, {r.branch: r for r in st.agents.value or ()}
+
+        took, found = poll()
+        assert found["far"].agent.state == "exited" and found["far"].host == "h1"
+        assert host.sshd.proc is not None
+        os.kill(host.sshd.proc.pid, signal.SIGSTOP)  # accepts, never answers: ssh waits its 3 s timeout
+        try:
+            took, found = poll()
+            assert took < 2.9, f"a hung host held the poll up {took:.1f} s"  # bounded by hosts_wait, not ssh
+            assert found["far"].agent.state == "exited"  # its last known rows meanwhile
+            wait_for(lambda: "is down" in poll()[1]["far"].agent.problem, 30, "the host shown as down")
+        finally:
+            os.kill(host.sshd.proc.pid, signal.SIGCONT)
+        wait_for(lambda: poll()[1]["far"].agent.state == "exited", 30, "back by itself")
+    assert proj.devbox("worktree", "remove", "far", "--force").returncode == 0

@@ -39,6 +39,18 @@ def cmd_agent_start(ctx: Context) -> int:
         raise BadName("no branch and no prompt to name one after", "give BRANCH, or --prompt TEXT")
     git.check_branch_name(branch)
     ctx.log_name = "agent-start"
+    if a.host == "auto":
+        a.host, why = ops.pick_host(ctx.session, cancel=ctx.cancel)
+        sys.stderr.write(f"devbox: --host auto: {why}\n")
+    if a.host and a.host != "local":
+        if a.vm:
+            raise BadName("--vm and --host name two places", "give one")
+        res = ops.host_agent_start(ctx.session, a.host, branch, prompt=prompt, agent=agents[0], from_ref=a.from_ref,
+                                   sink=ctx.sink, cancel=ctx.cancel)  # fmt: skip
+        ctx.renderer.close()
+        print(f"{res.agent} started on {res.branch} ({res.container} on {a.host}); attach: devbox agent attach "
+              f"{res.branch}")  # fmt: skip
+        return ExitCode.OK
     start = ops.vm_agent_start if a.vm else ops.agent_start
     res = start(ctx.session, branch, prompt=prompt, agent=agents[0], from_ref=a.from_ref, sink=ctx.sink,
                 cancel=ctx.cancel)  # fmt: skip
@@ -66,21 +78,27 @@ def _start_copies(ctx: Context, prompt: str | None, agents: list[str]) -> int:
     return ExitCode.OK
 
 
+def _on_host(ctx: Context) -> bool:
+    return not ctx.args.vm and bool(ops.host_of(ctx.session, ctx.args.branch))
+
+
 def cmd_agent_attach(ctx: Context) -> int:
     attach = ops.vm_agent_attach_argv if ctx.args.vm else ops.agent_attach_argv
+    if _on_host(ctx):
+        attach = ops.host_agent_attach_argv
     argv = attach(ctx.session, ctx.args.branch)
     sys.stdout.flush()
     os.execv(argv[0], argv)  # the terminal is tmux's until its detach key
 
 
 def cmd_agent_send(ctx: Context) -> int:
-    send = ops.vm_agent_send if ctx.args.vm else ops.agent_send
+    send = ops.vm_agent_send if ctx.args.vm else (ops.host_agent_send if _on_host(ctx) else ops.agent_send)
     send(ctx.session, ctx.args.branch, " ".join(ctx.args.text))
     return ExitCode.OK
 
 
 def cmd_agent_stop(ctx: Context) -> int:
-    stop = ops.vm_agent_stop if ctx.args.vm else ops.agent_stop
+    stop = ops.vm_agent_stop if ctx.args.vm else (ops.host_agent_stop if _on_host(ctx) else ops.agent_stop)
     stop(ctx.session, ctx.args.branch, sink=ctx.sink)
     return ExitCode.OK
 
@@ -99,7 +117,8 @@ def cmd_agents(ctx: Context) -> int:
         s = r.agent
         age = labels.duration(now - s.since) if s.since else "-"
         why = s.message or s.problem
-        print(f"{r.branch:<28} {s.state:<10} {age:>7}  {r.container_state:<8} {why}")
+        where = r.container_state + (f"@{r.host}" if r.host else "")
+        print(f"{r.branch:<28} {s.state:<10} {age:>7}  {where:<8} {why}")
     return ExitCode.OK
 
 
@@ -154,6 +173,7 @@ def register(sub: Any) -> None:
     p.add_argument("--count", type=int, metavar="N", help="N agents on one task, each its own branch and container")
     p.add_argument("--from", dest="from_ref", metavar="REF", help="a new branch starts at REF")
     p.add_argument("--vm", action="store_true", help="in the VM, over ssh (the branch is pushed there first)")
+    p.add_argument("--host", metavar="NAME", help="in an environment on another host ([hosts.NAME], or auto)")
     p.set_defaults(handler=cmd_agent_start)
     p = ag.add_parser("attach", help="the agent's terminal (tmux; its detach key brings you back)")
     p.add_argument("branch")

@@ -80,7 +80,7 @@ def recorded_base(repo: Path, branch: str) -> str:
 
 def recorded_bases(repo: Path) -> dict[str, str]:
     """Every recorded base at once (one git call): branch -> base."""
-    return _per_branch(repo, BASE_KEY)
+    return per_branch(repo, BASE_KEY)
 
 
 def record_task(repo: Path, branch: str, task: str) -> None:
@@ -90,10 +90,11 @@ def record_task(repo: Path, branch: str, task: str) -> None:
 
 def recorded_tasks(repo: Path) -> dict[str, str]:
     """branch -> the task it is a copy of, for every such branch (one git call)."""
-    return _per_branch(repo, TASK_KEY)
+    return per_branch(repo, TASK_KEY)
 
 
-def _per_branch(repo: Path, key: str) -> dict[str, str]:
+def per_branch(repo: Path, key: str) -> dict[str, str]:
+    """branch -> value of ``branch.<name>.<key>``, for every branch that has one (one git call)."""
     res = _git(repo, "config", "--local", "--get-regexp", rf"^branch\..*\.{key}$", check=False)
     found: dict[str, str] = {}
     for line in res.stdout.splitlines():

@@ -52,13 +52,13 @@ def target(settings: Settings, spec: HostSpec) -> transfer.Target:
 
 def run(
     settings: Settings, spec: HostSpec, argv: list[str], *, timeout: float | None = None,
-    cancel: threading.Event | None = None, input: bytes | None = None,
+    cancel: threading.Event | None = None, input: bytes | None = None, errors: str = "replace",
 ) -> proc.Completed:  # fmt: skip
     """``argv`` on the host (each word quoted for its shell); ``HostDown`` when ssh itself
     failed (exit 255), the command's own result otherwise."""
     t = target(settings, spec)
     res = proc.run(transfer.ssh_argv(t, argv, tty=False), tool="ssh", timeout=timeout or spec.timeout + 30,
-                   cancel=cancel, input=input)  # fmt: skip
+                   cancel=cancel, input=input, errors=errors)  # fmt: skip
     if res.returncode == 255:
         raise down(spec, res.last_error())
     return res

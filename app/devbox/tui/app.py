@@ -64,6 +64,7 @@ from devbox.tui.vm_actions import VmActions
 POLL = 2.0  # seconds between git/status polls (podman events wake the poll at once)
 RADAR_PER_POLL = 24  # new branch pairs asked of git merge-tree per poll (core/ops/radar.py)
 WORKER_THREADS = 64  # pollers, followers, and every operation at once (each a thread)
+HOSTS_WAIT = 1.0  # seconds a poll waits for other hosts' agents; a slower host answers at the next poll
 
 
 def styles_path() -> Path:
@@ -232,7 +233,7 @@ class DevboxApp(FleetActions, ReviewActions, Runs, VmActions, App[None]):
             self._wake.clear()
 
     def snapshot(self) -> StatusUpdated:
-        st = ops.status(self.session)
+        st = ops.status(self.session, hosts_wait=HOSTS_WAIT)
         rows = st.worktrees.value or ()
         try:
             act = ops.activity(self.session, rows)

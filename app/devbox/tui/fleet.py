@@ -103,7 +103,7 @@ class FleetTable(ReconciledTable):
             cells = [
                 r.branch,
                 f"{MARK.get(s.state, ' ')} {s.state} {age}{unseen}".rstrip(),
-                r.container_state,
+                r.container_state + (f"@{r.host}" if r.host else ""),
                 changes,
                 f"{st.cpu_percent:.0f}%" if st else "-",
                 labels.size(st.mem_bytes) if st else "-",
@@ -211,6 +211,7 @@ class PreviewPane(Vertical):
         self.branch = ""
         self.title = ""
         self.in_vm = False
+        self.on_host = ""  # another host's name: its terminal is read through ssh
         self.capture = False
         self.hint = ""
 
@@ -224,6 +225,7 @@ class PreviewPane(Vertical):
             self.branch = branch
             self.query_one("#preview", Static).update("")
         self.in_vm = row is not None and row.container_state == "vm"
+        self.on_host = row.host if row is not None else ""
         # a terminal to capture: a running container or the VM, with an agent started there
         self.capture = row is not None and row.container_state in ("running", "vm") and row.agent.state != "no agent"
         hint = "" if self.capture or not branch else f"no agent here: devbox agent start {branch}"
@@ -244,7 +246,8 @@ class PreviewPane(Vertical):
             branch = self.branch
             if branch and shown() and self.capture:
                 try:
-                    text = (ops.vm_agent_preview if self.in_vm else ops.agent_preview)(session, branch)
+                    preview = ops.vm_agent_preview if self.in_vm else ops.agent_preview
+                    text = (ops.host_agent_preview if self.on_host else preview)(session, branch)
                 except DevboxError as exc:
                     text = f"({exc.message})"
                 self.app.call_from_thread(self._show, branch, text)

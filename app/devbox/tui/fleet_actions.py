@@ -91,8 +91,9 @@ class FleetActions:
         if not self.screen_stack or self.last_update is None:
             return
         u = self.last_update
-        in_vm = tuple(r for r in u.status.agents.value or () if r.container_state == VM)  # read by the full poll
-        st = dataclasses.replace(u.status, agents=ops.Section(msg.rows + in_vm))
+        # the VM's and other hosts' rows are read by the full poll (over ssh)
+        far = tuple(r for r in u.status.agents.value or () if r.container_state == VM or r.host)
+        st = dataclasses.replace(u.status, agents=ops.Section(msg.rows + far))
         self.status = st
         self.last_update = self._status_updated(st, u.activity, u.stats, u.vm, u.radar)
         self.fleet.show_status(st, u.activity, u.stats, u.radar)
@@ -198,7 +199,7 @@ class FleetActions:
     def action_attach_agent(self) -> None:
         row = self.fleet.selected()
         if row is not None:
-            self._prepare_agent_attach(row.branch, row.container_state == VM)
+            self._prepare_agent_attach(row.branch, row.container_state == VM, row.host)
 
     def on_fleet_view_chosen(self, _msg: FleetView.Chosen) -> None:
         """Enter on a fleet row (the table takes the key first): the same checks as the key."""
@@ -206,6 +207,8 @@ class FleetActions:
             self.action_attach_agent()
 
     @work(thread=True, exit_on_error=False, group="attach")
-    def _prepare_agent_attach(self, branch: str, in_vm: bool) -> None:
+    def _prepare_agent_attach(self, branch: str, in_vm: bool, host: str = "") -> None:
         attach = ops.vm_agent_attach_argv if in_vm else ops.agent_attach_argv
+        if host:
+            attach = ops.host_agent_attach_argv
         self.post_message(self._attach_ready(attach(self.session, branch)))

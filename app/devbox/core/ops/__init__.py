@@ -28,6 +28,7 @@ job, and returns a frozen record.
 | ``doctor`` | host checks for VM mode, each with a fix | ``Check`` tuple |
 | ``agent_start`` / ``agent_send`` / ``agent_stop`` | an agent in tmux inside the environment | ``AgentStarted`` / — |
 | ``list_agents`` / ``agent_attach_argv`` | each environment with its agent's state / attach | rows / argv |
+| ``host_agent_start`` / ``host_agent_rows`` / ... | an agent in an environment on another host | started / rows |
 | ``vm_agent_start`` / ``vm_agent_rows`` / ... | the same for an agent in the VM (``--vm``), over ssh | started / rows |
 | ``diff_branch`` / ``merge`` | a branch against its base / land it (merge, rebase, squash) | diff / merged |
 | ``start_task`` / ``compare`` / ``run_checks`` | N agents on one task / side by side / their checks | records |
@@ -71,6 +72,14 @@ if TYPE_CHECKING:
         agent_stop,
         branch_from_prompt,
         list_agents,
+    )
+    from devbox.core.ops.fleet_host import (
+        host_agent_attach_argv,
+        host_agent_preview,
+        host_agent_rows,
+        host_agent_send,
+        host_agent_start,
+        host_agent_stop,
     )
     from devbox.core.ops.fleet_vm import (
         vm_agent_attach_argv,
@@ -164,6 +173,12 @@ if TYPE_CHECKING:
     from devbox.core.ops.worktrees import add_worktree, find_worktree, list_worktrees, remove_worktree, worktree_loss
 
 _WHERE = {
+    "host_agent_attach_argv": "fleet_host",
+    "host_agent_preview": "fleet_host",
+    "host_agent_rows": "fleet_host",
+    "host_agent_send": "fleet_host",
+    "host_agent_start": "fleet_host",
+    "host_agent_stop": "fleet_host",
     "Fetched": "remote",
     "HostStarted": "remote",
     "fetch": "remote",
@@ -355,6 +370,12 @@ __all__ = [
     "follow_container_log",
     "git_pull",
     "git_push",
+    "host_agent_attach_argv",
+    "host_agent_preview",
+    "host_agent_rows",
+    "host_agent_send",
+    "host_agent_start",
+    "host_agent_stop",
     "host_attach_argv",
     "host_check",
     "host_list",

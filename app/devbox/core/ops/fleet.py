@@ -177,10 +177,11 @@ STOP_WORDS = frozenset({"the", "a", "an", "of", "to", "in", "and", "please", "fo
 def list_agents(session: Devbox) -> tuple[AgentRow, ...]:
     """Every environment of this checkout with its agent's state (from the state directory,
     no process per row), most urgent first."""
-    from devbox.core.ops.fleet_vm import vm_agent_rows  # (it imports this module)
+    from devbox.core.ops.fleet_host import host_agent_rows  # (they import this module)
+    from devbox.core.ops.fleet_vm import vm_agent_rows
 
     rows = agent_rows(session, tuple(containers.list_containers(session.settings, session.podman)))
-    return tuple(sorted(rows + vm_agent_rows(session), key=_urgency))
+    return tuple(sorted(rows + vm_agent_rows(session) + host_agent_rows(session), key=_urgency))
 
 
 def agent_rows(session: Devbox, conts: tuple[Container, ...]) -> tuple[AgentRow, ...]:

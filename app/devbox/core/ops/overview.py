@@ -15,23 +15,28 @@ from devbox.core.ops.worktrees import rows
 from devbox.core.session import Devbox
 
 
-def status(session: Devbox, *, sink: Sink = null_sink, cancel: threading.Event | None = None) -> Status:
+def status(
+    session: Devbox, *, sink: Sink = null_sink, cancel: threading.Event | None = None, hosts_wait: float | None = None
+) -> Status:
     """Sources, image, worktrees, containers, the VM disk and the VMs. podman being down costs the
     image, containers and disk sections (each says why and how to fix it); the worktrees
-    and the sources still list."""
+    and the sources still list. ``hosts_wait``: how long other hosts' agents may hold the
+    answer up (the dashboard's bound; see ``host_agent_rows``)."""
     settings = session.settings
     sources = Section.fetch(lambda: image.scan_sources(settings))  # no podman needed
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=3) as pool:
         conts_f = pool.submit(Section.fetch, lambda: tuple(containers.list_containers(settings, session.podman)))
         image_f = pool.submit(Section.fetch, lambda: image.status(settings, session.podman, sources.value))
         conts = conts_f.result()
         wts = Section.fetch(lambda: rows(session, conts.value, cancel))
         vms_f = pool.submit(Section.fetch, lambda: list_vms(session))
+        from devbox.core.ops.fleet_host import host_agent_rows
         from devbox.core.ops.fleet_vm import vm_agent_rows  # ssh and transfer: only when status runs
 
         vm_agents_f = pool.submit(vm_agent_rows, session)  # no ssh unless an agent was started with --vm
+        host_agents_f = pool.submit(host_agent_rows, session, wait=hosts_wait)  # one ssh per host, at once
         disk = Section.fetch(lambda: builder.status(settings, session.podman, session.user))
-        vm_agents = vm_agents_f.result()
+        vm_agents = vm_agents_f.result() + host_agents_f.result()
         agents = (
             Section(agent_rows(session, conts.value) + vm_agents, None)
             if conts.value is not None

@@ -89,10 +89,11 @@ class AgentRow:
     container: str
     container_state: str
     agent: AgentState
+    host: str = ""  # another host's name ([hosts.NAME]); "" here
 
     def to_json(self) -> dict[str, Any]:
         return {"branch": self.branch, "container": self.container, "container_state": self.container_state,
-                **self.agent.to_json()}  # fmt: skip
+                "host": self.host or "local", **self.agent.to_json()}  # fmt: skip
 
 
 @dataclass(frozen=True)
