@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devbox.core import podman_build, proc
+from devbox.core import podman_build, transfer
 from devbox.core.config import Settings
 from devbox.core.containers import HostUser
 from devbox.core.errors import BuildFailed, Busy, Cancelled, DevboxError, DiskFull, NotAvailable, NotFound
@@ -63,24 +63,6 @@ def record_path(settings: Settings) -> Path:
     return settings.build_path("disk.json")
 
 
-def ssh_key(settings: Settings, report: Reporter | None = None) -> Path:
-    """The project's SSH key (ed25519, 0600), made once; never the user's own key."""
-    key = settings.build_path("ssh", "id_ed25519")
-    if not key.exists():
-        key.parent.mkdir(parents=True, exist_ok=True)
-        key.parent.chmod(0o700)
-        res = proc.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"devbox@{settings.repo_name}", "-f", str(key)],
-            tool="ssh-keygen",
-        )
-        if not res.ok:
-            raise DevboxError(f"ssh-keygen failed: {res.last_error()}", "install openssh (ssh-keygen) and run again")
-        if report is not None:
-            report.log(f"made the project SSH key {key}")
-    key.chmod(0o600)
-    return key
-
-
 def config_toml(user: str, public_key: str, size_gib: int) -> str:
     """bootc-image-builder's config: the VM user (groups wheel) with the project key, and the
     disk size (``[customizations.disk] minsize``, not also a filesystem entry)."""
@@ -113,7 +95,8 @@ def _inputs(
 ) -> tuple[str, str | None, str | None]:
     """The config text, the image ID and the builder image ID (None when missing). Only a
     build makes the SSH key; a status check never writes anything."""
-    pub_path = (ssh_key(settings) if make_key else settings.build_path("ssh", "id_ed25519")).with_suffix(".pub")
+    key = transfer.project_key(settings) if make_key else settings.build_path("ssh", "id_ed25519")
+    pub_path = key.with_suffix(".pub")
     try:
         pub = pub_path.read_text()
     except OSError:
@@ -223,7 +206,7 @@ def _remove_leftovers(settings: Settings, podman: Podman, report: Reporter) -> t
 def _build_locked(
     settings: Settings, podman: Podman, user: HostUser, report: Reporter, cancel: threading.Event, *, force: bool
 ) -> DiskStatus:
-    ssh_key(settings, report)
+    transfer.project_key(settings, report)
     current = status(settings, podman, user)
     if current.verdict.fresh and not force:
         report.step("skip", f"{current.path} is up to date")

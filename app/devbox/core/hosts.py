@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from devbox.core import builder, proc, transfer
+from devbox.core import proc, transfer
 from devbox.core.config import Settings
 from devbox.core.errors import DevboxError, NotAvailable
 from devbox.core.host_config import HostSpec
@@ -45,7 +45,7 @@ class Facts:
 
 
 def target(settings: Settings, spec: HostSpec) -> transfer.Target:
-    key = builder.ssh_key(settings) if not spec.identity else settings.repo / spec.identity
+    key = transfer.project_key(settings) if not spec.identity else settings.repo / spec.identity
     return transfer.Target(spec.user, spec.address, spec.port, key, settings.build_path("ssh", "known_hosts"),
                            f"{spec.address}:{spec.port}", spec.timeout)  # fmt: skip
 

@@ -319,6 +319,15 @@ def _flag() -> Any:
     return IsFlagged
 
 
+def version() -> tuple[bool, str]:
+    """``terraform version``'s first line (for host checks); False with the error when it fails."""
+    exe = shutil.which("terraform")
+    if exe is None:
+        return False, "not on PATH"
+    res = proc.run([exe, "version"], tool="terraform", env={"CHECKPOINT_DISABLE": "1"}, timeout=30)
+    return (True, (res.stdout.splitlines() or ["?"])[0]) if res.ok else (False, res.last_error())
+
+
 def clear(settings: Settings) -> None:
     """Forget the state (after a fallback teardown through libvirt)."""
     d = settings.build_path("terraform")

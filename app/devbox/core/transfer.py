@@ -50,6 +50,24 @@ class Target:
         return f"{self.user}@{self.host}"
 
 
+def project_key(settings: Settings, report: Reporter | None = None) -> Path:
+    """The project's SSH key (ed25519, 0600), made once; never the user's own key."""
+    key = settings.build_path("ssh", "id_ed25519")
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        key.parent.chmod(0o700)
+        res = proc.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"devbox@{settings.repo_name}", "-f", str(key)],
+            tool="ssh-keygen",
+        )
+        if not res.ok:
+            raise DevboxError(f"ssh-keygen failed: {res.last_error()}", "install openssh (ssh-keygen) and run again")
+        if report is not None:
+            report.log(f"made the project SSH key {key}")
+    key.chmod(0o600)
+    return key
+
+
 def target(settings: Settings, login_name: str) -> Target:
     """Where ssh goes: ``vm.ssh`` when set, else the VM's address from libvirt."""
     key = settings.build_path("ssh", "id_ed25519")

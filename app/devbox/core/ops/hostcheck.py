@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from devbox.core import libvirt, proc, terraform
+from devbox.core import libvirt, terraform
 from devbox.core.errors import DevboxError
 from devbox.core.session import Devbox
 
@@ -84,9 +84,8 @@ def _terraform(session: Devbox) -> list[Check]:
     if exe is None:
         tofu = " (OpenTofu's `tofu` is there, but devbox runs terraform)" if shutil.which("tofu") else ""
         return [Check("terraform", "fail", f"not on PATH{tofu}", terraform.INSTALL_REMEDY)]
-    res = proc.run([exe, "version"], tool="terraform", env={"CHECKPOINT_DISABLE": "1"}, timeout=30)
-    first = (res.stdout.splitlines() or ["?"])[0]
-    out = [Check("terraform", "ok" if res.ok else "fail", first if res.ok else res.last_error(), "")]
+    ok, said = terraform.version()
+    out = [Check("terraform", "ok" if ok else "fail", said, "")]
     return [*out, _provider(session)]
 
 

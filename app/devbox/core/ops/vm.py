@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from devbox.core import builder, image, libvirt, terraform
+from devbox.core import builder, image, libvirt, terraform, transfer
 from devbox.core.errors import DevboxError, NotFound, Refused, ToolTimeout
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.filesystem import read_json
@@ -61,7 +61,7 @@ def variables(session: Devbox, disk: builder.DiskStatus) -> dict[str, Any]:
     key = (disk.record or {}).get("key") or disk.key
     if not key or not disk.path.exists():
         raise NotFound("there is no disk to boot yet", "build it: ./devbox disk build (or ./vm-up.sh)")
-    pub = builder.ssh_key(s).with_suffix(".pub").read_text().strip()
+    pub = transfer.project_key(s).with_suffix(".pub").read_text().strip()
     return {
         "name": s.vm.name,
         "repo": str(s.repo),
