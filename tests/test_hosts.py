@@ -220,9 +220,15 @@ def test_start_work_on_a_host_fetch_its_commits_and_remove_it(host: Host) -> Non
     assert inside.returncode == 0, inside.stderr
     assert str(there) in inside.stdout  # the shell ran in the worktree there
 
+    res = proj.devbox("fetch", "feat", "--ff")
+    assert res.returncode == 0 and "1 commit(s) from h1 not on your feat; feat fast-forwarded" in res.stdout, res.stderr
+    assert git(proj.root, "log", "-1", "--format=%s", "feat").strip() == "made on h1"  # the local branch moved
+    script = "echo again >> there.txt && git commit -qam 'second on h1'"
+    assert proj.devbox("start-work", "feat", "--host", "h1", "--cmd", "sh", "-c", script).returncode == 0
     res = proj.devbox("fetch", "feat")
     assert res.returncode == 0 and "1 commit(s) from h1 not on your feat" in res.stdout, res.stderr
-    assert git(proj.root, "log", "-1", "--format=%s", "refs/remotes/h1/feat").strip() == "made on h1"
+    assert git(proj.root, "log", "-1", "--format=%s", "refs/remotes/h1/feat").strip() == "second on h1"
+    assert git(proj.root, "log", "-1", "--format=%s", "feat").strip() == "made on h1"  # no --ff: not moved
 
     refused = proj.devbox("worktree", "remove", "feat")
     assert refused.returncode == 11 and "1 commit(s) only on h1" in refused.stderr
@@ -231,7 +237,7 @@ def test_start_work_on_a_host_fetch_its_commits_and_remove_it(host: Host) -> Non
     assert res.returncode == 0, res.stderr
     assert f"container {name} on h1" in res.stdout and "worktree" in res.stdout
     assert name not in host.podman("ps", "-a", "--format", "{{.Names}}").stdout and not there.exists()
-    assert git(proj.root, "log", "-1", "--format=%s", "refs/remotes/h1/feat").strip() == "made on h1"  # kept here
+    assert git(proj.root, "log", "-1", "--format=%s", "refs/remotes/h1/feat").strip() == "second on h1"  # kept here
 
 
 @pytest.mark.podman
@@ -277,8 +283,19 @@ def test_an_agent_on_a_host_reports_its_state_to_the_fleet_and_the_dashboard(hos
             async with app.run_test(size=(120, 30)) as pilot:
                 app.post_message(StatusUpdated(st, {}, {}, None))
                 await pilot.pause(0.5)
-                cells = [str(c) for c in app.query_one(FleetTable)._shown["far"]]
+                table = app.query_one(FleetTable)
+                cells = [str(c) for c in table._shown["far"]]
                 assert cells[1].startswith("! needs you") and cells[2] == "running@h1"
+                table.move_cursor(row=list(table._shown).index("far"))
+                await pilot.press("h")  # fetch, from the dashboard
+                for _ in range(300):
+                    if git(proj.root, "for-each-ref", "refs/remotes/h1/far").strip():
+                        break
+                    await pilot.pause(0.1)
+                assert (
+                    git(proj.root, "rev-parse", "refs/remotes/h1/far").strip()
+                    == git(proj.root, "rev-parse", "far").strip()
+                )
 
         asyncio.run(go())
 

@@ -86,9 +86,10 @@ def _start_on_host(ctx: Context) -> int:
 
 
 def cmd_fetch(ctx: Context) -> int:
-    res = ops.fetch(ctx.session, ctx.args.branch, sink=ctx.sink, cancel=ctx.cancel)
+    res = ops.fetch(ctx.session, ctx.args.branch, ff=ctx.args.ff, sink=ctx.sink, cancel=ctx.cancel)
     ctx.renderer.close()
-    print(f"{res.ref} at {res.after[:12]}: {res.commits} commit(s) from {res.host} not on your {res.branch}")
+    moved = f"; {res.branch} fast-forwarded" if res.forwarded else ""
+    print(f"{res.ref} at {res.after[:12]}: {res.commits} commit(s) from {res.host} not on your {res.branch}{moved}")
     return ExitCode.OK
 
 
@@ -235,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_start_work)
     p = sub.add_parser("fetch", help="a host environment's commits into refs/remotes/HOST/BRANCH")
     p.add_argument("branch")
+    p.add_argument("--ff", action="store_true", help="then fast-forward BRANCH (a fast-forward only, clean worktree)")
     p.set_defaults(handler=cmd_fetch)
 
     p = sub.add_parser("status", help="image, worktrees and containers in one view")

@@ -59,6 +59,13 @@ def _agent_row(app: DevboxApp) -> bool | None:
     return True if row is not None and row.container_state in ("running", "vm") else None
 
 
+def _host_row(app: DevboxApp) -> bool | None:
+    if app.view != "fleet":
+        return None
+    row = app.fleet.selected()
+    return True if row is not None and row.host else None
+
+
 @dataclass(frozen=True)
 class Command:
     id: str
@@ -113,6 +120,9 @@ COMMANDS: tuple[Command, ...] = (
             "`←`/`→` choose, `enter` picks one (the merge dialog, then a dialog naming what removing the other copies "
             "loses), `c` runs `review.check_command` in each", "`./devbox compare TASK [--check]`, "
             "`./devbox pick BRANCH`", applies=_linked_worktree),
+    Command("fetch", "h", "Fetch", "the selected environment on another host: its commits into "
+            "`refs/remotes/HOST/BRANCH` (then Diff and Merge work on them)", "`./devbox fetch BRANCH`", mutates=True,
+            applies=_host_row),
     Command("remove_worktree", "X", "Rm worktree", "remove the selected worktree and its container (branch kept), "
             "after the dialog", "`./devbox worktree remove --force BRANCH`", mutates=True, footer=True,
             applies=_linked_worktree),

@@ -30,6 +30,8 @@ class ReviewActions:
     if TYPE_CHECKING:
         status: Any
 
+        fleet: Any
+
         def selection(self) -> tuple[Any, Any]: ...
         def run_op(self, *args: Any, **kwargs: Any) -> Any: ...
         def push_screen(self, *args: Any, **kwargs: Any) -> Any: ...
@@ -85,6 +87,15 @@ class ReviewActions:
             self._confirm_worktree(row)
         except DevboxError as exc:
             self.notify(exc.message, severity="warning")
+
+    def action_fetch(self) -> None:
+        row = self.fleet.selected()
+        if row is None or not row.host:
+            return
+        branch = row.branch
+        self.run_op(f"fetch-{branch}", f"./devbox fetch {branch}",
+                    lambda sink, cancel: ops.fetch(self.session, branch, sink=sink, cancel=cancel),
+                    frozenset({f"branch {branch}"}))  # fmt: skip
 
     # several agents on one task -------------------------------------------------------------
     def action_compare(self) -> None:

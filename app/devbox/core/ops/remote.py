@@ -51,7 +51,8 @@ class Fetched:
     ref: str  # refs/remotes/<host>/<branch>
     before: str
     after: str
-    commits: int  # that the local branch does not have
+    commits: int  # that the local branch does not have (before --ff)
+    forwarded: bool = False
 
 
 @dataclass(frozen=True)
@@ -199,8 +200,11 @@ def _copy_bases(session: Devbox, there: Devbox, report: Reporter) -> None:
     image.ensure_bases(there.settings, there.podman, report)
 
 
-def fetch(session: Devbox, branch: str, *, sink: Sink = null_sink, cancel: threading.Event | None = None) -> Fetched:
-    """The host's commits of ``branch`` into ``refs/remotes/<host>/<branch>``."""
+def fetch(
+    session: Devbox, branch: str, *, ff: bool = False, sink: Sink = null_sink, cancel: threading.Event | None = None
+) -> Fetched:
+    """The host's commits of ``branch`` into ``refs/remotes/<host>/<branch>``; ``ff``: then the
+    local branch too, when that is a fast-forward and its worktree is clean (as vm-git-pull)."""
     cancel = cancel or threading.Event()
     s = session.settings
     host = host_of(session, branch)
@@ -216,8 +220,14 @@ def fetch(session: Devbox, branch: str, *, sink: Sink = null_sink, cancel: threa
     after = git.rev(s.repo, ref)
     mine = git.rev(s.repo, f"refs/heads/{branch}")
     new = git.count_commits(s.repo, f"{mine}..{after}" if mine else after)
-    r.step("done", f"{ref} at {after[:12]}: {new} commit(s) your {branch} does not have")
-    return Fetched(host, branch, ref, before, after, new)
+    forwarded = False
+    if ff:
+        from devbox.core.ops.transfer import fast_forward
+
+        forwarded = fast_forward(session, branch, after, r, f"{host}/{branch}")
+    r.step("done", f"{ref} at {after[:12]}: {new} commit(s) your {branch} does not have"
+                   + (f"; {branch} fast-forwarded" if forwarded else ""))  # fmt: skip
+    return Fetched(host, branch, ref, before, after, new, forwarded)
 
 
 def host_remove(

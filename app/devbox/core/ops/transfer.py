@@ -280,19 +280,22 @@ def git_pull(
     commits, files = git.moved(repo, before, after)
     forwarded = False
     if ff:
-        forwarded = _fast_forward(session, name, after, report)
+        forwarded = fast_forward(session, name, after, report)
     report.step("done", f"vm/{name}: {commits} commit(s), {len(files)} file(s) moved"
                 + (f"; {name} fast-forwarded" if forwarded else ""))  # fmt: skip
     return Moved(name, before, after, commits, files, forwarded)
 
 
-def _fast_forward(session: Devbox, name: str, new: str, report: Reporter) -> bool:
+def fast_forward(session: Devbox, name: str, new: str, report: Reporter, source: str = "") -> bool:
+    """Move the local branch ``name`` to ``new`` (fetched into ``source``) only when that is
+    a fast-forward, and never under uncommitted changes in its worktree."""
+    source = source or f"vm/{name}"
     repo = session.settings.repo
     old = git.rev(repo, f"refs/heads/{name}")
     if old == new:
         return False
     if old and not git.is_ancestor(repo, old, new):
-        raise Refused(f"{name} and vm/{name} have diverged: not a fast-forward", f"merge or rebase onto vm/{name}")
+        raise Refused(f"{name} and {source} have diverged: not a fast-forward", f"merge or rebase onto {source}")
     wt = git.find_worktree(repo, name)
     if wt is not None:
         if git.dirty_paths(wt.path):
