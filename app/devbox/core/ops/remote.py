@@ -22,7 +22,7 @@ from pathlib import Path
 
 from devbox.core import containers, git, git_merge, hosts, image, transfer
 from devbox.core.containers import HostUser
-from devbox.core.errors import Cancelled, NotAvailable, NotFound, Refused, ToolMissing
+from devbox.core.errors import Cancelled, DevboxError, NotAvailable, NotFound, Refused, ToolMissing
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.host_config import HostSpec
 from devbox.core.locks import hold
@@ -193,7 +193,11 @@ def _copy_bases(session: Devbox, there: Devbox, report: Reporter) -> None:
     for ref, iid in image.local_bases(there.settings, there.podman).items():
         if iid is not None:
             continue
-        if session.podman.image(ref) is not None:
+        try:  # this machine's podman may be down or absent: the host then pulls it itself
+            here = session.podman.image(ref) is not None
+        except DevboxError:
+            here = False
+        if here:
             report.step("start", f"copying base image {ref} to the host")
             there.podman.load(session.podman.save(ref))
             report.step("done", f"{ref} copied")
