@@ -108,7 +108,7 @@ class FleetTable(ReconciledTable):
                 f"{st.cpu_percent:.0f}%" if st else "-",
                 labels.size(st.mem_bytes) if st else "-",
             ]
-            data[r.branch] = [*cells, s.message][: len(self.COLUMNS)]
+            data[r.branch] = [*cells, s.message or s.problem][: len(self.COLUMNS)]  # why, for unknown
         if list(data) != list(self._shown):  # the order changed: refill (tens of rows), keep the cursor
             self.clear()
             self._shown = {}
