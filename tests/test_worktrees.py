@@ -419,3 +419,20 @@ def test_branch_names_are_judged_as_git_judges_them(name: str, tmp_path: Path) -
     except BadName:
         ours = False
     assert ours == by_git, (name, ours, by_git)
+
+
+def test_config_writes_from_many_runs_at_once_all_land(tmp_path: Path) -> None:
+    """Ten start-works at once each record their branch's base in .git/config; git refuses a
+    write while another holds the file's lock, so devbox waits its turn (a bench found it)."""
+    import subprocess as sp
+    from concurrent.futures import ThreadPoolExecutor
+
+    from devbox.core import git as gitcore
+
+    repo = tmp_path / "r"
+    sp.run(["git", "init", "-q", str(repo)], check=True)
+    keys = [f"branch.b{i}.devboxbase" for i in range(40)]
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        list(pool.map(lambda k: gitcore.config_set(repo, k, "main"), keys))
+    found = sp.run(["git", "-C", str(repo), "config", "--get-regexp", r"devboxbase$"], capture_output=True, text=True)
+    assert sorted(found.stdout.split()[::2]) == sorted(keys)

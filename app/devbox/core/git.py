@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -427,12 +428,22 @@ def config_get(repo: Path, key: str) -> str:
     return res.stdout.strip() if res.ok else ""
 
 
+CONFIG_LOCK_WAIT = 5.0  # seconds: git takes .git/config's lock without waiting; devbox waits for it
+
+
 def config_set(repo: Path, key: str, value: str | None) -> None:
-    """Set ``key`` in the repository's own config; ``None`` unsets it."""
-    if value is None:
-        _git(repo, "config", "--local", "--unset", key, check=False)
-    else:
-        _git(repo, "config", "--local", key, value)
+    """Set ``key`` in the repository's own config; ``None`` unsets it. Several devbox runs
+    at once (ten start-works) each write here: git refuses a config whose lock another
+    writer holds ("could not lock config file"), so the write is tried again for a while."""
+    args = ("--unset", key) if value is None else (key, value)
+    deadline = time.monotonic() + CONFIG_LOCK_WAIT
+    while True:
+        res = _git(repo, "config", "--local", *args, check=False)
+        if res.ok or (value is None and res.returncode == 5):  # 5: nothing to unset
+            return
+        if "could not lock config file" not in res.stderr or time.monotonic() > deadline:
+            raise GitError(f"git config failed: {res.last_error()}", "see the git message; fix it and run again")
+        time.sleep(0.02)
 
 
 def create_branch(repo: Path, branch: str, start: str) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devbox.core.errors import Cancelled, GitError
-from devbox.core.git import GIT_ENV, _git, status_entries
+from devbox.core.git import GIT_ENV, _git, config_set, status_entries
 from devbox.core.proc import run
 
 STRATEGIES = ("merge", "rebase", "squash")
@@ -70,7 +70,7 @@ class Prediction:
 # base recording -------------------------------------------------------------------------
 def record_base(repo: Path, branch: str, base: str) -> None:
     """Remember the branch ``branch`` was started from (repository config, local)."""
-    _git(repo, "config", "--local", f"branch.{branch}.{BASE_KEY}", base)
+    config_set(repo, f"branch.{branch}.{BASE_KEY}", base)
 
 
 def recorded_base(repo: Path, branch: str) -> str:
@@ -85,7 +85,7 @@ def recorded_bases(repo: Path) -> dict[str, str]:
 
 def record_task(repo: Path, branch: str, task: str) -> None:
     """Remember that ``branch`` is one copy of ``task`` (``agent start TASK --count N``)."""
-    _git(repo, "config", "--local", f"branch.{branch}.{TASK_KEY}", task)
+    config_set(repo, f"branch.{branch}.{TASK_KEY}", task)
 
 
 def recorded_tasks(repo: Path) -> dict[str, str]:
