@@ -11,17 +11,20 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.cells import cell_len
 from rich.text import Text
 from textual.widgets import DataTable, Static
 
 from devbox.core import labels
-from devbox.core.containers import Container
 from devbox.core.git import Activity
-from devbox.core.libvirt import Vm
-from devbox.core.ops import Problem, Status, VmOverview, WorktreeRow
-from devbox.core.podman_records import ContainerStats
+
+if TYPE_CHECKING:  # types only: VM mode's modules (libvirt, builder, terraform) load after the first paint
+    from devbox.core.containers import Container
+    from devbox.core.libvirt import Vm
+    from devbox.core.ops import Problem, Status, VmOverview, WorktreeRow
+    from devbox.core.podman_records import ContainerStats
 
 
 def ago(epoch: float | None, now: float | None = None) -> str:
