@@ -1,0 +1,149 @@
+"""A new environment: ``start-work NEW --detach`` against the same work done by hand.
+
+Run: .venv/bin/python bench/new_env.py [--rounds R]
+Needs podman and its API socket. The baseline, measured in the same run and interleaved:
+``git worktree add -b``, the two volumes, ``podman run -d`` with the same isolation flags
+(read-only root, the /var and /etc volumes, the worktree and repository mounts, the
+tmpfs mounts, the entrypoint's capabilities) and a wait for the entrypoint's ready line
+(polled as devbox polls it). Prints the medians and their ratio (target <= 1.3), where a
+start-work's time goes (in-process, from its own step events: up to the worktree, the
+image check, the container's create/start/ready, and podman-py's import measured apart),
+and N at once (1, 5, 10 in parallel processes; target: ten <= 4x one on 2 cores).
+Everything it made (worktrees, branches, containers, volumes, the image) is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from _project import bench_project
+
+from devbox.core import ops
+from devbox.core.containers import ENTRYPOINT_CAPS
+from devbox.core.events import Step
+from devbox.core.ops.containers import READY
+from devbox.core.session import Devbox
+
+LABEL = "devbox.bench=new-env"
+
+
+def run(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> str:
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=cwd)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(argv)} failed (exit {done.returncode}): {done.stderr.strip()[-800:]}")
+    return done.stdout
+
+
+def by_hand(podman: str, repo: Path, image_id: str, name: str, env: dict[str, str]) -> float:
+    t = time.perf_counter()
+    wt = repo.parent / "hand" / name
+    run(["git", "-C", str(repo), "worktree", "add", "-q", "-b", name, str(wt)], env)
+    for vol in ("var", "etc"):
+        run([podman, "volume", "create", f"{name}-{vol}"], env)
+    caps = [f"--cap-add={c}" for c in ENTRYPOINT_CAPS]
+    run([podman, "run", "-d", "--name", name, "--label", LABEL, "--read-only", "--user", "0:0", *caps,
+         "--tmpfs", "/tmp:mode=1777", "--tmpfs", "/var/tmp:mode=1777", "--tmpfs", "/run:mode=755",
+         "-v", f"{name}-var:/var", "-v", f"{name}-etc:/etc", "-v", f"{wt}:{wt}:z", "-v", f"{repo}:{repo}:z",
+         "--env", f"DEVBOX_UID={os.getuid()}", "--env", f"DEVBOX_GID={os.getgid()}", "--env", "DEVBOX_USER=bench",
+         "--env", f"DEVBOX_WORKDIR={wt}", "-w", str(wt), image_id, "sleep", "2147483647"], env)  # fmt: skip
+    while READY not in run([podman, "logs", name], env):
+        time.sleep(0.05)
+    return (time.perf_counter() - t) * 1000
+
+
+def ours(devbox: list[str], branch: str, env: dict[str, str]) -> float:
+    t = time.perf_counter()
+    run([*devbox, "start-work", branch, "--detach"], env)
+    return (time.perf_counter() - t) * 1000
+
+
+def split(repo: Path, branch: str) -> dict[str, float]:
+    """Where one start-work's time goes, from its own step events (in this process)."""
+    marks: list[tuple[float, Step]] = []
+    t0 = time.perf_counter()
+    with Devbox.open(repo) as session:
+        ops.start_work(session, branch, sink=lambda e: marks.append((time.perf_counter(), e)) if isinstance(e, Step)
+                       else None)  # fmt: skip
+    end = time.perf_counter()
+
+    def first(kind: str, state: str) -> float:
+        return next((t for t, e in marks if e.subject.kind == kind and e.state == state), end)
+
+    wt_done = first("worktree", "done")
+    img_done = min(first("image", "skip"), first("image", "done"))  # fresh: "skip"; built: "done"
+    ct_start = first("container", "start")
+    return {"podman check, image status, worktree (git)": (wt_done - t0) * 1000,
+            "image verdict reported": (img_done - wt_done) * 1000,
+            "container create, start, ready": (end - ct_start) * 1000,
+            "total in-process": (end - t0) * 1000}  # fmt: skip
+
+
+def at_once(devbox: list[str], prefix: str, n: int, env: dict[str, str]) -> float:
+    t = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        list(pool.map(lambda i: run([*devbox, "start-work", f"{prefix}-{i}", "--detach"], env), range(n)))
+    return (time.perf_counter() - t) * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    with bench_project("new-env") as (podman, proj, _):
+        env = proj.env
+        devbox = [str(Path(sys.executable).with_name("devbox"))]
+        run([*devbox, "start-work", "warm", "--detach"], env)  # the image is built once, outside the timing
+        image_id = proj.image_id()
+        assert image_id
+        made: list[str] = ["warm"]
+        hand: list[float] = []
+        mine: list[float] = []
+        imports: list[float] = []
+        try:
+            for i in range(args.rounds):
+                hand.append(by_hand(podman, proj.root, image_id, f"hand-{i}", env))
+                mine.append(ours(devbox, f"new-{i}", env))
+                made.append(f"new-{i}")
+                t = time.perf_counter()
+                subprocess.run([sys.executable, "-c", "import podman"], check=True)
+                imports.append((time.perf_counter() - t) * 1000)
+            parts = split(proj.root, "split-0")
+            made.append("split-0")
+            group = {n: at_once(devbox, f"par{n}", n, env) for n in (1, 5, 10)}
+            made += [f"par{n}-{i}" for n in (1, 5, 10) for i in range(n)]
+        finally:
+            for branch in made:
+                subprocess.run([*devbox, "worktree", "remove", "--force", "--delete-branch", branch], env=env,
+                               capture_output=True)  # fmt: skip
+            names = run([podman, "ps", "-aq", "--filter", f"label={LABEL}"], env).split()
+            if names:
+                subprocess.run([podman, "rm", "-f", "-t", "0", "--volumes", *names], capture_output=True)
+            for i in range(args.rounds):
+                for vol in ("var", "etc"):
+                    subprocess.run([podman, "volume", "rm", "-f", f"hand-{i}-{vol}"], capture_output=True)
+    b, o = statistics.median(hand), statistics.median(mine)
+    start = statistics.median(imports)
+    print(f"rounds: {args.rounds} (medians, interleaved; a new branch each time)")
+    print(f"baseline by hand (worktree, 2 volumes, podman run -d, ready line): {b:7.1f} ms")
+    print(f"`start-work NEW --detach`:                                       {o:7.1f} ms")
+    for what, ms in parts.items():
+        print(f"  {what:<40} {ms:7.1f} ms")
+    print(f"  python -c 'import podman' (podman-py, a process of its own):  {start:7.1f} ms")
+    print(f"ratio start-work / by hand: {o / b:5.2f}   target <= 1.3: {'OK' if o / b <= 1.3 else 'MISSED'}")
+    one = group[1]
+    for n, ms in group.items():
+        print(f"{n:>2} at once: {ms:7.1f} ms ({ms / one:4.2f}x one)")
+    print(
+        f"ratio ten at once / one: {group[10] / one:5.2f}   target <= 4: {'OK' if group[10] / one <= 4 else 'MISSED'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
