@@ -15,6 +15,7 @@ from devbox.core.ops.steps import branch_lock, ensure_worktree, remove_container
 from devbox.core.session import Devbox
 
 READY = "devbox-entrypoint: ready"
+READY_POLL_FAST, READY_POLL = 0.01, 0.05  # seconds between looks for READY: the first second, then
 
 
 def list_containers(session: Devbox) -> ContainerList:
@@ -88,7 +89,8 @@ def _wait_ready(session: Devbox, name: str, cancel: threading.Event, since: int,
     """Wait for the entrypoint's ready line (logged after ``since``); if the container dies
     first, say why."""
     podman = session.podman
-    deadline = time.monotonic() + timeout
+    began = time.monotonic()
+    deadline = began + timeout
     while True:
         c = containers.get(podman, name)
         lines = podman.logs(name, tail=30, since=since)
@@ -102,7 +104,8 @@ def _wait_ready(session: Devbox, name: str, cancel: threading.Event, since: int,
                 f"see `podman logs {name}`; after fixing bootc/, run start-work with --recreate",
                 detail=tuple(ln[:400] for ln in lines[-15:]),
             )
-        if cancel.wait(0.05):
+        # the entrypoint is usually ready within tens of ms: look often at first, then less
+        if cancel.wait(READY_POLL_FAST if time.monotonic() - began < 1.0 else READY_POLL):
             raise Cancelled(f"interrupted while {name} was starting")
 
 
