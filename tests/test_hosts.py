@@ -22,7 +22,7 @@ import pytest
 
 from sshd import Sshd
 
-from conftest import Project, git, make_project
+from conftest import BASE_IMAGE, Project, git, make_project
 
 USER = os.environ.get("DEVBOX_TEST_ROOTLESS_USER", "")
 CONF = '[engine]\nruntime = "runc"\n[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n'
@@ -118,7 +118,7 @@ def host(tmp_path: Path, base_image: str) -> Iterator[Host]:
             h.podman("rm", "--force", "--volumes", name)
         image = next(line.split('"')[1] for line in (proj.root / "devbox.toml").read_text().splitlines()
                      if line.startswith("name = "))  # fmt: skip
-        h.podman("rmi", "--force", image)
+        h.podman("rmi", "--force", image, BASE_IMAGE)  # this session's base, copied there by start-work
         h.stop_service()
         shutil.rmtree(h.root, ignore_errors=True)
         sshd.stop()
