@@ -160,3 +160,33 @@ def test_a_killed_disk_build_is_cleaned_up_by_the_next_one(project: Project, bui
     assert f"removed {left[0]}, left by a disk build that did not finish" in res.stdout
     assert not list(build_dir.glob("disk-build-*"))
     assert podman("ps", "-aq", "--filter", "name=devbox-bib-").stdout.strip() == ""  # its builder too
+
+
+def test_switching_back_to_an_earlier_image_reuses_its_disk(project: Project, builder_images: dict[str, str]) -> None:
+    """Image A, then B, then A again: the builder runs twice, not three times (the disk cache
+    keys a disk by what the image was built from); the cache never holds more than 2."""
+    env = env_for(project, builder_images["ok"])
+    cache = project.root / ".build" / "disks"
+    extra = project.bootc / "homedir" / "variant.txt"
+
+    def build() -> str:
+        res = project.devbox("disk", "build", env=env, timeout=600)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    def ran(out: str) -> bool:
+        return "Manifest generation" in out  # the stand-in builder's first step line
+
+    assert ran(build())  # A
+    extra.write_text("B\n")
+    assert ran(build())  # B
+    a_disk = list(cache.glob("*.qcow2"))
+    assert len(a_disk) == 2
+    extra.unlink()  # back to A: the image is rebuilt (a new ID), from the same bootc/
+    out = build()
+    assert not ran(out) and "reused" in out, out
+    assert disk_status(project, env)["fresh"] is True
+    extra.write_text("C\n")
+    out = build()
+    assert ran(out) and "dropped the oldest" in out  # C: B was used longest ago
+    assert len(list(cache.glob("*.qcow2"))) == 2

@@ -63,6 +63,69 @@ def record_path(settings: Settings) -> Path:
     return settings.build_path("disk.json")
 
 
+# The last DISK_CACHE disks are kept under .build/disks/ by the image's content (its bootc/
+# digest and base image IDs, the labels that make devbox call an image fresh) and the other
+# builder inputs, hard links to the disk in use where the filesystem allows: switching back
+# to an earlier image (a branch, a reverted change) reuses its disk instead of running the
+# builder again, as bcvk caches its base disks by image digest.
+DISK_CACHE = 2
+
+
+def _cache_dir(settings: Settings) -> Path:
+    return settings.build_path("disks")
+
+
+def content_key(podman: Podman, settings: Settings, config: str, builder_id: str) -> str | None:
+    """The disk's key by what the image was built from (None: the image has no such labels)."""
+    from devbox.core.image import LABEL_BASE, LABEL_SOURCES
+
+    image = podman.image(settings.image)
+    if image is None or not image.labels.get(LABEL_SOURCES):
+        return None
+    content = f"{image.labels[LABEL_SOURCES]} {image.labels.get(LABEL_BASE, '')}"
+    return disk_key(content, config, settings.disk_rootfs, settings.disk_size_gib, builder_id)
+
+
+def _cache_take(settings: Settings, key: str, into: Path) -> dict[str, Any] | None:
+    """The cached disk for ``key`` put in place at ``into`` (whole or not at all); its record."""
+    disk, rec = _cache_dir(settings) / f"{key}.qcow2", read_json(_cache_dir(settings) / f"{key}.json")
+    if not disk.is_file() or not isinstance(rec, dict):
+        return None
+    tmp = into.with_name(f".{into.name}.{os.getpid()}.tmp")
+    try:
+        try:
+            os.link(disk, tmp)
+        except OSError:
+            shutil.copy2(disk, tmp)
+        os.replace(tmp, into)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return None
+    os.utime(disk)  # the newest used: kept longest
+    return rec
+
+
+def _cache_put(settings: Settings, key: str, disk: Path, record: dict[str, Any]) -> list[str]:
+    """Keep ``disk`` under ``key``; drop the oldest beyond ``DISK_CACHE``; what was dropped."""
+    cache = _cache_dir(settings)
+    cache.mkdir(parents=True, exist_ok=True)
+    kept = cache / f"{key}.qcow2"
+    with contextlib.suppress(OSError):
+        kept.unlink(missing_ok=True)
+        try:
+            os.link(disk, kept)
+        except OSError:
+            shutil.copy2(disk, kept)
+        write_json(cache / f"{key}.json", record)
+    entries = sorted(cache.glob("*.qcow2"), key=lambda q: q.stat().st_mtime, reverse=True)
+    dropped = []
+    for old in entries[DISK_CACHE:]:
+        old.unlink(missing_ok=True)
+        old.with_suffix(".json").unlink(missing_ok=True)
+        dropped.append(old.stem[:12])
+    return dropped
+
+
 def config_toml(user: str, public_key: str, size_gib: int) -> str:
     """bootc-image-builder's config: the VM user (groups wheel) with the project key, and the
     disk size (``[customizations.disk] minsize``, not also a filesystem entry)."""
@@ -228,9 +291,17 @@ def _build_locked(
             )
         current = status(settings, podman, user)
     why = "--force" if current.verdict.fresh else current.verdict.reason
-    report.step("start", f"building {current.path}: {why}")
     config, image_id, builder_id = _inputs(settings, podman, user, make_key=True)
     assert image_id is not None and current.key is not None
+    content = content_key(podman, settings, config, builder_id or "")
+    if content is not None and not force:
+        cached = _cache_take(settings, content, current.path)
+        if cached is not None:
+            write_json(record_path(settings), {**cached, "image_id": image_id, "key": current.key})
+            report.step("done", f"{current.path}: the disk built earlier from the same bootc/ and base, reused "
+                                f"({why}; no builder run)")  # fmt: skip
+            return status(settings, podman, user)
+    report.step("start", f"building {current.path}: {why}")
     graphroot = str((podman.info().get("store") or {}).get("graphRoot") or "/var/lib/containers/storage")
     work = Path(tempfile.mkdtemp(prefix="disk-build-", dir=settings.build_path()))
     name = f"devbox-bib-{hashlib.sha256(str(settings.repo).encode()).hexdigest()[:8]}-{os.getpid()}"
@@ -292,6 +363,10 @@ def _build_locked(
             "built_at": time.time(),
         }
         write_json(record_path(settings), record)
+        if content is not None:
+            dropped = _cache_put(settings, content, current.path, record)
+            if dropped:
+                report.log(f"disk cache: dropped the oldest ({', '.join(dropped)}), keeping {DISK_CACHE}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
         _run_record(settings).unlink(missing_ok=True)
