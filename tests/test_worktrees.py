@@ -436,3 +436,30 @@ def test_config_writes_from_many_runs_at_once_all_land(tmp_path: Path) -> None:
         list(pool.map(lambda k: gitcore.config_set(repo, k, "main"), keys))
     found = sp.run(["git", "-C", str(repo), "config", "--get-regexp", r"devboxbase$"], capture_output=True, text=True)
     assert sorted(found.stdout.split()[::2]) == sorted(keys)
+
+
+def test_a_worktree_being_made_by_another_run_is_waited_for(tmp_path: Path) -> None:
+    """`git worktree add` keeps a "locked" file in the new worktree's admin directory while it
+    works; a `git worktree list` of another run that reads it as it comes or goes fails
+    ("failed to read .../locked"). Ten start-works at once met that; devbox looks again.
+    Made deterministic here: an admin directory whose "locked" cannot be read, finished
+    (removed) a moment later by another thread."""
+    import shutil as sh
+    import subprocess as sp
+    import threading as th
+
+    from devbox.core import git as gitcore
+
+    repo = tmp_path / "r"
+    sp.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    sp.run(["git", "-C", str(repo), "-c", "user.name=T", "-c", "user.email=t@x", "commit", "-q", "--allow-empty",
+            "-m", "i"], check=True)  # fmt: skip
+    admin = repo / ".git" / "worktrees" / "busy"
+    (admin / "locked").mkdir(parents=True)  # read as a file: "Is a directory"
+    (admin / "HEAD").write_text("ref: refs/heads/main\n")
+    (admin / "commondir").write_text("../..\n")
+    (admin / "gitdir").write_text(f"{tmp_path / 'busy' / '.git'}\n")
+    assert sp.run(["git", "-C", str(repo), "worktree", "list"], capture_output=True).returncode != 0
+    th.Timer(0.3, lambda: sh.rmtree(admin)).start()
+    listed = gitcore.list_worktrees(repo)
+    assert [w.branch for w in listed] == ["main"]

@@ -56,22 +56,36 @@ class WorktreeState:
         return bool(self.changed or self.untracked)
 
 
+WORKTREE_RACE = re.compile(r"failed to read '?\S*worktrees/[^/\s]+/")  # its "locked", commondir, ...
+WORKTREE_RACE_WAIT = 5.0  # seconds
+
+
 def _git(
     repo: Path, *args: str, check: bool = True, cancel: threading.Event | None = None, timeout: float = 120.0,
     errors: str = "replace",
 ) -> Completed:  # fmt: skip
-    try:
-        res = run(
-            ["git", "-C", str(repo), *args],
-            tool="git",
-            cancel=cancel,
-            timeout=timeout,
-            env=GIT_ENV,
-            errors=errors,
-            remedy="a git command hung: check the repository (a stale index.lock?) and run again",
-        )
-    except ToolMissing:
-        raise GitError("git is not installed", "install git: sudo dnf install git") from None
+    deadline = time.monotonic() + WORKTREE_RACE_WAIT
+    while True:
+        try:
+            res = run(
+                ["git", "-C", str(repo), *args],
+                tool="git",
+                cancel=cancel,
+                timeout=timeout,
+                env=GIT_ENV,
+                errors=errors,
+                remedy="a git command hung: check the repository (a stale index.lock?) and run again",
+            )
+        except ToolMissing:
+            raise GitError("git is not installed", "install git: sudo dnf install git") from None
+        # another `git worktree add` is writing its admin directory right now (its "locked"
+        # file comes and goes): git reads it half-made and gives up (ten start-works at once
+        # met it); look again shortly
+        if res.returncode == 0 or args[:1] != ("worktree",) or not WORKTREE_RACE.search(res.stderr):
+            break
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     if check and res.returncode != 0:
         msg = res.last_error()
         if "no space left" in res.stderr.lower():
