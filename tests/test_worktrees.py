@@ -463,3 +463,18 @@ def test_a_worktree_being_made_by_another_run_is_waited_for(tmp_path: Path) -> N
     th.Timer(0.3, lambda: sh.rmtree(admin)).start()
     listed = gitcore.list_worktrees(repo)
     assert [w.branch for w in listed] == ["main"]
+
+
+def test_ten_worktree_adds_at_once_all_succeed(tmp_path: Path) -> None:
+    """Ten runs adding worktrees at once (what ten start-works do first): each waits its turn
+    for the add, and every one is made, its base recorded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = repo(tmp_path)
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        results = list(pool.map(lambda i: cli(root, "worktree", "add", f"many-{i}"), range(10)))
+    assert [r.returncode for r in results] == [0] * 10, [r.stderr for r in results if r.returncode]
+    listed = git(root, "worktree", "list", "--porcelain")
+    assert all(f"branch refs/heads/many-{i}\n" in listed for i in range(10))
+    bases = git(root, "config", "--get-regexp", r"devboxbase$")
+    assert len(bases.splitlines()) == 10

@@ -13,6 +13,7 @@ from devbox.core import containers, git, git_merge
 from devbox.core.containers import Container
 from devbox.core.errors import NotFound, Refused
 from devbox.core.events import Reporter, Subject
+from devbox.core.locks import hold
 from devbox.core.session import Devbox
 
 
@@ -46,7 +47,11 @@ def ensure_worktree(
         return wt
     path = git.worktree_path(settings.worktrees_dir, branch)
     r.step("start", f"creating {path}")
-    wt = git.add_worktree(settings.repo, branch, path, r, cancel, from_ref)
+    # one `git worktree add` at a time in this repository: git reads every other worktree's
+    # admin directory while it adds one, and one being written at that moment made ten
+    # start-works at once fail now and then (bench/new_env.py); an add takes tens of ms
+    with hold(settings.build_path("locks", "worktree-add.lock"), "adding a worktree", cancel=cancel):
+        wt = git.add_worktree(settings.repo, branch, path, r, cancel, from_ref)
     record_base(settings.repo, branch, from_ref)
     r.step("done", f"{branch} at {wt.path}")
     return wt
