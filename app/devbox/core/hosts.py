@@ -11,17 +11,20 @@ deadline bound every call).
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devbox.core import proc, transfer
 from devbox.core.config import Settings
 from devbox.core.errors import DevboxError, NotAvailable
 from devbox.core.host_config import HostSpec
+
+if TYPE_CHECKING:  # processes start in core/proc.py only; this is the handle's type
+    import subprocess
 
 
 class HostDown(NotAvailable):
@@ -98,6 +101,17 @@ echo "environments=$(podman ps -a --filter label=devbox.repo --format '{{.Names}
 """
 
 
+_KNOWN: dict[tuple[str, HostSpec], Facts] = {}  # (repo, host) -> the last probe's answer
+
+
+def known(settings: Settings, spec: HostSpec) -> Facts:
+    """The host's facts that do not change (user ID, home, devbox's root there): the last
+    probe's, probed once if there is none. For every call that only needs where and as
+    whom (the Preview's capture each second, send, stop, attach), not a second ssh."""
+    got = _KNOWN.get((str(settings.repo), spec))
+    return got if got is not None else probe(settings, spec)
+
+
 def probe(settings: Settings, spec: HostSpec, cancel: threading.Event | None = None) -> Facts:
     """One ssh round trip: what devbox needs to know about the host."""
     sock = spec.podman.removeprefix("unix://")
@@ -113,9 +127,11 @@ def probe(settings: Settings, spec: HostSpec, cancel: threading.Event | None = N
             return 0
 
     mem, disk = number("mem_kib") * 1024, number("disk_kib") * 1024
-    return Facts(number("uid"), number("gid"), got.get("home", ""), number("cpus"), mem, disk,
+    facts = Facts(number("uid"), number("gid"), got.get("home", ""), number("cpus"), mem, disk,
                  got.get("git", "").strip(), got.get("podman", "").strip(), got.get("socket", ""),
                  got.get("socket_up") == "1", number("environments"), got.get("root", ""))  # fmt: skip
+    _KNOWN[(str(settings.repo), spec)] = facts
+    return facts
 
 
 class Tunnel:

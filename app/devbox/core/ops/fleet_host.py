@@ -19,7 +19,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 
 from devbox.core import agent_state, containers, git_merge, hosts
-from devbox.core.containers import HostUser
 from devbox.core.errors import ContainerFailed, DevboxError, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.filesystem import write_json
@@ -27,7 +26,7 @@ from devbox.core.host_config import HostSpec
 from devbox.core.ops.fleet import EXIT_EVENT, SESSION, AgentStarted, _spec, _wrapper, needed_env
 from devbox.core.ops.fleet_vm import parse_states
 from devbox.core.ops.hostlist import spec_of
-from devbox.core.ops.remote import HOST_KEY, HostStarted, host_of, host_start_work, layout
+from devbox.core.ops.remote import HOST_KEY, HostStarted, host_exec_argv, host_of, host_start_work, layout
 from devbox.core.ops.results import AgentRow
 from devbox.core.session import Devbox
 
@@ -48,16 +47,6 @@ rm -f "$tmp"
 """
 
 
-def _exec(session: Devbox, spec: HostSpec, f: hosts.Facts, name: str, worktree: str, command: list[str],
-          *, names: tuple[str, ...] = (), tty: bool = False) -> list[str]:  # fmt: skip
-    """The host's ``podman exec`` of ``command`` in the container, as the user there."""
-    user = HostUser(f.uid, f.gid, spec.user)
-    env = {**containers.exec_env(user), "DEVBOX_AGENT_STATE": containers.AGENT_STATE_MOUNT}
-    return ["podman", "exec", "--interactive", *(["--tty"] if tty else []), "--user", "0:0", "--workdir", worktree,
-            *(f"--env={k}={v}" for k, v in env.items()), *(f"--env={n}" for n in names), name,
-            *containers.drop_privileges(user, command)]  # fmt: skip
-
-
 def host_agent_start(
     session: Devbox, host: str, branch: str, *, prompt: str | None = None, agent: str = "claude",
     from_ref: str | None = None, sink: Sink = null_sink, cancel: threading.Event | None = None,
@@ -69,16 +58,16 @@ def host_agent_start(
     started = host_start_work(session, host, branch, from_ref=from_ref, sink=sink, cancel=cancel)
     s = session.settings
     spec = spec_of(session, host)
-    f = hosts.probe(s, spec, cancel)
+    f = hosts.known(s, spec)  # host_start_work just probed it
     report = Reporter(sink, "agent-start", Subject("agent", branch))
-    has = _exec(session, spec, f, started.container, started.worktree, ["tmux", "-u", "has-session", "-t", SESSION])
+    has = host_exec_argv(spec, f, started.container, started.worktree, ["tmux", "-u", "has-session", "-t", SESSION])
     if hosts.run(s, spec, has, cancel=cancel).ok:
         raise Refused(f"an agent already runs on {branch} on {host}",
                       f"devbox agent attach {branch}, or devbox agent stop {branch}")  # fmt: skip
     report.step("start", f"{agent} in {started.container} on {host}")
     command = ["tmux", "-u", "new-session", "-d", "-s", SESSION, "-x", "200", "-y", "50", "sh", "-c",
                _wrapper(a, prompt)]  # fmt: skip
-    run = _exec(session, spec, f, started.container, started.worktree, command, names=tuple(secrets))
+    run = host_exec_argv(spec, f, started.container, started.worktree, command, names=tuple(secrets))
     # the credentials, one NAME=value line each on stdin, exported for this podman exec only
     script = 'for n in "$@"; do IFS= read -r line; export "$n=${line#*=}"; done; exec ' + shlex.join(run)
     lines = "".join(f"{n}={v}\n" for n, v in secrets.items()).encode()
@@ -98,7 +87,7 @@ def _where(session: Devbox, branch: str) -> tuple[HostSpec, hosts.Facts, HostSta
     if not host:
         raise NotFound(f"{branch} has no environment on another host", f"devbox agent start {branch} --host NAME")
     spec = spec_of(session, host)
-    f = hosts.probe(session.settings, spec)
+    f = hosts.known(session.settings, spec)  # where and as whom: no second ssh per call
     name = containers.container_name(session.settings, branch)
     return spec, f, HostStarted(host, branch, name, layout(f, branch).worktree, "running")
 
@@ -106,7 +95,7 @@ def _where(session: Devbox, branch: str) -> tuple[HostSpec, hosts.Facts, HostSta
 def host_agent_send(session: Devbox, branch: str, text: str) -> None:
     spec, f, at = _where(session, branch)
     for keys in (["-l", text], ["Enter"]):
-        argv = _exec(session, spec, f, at.container, at.worktree, ["tmux", "-u", "send-keys", "-t", SESSION, *keys])
+        argv = host_exec_argv(spec, f, at.container, at.worktree, ["tmux", "-u", "send-keys", "-t", SESSION, *keys])
         if not hosts.run(session.settings, spec, argv).ok:
             raise _no_agent(branch, spec)
 
@@ -117,7 +106,7 @@ def _no_agent(branch: str, spec: HostSpec) -> NotFound:
 
 def host_agent_stop(session: Devbox, branch: str, *, sink: Sink = null_sink) -> None:
     spec, f, at = _where(session, branch)
-    argv = _exec(session, spec, f, at.container, at.worktree, ["tmux", "-u", "kill-session", "-t", SESSION])
+    argv = host_exec_argv(spec, f, at.container, at.worktree, ["tmux", "-u", "kill-session", "-t", SESSION])
     if not hosts.run(session.settings, spec, argv).ok:
         raise _no_agent(branch, spec)
     events = f"{layout(f, branch).state}/{at.container}/events.jsonl"
@@ -139,6 +128,8 @@ def host_agent_rows(session: Devbox, *, wait: float | None = None) -> tuple[Agen
     dashboard's bound, after which a host still answering keeps its last rows (or says it
     is being asked) and its answer comes with the next poll; None waits for every host
     (each bounded by its ssh timeout)."""
+    if not session.settings.hosts:  # the dashboard's poll: no git call when there are no hosts
+        return ()
     by_host: dict[str, list[str]] = {}
     for branch, host in git_hosts(session).items():
         by_host.setdefault(host, []).append(branch)
@@ -195,7 +186,7 @@ def host_agent_preview(session: Devbox, branch: str, *, lines: int = 200) -> str
     """The agent's terminal on its host (``tmux capture-pane`` through the host's podman)."""
     try:
         spec, f, at = _where(session, branch)
-        argv = _exec(session, spec, f, at.container, at.worktree,
+        argv = host_exec_argv(spec, f, at.container, at.worktree,
                      ["tmux", "-u", "capture-pane", "-p", "-J", "-S", f"-{lines}", "-t", SESSION])  # fmt: skip
         done = hosts.run(session.settings, spec, argv)
     except DevboxError as exc:

@@ -215,7 +215,7 @@ def fetch(
     if not host:
         raise NotFound(f"{branch} has no environment on another host", f"start one: ./start-work {branch} --host NAME")
     spec = spec_of(session, host)
-    f = hosts.probe(s, spec, cancel)
+    f = hosts.known(s, spec)  # where the mirror is; the fetch itself says whether the host answers
     ref = f"refs/remotes/{host}/{branch}"
     before = git.rev(s.repo, ref)
     r = Reporter(sink, "fetch", Subject("branch", branch))
@@ -246,7 +246,7 @@ def host_remove(
     spec = spec_of(session, host)
     fetched = fetch(session, branch, sink=sink, cancel=cancel)
     only_there = git.count_commits(s.repo, fetched.after, "--not", "--branches")
-    f = hosts.probe(s, spec, cancel)
+    f = hosts.probe(s, spec, cancel)  # fresh: the podman socket is needed now
     where = layout(f, branch)
     dirty = hosts.run(s, spec, ["sh", "-c", 'test ! -d "$1" || git -C "$1" status --porcelain', "st", where.worktree])
     pending = [line[3:] for line in dirty.stdout.splitlines() if line.strip()]
@@ -284,16 +284,23 @@ def host_remove(
     return tuple(removed)
 
 
+def host_exec_argv(spec: HostSpec, f: hosts.Facts, name: str, worktree: str, command: list[str], *,
+                   names: tuple[str, ...] = (), tty: bool = False) -> list[str]:  # fmt: skip
+    """The host's ``podman exec`` of ``command`` in container ``name``, as the user there (the
+    same way in as locally: the entrypoint's user, the worktree as working directory);
+    ``names``: variables podman takes from its own environment (credentials)."""
+    user = HostUser(f.uid, f.gid, spec.user)
+    env = {**containers.exec_env(user), "DEVBOX_AGENT_STATE": containers.AGENT_STATE_MOUNT}
+    return ["podman", "exec", "--interactive", *(["--tty"] if tty else []), "--user", "0:0", "--workdir", worktree,
+            *(f"--env={k}={v}" for k, v in env.items()), *(f"--env={n}" for n in names), name,
+            *containers.drop_privileges(user, command)]  # fmt: skip
+
+
 def host_attach_argv(session: Devbox, started: HostStarted, command: list[str], *, tty: bool) -> list[str]:
-    """``ssh`` to the host running its podman's ``exec`` in the container, as the user there
-    (the same way in as locally: the entrypoint's user, the worktree as working directory)."""
+    """``ssh`` to the host running its podman's ``exec`` of ``command`` in the container."""
     s = session.settings
     spec = spec_of(session, started.host)
-    f = hosts.probe(s, spec)
-    user = HostUser(f.uid, f.gid, spec.user)
-    env = [f"--env={k}={v}" for k, v in containers.exec_env(user).items()]
-    remote = ["podman", "exec", "--interactive", *(["--tty"] if tty else []), "--user", "0:0", "--workdir",
-              started.worktree, *env, started.container, *containers.drop_privileges(user, command)]  # fmt: skip
+    remote = host_exec_argv(spec, hosts.known(s, spec), started.container, started.worktree, command, tty=tty)
     argv = transfer.ssh_argv(hosts.target(s, spec), remote, tty=tty)
     exe = shutil.which(argv[0])
     if exe is None:  # the face execs it: an absolute path
