@@ -24,6 +24,11 @@ from devbox.tui.fleet import FleetTable
 from test_merge import git, make_repo
 
 
+# the view must not need podman, and its picture must not depend on whether this machine's
+# default podman socket answers (it did in CI, not by hand): no podman at all
+NO_PODMAN = {"DEVBOX_PODMAN_URL": "unix:///nonexistent/podman.sock"}
+
+
 def three_copies(tmp: Path) -> tuple[Path, dict[str, Path]]:
     """fan-1 and fan-3 change f1.txt and f2.txt, fan-2 adds a file; fan-3 leaves one uncommitted."""
     repo = make_repo(tmp / "r", random.Random(3))
@@ -72,7 +77,7 @@ def cards(app: object) -> list[str]:
 
 def test_compare_lists_the_copies_picks_one_and_names_what_the_others_lose(tmp_path: Path) -> None:
     repo, wts = three_copies(tmp_path)
-    with Devbox(config.load(repo, env={})) as session:
+    with Devbox(config.load(repo, env=NO_PODMAN)) as session:
         app = make_app(session, watch=False, view="fleet")
 
         async def go() -> None:
@@ -115,7 +120,7 @@ def test_compare_lists_the_copies_picks_one_and_names_what_the_others_lose(tmp_p
 
 def test_compare_view_snapshot(snap_compare: object, tmp_path: Path) -> None:
     repo, _ = three_copies(tmp_path)
-    session = Devbox(config.load(repo, env={}))
+    session = Devbox(config.load(repo, env=NO_PODMAN))
     app = make_app(session, watch=False, view="fleet")
 
     async def show(pilot: object) -> None:
