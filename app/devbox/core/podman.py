@@ -289,8 +289,7 @@ class Podman:
         """Load a ``save`` stream (another host's image). podman-py takes it whole: held in
         memory for the call (a test base is tens of MB; a full bootc base, ~2 GB)."""
         with self.api("loading an image"):
-            for _ in self.client.images.load(data=b"".join(chunks)):
-                pass
+            list(self.client.images.load(data=b"".join(chunks)))  # a generator: run it out
 
     def remove_image(self, ref: str) -> bool:
         """Remove an image unless a container uses it (then keep it and answer False)."""

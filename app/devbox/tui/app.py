@@ -266,12 +266,10 @@ class DevboxApp(FleetActions, ReviewActions, Runs, VmActions, App[None]):
                 self._stop.wait(10.0)  # libvirtd down or libvirt-python missing: the poll shows why
 
     def on_status_updated(self, msg: StatusUpdated) -> None:
-        if not self.screen_stack:  # a snapshot that arrives while the app is closing
-            return
-        try:
-            self._show_status(msg)
-        except NoMatches:  # ... or after the screen's widgets were already removed (a CI failure)
-            return
+        # a snapshot that arrives while the app closes: no screen, or its widgets already gone
+        with contextlib.suppress(NoMatches):
+            if self.screen_stack:
+                self._show_status(msg)
 
     def _show_status(self, msg: StatusUpdated) -> None:
         st = msg.status
