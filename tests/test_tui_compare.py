@@ -23,7 +23,6 @@ from devbox.tui.dialogs import ConfirmTeardown, MergeDialog
 from devbox.tui.fleet import FleetTable
 from test_merge import git, make_repo
 
-
 # the view must not need podman, and its picture must not depend on whether this machine's
 # default podman socket answers (it did in CI, not by hand): no podman at all
 NO_PODMAN = {"DEVBOX_PODMAN_URL": "unix:///nonexistent/podman.sock"}
