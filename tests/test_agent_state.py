@@ -111,6 +111,9 @@ def test_notifications_once_per_move_and_never_for_the_row_on_screen() -> None:
     assert seq.startswith("\a\x1bPtmux;") and "\x1b\x1b]9;devbox: b1 needs you: may I?" in seq
     plain = notify.terminal_sequence(notify.Transition("b1", "x", "done", "evil\x1b]0;title\x07;"), in_tmux=False)
     assert plain.count("\x1b]") == 2 and "]0;title" not in plain  # the message cannot smuggle escapes
+    # its host (or podman) down, then back: the agent was done all along, not a new move
+    assert w.alerts(w.update(rows("unknown"))) == []
+    assert w.update(rows("done")) == []
 
 
 def test_devbox_never_writes_through_a_planted_symlink(tmp_path: Path) -> None:

@@ -41,7 +41,8 @@ class Watcher:
         for r in rows:
             seen[r.branch] = r.agent.state
             before = self.states.get(r.branch, "")
-            if self.primed and before != r.agent.state:
+            # from "unknown" (a host or podman that was down) is not a move: it was not seen
+            if self.primed and before != r.agent.state and before != "unknown":
                 moves.append(Transition(r.branch, before or "new", r.agent.state, r.agent.message))
         self.states = seen
         self.primed = True  # the first look is the starting point, not a burst of moves

@@ -287,7 +287,8 @@ class DevboxApp(FleetActions, ReviewActions, Runs, VmActions, App[None]):
         self._set_text("#artifacts", artifacts_line(st, msg.vm))
         self.fleet.show_status(st, msg.activity, msg.stats, msg.radar)
         self._follow_selection()
-        self._notify_agents(st.agents.value or ())
+        if st.agents.value is not None:  # not read (podman down): no moves, or its return alerts every row
+            self._notify_agents(st.agents.value)
         self._refresh_bindings_if_changed()
 
     def _set_text(self, selector: str, text: str) -> None:
