@@ -15,7 +15,7 @@ from devbox.core.errors import ExitCode, Refused
 
 
 def cmd_vm_up(ctx: Context) -> int:
-    res = ops.vm_up(ctx.session, force_disk=ctx.args.force_disk, sink=ctx.sink, cancel=ctx.cancel)
+    res = ops.vm_up(ctx.session, force_disk=ctx.args.force_disk, host=ctx.args.host, sink=ctx.sink, cancel=ctx.cancel)
     ctx.renderer.close()
     where = res.ip or "no address yet (./devbox vm status shows it once the VM has a lease)"
     print(f"{res.domain}: {where}")
@@ -163,6 +163,7 @@ def register(sub: Any) -> None:
     vm = sub.add_parser("vm", help="VM mode: the image as a KVM VM").add_subparsers(dest="vm_cmd", required=True)
     p = vm.add_parser("up", help="image, disk and VM, each only if stale (says why)")
     p.add_argument("--force-disk", action="store_true", help="rebuild the disk even when it is fresh")
+    p.add_argument("--host", metavar="NAME", help="make the VM on this [hosts.NAME] (or local); default: where it is")
     p.set_defaults(handler=cmd_vm_up)
     p = vm.add_parser("down", help="destroy the VM and its volumes (asks first, naming what is lost)")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask")

@@ -17,11 +17,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from devbox.core import proc, transfer
 from devbox.core.config import Settings
-from devbox.core.errors import DevboxError, NotAvailable
-from devbox.core.host_config import HostSpec
+from devbox.core.errors import ConfigError, DevboxError, NotAvailable
+from devbox.core.host_config import LOCAL, HostSpec
 
 if TYPE_CHECKING:  # processes start in core/proc.py only; this is the handle's type
     import subprocess
@@ -135,15 +136,20 @@ def probe(settings: Settings, spec: HostSpec, cancel: threading.Event | None = N
 
 
 class Tunnel:
-    """The host's podman service socket, forwarded to a local one by ssh for one operation
-    (podman-py and the podman CLI then talk to it as to a local service). devbox's own ssh
-    options, not podman-py's ssh transport, which turns host key checking off."""
+    """A unix socket on the host (its podman service, its libvirtd), forwarded to a local one
+    by ssh: podman-py, the podman CLI and libvirt then talk to it as to a local service.
+    devbox's own ssh options, not podman-py's ssh transport (which turns host key checking
+    off) nor libvirt's (which reads the user's ssh config and known_hosts)."""
 
-    def __init__(self, settings: Settings, spec: HostSpec, remote_socket: str) -> None:
+    def __init__(self, settings: Settings, spec: HostSpec, remote_socket: str, name: str = "podman.sock") -> None:
         self.settings, self.spec, self.remote = settings, spec, remote_socket
         self.dir = Path(tempfile.mkdtemp(prefix="devbox-tunnel-"))  # short: a socket path has ~100 bytes
-        self.local = self.dir / "podman.sock"
+        self.local = self.dir / name
         self.child: subprocess.Popen[bytes] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.child is not None and self.child.poll() is None
 
     def __enter__(self) -> str:
         t = target(self.settings, self.spec)
@@ -165,3 +171,72 @@ class Tunnel:
             proc.stop(self.child)
             self.child = None
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# VM mode on a host (``vm up --host NAME``): terraform's provider speaks to the host's
+# libvirtd over its own ssh client (qemu+ssh://, golang.org/x/crypto/ssh), devbox's libvirt
+# calls through a Tunnel to the same socket. Both open a direct-streamlocal channel to
+# libvirtd's socket there, so the host needs no nc or virt-ssh-helper, only sshd's default
+# AllowStreamLocalForwarding and a user allowed on that socket (group libvirt).
+LIBVIRT_SOCKET = "/var/run/libvirt/libvirt-sock"
+
+
+def libvirt_socket(spec: HostSpec) -> str:
+    """libvirtd's socket on the host: the URI's ``socket=``, else the system daemon's."""
+    return (parse_qs(urlsplit(spec.libvirt_uri).query).get("socket") or [LIBVIRT_SOCKET])[0]
+
+
+def terraform_uri(settings: Settings, spec: HostSpec) -> str:
+    """The host's libvirt URI for terraform-provider-libvirt 0.8.3: devbox's key and a
+    known_hosts file it can read. Its parameter is ``knownhosts`` (libvirt's own is
+    ``known_hosts``: libvirt/uri/ssh.go in the provider reads only the former), and it
+    checks entries as ``[host]:port``, which ssh's HostKeyAlias entries are not: the file is
+    written from devbox's own (terraform_known_hosts)."""
+    parts = urlsplit(spec.libvirt_uri)
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("keyfile", str(target(settings, spec).key))
+    query.setdefault("knownhosts", str(settings.build_path("ssh", "known_hosts.terraform")))
+    query.setdefault("sshauth", "privkey")
+    return urlunsplit(parts._replace(query=urlencode(query, safe="/")))
+
+
+def terraform_known_hosts(settings: Settings, spec: HostSpec) -> Path:
+    """The host's key as terraform's provider reads it, from the one devbox's ssh recorded
+    (at first contact, ``accept-new``; one ssh round trip now when it has none yet)."""
+    t = target(settings, spec)
+    if not _recorded_keys(t):
+        res = run(settings, spec, ["true"])
+        if not res.ok:
+            raise DevboxError(f"host {spec.name}: ssh works but `true` failed there", "is its login shell POSIX?")
+    keys = _recorded_keys(t)
+    name = f"[{spec.address}]:{spec.port}" if spec.port != 22 else spec.address
+    out = settings.build_path("ssh", "known_hosts.terraform")
+    out.write_text("".join(f"{name} {key}\n" for key in keys))
+    return out
+
+
+def _recorded_keys(t: transfer.Target) -> list[str]:
+    if not t.known_hosts.exists():
+        return []
+    lines = (line.split(None, 1) for line in t.known_hosts.read_text().splitlines())
+    return [parts[1] for parts in lines if len(parts) == 2 and parts[0] == t.alias]
+
+
+def vm_record(settings: Settings) -> Path:
+    """Which host this checkout's VM lives on (absent: this machine)."""
+    return settings.build_path("terraform", "host")
+
+
+def vm_host(settings: Settings) -> HostSpec | None:
+    """The host this checkout's VM lives on, or None for this machine."""
+    try:
+        name = vm_record(settings).read_text().strip()
+    except FileNotFoundError:
+        return None
+    if not name or name == LOCAL:
+        return None
+    spec = settings.hosts.get(name)
+    if spec is None:
+        raise ConfigError(f"this checkout's VM was made on host {name}, which devbox.toml no longer names",
+                          f"add [hosts.{name}] back to devbox.toml (./vm-down.sh then removes the VM)")  # fmt: skip
+    return spec

@@ -44,6 +44,7 @@ class Target:
     known_hosts: Path
     alias: str  # the name the host key is recorded under
     timeout: int
+    jump: Target | None = None  # reached through this host (a VM on another host)
 
     @property
     def login(self) -> str:
@@ -68,8 +69,9 @@ def project_key(settings: Settings, report: Reporter | None = None) -> Path:
     return key
 
 
-def target(settings: Settings, login_name: str) -> Target:
-    """Where ssh goes: ``vm.ssh`` when set, else the VM's address from libvirt."""
+def target(settings: Settings, login_name: str, uri: str | None = None, jump: Target | None = None) -> Target:
+    """Where ssh goes: ``vm.ssh`` when set, else the VM's address from libvirt (``uri``:
+    the VM's libvirt, default ``libvirt.uri``), through ``jump`` when the VM is on a host."""
     key = settings.build_path("ssh", "id_ed25519")
     if not key.exists():
         raise NotFound(f"the project SSH key {key} does not exist", "make the VM first: ./vm-up.sh")
@@ -81,17 +83,29 @@ def target(settings: Settings, login_name: str) -> Target:
         host, port = m.group("ip6") or m.group("name"), int(m.group("port") or 22)
         return Target(m.group("user") or user, host, port, key, known, f"{host}:{port}", settings.vm.ssh_timeout)
     domain = f"devbox-{settings.vm.name}"
-    vm = libvirt.find_vm(settings.libvirt_uri, domain)
+    vm = libvirt.find_vm(uri or settings.libvirt_uri, domain)
     if vm is None:
         raise NotFound(f"VM {domain} does not exist", "make it: ./vm-up.sh")
     if not vm.running:
         raise NotAvailable(f"VM {domain} is {vm.state}", "start it: ./vm-up.sh")
     if not vm.ip:
         raise NotAvailable(f"VM {domain} has no address yet", "wait for it to boot, then retry (./devbox vm status)")
-    return Target(user, vm.ip, 22, key, known, domain, settings.vm.ssh_timeout)
+    return Target(user, vm.ip, 22, key, known, domain, settings.vm.ssh_timeout, jump)
 
 
 def ssh_options(t: Target) -> list[str]:
+    return [*_options(t), *(["-o", f"ProxyCommand={proxy_command(t.jump)}"] if t.jump else [])]
+
+
+def proxy_command(jump: Target) -> str:
+    """ssh to ``jump`` forwarding stdin/stdout to the target (``-W``), with devbox's own
+    options for the jump too: ``ProxyJump`` would read the user's ssh config for that hop.
+    ssh expands ``%`` in it, so every literal ``%`` is doubled."""
+    words = shlex.join(["ssh", *ssh_options(jump)]).replace("%", "%%")
+    return f"{words} -W %h:%p {shlex.quote(jump.login).replace('%', '%%')}"
+
+
+def _options(t: Target) -> list[str]:
     return [
         "-F", "/dev/null",
         "-i", str(t.key),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devbox.core import git, transfer
+from devbox.core import git, hosts, transfer
 from devbox.core.errors import DevboxError, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.session import Devbox
@@ -24,8 +24,13 @@ REMOTE_REPOS = "repos"  # pushed branches land in ~/repos/<repo name> in the VM
 
 
 def target(session: Devbox) -> transfer.Target:
-    """Where ssh goes for this checkout (``vm.ssh``, else the VM's address)."""
-    return transfer.target(session.settings, session.user.name)
+    """Where ssh goes for this checkout (``vm.ssh``, else the VM's address; through the
+    host when the VM lives on one)."""
+    spec = session.vm_host
+    if spec is None or session.settings.vm.ssh:
+        return transfer.target(session.settings, session.user.name)
+    jump = hosts.target(session.settings, spec)
+    return transfer.target(session.settings, session.user.name, session.libvirt_uri, jump)
 
 
 def ssh_argv(session: Devbox, command: list[str], *, tty: bool) -> list[str]:

@@ -15,13 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from devbox.core import builder, image, libvirt, terraform, transfer
+from devbox.core import builder, hosts, image, libvirt, terraform, transfer
 from devbox.core.errors import DevboxError, NotFound, Refused, ToolTimeout
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.filesystem import read_json
 from devbox.core.freshness import Verdict
 from devbox.core.locks import hold
 from devbox.core.ops.results import Section
+from devbox.core.ops.vm_host import place
 from devbox.core.session import Devbox
 
 
@@ -73,10 +74,16 @@ def variables(session: Devbox, disk: builder.DiskStatus) -> dict[str, Any]:
     }
 
 
+def terraform_uri(session: Devbox) -> str:
+    """libvirt as terraform's provider reaches it: ``libvirt.uri``, or the VM's host's."""
+    spec = session.vm_host
+    return session.settings.libvirt_uri if spec is None else hosts.terraform_uri(session.settings, spec)
+
+
 def setting_variables(session: Devbox) -> dict[str, Any]:
     s, v = session.settings, session.settings.vm
     return {
-        "libvirt_uri": s.libvirt_uri,
+        "libvirt_uri": terraform_uri(session),
         "pool": v.pool,
         "network": v.network,
         "user": v.user or session.user.name,
@@ -99,9 +106,11 @@ class VmUp:
 
 
 def vm_up(
-    session: Devbox, *, force_disk: bool = False, sink: Sink = null_sink, cancel: threading.Event | None = None
-) -> VmUp:
-    """Image, disk and VM, each only when stale (each step's event says why it ran or not)."""
+    session: Devbox, *, force_disk: bool = False, host: str | None = None, sink: Sink = null_sink,
+    cancel: threading.Event | None = None,
+) -> VmUp:  # fmt: skip
+    """Image, disk and VM, each only when stale (each step's event says why it ran or not);
+    on ``host`` (a ``[hosts.NAME]``, or ``local``) when given, else where the VM already is."""
     cancel = cancel or threading.Event()
     s = session.settings
     report = Reporter(sink, "vm-up")
@@ -111,7 +120,8 @@ def vm_up(
         runner = terraform.Runner(s)
         # what the VM step needs, checked before minutes of image and disk builds
         runner.check_ready()
-        libvirt.hypervisor(s.libvirt_uri)  # libvirtd answers (else one line with the fix)
+        place(session, runner, host, vm_report)
+        libvirt.hypervisor(session.libvirt_uri)  # libvirtd answers (else one line with the fix)
         early = None if force_disk else _EarlyPlan.start(session, runner)
         try:
             disk = build_disk(session, force=force_disk, sink=sink, cancel=cancel)
@@ -122,7 +132,7 @@ def vm_up(
         before: libvirt.Vm | None = None
         try:
             _recover_interrupted(session, runner, vm_report)
-            before = libvirt.find_vm(s.libvirt_uri, domain_name(session))
+            before = libvirt.find_vm(session.libvirt_uri, domain_name(session))
             wanted = variables(session, disk)
             plan = early.result(wanted) if early is not None else None
             if plan is None:
@@ -142,12 +152,12 @@ def vm_up(
                 vm_report.step("start", f"applying: {'; '.join(reasons)}")
                 runner.apply(vm_report, cancel)
             out = runner.output()
-            after = libvirt.require_vm(s.libvirt_uri, str(out.get("name") or domain_name(session)))
+            after = libvirt.require_vm(session.libvirt_uri, str(out.get("name") or domain_name(session)))
             if before is None or before.uuid != after.uuid:
                 _forget_host_key(session)  # a new VM has a new host key
             ip = str(out.get("ip") or after.ip)
             if not ip and after.running and s.vm.wait_for_lease:
-                ip = libvirt.wait_for_address(s.libvirt_uri, after.name, 120, cancel)
+                ip = libvirt.wait_for_address(session.libvirt_uri, after.name, 120, cancel)
             warnings = _check_cpu(session, after)
             for w in warnings:
                 vm_report.log(f"WARNING: {w}", stream="stderr")
@@ -173,20 +183,20 @@ def _recover_interrupted(session: Devbox, runner: terraform.Runner, report: Repo
         return
     s = session.settings
     domains, volumes = runner.recorded()
-    vm = libvirt.find_vm(s.libvirt_uri, domain_name(session))
+    vm = libvirt.find_vm(session.libvirt_uri, domain_name(session))
     stray_domain = vm is not None and vm.uuid not in domains
-    stray_volumes = [v for v in libvirt.owned_volumes(s.libvirt_uri, s.vm.name, s.vm.pool) if v not in volumes]
+    stray_volumes = [v for v in libvirt.owned_volumes(session.libvirt_uri, s.vm.name, s.vm.pool) if v not in volumes]
     if not (stray_domain or stray_volumes):
         return
     what = ", ".join(([domain_name(session)] if stray_domain else []) + stray_volumes)
     report.log(f"an interrupted vm up made {what} without recording it in terraform's state: replacing it")
-    libvirt.remove(s.libvirt_uri, s.vm.name, str(s.repo), s.vm.pool, domain=stray_domain, volumes=stray_volumes)
+    libvirt.remove(session.libvirt_uri, s.vm.name, str(s.repo), s.vm.pool, domain=stray_domain, volumes=stray_volumes)
 
 
 def _forget_key_if_remade(session: Devbox, before: libvirt.Vm | None) -> None:
     """A failed or interrupted run that got as far as a new domain: its host key is new too."""
     try:
-        now = libvirt.find_vm(session.settings.libvirt_uri, domain_name(session))
+        now = libvirt.find_vm(session.libvirt_uri, domain_name(session))
     except DevboxError:
         return
     if now is not None and (before is None or before.uuid != now.uuid):
@@ -254,8 +264,14 @@ def _check_cpu(session: Devbox, vm: libvirt.Vm) -> tuple[str, ...]:
 
 
 def _forget_host_key(session: Devbox) -> None:
+    """The VM's recorded host key (the hosts' keys in the same file stay)."""
     known = session.settings.build_path("ssh", "known_hosts")
-    if known.exists():
+    if not known.exists():
+        return
+    kept = [line for line in known.read_text().splitlines() if line.split()[:1] != [domain_name(session)]]
+    if kept:
+        known.write_text("".join(f"{line}\n" for line in kept))
+    else:
         known.unlink()
 
 
@@ -285,8 +301,8 @@ class VmLoss:
 
 def vm_loss(session: Devbox) -> VmLoss:
     s = session.settings
-    vm = libvirt.find_vm(s.libvirt_uri, domain_name(session))
-    vols = tuple(v for v in libvirt.owned_volumes(s.libvirt_uri, s.vm.name, s.vm.pool) if "-base-" not in v)
+    vm = libvirt.find_vm(session.libvirt_uri, domain_name(session))
+    vols = tuple(v for v in libvirt.owned_volumes(session.libvirt_uri, s.vm.name, s.vm.pool) if "-base-" not in v)
     if vm is None:
         return VmLoss(volumes=vols)
     return VmLoss(vm.name, vm.state, vm.ip, vols)
@@ -308,7 +324,7 @@ def vm_down(session: Devbox, *, sink: Sink = null_sink, cancel: threading.Event 
               on_wait=lambda: report.log("waiting for another devbox VM operation to finish")):  # fmt: skip
         runner = terraform.Runner(s)
         before = vm_loss(session)
-        existed = set(libvirt.owned_volumes(s.libvirt_uri, s.vm.name, s.vm.pool))  # the base volume too
+        existed = set(libvirt.owned_volumes(session.libvirt_uri, s.vm.name, s.vm.pool))  # the base volume too
         try:
             if runner.has_state():
                 recorded = read_json(runner.vars)
@@ -333,7 +349,7 @@ def vm_down(session: Devbox, *, sink: Sink = null_sink, cancel: threading.Event 
                 report.step("start", "terraform has no state for this VM: removing it through libvirt")
                 via = "libvirt"
             # leftovers either way: a lost state, or volumes terraform never recorded
-            gone = libvirt.teardown(s.libvirt_uri, s.vm.name, str(s.repo), s.vm.pool)
+            gone = libvirt.teardown(session.libvirt_uri, s.vm.name, str(s.repo), s.vm.pool)
             terraform.clear(s)
             from devbox.core.ops.fleet_vm import RECORD  # (ssh and transfer: imported when needed)
 
@@ -341,8 +357,9 @@ def vm_down(session: Devbox, *, sink: Sink = null_sink, cancel: threading.Event 
             with contextlib.suppress(DevboxError):  # podman down: the next disk build cleans up
                 builder.clean_leftovers(s, session.podman, report)
             _forget_host_key(session)
+            hosts.vm_record(s).unlink(missing_ok=True)  # the next VM is made here unless --host says
             # what is gone now, counted from libvirt: terraform's destroy and the leftovers alike
-            volumes = tuple(sorted(existed - set(libvirt.owned_volumes(s.libvirt_uri, s.vm.name, s.vm.pool))))
+            volumes = tuple(sorted(existed - set(libvirt.owned_volumes(session.libvirt_uri, s.vm.name, s.vm.pool))))
             report.step("done", f"removed {before.domain or gone.domain or 'the VM'} and {len(volumes)} volume(s)")
             return VmDown(before.domain or gone.domain, volumes, via)
         except BaseException as exc:
@@ -373,10 +390,9 @@ class VmStatus:
 
 def vm_status(session: Devbox) -> VmStatus:
     """The disk's and the VM's freshness with reasons, and what libvirt says of the VM."""
-    s = session.settings
     name = domain_name(session)
     disk = Section.fetch(lambda: disk_status(session))
-    vm = Section.fetch(lambda: libvirt.find_vm(s.libvirt_uri, name))
+    vm = Section.fetch(lambda: libvirt.find_vm(session.libvirt_uri, name))
     verdict = _vm_verdict(session, disk.value, vm)
     if disk.problem is not None:  # unknown is not fresh
         verdict = Verdict(False, (*verdict.reasons, f"the disk could not be checked: {disk.problem.message}"))
@@ -434,7 +450,7 @@ def vm_overview(
     session: Devbox, disk: builder.DiskStatus | None, vms: Section[tuple[libvirt.Vm, ...]] | None = None
 ) -> VmOverview:
     s = session.settings
-    vms = vms if vms is not None else Section.fetch(lambda: libvirt.list_vms(s.libvirt_uri, str(s.repo)))
+    vms = vms if vms is not None else Section.fetch(lambda: libvirt.list_vms(session.libvirt_uri, str(s.repo)))
     mine: Section[libvirt.Vm | None] = Section(
         next((v for v in vms.value or () if v.name == domain_name(session)), None), vms.problem
     )
@@ -446,7 +462,7 @@ def list_vms(session: Devbox) -> tuple[libvirt.Vm, ...]:
     without libvirt is not told about it on every ``status``."""
     s = session.settings
     try:
-        return libvirt.list_vms(s.libvirt_uri, str(s.repo))
+        return libvirt.list_vms(session.libvirt_uri, str(s.repo))
     except DevboxError:
         if terraform.Runner(s).has_state():
             raise
@@ -456,4 +472,4 @@ def list_vms(session: Devbox) -> tuple[libvirt.Vm, ...]:
 def watch_vms(session: Devbox, on_change: Callable[[str, str], None], stop: threading.Event) -> None:
     """Call ``on_change(domain, event)`` on each lifecycle event of a devbox VM (blocks until
     ``stop``; the dashboard redraws its VM pane at once instead of at the next poll)."""
-    libvirt.watch(session.settings.libvirt_uri, on_change, stop)
+    libvirt.watch(session.libvirt_uri, on_change, stop)
