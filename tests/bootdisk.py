@@ -4,8 +4,10 @@ This machine's Debian kernel and a busybox initramfs: virtio modules loaded in
 ``modprobe --show-depends`` order, DHCP on eth0, and dropbear (plus rsync and git) as the
 ssh target, with the user and key the builder found in its ``/config.toml``; tmux, the
 stand-in agent (``claude``, tests/fake_claude) and the image's agent hook in its managed
-settings, as the real image has them, for agents in the VM. It boots under TCG
-(``type='qemu'``) in seconds.
+settings, as the real image has them, for agents in the VM; ``/var`` (and the ssh host key
+in it) on the disk, kept across a reboot, and stand-ins for what ``vm upgrade`` runs there
+(``podman load``, ``bootc``, ``sudo``, ``systemctl reboot``, which really reboots). It
+boots under TCG (``type='qemu'``) in seconds.
 
 ``template()`` makes, once per clone (``.cache/bootdisk/<key>``), what the fixture builder
 image needs: ``boot.fat`` (a FAT16 filesystem with syslinux, the kernel and the initramfs;
@@ -46,7 +48,14 @@ for _ in $(seq 50); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done
 ip link set eth0 up
 udhcpc -i eth0 -s /etc/udhcpc.sh -t 30 -T 1 -b
 for _ in $(seq 50); do [ -b /dev/vda1 ] && break; sleep 0.1; done
-mkdir -p /boot && mount -t vfat -o ro /dev/vda1 /boot
+mkdir -p /boot && mount -t vfat -o rw,uid=1000,gid=1000,umask=022 /dev/vda1 /boot
+# /var persists on the disk, as a bootc VM's does across upgrades (the FAT partition holds it)
+mkdir -p /boot/var/log /boot/var/lib && mount --bind /boot/var /var
+# bootc's stand-in: a staged deployment becomes the booted one at boot
+b=/var/lib/standin/bootc; [ -f "$b/staged" ] && mv "$b/staged" "$b/booted"
+mkdir -p /run && chmod 1777 /run
+# `systemctl reboot` (the stand-in, run as the user) asks; root reboots for real
+( while :; do [ -e /run/standin-reboot ] && { sync; umount /var; umount /boot; reboot -f; }; sleep 1; done ) &
 user=$(cat /boot/devbox/user 2>/dev/null || echo dev)
 echo "$user:x:1000:1000::/home/$user:/bin/sh" >>/etc/passwd
 echo "$user:x:1000:" >>/etc/group
@@ -54,13 +63,36 @@ mkdir -p "/home/$user/.ssh"
 cp /boot/devbox/authorized_keys "/home/$user/.ssh/authorized_keys"
 chmod 700 "/home/$user" "/home/$user/.ssh"; chmod 600 "/home/$user/.ssh/authorized_keys"
 chown -R 1000:1000 "/home/$user"
-mkdir -p /etc/dropbear
-dropbearkey -t ed25519 -f /etc/dropbear/dropbear_ed25519_host_key >/dev/null 2>&1
-echo "devbox-guest host key: $(dropbearkey -y -f /etc/dropbear/dropbear_ed25519_host_key | grep ^ssh-)"
-dropbear -r /etc/dropbear/dropbear_ed25519_host_key -p 22 -E 2>>/var/log/dropbear.log
+mkdir -p /var/lib/dropbear  # the host key survives a reboot, as /etc/ssh's does in a bootc VM
+[ -s /var/lib/dropbear/host_key ] || dropbearkey -t ed25519 -f /var/lib/dropbear/host_key >/dev/null 2>&1
+echo "devbox-guest host key: $(dropbearkey -y -f /var/lib/dropbear/host_key | grep ^ssh-)"
+dropbear -r /var/lib/dropbear/host_key -p 22 -E 2>>/var/log/dropbear.log
 echo "devbox-guest ready"
 exec sh -c 'while :; do sleep 3600; done'
 """
+
+# what `vm upgrade` runs in the VM: podman load, bootc, sudo and systemctl, as stand-ins
+# recording what they were asked (the guest's /var/lib/standin) and, for reboot, rebooting
+STAND_INS = {
+    "podman": r"""#!/bin/sh
+case "$1" in
+load) n=$(wc -c | tr -d ' '); mkdir -p /var/lib/standin; echo "$n" >/var/lib/standin/loaded-bytes
+      echo "Loaded image: (stand-in, $n bytes)";;
+*) echo "podman (stand-in): only load" >&2; exit 125;;
+esac
+""",
+    "bootc": r"""#!/bin/sh
+d=/var/lib/standin/bootc; mkdir -p "$d"; echo "$*" >>"$d/calls"
+case "$1" in
+status) printf '{"status":{"booted":{"image":{"image":{"image":"%s"}}}}}\n' "$(cat "$d/booted" 2>/dev/null)";;
+switch) eval "img=\${$#}"; echo "$img" >"$d/staged";;
+upgrade) cat "$d/booted" >"$d/staged";;
+*) exit 1;;
+esac
+""",
+    "sudo": '#!/bin/sh\n[ "$1" = -n ] && shift\nexec "$@"\n',
+    "systemctl": '#!/bin/sh\n[ "$1" = reboot ] && : >/run/standin-reboot\n',
+}
 
 UDHCPC = r"""#!/bin/sh
 case "$1" in
@@ -148,6 +180,10 @@ def _initramfs(version: str, work: Path) -> Path:
                     order.append(name)
     (root / "modules" / "order").write_text("\n".join(order) + "\n")
     (root / "init").write_text(INIT)
+    for name, script in STAND_INS.items():
+        (root / "bin" / name).unlink(missing_ok=True)
+        (root / "bin" / name).write_text(script)
+        (root / "bin" / name).chmod(0o755)
     (root / "init").chmod(0o755)
     (root / "etc" / "udhcpc.sh").write_text(UDHCPC)
     (root / "etc" / "udhcpc.sh").chmod(0o755)
@@ -200,3 +236,33 @@ def template() -> Path:
     except OSError:  # another session made it meanwhile
         shutil.rmtree(work, ignore_errors=True)
     return final
+
+
+def builder_image(podman: str, tmp: Path, tag: str) -> None:
+    """The builder stand-in (tests/fixture_builder/bib.sh) whose disks boot: this module's
+    template, qemu-img and mtools in a local image ``tag`` (and its base ``tag-base``)."""
+    from rootfs import add_binaries, import_base, make_rootfs
+
+    template_dir = template()
+    root = tmp / "rootfs"
+    make_rootfs(root)
+    add_binaries(root, ("/usr/bin/qemu-img", "/usr/bin/mcopy"))
+    gconv = Path("/usr/lib/x86_64-linux-gnu/gconv")  # mtools converts names through iconv's code pages
+    dest = root / gconv.relative_to("/")
+    dest.mkdir(parents=True)
+    for name in ("gconv-modules", "gconv-modules.cache", "IBM850.so", "IBM437.so"):
+        if (gconv / name).exists():
+            shutil.copy2(gconv / name, dest / name)
+    if (gconv / "gconv-modules.d").is_dir():
+        shutil.copytree(gconv / "gconv-modules.d", dest / "gconv-modules.d")
+    shutil.copy2(REPO / "tests" / "fixture_builder" / "bib.sh", root / "bin" / "bootc-image-builder")
+    (root / "fixture").mkdir()
+    for name in ("boot.fat", "head.bin"):
+        shutil.copy2(template_dir / name, root / "fixture" / name)
+    import_base(podman, root, f"{tag}-base")
+    ctx = tmp / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(f'FROM {tag}-base\nENTRYPOINT ["/bin/bootc-image-builder"]\n')
+    res = subprocess.run([podman, "build", "-q", "-t", tag, str(ctx)], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"the bootable builder stand-in did not build: {res.stderr}")

@@ -24,7 +24,6 @@ from devbox.core.errors import ExitCode
 from tfmirror import cli_config
 
 from conftest import ROOT, SESSION, Project, make_project
-from rootfs import add_binaries, import_base, make_rootfs
 
 pytestmark = pytest.mark.podman
 BUILDER = f"localhost/devbox-test-bootable-bib-{SESSION}:1"
@@ -40,27 +39,7 @@ def bootable_builder(base_image: str, tmp_path_factory: pytest.TempPathFactory) 
     """The builder stand-in with the boot template (tests/bootdisk.py): its disks boot."""
     if virsh("version").returncode != 0:
         pytest.fail("libvirtd is not reachable at qemu:///system (.ci/run installs and starts it)")
-    template = bootdisk.template()
-    root = tmp_path_factory.mktemp("bootable-bib") / "rootfs"
-    make_rootfs(root)
-    add_binaries(root, ("/usr/bin/qemu-img", "/usr/bin/mcopy"))
-    gconv = Path("/usr/lib/x86_64-linux-gnu/gconv")  # mtools converts names through iconv's code pages
-    dest = root / gconv.relative_to("/")
-    dest.mkdir(parents=True)
-    for name in ("gconv-modules", "gconv-modules.cache", "IBM850.so", "IBM437.so"):
-        if (gconv / name).exists():
-            shutil.copy2(gconv / name, dest / name)
-    if (gconv / "gconv-modules.d").is_dir():
-        shutil.copytree(gconv / "gconv-modules.d", dest / "gconv-modules.d")
-    shutil.copy2(Path(__file__).parent / "fixture_builder" / "bib.sh", root / "bin" / "bootc-image-builder")
-    (root / "fixture").mkdir()
-    for name in ("boot.fat", "head.bin"):
-        shutil.copy2(template / name, root / "fixture" / name)
-    import_base("podman", root, f"{BUILDER}-base")
-    ctx = tmp_path_factory.mktemp("bootable-bib-ctx")
-    (ctx / "Containerfile").write_text(f'FROM {BUILDER}-base\nENTRYPOINT ["/bin/bootc-image-builder"]\n')
-    res = subprocess.run(["podman", "build", "-q", "-t", BUILDER, str(ctx)], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
+    bootdisk.builder_image("podman", tmp_path_factory.mktemp("bootable-bib"), BUILDER)
     yield BUILDER
     subprocess.run(["podman", "rmi", "-f", BUILDER, f"{BUILDER}-base"], capture_output=True)
 

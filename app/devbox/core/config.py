@@ -73,6 +73,9 @@ DEFAULTS: dict[str, dict[str, Value]] = {
         "qemu_agent": True,
         "ssh": "",  # user@host[:port] to reach instead of the VM's own address (tests, tunnels)
         "ssh_timeout": 10,  # seconds to connect
+        # when only the image changed and the VM runs: "replace" makes a new disk and VM (the
+        # original chain); "upgrade" updates the VM in place (bootc switch/upgrade, /var kept)
+        "on_image_change": "replace",
     },
     # devbox-tui: action id -> key(s); the actions and their default keys are declared in
     # devbox/tui/commands.py (the dashboard warns about an id it does not know)
@@ -98,6 +101,7 @@ class VmSettings:
     qemu_agent: bool = True
     ssh: str = ""
     ssh_timeout: int = 10
+    on_image_change: str = "replace"
 
 
 @dataclass(frozen=True)
@@ -338,6 +342,7 @@ def _vm(v: Mapping[str, Value], repo: Path, origin: Callable[[str, str], str]) -
         qemu_agent=bool(v["qemu_agent"]),
         ssh=ssh,
         ssh_timeout=_positive(v["ssh_timeout"], origin("vm", "ssh_timeout")),
+        on_image_change=_choice(str(v["on_image_change"]), ("replace", "upgrade"), origin("vm", "on_image_change")),
     )
 
 

@@ -92,6 +92,7 @@ HELP = {
     "vm.domain_type": "qemu (TCG) only where KVM cannot run the guest",
     "vm.cpu_mode": "host-passthrough: nested virtualisation",
     "vm.ssh": "user@host[:port] to reach instead of the VM's own address",
+    "vm.on_image_change": "upgrade: a running VM takes a new image in place (/var kept)",
 }
 
 

@@ -331,7 +331,14 @@ def version() -> tuple[bool, str]:
 def clear(settings: Settings) -> None:
     """Forget the state (after a fallback teardown through libvirt)."""
     d = settings.build_path("terraform")
-    for name in ("terraform.tfstate", "terraform.tfstate.backup", "plan.tfplan", "applied.json", "applying.json"):
+    for name in (
+        "terraform.tfstate",
+        "terraform.tfstate.backup",
+        "plan.tfplan",
+        "applied.json",
+        "applying.json",
+        "upgraded.json",
+    ):
         p = d / name
         if p.exists():
             os.unlink(p)

@@ -22,6 +22,7 @@ from devbox.core.filesystem import read_json
 from devbox.core.freshness import Verdict
 from devbox.core.locks import hold
 from devbox.core.ops.results import Section
+from devbox.core.ops.vm_follow import follow, following
 from devbox.core.ops.vm_host import place
 from devbox.core.session import Devbox
 
@@ -122,6 +123,10 @@ def vm_up(
         runner.check_ready()
         place(session, runner, host, vm_report)
         libvirt.hypervisor(session.libvirt_uri)  # libvirtd answers (else one line with the fix)
+        if s.vm.on_image_change == "upgrade" and not force_disk and not runner.interrupted():
+            upgraded = follow(session, runner, sink, cancel)
+            if upgraded is not None:
+                return upgraded
         early = None if force_disk else _EarlyPlan.start(session, runner)
         try:
             disk = build_disk(session, force=force_disk, sink=sink, cancel=cancel)
@@ -413,18 +418,14 @@ def _vm_verdict(session: Devbox, disk: builder.DiskStatus | None, vm: Section[li
         reasons.append("terraform state lost (./vm-down.sh removes the VM through libvirt)")
     if made:
         key = (outputs.get("disk_key") or {}).get("value")
-        if disk is not None and not disk.verdict.fresh:
+        follows = following(session, runner, disk, vm.value)
+        if follows is not None:
+            reasons += [follows] if follows else []
+        elif disk is not None and not disk.verdict.fresh:
             reasons.append(f"disk stale: {disk.verdict.reason}")
         elif disk is not None and disk.record and key != disk.record.get("key"):
             reasons.append("disk rebuilt since the VM was made")
-        applied = read_json(runner.dir / "applied.json")
-        if isinstance(applied, dict) and applied.get("module") != runner.module_digest():
-            reasons.append(f"{runner.module.name}/ changed")
-        was = applied.get("variables") if isinstance(applied, dict) else None
-        if isinstance(was, dict):
-            for var, value in setting_variables(session).items():
-                if var in was and was[var] != value:
-                    reasons.append(f"{SETTING_OF[var]} changed ({_shown(var, was[var])} → {_shown(var, value)})")
+        reasons += input_changes(session, runner)
         if vm.value is not None and vm.value.uuid not in runner.recorded()[0]:
             reasons.append("terraform's state does not record this VM (./vm-up.sh says what to do)")
     if vm.value is not None and not vm.value.running:
@@ -432,6 +433,21 @@ def _vm_verdict(session: Devbox, disk: builder.DiskStatus | None, vm: Section[li
     if runner.interrupted():
         reasons.append("an earlier vm up was stopped during apply (./vm-up.sh finishes it)")
     return Verdict(not reasons, tuple(reasons))
+
+
+def input_changes(session: Devbox, runner: terraform.Runner) -> list[str]:
+    """What changed in terraform's own inputs since the last apply, besides the disk: the
+    module, or a setting that is one of its variables."""
+    reasons = []
+    applied = read_json(runner.dir / "applied.json")
+    if isinstance(applied, dict) and applied.get("module") != runner.module_digest():
+        reasons.append(f"{runner.module.name}/ changed")
+    was = applied.get("variables") if isinstance(applied, dict) else None
+    if isinstance(was, dict):
+        for var, value in setting_variables(session).items():
+            if var in was and was[var] != value:
+                reasons.append(f"{SETTING_OF[var]} changed ({_shown(var, was[var])} → {_shown(var, value)})")
+    return reasons
 
 
 def _shown(var: str, value: Any) -> str:
