@@ -7,6 +7,7 @@ sshd (tests/test_hosts.py); its libvirtd is this machine's, reached only through
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -111,3 +112,15 @@ def test_a_vm_on_a_host_through_qemu_ssh_with_ssh_and_transfers_through_the_host
     assert virsh("dominfo", domain).returncode != 0
     assert f"{domain}-" not in virsh("vol-list", "default").stdout
     assert not (proj.root / ".build" / "terraform" / "host").exists()  # the next VM is made here
+    # no command left its ssh to the host's libvirt running
+    key = str(proj.root / ".build" / "ssh" / "id_ed25519")
+    left = [c for c in cmdlines() if key in c and "libvirt.sock" in c]
+    assert not left, left
+
+
+def cmdlines() -> list[str]:
+    out = []
+    for p in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            out.append(p.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return out

@@ -363,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return int(ExitCode.FAILURE)
     finally:
+        if ctx is not None:
+            ctx.close()  # an ssh tunnel the session made must not outlive the command
         try:
             renderer.close()
         except BrokenPipeError:

@@ -62,6 +62,11 @@ class Context:
         if self.oplog is not None:
             self.oplog.close(outcome)
 
+    def close(self) -> None:
+        """The session's adapters: its podman client, and the ssh it keeps to a VM's host."""
+        if self._session is not None:
+            self._session.close()
+
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
