@@ -124,10 +124,10 @@ def main() -> None:
     print("the VM follows an image change (the TCG test guest; the image built first, untimed):")
     print(f"  replace (builder stand-in, terraform apply, a new VM): {replace:8.1f} ms")
     print(f"  upgrade (image into the VM, bootc switch, reboot):    {upgrade:8.1f} ms")
-    print(
-        f"  ratio upgrade / replace:                              {upgrade / replace:8.2f}   target < 1: "
-        f"{'OK' if upgrade < replace else 'MISSED'} (with Fedora's real builder, replace takes minutes)"
-    )
+    print(f"  ratio upgrade / replace:                              {upgrade / replace:8.2f}   (here the builder is a "
+          "stand-in taking about a second; Fedora's bootc-image-builder takes minutes)")  # fmt: skip
+    print(f"  upgrade within a minute (the VM follows in seconds):  {upgrade / 1000:8.1f} s   target <= 60 s: "
+          f"{'OK' if upgrade <= 60_000 else 'MISSED'}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -122,13 +122,16 @@ def vm_up(
         # what the VM step needs, checked before minutes of image and disk builds
         runner.check_ready()
         place(session, runner, host, vm_report)
-        libvirt.hypervisor(session.libvirt_uri)  # libvirtd answers (else one line with the fix)
-        if s.vm.on_image_change == "upgrade" and not force_disk and not runner.interrupted():
-            upgraded = follow(session, runner, sink, cancel)
-            if upgraded is not None:
-                return upgraded
+        # the plan first: its wait overlaps libvirt's answer and the image and disk checks
         early = None if force_disk else _EarlyPlan.start(session, runner)
         try:
+            libvirt.hypervisor(session.libvirt_uri)  # libvirtd answers (else one line with the fix)
+            if s.vm.on_image_change == "upgrade" and not force_disk and not runner.interrupted():
+                upgraded = follow(session, runner, sink, cancel)
+                if upgraded is not None:
+                    if early is not None:
+                        early.stop()
+                    return upgraded
             disk = build_disk(session, force=force_disk, sink=sink, cancel=cancel)
         except BaseException:
             if early is not None:
