@@ -5,12 +5,14 @@ its own rootless podman service with its own storage."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -173,6 +175,49 @@ def test_host_list_and_check_see_the_host_and_a_host_that_is_down_says_so_quickl
     with Devbox.open(proj.root, env={}) as session:  # --host auto: the most memory available, and why
         name, why = ops.pick_host(session)
     assert name in ("local", "h1") and why.startswith(f"{name} has the most memory available")
+
+
+HOLD_TUNNEL = """
+import sys, time
+from devbox.core import hosts
+from devbox.core.session import Devbox
+with Devbox.open() as session:
+    spec = session.settings.hosts["h1"]
+    with hosts.Tunnel(session.settings, spec, sys.argv[1]) as url:
+        print(url, flush=True)
+        time.sleep(600)
+"""
+
+
+def test_a_forward_to_a_host_ends_with_devbox_even_when_devbox_is_killed(host: Host) -> None:
+    """The forwarded socket's ssh is tied to devbox's life: SIGKILL (or a closed terminal,
+    which runs no cleanup either) leaves no ssh behind."""
+    proj = host.project
+    child = subprocess.Popen([sys.executable, "-c", HOLD_TUNNEL, str(host.socket)], env=proj.env, cwd=proj.root,
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        url = child.stdout.readline().strip() if child.stdout else ""
+        assert url.startswith("unix://"), url
+        local = url.removeprefix("unix://")
+        assert [c for c in cmdlines() if local in c], "the forward's ssh is not running"
+        child.kill()
+        child.wait(10)
+        deadline = time.monotonic() + 10
+        while [c for c in cmdlines() if local in c] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [c for c in cmdlines() if local in c], "the forward's ssh outlived the killed devbox"
+    finally:
+        if child.poll() is None:
+            child.kill()
+
+
+def cmdlines() -> list[str]:
+    """Every process's command line (those that end meanwhile are skipped)."""
+    out = []
+    for p in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            out.append(p.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return out
 
 
 def test_host_settings_are_checked(tmp_path: Path) -> None:

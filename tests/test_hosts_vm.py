@@ -7,7 +7,6 @@ sshd (tests/test_hosts.py); its libvirtd is this machine's, reached only through
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from devbox.core.errors import ExitCode
-from test_hosts import USER, Host, host  # noqa: F401 (the fixture)
+from test_hosts import USER, Host, cmdlines, host  # noqa: F401 (the fixture)
 from test_vm import ROOT, bootable_builder, env_of, lease_of, uuid_of, virsh, wait_until  # noqa: F401
 from tfmirror import cli_config
 
@@ -99,7 +98,7 @@ def test_a_vm_on_a_host_through_qemu_ssh_with_ssh_and_transfers_through_the_host
     wait_until(lambda: proj.devbox("vm", "ssh", "true", env=env).returncode == 0, 30, "ssh through the host")
 
     status = json.loads(proj.devbox("vm", "status", "--json", env=env).stdout)
-    assert status["fresh"] is True and status["vm"]["ip"] == ip, status
+    assert status["fresh"] is True and status["vm"]["ip"] == ip and status["host"] == "h1", status
     again = proj.devbox("vm", "up", env=env, timeout=600)  # no --host: where it is
     assert again.returncode == 0 and f"{domain} is up to date" in again.stdout, again.stderr
     assert uuid_of(domain) == before
@@ -116,11 +115,3 @@ def test_a_vm_on_a_host_through_qemu_ssh_with_ssh_and_transfers_through_the_host
     key = str(proj.root / ".build" / "ssh" / "id_ed25519")
     left = [c for c in cmdlines() if key in c and "libvirt.sock" in c]
     assert not left, left
-
-
-def cmdlines() -> list[str]:
-    out = []
-    for p in Path("/proc").glob("[0-9]*/cmdline"):
-        with contextlib.suppress(OSError):  # a process that ended meanwhile
-            out.append(p.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-    return out

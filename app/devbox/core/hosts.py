@@ -153,9 +153,12 @@ class Tunnel:
 
     def __enter__(self) -> str:
         t = target(self.settings, self.spec)
-        argv = ["ssh", *transfer.ssh_options(t), "-N", "-T", "-o", "ExitOnForwardFailure=yes",
-                "-o", "StreamLocalBindUnlink=yes", "-L", f"{self.local}:{self.remote}", t.login]  # fmt: skip
-        self.child = proc.start(argv, tool="ssh")
+        # not -N: the remote end waits for EOF on ssh's stdin, a pipe devbox holds (proc.start
+        # tied), so the forward ends with devbox even when devbox is killed or its terminal closes
+        argv = ["ssh", *transfer.ssh_options(t), "-T", "-o", "ExitOnForwardFailure=yes",
+                "-o", "StreamLocalBindUnlink=yes", "-L", f"{self.local}:{self.remote}", t.login,
+                "--", "exec cat >/dev/null"]  # fmt: skip
+        self.child = proc.start(argv, tool="ssh", tied=True)
         deadline = time.monotonic() + self.spec.timeout + 5
         while not self.local.exists():
             if self.child.poll() is not None or time.monotonic() > deadline:

@@ -438,10 +438,13 @@ def wait_gone(pid: int, timeout: float) -> bool:
     return True
 
 
-def start(argv: Sequence[str], *, tool: str) -> subprocess.Popen[bytes]:
+def start(argv: Sequence[str], *, tool: str, tied: bool = False) -> subprocess.Popen[bytes]:
     """A helper process the caller stops itself (``stop``), e.g. an ssh tunnel for one
-    operation; its stderr is kept for the caller's error message."""
-    return _popen(argv, tool, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    operation; its stderr is kept for the caller's error message. ``tied``: its stdin is a
+    pipe only this process holds, so the child reads EOF when this process ends, however
+    it ends (a closed terminal, SIGKILL), and a child that exits on EOF never outlives it."""
+    stdin = subprocess.PIPE if tied else subprocess.DEVNULL
+    return _popen(argv, tool, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                   start_new_session=True)  # fmt: skip
 
 
@@ -450,6 +453,8 @@ def stop(child: subprocess.Popen[bytes], grace: float = 2.0) -> None:
     _stop_group(child, grace)
     with contextlib.suppress(subprocess.TimeoutExpired):
         child.wait(5)
+    if child.stdin is not None:
+        child.stdin.close()
 
 
 def spawn_daemon(argv: Sequence[str], *, tool: str, log: Path | None = None) -> int:
