@@ -36,6 +36,7 @@ def test_upgrade_in_place_when_only_the_image_changed_else_replace(vm_project: V
     assert up.returncode == 0, up.stderr + up.stdout[-3000:]
     assert "upgrading in place (vm.on_image_change = upgrade)" in up.stdout, up.stdout[-3000:]
     assert "upgraded in place and running at" in up.stdout
+    assert up.stdout.count("is up to date") == 1  # the image is checked once, not again by the upgrade
     assert uuid_of(vm.domain) == uuid  # the same VM
     assert (vm.root / ".build" / "disk.json").read_text() == disk_record  # no disk was built
     assert "bootc-image-builder" not in up.stdout and "applying" not in up.stdout

@@ -71,8 +71,9 @@ def cmd_vm_status(ctx: Context) -> int:
     elif vm is None:
         print(f"vm    {st.domain}: not created")
     else:
+        where = f" on {st.host}" if st.host else ""
         print(
-            f"vm    {vm.name}: {vm.state}, {vm.ip or 'no address'}, {vm.vcpus} vCPU, {vm.memory_mib} MiB, "
+            f"vm    {vm.name}{where}: {vm.state}, {vm.ip or 'no address'}, {vm.vcpus} vCPU, {vm.memory_mib} MiB, "
             f"up {labels.duration(vm.uptime())}, CPU {vm.cpu_seconds:.0f}s, cpu mode {vm.cpu_mode or 'default'}"
         )
     print("      " + ("fresh" if st.verdict.fresh else f"stale ({'; '.join(st.verdict.reasons)})"))

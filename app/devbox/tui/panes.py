@@ -175,14 +175,15 @@ def artifacts_line(st: Status, vm: VmOverview | None = None) -> str:
         disk = "disk fresh"
     else:
         disk = f"disk stale ({d.verdict.reason})"
+    where = f" on {vm.host}" if vm is not None and vm.host else ""
     if vm is None:
         machine = "VM ?"
     elif vm.vms.problem is not None:
-        machine = f"VM ? ({vm.vms.problem.message})"
+        machine = f"VM{where} ? ({vm.vms.problem.message})"
     elif vm.verdict.fresh:
-        machine = "VM fresh"
+        machine = f"VM{where} fresh"
     else:
-        machine = f"VM stale ({'; '.join(vm.verdict.reasons)})"
+        machine = f"VM{where} stale ({'; '.join(vm.verdict.reasons)})"
     return f"{sources}  →  {image}  →  {disk}  →  {machine}"
 
 

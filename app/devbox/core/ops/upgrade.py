@@ -36,13 +36,15 @@ def _sudo(t: transfer.Target, argv: list[str]) -> list[str]:
 
 
 def vm_upgrade(
-    session: Devbox, *, reboot: bool = True, sink: Sink = null_sink, cancel: threading.Event | None = None
-) -> Upgraded:
+    session: Devbox, *, reboot: bool = True, built: image.ImageStatus | None = None, sink: Sink = null_sink,
+    cancel: threading.Event | None = None,
+) -> Upgraded:  # fmt: skip
+    """``built``: the image the caller just built or checked (``vm up``'s upgrade path)."""
     cancel = cancel or threading.Event()
     s = session.settings
     report = Reporter(sink, "vm-upgrade")
     t = target(session)  # the VM exists, runs and has an address: before any image build
-    img = image.build(s, session.podman, report.about(Subject("image", s.image)), cancel)
+    img = built or image.build(s, session.podman, report.about(Subject("image", s.image)), cancel)
     assert img.info is not None
     vm_report = report.about(Subject("vm", t.alias))
 

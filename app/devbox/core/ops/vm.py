@@ -382,12 +382,14 @@ class VmStatus:
     disk: Section[builder.DiskStatus]
     vm: Section[libvirt.Vm | None]
     verdict: Verdict  # is the VM what vm_up would make now? (no terraform run: from its records)
+    host: str = ""  # the [hosts.NAME] the VM lives on; "" for this machine
 
     def to_json(self) -> dict[str, Any]:
         vm = self.vm.value
         return {
             "schema": 1,
             "domain": self.domain,
+            "host": self.host or "local",
             "disk": self.disk.value.to_json() if self.disk.value else None,
             "vm": None if vm is None else vm.to_json(),
             "fresh": self.verdict.fresh,
@@ -404,7 +406,8 @@ def vm_status(session: Devbox) -> VmStatus:
     verdict = _vm_verdict(session, disk.value, vm)
     if disk.problem is not None:  # unknown is not fresh
         verdict = Verdict(False, (*verdict.reasons, f"the disk could not be checked: {disk.problem.message}"))
-    return VmStatus(name, disk, vm, verdict)
+    spec = session.vm_host
+    return VmStatus(name, disk, vm, verdict, spec.name if spec else "")
 
 
 def _vm_verdict(session: Devbox, disk: builder.DiskStatus | None, vm: Section[libvirt.Vm | None]) -> Verdict:
@@ -463,6 +466,7 @@ class VmOverview:
 
     vms: Section[tuple[libvirt.Vm, ...]]
     verdict: Verdict
+    host: str = ""  # the [hosts.NAME] the VM lives on; "" for this machine
 
 
 def vm_overview(
@@ -473,7 +477,8 @@ def vm_overview(
     mine: Section[libvirt.Vm | None] = Section(
         next((v for v in vms.value or () if v.name == domain_name(session)), None), vms.problem
     )
-    return VmOverview(vms, _vm_verdict(session, disk, mine))
+    spec = session.vm_host
+    return VmOverview(vms, _vm_verdict(session, disk, mine), spec.name if spec else "")
 
 
 def list_vms(session: Devbox) -> tuple[libvirt.Vm, ...]:

@@ -75,7 +75,7 @@ def follow(session: Devbox, runner: terraform.Runner, sink: Sink, cancel: thread
     if changes:
         vm_report.log(f"replacing, not upgrading: terraform's inputs changed ({'; '.join(changes)})")
         return None
-    image.build(s, session.podman, report.about(Subject("image", s.image)), cancel)
+    img = image.build(s, session.podman, report.about(Subject("image", s.image)), cancel)
     disk = builder.status(s, session.podman, session.user)
     if disk.verdict.fresh:
         return None  # the VM's disk is this image's: terraform decides (no change, as a rule)
@@ -88,7 +88,7 @@ def follow(session: Devbox, runner: terraform.Runner, sink: Sink, cancel: thread
         return VmUp(name, vm.ip, False, ("upgraded in place before",), ())
     vm_report.step("start", "upgrading in place (vm.on_image_change = upgrade): the image changed, "
                    "terraform's inputs did not; /var is kept, no new disk")  # fmt: skip
-    vm_upgrade(session, reboot=True, sink=sink, cancel=cancel)
+    vm_upgrade(session, reboot=True, built=img, sink=sink, cancel=cancel)
     write_json(runner.dir / "upgraded.json", {"uuid": vm.uuid, "key": disk.key or "", "image": s.image})
     vm_report.log("waiting for the VM to answer again")
     ip = _back(session, cancel)
