@@ -71,7 +71,8 @@ def test_a_vm_on_a_host_through_qemu_ssh_with_ssh_and_transfers_through_the_host
     assert uri.startswith(f"qemu+ssh://{USER}@127.0.0.1:{vm_host.sshd.port}/system?") and "knownhosts=" in uri
     before = uuid_of(domain)
 
-    # ssh, a directory and a branch, all through the host
+    # ssh, a directory and a branch, all through the host (the lease comes a moment before the guest's sshd)
+    wait_until(lambda: proj.devbox("vm", "ssh", "true", env=env).returncode == 0, 60, "the guest's sshd")
     who = proj.devbox("vm", "ssh", "id", "-un", env=env)
     assert who.returncode == 0 and who.stdout.strip() == "dev", who.stderr
     pushed = proj.devbox("vm", "dir-push", str(proj.root / "bootc"), "work/bootc", env=env)

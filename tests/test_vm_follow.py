@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from devbox.core.errors import ExitCode
-from test_vm import VmProject, bootable_builder, env_of, uuid_of, virsh, vm_project  # noqa: F401
+from test_vm import VmProject, bootable_builder, env_of, uuid_of, virsh, vm_project, wait_until  # noqa: F401
 
 
 def change_image(vm: VmProject, n: int) -> None:
@@ -25,6 +25,8 @@ def test_upgrade_in_place_when_only_the_image_changed_else_replace(vm_project: V
     first = vm.devbox("vm", "up", env=env, timeout=900)
     assert first.returncode == 0, first.stderr
     uuid = uuid_of(vm.domain)
+    # the lease comes a moment before the guest's sshd listens
+    wait_until(lambda: vm.devbox("vm", "ssh", "true", env=env).returncode == 0, 60, "the guest's sshd")
     marker = vm.devbox("vm", "ssh", "sh", "-c", "echo kept > /var/marker", env=env)
     assert marker.returncode == 0, marker.stderr
     disk_record = (vm.root / ".build" / "disk.json").read_text()
