@@ -124,7 +124,10 @@ def _build_error(done: proc.Finished, context: Path) -> DevboxError:
             detail=tail,
         )
     for line in done.tail:  # podman answers a bad COPY source with a dump of Go structs: say it in one line
-        if "error during bulk transfer for copier" in line or "copier: get:" in line or "copier: stat:" in line:
+        # (a third form, seen once in CI: "reading "/ctx/x": error encoding request for copier
+        # subprocess: write |1: broken pipe", when podman's copier process died on the bad source)
+        if any(m in line for m in ("error during bulk transfer for copier", "copier: get:", "copier: stat:",
+                                   "request for copier subprocess")):  # fmt: skip
             return _copy_error(line, context, tail)
     return BuildFailed(
         f"podman build failed (exit {done.returncode})",
