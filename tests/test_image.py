@@ -17,7 +17,7 @@ from devbox.core.errors import BuildFailed
 from devbox.core.events import Event, LogLine, Step
 from devbox.core.session import Devbox
 
-from conftest import Project
+from conftest import BASE_IMAGE, Project
 
 pytestmark = pytest.mark.podman
 
@@ -250,3 +250,34 @@ def test_a_symlink_out_of_the_context_is_named_in_each_of_podmans_wordings(tmp_p
     (ctx / "link.txt").symlink_to(tmp_path / "outside.txt")
     err = _build_error(proc.Finished(125, False, ("STEP 9/13: COPY link.txt /x", line.format(ctx=ctx))), ctx)
     assert "link.txt is a symlink to" in err.message and "outside the build context" in err.message
+
+
+def test_the_first_image_questions_go_to_podmans_cli_with_podman_pys_answers(project: Project) -> None:
+    """Before podman-py is loaded, image lookups ask ``podman --url`` (core/podman_cli.py):
+    the same records podman-py gives (present, missing, several at once), podman-py never
+    imported for them, and a service that does not answer still gets podman-py's one line."""
+    from devbox.core.errors import PodmanUnreachable
+    from devbox.core.podman import Podman
+
+    st, _ = _build(project)
+    assert st.info is not None
+    url = os.environ["DEVBOX_PODMAN_URL"]
+    refs = [project.image, "localhost/devbox-no-such-image:1", BASE_IMAGE]
+    by_cli = Podman(url).images(refs)
+    by_py = Podman(url)
+    assert by_py.client is not None  # loaded: podman-py answers from here on
+    assert by_cli == by_py.images(refs)
+    assert by_cli[project.image] is not None and by_cli[project.image].id == st.info.id
+    assert by_cli["localhost/devbox-no-such-image:1"] is None
+    assert Podman(url).image("localhost/devbox-no-such-image:1") is None
+
+    code = (
+        "import sys; from devbox.core.podman import Podman; "
+        f"p = Podman({url!r}); p.check(); r = p.images([{project.image!r}]); "
+        "print(r[next(iter(r))].id, 'podman' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == [st.info.id, "False"], out.stderr
+
+    with pytest.raises(PodmanUnreachable, match="does not exist"):
+        Podman("unix:///nonexistent/podman.sock").images(refs)

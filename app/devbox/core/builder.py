@@ -165,8 +165,8 @@ def _inputs(
     except OSError:
         pub = ""
     config = config_toml(settings.vm.user or user.name, pub, settings.disk_size_gib)
-    image = podman.image(settings.image)
-    builder = podman.image(settings.builder_image)
+    found = podman.images([settings.image, settings.builder_image])  # one ask
+    image, builder = found[settings.image], found[settings.builder_image]
     return config, image.id if image else None, builder.id if builder else None
 
 

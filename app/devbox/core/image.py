@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,8 +107,14 @@ def _parse_base_label(text: str) -> dict[str, str]:
     return dict(part.rsplit("=", 1) for part in text.split() if "=" in part)
 
 
-def local_bases(settings: Settings, podman: Podman) -> dict[str, str | None]:
-    """Each FROM image and its local ID (None: not present here)."""
+def local_bases(settings: Settings, podman: Podman, *, also: Sequence[str] = ()) -> dict[str, str | None]:
+    """Each FROM image and its local ID (None: not present here); ``also``: more images
+    asked in the same call (their records: ``podman.images``)."""
+    return {ref: rec.id if rec else None for ref, rec in _bases(settings, podman, also).items() if ref not in also}
+
+
+def _bases(settings: Settings, podman: Podman, also: Sequence[str] = ()) -> dict[str, ImageRecord | None]:
+    """The FROM images' records and ``also``'s, in one ask."""
     if not settings.image_base:
         try:
             text = (settings.bootc_dir / "Containerfile").read_text(errors="replace")
@@ -116,17 +123,19 @@ def local_bases(settings: Settings, podman: Podman) -> dict[str, str | None]:
         if f"${{{BASE_ARG}}}" in text or f"${BASE_ARG}" in text:
             raise ConfigError(f"{settings.bootc_dir}/Containerfile builds FROM ${BASE_ARG}, but image.base is not set",
                               'set [image] base = "IMAGE" in devbox.toml (the shared devbox image)')  # fmt: skip
-    out: dict[str, str | None] = {}
-    for ref in base_images(settings.bootc_dir, settings.image_base):
-        rec = podman.image(ref)
-        out[ref] = rec.id if rec else None
-    return out
+    return podman.images([*also, *base_images(settings.bootc_dir, settings.image_base)])
 
 
 def status(settings: Settings, podman: Podman, tree: SourceTree | None = None) -> ImageStatus:
     """Fresh or stale, and why (no build)."""
     tree = scan_sources(settings) if tree is None else tree
-    info = podman.image(settings.image)
+    try:
+        found = _bases(settings, podman, also=[settings.image])  # one ask for the image and its bases
+    except ConfigError:  # FROM $DEVBOX_BASE without image.base: said when the image is there
+        found = {settings.image: podman.image(settings.image)}
+        if found[settings.image] is not None:
+            raise
+    info = found[settings.image]
     built = None if info is None else info.labels.get(LABEL_SOURCES, "")
     verdict = judge(tree, built, _manifests(settings), _prefix(settings), "image")
     reasons = list(verdict.reasons)
@@ -135,7 +144,10 @@ def status(settings: Settings, podman: Podman, tree: SourceTree | None = None) -
         if checkout and checkout != str(settings.repo):
             reasons.insert(0, f"built from another checkout ({checkout})")
         recorded = _parse_base_label(info.labels.get(LABEL_BASE, ""))
-        for ref, iid in local_bases(settings, podman).items():
+        for ref, rec in found.items():
+            iid = rec.id if rec else None
+            if ref == settings.image:
+                continue
             if iid is not None and ref in recorded and recorded[ref] != iid:
                 reasons.append(f"base image {ref} updated")
             elif recorded and ref not in recorded:  # image.base names another image now
@@ -175,13 +187,13 @@ def build(
     computed once per operation), so a forced rebuild running elsewhere never holds up a
     start-work that needs no build; a stale one is checked again under the lock (another
     build may just have made it)."""
-    podman.check()
     if not (force or pull):
-        current = current or status(settings, podman)
+        current = current or status(settings, podman)  # (its answer is podman's check too)
         if current.verdict.fresh:
             assert current.info is not None
             report.step("skip", f"{settings.image} {current.info.short_id} is up to date")
             return current
+    podman.check()
     lock = settings.build_path("locks", "image.lock")
 
     def waiting() -> None:

@@ -6,7 +6,8 @@ pull progress). Records are parsed here and nowhere else: the rest of devbox see
 ``ImageRecord`` / ``ContainerRecord`` values and devbox errors with a remedy.
 
 The podman CLI is kept where it is the better tool (its long runs live in
-``podman_build.py``): ``podman build`` (a local build can be
+``podman_build.py``; its quick answers before podman-py is loaded in ``podman_cli.py``):
+``podman build`` (a local build can be
 stopped mid-RUN; a REST build runs the current step to its end after the client leaves)
 and the argv for ``podman exec -it`` (a real terminal). The CLI runs locally when it sees
 the same storage as the API service, else with ``--url`` (see ``cli``).
@@ -24,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devbox.core import proc
+from devbox.core import podman_cli, proc
 from devbox.core.errors import (
     DevboxError,
     NotFound,
@@ -79,9 +80,11 @@ def _podman_py() -> Any:
     Its images module imports rich.progress when it can, for a pull progress bar devbox
     never asks for; that is ~60 ms of a no-op start-work. The import is made to fail for
     that one module (podman-py catches it) unless rich.progress is already loaded.
+    A module still being imported by ``preload``'s thread is waited for (``import`` does).
     """
-    if "podman" in sys.modules:
-        return sys.modules["podman"]
+    loaded = sys.modules.get("podman")
+    if loaded is not None and hasattr(loaded, "PodmanClient"):  # fully imported
+        return loaded
     block = "rich.progress" not in sys.modules
     if block:
         sys.modules["rich.progress"] = None  # type: ignore[assignment]
@@ -93,6 +96,11 @@ def _podman_py() -> Any:
         if block and sys.modules.get("rich.progress", 0) is None:
             del sys.modules["rich.progress"]
     return podman
+
+
+def _preload() -> None:
+    with contextlib.suppress(Exception):  # the first real use reports a failed import
+        _podman_py()
 
 
 class Podman:
@@ -109,6 +117,7 @@ class Podman:
         self._client: PodmanClient | None = None
         self._checked = False
         self._cli: list[str] | None = None
+        self._cli_answers = True  # podman_cli's quick answers, until it once has none
         self._lock = threading.Lock()
         self.started_service: proc.Completed | None = None
 
@@ -177,7 +186,18 @@ class Podman:
             self._start_service()
         self._checked = True
 
+    def preload(self) -> None:
+        """Import podman-py in the background (the caller has other waits to overlap it with:
+        git, the image check); the first API call then finds it loaded."""
+        # the CLI's thread only: a worker thread of the dashboard has podman-py loaded already,
+        # and _podman_py's guard on rich.progress must not race with the dashboard's imports
+        if "podman" not in sys.modules and threading.current_thread() is threading.main_thread():
+            threading.Thread(target=_preload, name="podman-py import", daemon=True).start()
+
     def _ping(self) -> None:
+        if self._cli_answers and podman_cli.ping(self.url):
+            return  # podman's own client got an answer (podman-py is loaded only when used)
+        self._cli_answers = False
         client = self._make_client(PING_TIMEOUT)
         try:
             with self.api("ping"):
@@ -256,7 +276,23 @@ class Podman:
             raise PodmanMissing("podman is not installed (no `podman` on PATH)", INSTALL_REMEDY) from None
 
     # images -----------------------------------------------------------------------------
+    def images(self, refs: Sequence[str]) -> dict[str, ImageRecord | None]:
+        """Several images at once (``None``: not here): one CLI call before podman-py is loaded."""
+        refs = list(dict.fromkeys(refs))
+        if self._client is None and refs and self._cli_answers:
+            try:
+                found = podman_cli.images(self.url, refs)
+            except podman_cli.NoAnswer:
+                self._cli_answers = False  # podman-py from here on: it says why (and autostarts)
+            else:
+                self._checked = True  # the service answered: check() need not ask again
+                return found
+        return {ref: self._image(ref) for ref in refs}
+
     def image(self, ref: str) -> ImageRecord | None:
+        return self.images([ref])[ref]
+
+    def _image(self, ref: str) -> ImageRecord | None:
         with self.api(f"inspecting image {ref}"):
             try:
                 img = self.client.images.get(ref)

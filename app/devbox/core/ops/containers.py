@@ -170,6 +170,7 @@ def start_work(
         if ":" in str(path) or "," in str(path):  # podman's mount syntax cannot carry them
             raise BadName(f"{key} path {path} contains ':' or ','; podman cannot mount it", "move it to a plain path")
     podman = session.podman
+    podman.preload()  # podman-py's import overlaps the checks and git below (it is ~170 ms of CPU)
     try:
         podman.check()  # before anything is created: a missing podman must leave no worktree behind
     except DevboxError:
