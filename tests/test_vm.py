@@ -150,9 +150,12 @@ def test_vm_up_builds_boots_skips_replaces_and_tears_down(vm_project: VmProject)
         ).stdout.strip()
     )
 
-    again = vm.devbox("vm", "up", env=env, timeout=600)
+    again = vm.devbox("-v", "vm", "up", env=env, timeout=600)
     assert again.returncode == 0, again.stderr
     assert f"{vm.domain} is up to date (terraform plans no changes)" in again.stdout
+    # the plan began before devbox's imports (core/early_plan.py), in files of its own, removed
+    assert "terraform plan started with devbox, before its imports: its answer is used" in again.stdout
+    assert not list((vm.root / ".build" / "terraform").glob("early-*"))
     assert again.stdout.count("is up to date") == 3  # image, disk, VM: each says why it was skipped
     assert uuid_of(vm.domain) == before
 
@@ -177,6 +180,7 @@ def test_vm_up_builds_boots_skips_replaces_and_tears_down(vm_project: VmProject)
     assert "image rebuilt since the disk was made" in replaced.stdout
     assert "disk key changed (a new disk)" in replaced.stdout
     assert uuid_of(vm.domain) != before, replaced.stdout[-3000:]
+    assert not list((vm.root / ".build" / "terraform").glob("early-*"))  # the unused early plan stopped, removed
     new_ip = replaced.stdout.strip().splitlines()[-1].split(": ")[-1]
     assert new_ip == lease_of(vm.domain) and ssh(vm, new_ip, "true").returncode == 0
     assert not known.exists()  # a new VM, a new host key: the old one is forgotten

@@ -18,7 +18,7 @@ from typing import NoReturn
 
 from devbox import __version__, cli_agents, cli_compare, cli_hosts, cli_init, cli_review, cli_vm
 from devbox.cli_common import Context, print_json
-from devbox.core import labels, ops
+from devbox.core import early_plan, labels, ops
 from devbox.core.containers import Container
 from devbox.core.errors import BadName, Cancelled, DevboxError, ExitCode
 from devbox.render import PlainRenderer, Renderer, make_renderer
@@ -330,8 +330,9 @@ def _detach_from_terminal() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    early_plan.prestart(argv)  # vm up's plan, when the entry point (devbox/entry.py) did not start it
+    parser = build_parser()
     args = parser.parse_args(argv)
     # with --json, stdout is the document alone: what the operation reports goes to stderr
     json_out = getattr(args, "json", False)
@@ -363,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return int(ExitCode.FAILURE)
     finally:
+        early_plan.stop()  # a plan the command never took (it failed before) must not outlive it
         if ctx is not None:
             ctx.close()  # an ssh tunnel the session made must not outlive the command
         try:

@@ -62,6 +62,7 @@ class Plan:
     changes: bool  # plan -detailed-exitcode said 2
     path: Path
     reasons: tuple[str, ...]
+    var_file: Path  # the variables it planned with
 
 
 def _argv(command: str, *args: str, **options: Any) -> list[str]:
@@ -123,11 +124,10 @@ class Runner:
                 f"there is no terraform module at {self.module} (no main.tf)",
                 "restore terraform/ from git, or point paths.terraform in devbox.toml at the module",
             )
-        stamp = self.dir / "init.sha"
-        digest = self.module_digest()
-        if stamp.exists() and stamp.read_text() == digest and (self.dir / ".terraform").is_dir():
+        if self.initialized():
             return
         self.dir.mkdir(parents=True, exist_ok=True)
+        digest = self.module_digest()
         report.log("terraform init")
         res = self._run(_argv("init", input=False, no_color=_flag()))
         if not res.ok:
@@ -137,14 +137,28 @@ class Runner:
                     "reach registry.terraform.io, or point TF_CLI_CONFIG_FILE at a filesystem_mirror holding it",
                 )
             raise TerraformFailed(f"terraform init failed: {res.last_error()}", "see `terraform init` in terraform/")
-        stamp.write_text(digest)
+        (self.dir / "init.sha").write_text(digest)
 
-    def plan(self, variables: Mapping[str, Any], report: Reporter, cancel: threading.Event) -> Plan:
-        """``plan -detailed-exitcode -out``: 0 nothing to do, 2 changes (with the reasons)."""
+    def initialized(self) -> bool:
+        """``terraform init`` ran for this version of the module."""
+        stamp = self.dir / "init.sha"
+        try:
+            return stamp.read_text() == self.module_digest() and (self.dir / ".terraform").is_dir()
+        except OSError:
+            return False
+
+    def plan(
+        self, variables: Mapping[str, Any], report: Reporter, cancel: threading.Event, *,
+        var_file: Path | None = None, out: Path | None = None,
+    ) -> Plan:  # fmt: skip
+        """``plan -detailed-exitcode -out``: 0 nothing to do, 2 changes (with the reasons).
+        ``var_file`` and ``out``: other files than the ones apply uses (core/early_plan.py)."""
         unknown = set(variables) - VARIABLES
         if unknown:
             raise DevboxError(f"unknown terraform variables: {sorted(unknown)}", "this is a devbox bug: report it")
-        write_json(self.vars, dict(variables))
+        var_file = var_file or self.vars
+        out = out or self.plan_file
+        write_json(var_file, dict(variables))
         argv = _argv(
             "plan",
             detailed_exitcode=_flag(),
@@ -152,8 +166,8 @@ class Runner:
             no_color=_flag(),
             lock_timeout="60s",
             state=str(self.state),
-            out=str(self.plan_file),
-            var_file=str(self.vars),
+            out=str(out),
+            var_file=str(var_file),
             parallelism=PARALLELISM,  # its refresh reads the cloud-init ISO back: the same deadlock
         )
         # one VM plans in under a second: a plan still running after PLAN_TIMEOUT is a hung
@@ -163,14 +177,14 @@ class Runner:
             remedy="check libvirtd answers (virsh -c URI list), then run again",
         ))  # fmt: skip
         if done.returncode == 0:
-            return Plan(False, self.plan_file, ())
+            return Plan(False, out, (), var_file)
         if done.returncode != 2:
             raise TerraformFailed(f"terraform plan failed: {done.last_error()}", "see the terraform message above")
-        return Plan(True, self.plan_file, self._reasons())
+        return Plan(True, out, self._reasons(out), var_file)
 
-    def _reasons(self) -> tuple[str, ...]:
+    def _reasons(self, plan_file: Path) -> tuple[str, ...]:
         """Why the plan changes things, from ``terraform show -json`` of the saved plan."""
-        res = self._run(_argv("show", str(self.plan_file), json=_flag(), no_color=_flag()))
+        res = self._run(_argv("show", str(plan_file), json=_flag(), no_color=_flag()))
         try:
             data = json.loads(res.stdout)
         except ValueError:
@@ -200,9 +214,9 @@ class Runner:
                 reasons.append(f"{rc.get('address')} to {'/'.join(actions)}")
         return tuple(dict.fromkeys(reasons)) or ("terraform plans changes",)
 
-    def apply(self, report: Reporter, cancel: threading.Event) -> None:
+    def apply(self, plan: Plan, report: Reporter, cancel: threading.Event) -> None:
         """Apply the saved plan, its ``-json`` messages as events."""
-        argv = _argv("apply", str(self.plan_file), json=_flag(), input=False, lock_timeout="60s", state=str(self.state),
+        argv = _argv("apply", str(plan.path), json=_flag(), input=False, lock_timeout="60s", state=str(self.state),
                      parallelism=PARALLELISM)  # fmt: skip
         write_json(self.applying, {"pid": os.getpid(), "started": time.time()})
         try:
@@ -214,7 +228,10 @@ class Runner:
             raise
         self.applying.unlink(missing_ok=True)
         # what this VM was made with: `vm status` compares the settings against it
-        write_json(self.dir / "applied.json", {"module": self.module_digest(), "variables": read_json(self.vars)})
+        applied = read_json(plan.var_file)
+        if plan.var_file != self.vars:
+            write_json(self.vars, applied)  # an early plan's (core/early_plan.py): the next plan starts from it
+        write_json(self.dir / "applied.json", {"module": self.module_digest(), "variables": applied})
 
     def interrupted(self) -> bool:
         """An apply was stopped (Ctrl-C, a closed terminal, a kill) before terraform ended."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from devbox.core import builder, hosts, image, libvirt, terraform, transfer
+from devbox.core import builder, early_plan, hosts, image, libvirt, terraform, transfer
 from devbox.core.errors import DevboxError, NotFound, Refused, ToolTimeout
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.filesystem import read_json
@@ -123,7 +123,8 @@ def vm_up(
         runner.check_ready()
         place(session, runner, host, vm_report)
         # the plan first: its wait overlaps libvirt's answer and the image and disk checks
-        early = None if force_disk else _EarlyPlan.start(session, runner)
+        # (the entry point's, started before devbox's imports, else one started now)
+        early = early_plan.take() or (None if force_disk else _plan_early(session, runner))
         try:
             libvirt.hypervisor(session.libvirt_uri)  # libvirtd answers (else one line with the fix)
             if s.vm.on_image_change == "upgrade" and not force_disk and not runner.interrupted():
@@ -142,7 +143,9 @@ def vm_up(
             _recover_interrupted(session, runner, vm_report)
             before = libvirt.find_vm(session.libvirt_uri, domain_name(session))
             wanted = variables(session, disk)
-            plan = early.result(wanted) if early is not None else None
+            plan = early.answer(runner, wanted) if early is not None else None
+            if plan is not None and early is not None:
+                vm_report.log(f"terraform plan {early.origin}: its answer is used")
             if plan is None:
                 runner.init(vm_report)
                 plan = runner.plan(wanted, vm_report, cancel)
@@ -158,7 +161,7 @@ def vm_up(
             else:
                 reasons = plan.reasons
                 vm_report.step("start", f"applying: {'; '.join(reasons)}")
-                runner.apply(vm_report, cancel)
+                runner.apply(plan, vm_report, cancel)
             out = runner.output()
             after = libvirt.require_vm(session.libvirt_uri, str(out.get("name") or domain_name(session)))
             if before is None or before.uuid != after.uuid:
@@ -211,50 +214,19 @@ def _forget_key_if_remade(session: Devbox, before: libvirt.Vm | None) -> None:
         _forget_host_key(session)
 
 
-class _EarlyPlan:
+def _plan_early(session: Devbox, runner: terraform.Runner) -> early_plan.EarlyPlan | None:
     """``terraform plan`` started with the disk already recorded, while the image and disk
     are checked: when both are fresh (the no-op ``vm up``) its answer is the one needed and
     the two waits overlap; when the disk changes, the plan is thrown away and made again."""
-
-    def __init__(self, runner: terraform.Runner, wanted: dict[str, Any]) -> None:
-        self.wanted = wanted
-        self.plan: terraform.Plan | None = None
-        self.cancel = threading.Event()  # set by stop(): the run failed or is over
-        quiet = Reporter(null_sink, "vm-up")
-
-        def run() -> None:
-            try:
-                runner.init(quiet)
-                self.plan = runner.plan(wanted, quiet, self.cancel)
-            except DevboxError:
-                self.plan = None  # the real plan, made afterwards, reports it
-
-        self.thread = threading.Thread(target=run, name="early-plan", daemon=True)
-        self.thread.start()
-
-    @classmethod
-    def start(cls, session: Devbox, runner: terraform.Runner) -> _EarlyPlan | None:
-        s = session.settings
-        rec = read_json(builder.record_path(s))
-        if not isinstance(rec, dict) or not rec.get("key") or not builder.disk_path(s).exists():
-            return None
-        try:
-            recorded = builder.DiskStatus(builder.disk_path(s), rec, rec["key"], Verdict(True))
-            return cls(runner, variables(session, recorded))
-        except DevboxError:
-            return None
-
-    def result(self, wanted: dict[str, Any]) -> terraform.Plan | None:
-        if wanted != self.wanted:
-            self.stop()  # planned for the old disk: not needed
-            return None
-        self.thread.join()
-        return self.plan
-
-    def stop(self) -> None:
-        """Stop its terraform (process group: the provider too) and wait for the thread."""
-        self.cancel.set()
-        self.thread.join()
+    s = session.settings
+    rec = read_json(builder.record_path(s))
+    if not isinstance(rec, dict) or not rec.get("key") or not builder.disk_path(s).exists():
+        return None
+    try:
+        recorded = builder.DiskStatus(builder.disk_path(s), rec, rec["key"], Verdict(True))
+        return early_plan.EarlyPlan(runner, variables(session, recorded), "started beside the image and disk checks")
+    except DevboxError:
+        return None
 
 
 def _check_cpu(session: Devbox, vm: libvirt.Vm) -> tuple[str, ...]:
