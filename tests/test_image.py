@@ -256,6 +256,7 @@ def test_the_first_image_questions_go_to_podmans_cli_with_podman_pys_answers(pro
     """Before podman-py is loaded, image lookups ask ``podman --url`` (core/podman_cli.py):
     the same records podman-py gives (present, missing, several at once), podman-py never
     imported for them, and a service that does not answer still gets podman-py's one line."""
+    from devbox.core import podman_cli
     from devbox.core.errors import PodmanUnreachable
     from devbox.core.podman import Podman
 
@@ -263,17 +264,21 @@ def test_the_first_image_questions_go_to_podmans_cli_with_podman_pys_answers(pro
     assert st.info is not None
     url = os.environ["DEVBOX_PODMAN_URL"]
     refs = [project.image, "localhost/devbox-no-such-image:1", BASE_IMAGE]
-    by_cli = Podman(url).images(refs)
+    by_cli = podman_cli.images(url, refs)
     by_py = Podman(url)
     assert by_py.client is not None  # loaded: podman-py answers from here on
     assert by_cli == by_py.images(refs)
     assert by_cli[project.image] is not None and by_cli[project.image].id == st.info.id
     assert by_cli["localhost/devbox-no-such-image:1"] is None
-    assert Podman(url).image("localhost/devbox-no-such-image:1") is None
+    assert podman_cli.images(url, ["localhost/devbox-no-such-image:1"]) == {"localhost/devbox-no-such-image:1": None}
+    with Devbox.open(project.root, env=project.env) as session:  # its container, both ways
+        made = ops.start_work(session, "quick")
+    assert podman_cli.container(url, made.container.name) == by_py.container(made.container.name)
+    assert podman_cli.container(url, "devbox-no-such-container") is None
 
     code = (
         "import sys; from devbox.core.podman import Podman; "
-        f"p = Podman({url!r}); p.check(); r = p.images([{project.image!r}]); "
+        f"p = Podman({url!r}); p.check(); r = p.images([{project.image!r}]); p.container('devbox-none'); "
         "print(r[next(iter(r))].id, 'podman' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -29,10 +29,17 @@ from devbox.core import podman_cli, proc
 from devbox.core.errors import (
     DevboxError,
     NotFound,
-    PodmanError,
     PodmanMissing,
     PodmanUnreachable,
     ToolMissing,
+)
+from devbox.core.podman_client import (
+    default_socket,
+    import_in_background,
+    import_podman_py,
+    podman_py_loaded,
+    socket_remedy,
+    translate,
 )
 from devbox.core.podman_records import (
     ContainerEvent,
@@ -50,57 +57,6 @@ if TYPE_CHECKING:
 
 INSTALL_REMEDY = "install podman: sudo dnf install podman (Debian/Ubuntu: sudo apt-get install podman)"
 PING_TIMEOUT = 3.0  # a listener that never answers is reported as such quickly
-
-
-def default_socket(uid: int | None = None, env: Mapping[str, str] | None = None) -> str:
-    """The socket of the podman that owns this user's storage (rootful for root)."""
-    uid = os.getuid() if uid is None else uid
-    env = os.environ if env is None else env
-    if uid == 0:
-        return "unix:///run/podman/podman.sock"
-    runtime = env.get("XDG_RUNTIME_DIR") or f"/run/user/{uid}"
-    return f"unix://{runtime}/podman/podman.sock"
-
-
-def socket_remedy(url: str) -> str:
-    """The exact command that starts a podman API service on this machine."""
-    path = url.removeprefix("unix://")
-    if not url.startswith("unix://"):
-        return f"start the podman service that {url} points at, or fix podman.url"
-    also = "or set podman.autostart = true in devbox.toml"
-    if os.path.isdir("/run/systemd/system") and path == default_socket().removeprefix("unix://"):
-        scope = "" if os.getuid() == 0 else " --user"
-        return f"systemctl{scope} enable --now podman.socket; {also}"
-    return f"run: podman system service --time=0 unix://{path} &; {also}"
-
-
-def _podman_py() -> Any:
-    """podman-py, imported on first use (the one place it is imported).
-
-    Its images module imports rich.progress when it can, for a pull progress bar devbox
-    never asks for; that is ~60 ms of a no-op start-work. The import is made to fail for
-    that one module (podman-py catches it) unless rich.progress is already loaded.
-    A module still being imported by ``preload``'s thread is waited for (``import`` does).
-    """
-    loaded = sys.modules.get("podman")
-    if loaded is not None and hasattr(loaded, "PodmanClient"):  # fully imported
-        return loaded
-    block = "rich.progress" not in sys.modules
-    if block:
-        sys.modules["rich.progress"] = None  # type: ignore[assignment]
-    try:
-        import podman
-    except ImportError:
-        raise PodmanMissing("the podman-py library is missing", "reinstall devbox: pip install -e .") from None
-    finally:
-        if block and sys.modules.get("rich.progress", 0) is None:
-            del sys.modules["rich.progress"]
-    return podman
-
-
-def _preload() -> None:
-    with contextlib.suppress(Exception):  # the first real use reports a failed import
-        _podman_py()
 
 
 class Podman:
@@ -123,7 +79,7 @@ class Podman:
 
     # connection -------------------------------------------------------------------------
     def _make_client(self, timeout: float) -> PodmanClient:
-        client: PodmanClient = _podman_py().PodmanClient(base_url=self.url, timeout=timeout)
+        client: PodmanClient = import_podman_py().PodmanClient(base_url=self.url, timeout=timeout)
         return client
 
     @property
@@ -143,33 +99,7 @@ class Podman:
         except DevboxError:
             raise
         except Exception as exc:  # podman-py raises requests' and its own types
-            raise self._translate(exc, doing) from None
-
-    def _translate(self, exc: Exception, doing: str) -> DevboxError:
-        # podman-py wraps transport failures (requests' ConnectionError, ReadTimeout, a
-        # socket's OSError) in an APIError "... operation failed": look down the chain
-        chain: list[BaseException] = []
-        link: BaseException | None = exc
-        while link is not None and len(chain) < 10:
-            chain.append(link)
-            link = link.__cause__ or link.__context__
-        names = {type(e).__name__ for e in chain}
-        if any("Timeout" in n for n in names):
-            return PodmanUnreachable(
-                f"podman API at {self.url} is not answering ({doing}: no reply in time)", socket_remedy(self.url)
-            )
-        if names & {"ConnectionError", "ChunkedEncodingError", "ProtocolError"} or any(
-            type(e).__module__ == "builtins" and isinstance(e, OSError) for e in chain
-        ):
-            path = self.url.removeprefix("unix://")
-            if self.url.startswith("unix://") and not os.path.exists(path):
-                return PodmanUnreachable(f"podman API socket {path} does not exist", socket_remedy(self.url))
-            return PodmanUnreachable(f"podman API at {self.url} is not answering", socket_remedy(self.url))
-        explanation = getattr(exc, "explanation", None) or str(exc)
-        if getattr(exc, "status_code", None) == 404 or type(exc).__name__.endswith("NotFound"):
-            return NotFound(f"podman: {explanation}", "see `devbox status`")
-        text = str(explanation).strip().splitlines()[0] if str(explanation).strip() else type(exc).__name__
-        return PodmanError(f"podman: {doing} failed: {text[:300]}", "see `podman info` and the podman service log")
+            raise translate(exc, doing, self.url) from None
 
     def check(self) -> None:
         """Fail with the right error when podman is missing or its service is not answering
@@ -190,14 +120,15 @@ class Podman:
         """Import podman-py in the background (the caller has other waits to overlap it with:
         git, the image check); the first API call then finds it loaded."""
         # the CLI's thread only: a worker thread of the dashboard has podman-py loaded already,
-        # and _podman_py's guard on rich.progress must not race with the dashboard's imports
+        # and import_podman_py's guard on rich.progress must not race with the dashboard's imports
         if "podman" not in sys.modules and threading.current_thread() is threading.main_thread():
-            threading.Thread(target=_preload, name="podman-py import", daemon=True).start()
+            threading.Thread(target=import_in_background, name="podman-py import", daemon=True).start()
 
     def _ping(self) -> None:
-        if self._cli_answers and podman_cli.ping(self.url):
-            return  # podman's own client got an answer (podman-py is loaded only when used)
-        self._cli_answers = False
+        if self._quick():
+            if podman_cli.ping(self.url):
+                return  # podman's own client got an answer (podman-py is loaded only when used)
+            self._cli_answers = False
         client = self._make_client(PING_TIMEOUT)
         try:
             with self.api("ping"):
@@ -276,10 +207,14 @@ class Podman:
             raise PodmanMissing("podman is not installed (no `podman` on PATH)", INSTALL_REMEDY) from None
 
     # images -----------------------------------------------------------------------------
+    def _quick(self) -> bool:
+        """Ask podman's CLI (podman_cli.py): podman-py is not loaded yet and the CLI answers."""
+        return self._client is None and self._cli_answers and not podman_py_loaded()
+
     def images(self, refs: Sequence[str]) -> dict[str, ImageRecord | None]:
         """Several images at once (``None``: not here): one CLI call before podman-py is loaded."""
         refs = list(dict.fromkeys(refs))
-        if self._client is None and refs and self._cli_answers:
+        if self._quick() and refs:
             try:
                 found = podman_cli.images(self.url, refs)
             except podman_cli.NoAnswer:
@@ -347,6 +282,11 @@ class Podman:
             return [_container(c.attrs) for c in found]
 
     def container(self, ref: str) -> ContainerRecord | None:
+        if self._quick():
+            try:
+                return podman_cli.container(self.url, ref)
+            except podman_cli.NoAnswer:
+                self._cli_answers = False  # podman-py from here on: it says why
         with self.api(f"inspecting container {ref}"):
             try:
                 c = self.client.containers.get(ref)

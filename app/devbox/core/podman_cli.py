@@ -4,13 +4,14 @@ command, asked before podman-py is loaded.
 podman-py costs ~170 ms of CPU to import (requests, urllib3, its own modules): more than a
 whole ``terraform plan`` leaves free on two cores, and most of a new environment's start.
 A no-op ``vm up`` asks podman three questions (the image, its base, the builder image) and
-nothing else; ``start-work`` asks whether the service answers and what the image is while
-podman-py loads in the background. ``podman --url URL`` is podman's own remote client:
-one Go process (~15 ms) talking to the very service podman-py would, so the answers are
-the same records (``Id``, ``Created``, ``Labels`` of the libpod inspect; a test compares
-them). It is asked only while podman-py is not loaded yet; anything unexpected (no local
-``podman`` binary, a refused connection, an unknown answer) returns ``None`` and the
-caller asks podman-py, whose errors carry the remedies (and podman.autostart).
+nothing else; a ``start-work`` whose container runs asks those and whether its container
+is there; a new one asks them while podman-py loads in the background for the create.
+``podman --url URL`` is podman's own remote client: one Go process (~15 ms) talking to the
+very service podman-py would, so the answers are the same records (``Id``, ``Created``,
+``Labels`` of the libpod inspect; a test compares them). It is asked only while podman-py
+is not loaded yet; anything unexpected (no local ``podman`` binary, a refused connection,
+an unknown answer) raises ``NoAnswer`` and the caller asks podman-py, whose errors carry
+the remedies (and podman.autostart).
 
 Part of the podman adapter (``core/podman.py`` calls it; nothing else does).
 """
@@ -22,7 +23,7 @@ import shutil
 
 from devbox.core import proc
 from devbox.core.errors import DevboxError
-from devbox.core.podman_records import ImageRecord
+from devbox.core.podman_records import ContainerRecord, ImageRecord, _container
 
 # a quick question: a service that takes longer (a hung listener, a busy service) is
 # left to podman-py, whose timeouts and errors say what is wrong
@@ -30,6 +31,7 @@ TIMEOUT = 3.0
 
 #: podman's wording for an image it does not have (4.x: "image not known")
 _MISSING = ("image not known", "no such image")
+_NO_CONTAINER = "no such container"
 
 
 class NoAnswer(Exception):
@@ -77,3 +79,18 @@ def images(url: str, refs: list[str]) -> dict[str, ImageRecord | None]:
         labels = attrs.get("Labels") or (attrs.get("Config") or {}).get("Labels") or {}
         out[ref] = ImageRecord(id=str(attrs.get("Id", "")), created=str(attrs.get("Created", "")), labels=labels)
     return out
+
+
+def container(url: str, ref: str) -> ContainerRecord | None:
+    """The container ``ref`` (the same record as podman-py's inspect gives), or ``None``.
+    Raises ``NoAnswer`` for anything else."""
+    done = _run(url, "container", "inspect", "--format", "json", ref)
+    if not done.ok:
+        if _NO_CONTAINER in done.stderr:
+            return None
+        raise NoAnswer(done.last_error())
+    try:
+        (attrs,) = json.loads(done.stdout)
+    except ValueError:
+        raise NoAnswer("unexpected output of podman container inspect") from None
+    return _container(attrs)

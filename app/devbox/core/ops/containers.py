@@ -170,7 +170,6 @@ def start_work(
         if ":" in str(path) or "," in str(path):  # podman's mount syntax cannot carry them
             raise BadName(f"{key} path {path} contains ':' or ','; podman cannot mount it", "move it to a plain path")
     podman = session.podman
-    podman.preload()  # podman-py's import overlaps the checks and git below (it is ~170 ms of CPU)
     try:
         podman.check()  # before anything is created: a missing podman must leave no worktree behind
     except DevboxError:
@@ -180,6 +179,8 @@ def start_work(
         raise
     with hold(branch_lock(session, branch), f"start-work for {branch!r}"):
         known = git.find_worktree(settings.repo, branch)  # once per operation, passed down
+        if known is None:  # a new environment: its create needs podman-py (~170 ms of CPU to
+            podman.preload()  # import), loaded while git and the image check run
         if known is not None and known.prunable and not recreate:
             ensure_worktree(session, branch, report, cancel, known=known)  # says what happened and the fix
         if known is not None and known.prunable:
