@@ -115,7 +115,7 @@ def test_runner_applies_for_real_then_plans_nothing_then_destroys(
     try:
         plan = runner.plan(variables, report, cancel)
         assert plan.changes and "libvirt_domain.vm to create" in plan.reasons
-        runner.apply(report, cancel)
+        runner.apply(plan, report, cancel)
         lines = [e.text for e in events if isinstance(e, LogLine) and e.source == "terraform"]
         assert any("Creation complete" in line for line in lines)  # -json messages, streamed
         xml = virsh("dumpxml", f"devbox-{name}").stdout
