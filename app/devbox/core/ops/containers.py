@@ -7,7 +7,16 @@ import time
 
 from devbox.core import containers, git, image
 from devbox.core.containers import Container
-from devbox.core.errors import BadName, Cancelled, ContainerFailed, DevboxError, NotFound, PodmanError, Refused
+from devbox.core.errors import (
+    BadName,
+    Cancelled,
+    ContainerFailed,
+    NotFound,
+    PodmanError,
+    PodmanMissing,
+    PodmanUnreachable,
+    Refused,
+)
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.locks import hold
 from devbox.core.ops.results import ContainerList, Loss, Removed, StartResult
@@ -119,8 +128,10 @@ def _create(
     cancel: threading.Event,
     *,
     keep_var: bool = False,
+    absent: bool = False,
 ) -> Container:
-    """Create and start the branch's container; a failed or interrupted start leaves nothing."""
+    """Create and start the branch's container; a failed or interrupted start leaves nothing.
+    ``absent``: the caller found no container by this name under the branch's lock."""
     podman = session.podman
     containers.agent_state_dir(session.settings, name).mkdir(parents=True, exist_ok=True)
     spec = containers.spec(
@@ -133,7 +144,7 @@ def _create(
         rootless=podman.rootless(),
         env=git.identity(session.settings.repo),
     )
-    if containers.get(podman, name) is not None:
+    if not absent and containers.get(podman, name) is not None:
         raise Refused(f"container {name} already exists (made by another devbox run)", "run start-work again")
     try:
         podman.create(spec)
@@ -170,17 +181,18 @@ def start_work(
         if ":" in str(path) or "," in str(path):  # podman's mount syntax cannot carry them
             raise BadName(f"{key} path {path} contains ':' or ','; podman cannot mount it", "move it to a plain path")
     podman = session.podman
+    if not git.worktree_path(settings.worktrees_dir, branch).exists():  # a new environment: its create
+        podman.preload()  # needs podman-py (~170 ms of CPU to import), loaded while podman and git answer
     try:
-        podman.check()  # before anything is created: a missing podman must leave no worktree behind
-    except DevboxError:
+        # podman's first answer is its check too: a missing podman must leave no worktree behind
+        current = image.status(settings, podman)
+    except (PodmanMissing, PodmanUnreachable, PodmanError):
         gone = git.find_worktree(settings.repo, branch)  # a worktree deleted by hand is named first
         if gone is not None and gone.prunable and not recreate:
             ensure_worktree(session, branch, report, cancel, known=gone)
         raise
     with hold(branch_lock(session, branch), f"start-work for {branch!r}"):
         known = git.find_worktree(settings.repo, branch)  # once per operation, passed down
-        if known is None:  # a new environment: its create needs podman-py (~170 ms of CPU to
-            podman.preload()  # import), loaded while git and the image check run
         if known is not None and known.prunable and not recreate:
             ensure_worktree(session, branch, report, cancel, known=known)  # says what happened and the fix
         if known is not None and known.prunable:
@@ -188,7 +200,6 @@ def start_work(
             git.prune(settings.repo)
             known = None
         img_report = report.about(Subject("image", settings.image))
-        current = image.status(settings, podman)
         if not current.verdict.fresh:
             image.ensure_bases(settings, podman, img_report)  # an unpullable base fails before the worktree
         wt = ensure_worktree(session, branch, report, cancel, from_ref, known=known)
@@ -206,7 +217,7 @@ def start_work(
             return StartResult(c, wt, "recreated", False)
         if existing is None:
             r.step("start", f"creating {name}")
-            c = _create(session, name, branch, wt, img.info.id, r, cancel)
+            c = _create(session, name, branch, wt, img.info.id, r, cancel, absent=True)
             r.step("done", f"{name} running")
             return StartResult(c, wt, "created", False)
         note = f" (made from an older image; --recreate switches to {img.info.short_id})" if stale else ""
