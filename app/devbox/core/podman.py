@@ -1,16 +1,19 @@
-"""The podman adapter: the only module that talks to podman.
+"""The podman adapter: the only module that talks to podman (with its helpers
+``podman_client.py``, ``podman_cli.py`` and ``podman_build.py``).
 
 Every libpod API call (images, containers, volumes, logs, events, stats) goes through
-podman-py, imported on first use (it costs ~0.25 s: requests, urllib3, and rich for its
-pull progress). Records are parsed here and nowhere else: the rest of devbox sees frozen
-``ImageRecord`` / ``ContainerRecord`` values and devbox errors with a remedy.
+podman-py, imported on first use (~0.17 s of CPU: requests, urllib3, and rich for its
+pull progress, which devbox keeps out). Records are parsed in ``podman_records.py`` and
+nowhere else: the rest of devbox sees frozen ``ImageRecord`` / ``ContainerRecord`` values
+and devbox errors with a remedy.
 
-The podman CLI is kept where it is the better tool (its long runs live in
-``podman_build.py``; its quick answers before podman-py is loaded in ``podman_cli.py``):
-``podman build`` (a local build can be
-stopped mid-RUN; a REST build runs the current step to its end after the client leaves)
-and the argv for ``podman exec -it`` (a real terminal). The CLI runs locally when it sees
-the same storage as the API service, else with ``--url`` (see ``cli``).
+The podman CLI is kept where it is the better tool: ``podman build`` (``podman_build.py``:
+a local build can be stopped mid-RUN; a REST build runs the current step to its end after
+the client leaves), the argv for ``podman exec -it`` (a real terminal), and a command's
+first quick questions while podman-py is not loaded yet (``podman_cli.py``: is the service
+there, which images, is this container there; the same service, the same records). The
+CLI runs locally when it sees the same storage as the API service, else with ``--url``
+(see ``cli``).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from devbox.core.podman_records import (
     _container,
     _demux,
     _event,
+    _image,
 )
 
 if TYPE_CHECKING:
@@ -222,12 +226,12 @@ class Podman:
             else:
                 self._checked = True  # the service answered: check() need not ask again
                 return found
-        return {ref: self._image(ref) for ref in refs}
+        return {ref: self._image_by_api(ref) for ref in refs}
 
     def image(self, ref: str) -> ImageRecord | None:
         return self.images([ref])[ref]
 
-    def _image(self, ref: str) -> ImageRecord | None:
+    def _image_by_api(self, ref: str) -> ImageRecord | None:
         with self.api(f"inspecting image {ref}"):
             try:
                 img = self.client.images.get(ref)
@@ -235,9 +239,7 @@ class Podman:
                 if type(exc).__name__.endswith("NotFound"):
                     return None
                 raise
-            attrs = img.attrs
-            labels = attrs.get("Labels") or (attrs.get("Config") or {}).get("Labels") or {}
-            return ImageRecord(id=str(attrs.get("Id", "")), created=str(attrs.get("Created", "")), labels=labels)
+            return _image(img.attrs)
 
     def pull(self, ref: str) -> bool:
         """Pull ``ref`` (newer or missing); False when the registry cannot be reached or refuses."""

@@ -23,7 +23,7 @@ import shutil
 
 from devbox.core import proc
 from devbox.core.errors import DevboxError
-from devbox.core.podman_records import ContainerRecord, ImageRecord, _container
+from devbox.core.podman_records import ContainerRecord, ImageRecord, _container, _image
 
 # a quick question: a service that takes longer (a hung listener, a busy service) is
 # left to podman-py, whose timeouts and errors say what is wrong
@@ -76,8 +76,7 @@ def images(url: str, refs: list[str]) -> dict[str, ImageRecord | None]:
         raise NoAnswer("podman image inspect answered for other images than asked")
     out: dict[str, ImageRecord | None] = dict.fromkeys(refs)
     for ref, attrs in zip(present, found, strict=True):
-        labels = attrs.get("Labels") or (attrs.get("Config") or {}).get("Labels") or {}
-        out[ref] = ImageRecord(id=str(attrs.get("Id", "")), created=str(attrs.get("Created", "")), labels=labels)
+        out[ref] = _image(attrs)
     return out
 
 

@@ -121,6 +121,12 @@ def _ts(value: object) -> float | None:
         return None
 
 
+def _image(attrs: Mapping[str, Any]) -> ImageRecord:
+    """A record from an image's inspect answer (podman-py's ``attrs`` or the CLI's JSON)."""
+    labels = attrs.get("Labels") or (attrs.get("Config") or {}).get("Labels") or {}
+    return ImageRecord(id=str(attrs.get("Id", "")), created=str(attrs.get("Created", "")), labels=labels)
+
+
 def _container(attrs: Mapping[str, Any]) -> ContainerRecord:
     """A record from either a list entry or an inspect answer (their shapes differ)."""
     state = attrs.get("State")
