@@ -74,7 +74,7 @@ def test_runner_applies_for_real_then_plans_nothing_then_destroys(
     import threading
     import uuid
 
-    from devbox.core import config
+    from devbox.core import config, early_plan
     from devbox.core import terraform as tf
     from devbox.core.events import Event, LogLine, Reporter
 
@@ -122,7 +122,23 @@ def test_runner_applies_for_real_then_plans_nothing_then_destroys(
         assert f"<description>devbox:{proj}</description>" in xml and "type='qemu'" in xml
         out = runner.output()
         assert out["name"] == f"devbox-{name}" and out["disk_key"] == variables["disk_key"]
+        serial = runner.serial()
+        assert serial is not None
         assert not runner.plan(variables, report, cancel).changes  # nothing to do
+        assert runner.serial() == serial  # a plan never writes the state (core/early_plan.py counts on it)
+        # an early plan's answer (core/early_plan.py) is used while the state is the one it
+        # planned against, and thrown away when an apply (another vm up) came between
+        early = early_plan.EarlyPlan(runner, variables, "in this test")
+        used = early.answer(runner, variables)
+        early.stop()
+        assert used is not None and not used.changes
+        early = early_plan.EarlyPlan(runner, variables, "in this test")
+        early.thread.join()
+        bigger = {**variables, "memory_mib": int(variables["memory_mib"]) + 32}
+        runner.apply(runner.plan(bigger, report, cancel), report, cancel)
+        assert runner.serial() != serial
+        assert early.answer(runner, variables) is None
+        assert not list((proj / ".build" / "terraform").glob("early-*"))
         variables["disk_key"] = uuid.uuid4().hex  # a new disk: the VM is replaced, and says why
         again = runner.plan(variables, report, cancel)
         assert again.changes and "disk key changed (a new disk)" in again.reasons

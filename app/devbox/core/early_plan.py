@@ -8,13 +8,14 @@ for ``vm up`` it loads the settings (config and terraform modules only) and star
 with the variables of the last plan (``.build/terraform/vars.tfvars.json``), which are
 today's variables unless something changed.
 
-``vm up`` then ``take``s it and uses its answer only when the variables it computes are
-those the early plan used and the plan found nothing to change; otherwise the answer is
-thrown away (its terraform stopped) and the plan runs again under the VM lock, as before.
-The early plan runs outside that lock, so it has files of its own (``early-PID.*``, removed
-after) and never writes the plan a concurrent ``vm up`` applies; terraform's state lock
-orders it with any apply. Nothing is started for a first ``vm up``, an interrupted apply,
-a module that needs ``terraform init``, or ``--force-disk``.
+``vm up`` then ``take``s it and uses its answer only when the variables it computes under
+the VM lock are those the early plan used and terraform's state is the one it planned
+against (its ``serial`` unchanged: no apply by another ``vm up`` came between); otherwise the
+answer is thrown away (its terraform stopped) and the plan runs again under the lock, as
+before. The early plan runs outside that lock, so it has files of its own (``early-PID.*``,
+removed after) and never writes the plan a concurrent ``vm up`` applies; terraform's state
+lock orders it with any apply. Nothing is started for a first ``vm up``, an interrupted
+apply, a module that needs ``terraform init``, or ``--force-disk``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class EarlyPlan:
         self.origin = origin  # when it started, for the log: "with devbox", "beside the disk check"
         self.runner = runner
         self.wanted = _normal(wanted)
+        self.serial = runner.serial()  # the state it plans against
         self.plan: terraform.Plan | None = None
         self.cancel = threading.Event()
         tag = f"early-{os.getpid()}"
@@ -60,13 +62,16 @@ class EarlyPlan:
             self.plan = None  # the plan made under the lock reports it
 
     def answer(self, runner: terraform.Runner, wanted: dict[str, Any]) -> terraform.Plan | None:
-        """Its answer when it planned exactly this (same checkout, same variables); else
-        ``None``, and it is stopped. An answer with changes is applied from its own plan
-        file (``stop`` afterwards removes it); terraform refuses a plan whose state moved."""
+        """Its answer when it planned exactly this (same checkout, same variables, the state
+        unchanged since); else ``None``, and it is stopped. An answer with changes is
+        applied from its own plan file (``stop`` afterwards removes it)."""
         if runner.dir != self.runner.dir or _normal(wanted) != self.wanted:
             self.stop()
             return None
         self.thread.join()
+        if runner.serial() != self.serial:  # another vm up applied meanwhile: plan again
+            self.stop()
+            return None
         return self.plan
 
     def stop(self) -> None:

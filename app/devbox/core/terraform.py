@@ -315,6 +315,12 @@ class Runner:
         outputs = data.get("outputs") or {}
         return {k: v.get("value") for k, v in outputs.items() if k in OUTPUTS and isinstance(v, dict)}
 
+    def serial(self) -> int | None:
+        """The state's serial: terraform raises it at every write of the state (an apply)."""
+        data = read_json(self.state)
+        serial = data.get("serial") if isinstance(data, dict) else None
+        return serial if isinstance(serial, int) else None
+
     def has_state(self) -> bool:
         data = read_json(self.state)
         return isinstance(data, dict) and bool(data.get("resources"))
