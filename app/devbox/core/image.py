@@ -107,10 +107,9 @@ def _parse_base_label(text: str) -> dict[str, str]:
     return dict(part.rsplit("=", 1) for part in text.split() if "=" in part)
 
 
-def local_bases(settings: Settings, podman: Podman, *, also: Sequence[str] = ()) -> dict[str, str | None]:
-    """Each FROM image and its local ID (None: not present here); ``also``: more images
-    asked in the same call (their records: ``podman.images``)."""
-    return {ref: rec.id if rec else None for ref, rec in _bases(settings, podman, also).items() if ref not in also}
+def local_bases(settings: Settings, podman: Podman) -> dict[str, str | None]:
+    """Each FROM image and its local ID (None: not present here)."""
+    return {ref: rec.id if rec else None for ref, rec in _bases(settings, podman).items()}
 
 
 def _bases(settings: Settings, podman: Podman, also: Sequence[str] = ()) -> dict[str, ImageRecord | None]:
