@@ -93,6 +93,12 @@ def lease_of(domain: str) -> str:
     return ""
 
 
+def reservations(domain: str) -> list[str]:
+    """The default network's static DHCP entries named ``domain``, live and persistent."""
+    dumps = (virsh("net-dumpxml", "default").stdout, virsh("net-dumpxml", "--inactive", "default").stdout)
+    return [line.strip() for dump in dumps for line in dump.splitlines() if f"name='{domain}'" in line]
+
+
 def uuid_of(domain: str) -> str:
     return virsh("domuuid", domain).stdout.strip()
 
@@ -106,6 +112,7 @@ def assert_down(vm: VmProject, env: dict[str, str]) -> None:
     assert f"and {len(had)} volume(s)" in down.stdout.strip().splitlines()[-1], (had, down.stdout)  # issue 14 item 15
     assert virsh("dominfo", vm.domain).returncode != 0
     assert f"{vm.domain}-" not in virsh("vol-list", "default").stdout
+    assert reservations(vm.domain) == []
 
 
 def ssh(vm: VmProject, ip: str, *command: str) -> subprocess.CompletedProcess[str]:
@@ -128,6 +135,8 @@ def test_vm_up_builds_boots_skips_replaces_and_tears_down(vm_project: VmProject)
     ip = result.split(": ")[-1]
     assert result.startswith(f"{vm.domain}: ") and ip == lease_of(vm.domain)  # terraform's output = the lease
     assert "applying: " in first.stdout and "to create" in first.stdout
+    # the provider turned the lease into a static entry of the network (and would never remove it)
+    assert reservations(vm.domain) == []
     assert ssh(vm, ip, "id", "-un").stdout.strip() == "dev"  # the builder's user and the project key
     before = uuid_of(vm.domain)
 
@@ -183,6 +192,7 @@ def test_vm_up_builds_boots_skips_replaces_and_tears_down(vm_project: VmProject)
     assert not list((vm.root / ".build" / "terraform").glob("early-*"))  # the unused early plan stopped, removed
     new_ip = replaced.stdout.strip().splitlines()[-1].split(": ")[-1]
     assert new_ip == lease_of(vm.domain) and ssh(vm, new_ip, "true").returncode == 0
+    assert reservations(vm.domain) == []
     assert not known.exists()  # a new VM, a new host key: the old one is forgotten
     assert vm.devbox("vm", "ssh", "true", env=env).returncode == 0
 

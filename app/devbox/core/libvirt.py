@@ -300,6 +300,49 @@ def remove(uri: str, name: str, repo: str, pool: str, *, domain: bool, volumes: 
     return Teardown(removed, tuple(gone))
 
 
+def drop_reservations(uri: str, network: str, name: str) -> tuple[str, ...]:
+    """Remove the network's static DHCP entries named ``devbox-<name>``; the removed
+    ``MAC=IP`` pairs.
+
+    terraform-provider-libvirt 0.8.3 turns a ``wait_for_lease`` NIC's first lease into a
+    static ``<host>`` entry of the network (live and persistent: libvirt/domain.go,
+    ``updateOrAddHost``) and never removes it, not even when it destroys the domain. Every
+    VM made reserved one more address for a MAC that no longer exists, until the network's
+    range was full and new VMs never got a lease. The entry is not needed (dnsmasq keeps the
+    lease itself), so devbox removes the ones named after this checkout's domain after each
+    apply and destroy: only entries of that name, never another VM's.
+    """
+    libvirt = _module()
+    wanted = f"devbox-{name}"
+    dropped: list[str] = []
+    with connect(uri) as conn:
+        try:
+            net = conn.networkLookupByName(network)
+        except libvirt.libvirtError:
+            return ()  # no such network: nothing reserved in it
+        live = bool(net.isActive())
+        entries: dict[str, str] = {}  # the persistent definition's entries and the live ones
+        for flags in (libvirt.VIR_NETWORK_XML_INACTIVE, 0):
+            for host in ET.fromstring(net.XMLDesc(flags)).iterfind("./ip/dhcp/host"):
+                if host.get("name") == wanted and host.get("mac"):
+                    entries[host.get("mac", "")] = host.get("ip", "")
+        for mac, ip in entries.items():
+            xml = ET.tostring(ET.Element("host", {"mac": mac, "name": wanted, **({"ip": ip} if ip else {})}), "unicode")
+            where = [libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG]
+            if live:  # present in both, or in one of them only: each is deleted where it is
+                where = [libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG | libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE, *where,
+                         libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE]  # fmt: skip
+            for flags in where:
+                try:
+                    net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+                               -1, xml, flags)  # fmt: skip
+                except libvirt.libvirtError:
+                    continue
+                dropped.append(f"{mac}={ip}")
+                break
+    return tuple(dropped)
+
+
 def require_vm(uri: str, name: str) -> Vm:
     vm = find_vm(uri, name)
     if vm is None:

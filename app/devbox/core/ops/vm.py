@@ -161,7 +161,10 @@ def vm_up(
             else:
                 reasons = plan.reasons
                 vm_report.step("start", f"applying: {'; '.join(reasons)}")
-                runner.apply(plan, vm_report, cancel)
+                try:
+                    runner.apply(plan, vm_report, cancel)
+                finally:  # a failed or stopped apply may have made the entry too
+                    _drop_reservations(session, vm_report)
             out = runner.output()
             after = libvirt.require_vm(session.libvirt_uri, str(out.get("name") or domain_name(session)))
             if before is None or before.uuid != after.uuid:
@@ -202,6 +205,21 @@ def _recover_interrupted(session: Devbox, runner: terraform.Runner, report: Repo
     what = ", ".join(([domain_name(session)] if stray_domain else []) + stray_volumes)
     report.log(f"an interrupted vm up made {what} without recording it in terraform's state: replacing it")
     libvirt.remove(session.libvirt_uri, s.vm.name, str(s.repo), s.vm.pool, domain=stray_domain, volumes=stray_volumes)
+
+
+def _drop_reservations(session: Devbox, report: Reporter) -> None:
+    """The static DHCP entries the provider leaves in the network (libvirt.drop_reservations):
+    removed after every apply and destroy; a failure to remove them is said, never fatal."""
+    s = session.settings
+    try:
+        dropped = libvirt.drop_reservations(session.libvirt_uri, s.vm.network, s.vm.name)
+    except DevboxError as exc:
+        report.log(f"WARNING: could not remove {domain_name(session)}'s static DHCP entries from network "
+                   f"{s.vm.network}: {exc.message}", stream="stderr")  # fmt: skip
+        return
+    if dropped:
+        report.log(f"removed the static DHCP entries terraform-provider-libvirt left for {domain_name(session)} "
+                   f"in network {s.vm.network}: {', '.join(dropped)}")  # fmt: skip
 
 
 def _forget_key_if_remade(session: Devbox, before: libvirt.Vm | None) -> None:
@@ -330,6 +348,7 @@ def vm_down(session: Devbox, *, sink: Sink = null_sink, cancel: threading.Event 
                 via = "libvirt"
             # leftovers either way: a lost state, or volumes terraform never recorded
             gone = libvirt.teardown(session.libvirt_uri, s.vm.name, str(s.repo), s.vm.pool)
+            _drop_reservations(session, report)
             terraform.clear(s)
             from devbox.core.ops.fleet_vm import RECORD  # (ssh and transfer: imported when needed)
 
