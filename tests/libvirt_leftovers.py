@@ -12,30 +12,16 @@ longer exists are removed: a VM of a run beside this one keeps its entry.
 from __future__ import annotations
 
 import sys
-import xml.etree.ElementTree as ET
 
-import libvirt
-
-from devbox.core import libvirt as adapter
+from devbox.core import libvirt
 
 URI = "qemu:///system"
 PREFIXES = ("devbox-t", "devbox-bench")
 
 
 def main() -> int:
-    conn = libvirt.open(URI)
-    try:
-        net = conn.networkLookupByName("default")
-        names = {
-            host.get("name", "")
-            for flags in (libvirt.VIR_NETWORK_XML_INACTIVE, 0)
-            for host in ET.fromstring(net.XMLDesc(flags)).iterfind("./ip/dhcp/host")
-        }
-        existing = set(conn.listDefinedDomains()) | {conn.lookupByID(i).name() for i in conn.listDomainsID()}
-    finally:
-        conn.close()
-    stale = sorted(n for n in names if n.startswith(PREFIXES) and n not in existing)
-    dropped = [pair for name in stale for pair in adapter.drop_reservations(URI, "default", name[len("devbox-"):])]
+    stale = sorted({name for name, _, _ in libvirt.stale_reservations(URI, "default") if name.startswith(PREFIXES)})
+    dropped = [pair for name in stale for pair in libvirt.drop_reservations(URI, "default", name[7:])]  # "devbox-"
     print(f"removed {len(dropped)} static DHCP entries of {len(stale)} test VMs that no longer exist")
     return 0
 

@@ -301,6 +301,26 @@ def test_doctor_names_each_check_and_its_fix(vm_project: VmProject) -> None:
     assert row["level"] == "fail" and "does not hold" in row["found"], row
 
 
+def test_doctor_names_the_addresses_kept_for_vms_that_are_gone(vm_project: VmProject) -> None:
+    """A static DHCP entry of a devbox VM that no longer exists (what provider 0.8.3 left
+    before devbox removed them) is a warning with the command that removes it."""
+    env = env_of(vm_project, DEVBOX_VM_NETWORK="default", DEVBOX_VM_POOL="default")
+    gone, mac = f"devbox-{vm_project.name}x", "52:54:00:" + ":".join(f"{b:02x}" for b in uuid.uuid4().bytes[:3])
+    taken = virsh("net-dhcp-leases", "default").stdout + virsh("net-dumpxml", "default").stdout
+    ip = next(f"192.168.122.{n}" for n in range(250, 100, -1) if f"192.168.122.{n}/" not in taken
+              and f"'192.168.122.{n}'" not in taken)  # fmt: skip
+    entry = f"<host mac='{mac}' name='{gone}' ip='{ip}'/>"
+    assert virsh("net-update", "default", "add", "ip-dhcp-host", entry, "--live", "--config").returncode == 0
+    try:
+        checks = {c["check"]: c for c in json.loads(vm_project.devbox("doctor", "--json", env=env).stdout)}
+        row = checks["network default: addresses"]
+        assert row["level"] == "warn" and gone in row["found"] and mac in row["fix"], row
+    finally:
+        virsh("net-update", "default", "delete", "ip-dhcp-host", entry, "--live", "--config")
+    checks = {c["check"]: c for c in json.loads(vm_project.devbox("doctor", "--json", env=env).stdout)}
+    assert gone not in checks["network default: addresses"]["found"]
+
+
 def wait_until(cond: Callable[[], object], timeout: float, failure: str) -> None:
     """Poll ``cond`` (a state the test means) until it holds."""
     deadline = time.monotonic() + timeout

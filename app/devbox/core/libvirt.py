@@ -321,12 +321,7 @@ def drop_reservations(uri: str, network: str, name: str) -> tuple[str, ...]:
         except libvirt.libvirtError:
             return ()  # no such network: nothing reserved in it
         live = bool(net.isActive())
-        entries: dict[str, str] = {}  # the persistent definition's entries and the live ones
-        for flags in (libvirt.VIR_NETWORK_XML_INACTIVE, 0):
-            for host in ET.fromstring(net.XMLDesc(flags)).iterfind("./ip/dhcp/host"):
-                if host.get("name") == wanted and host.get("mac"):
-                    entries[host.get("mac", "")] = host.get("ip", "")
-        for mac, ip in entries.items():
+        for _, mac, ip in (e for e in _reservations(net, libvirt) if e[0] == wanted):
             xml = ET.tostring(ET.Element("host", {"mac": mac, "name": wanted, **({"ip": ip} if ip else {})}), "unicode")
             where = [libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG]
             if live:  # present in both, or in one of them only: each is deleted where it is
@@ -341,6 +336,31 @@ def drop_reservations(uri: str, network: str, name: str) -> tuple[str, ...]:
                 dropped.append(f"{mac}={ip}")
                 break
     return tuple(dropped)
+
+
+def _reservations(net: Any, libvirt: Any) -> list[tuple[str, str, str]]:
+    """The network's static DHCP entries as (name, MAC, IP): the persistent definition's and
+    the live ones (each once)."""
+    seen: dict[str, tuple[str, str, str]] = {}
+    for flags in (libvirt.VIR_NETWORK_XML_INACTIVE, 0):
+        for host in ET.fromstring(net.XMLDesc(flags)).iterfind("./ip/dhcp/host"):
+            if host.get("mac"):
+                seen[host.get("mac", "").lower()] = (host.get("name", ""), host.get("mac", ""), host.get("ip", ""))
+    return list(seen.values())
+
+
+def stale_reservations(uri: str, network: str) -> tuple[tuple[str, str, str], ...]:
+    """The network's static DHCP entries named like a devbox VM (``devbox-*``) whose domain no
+    longer exists, as (name, MAC, IP): the ones the provider left before devbox removed them
+    (drop_reservations). Read only."""
+    libvirt = _module()
+    with connect(uri, read_only=True) as conn:
+        try:
+            net = conn.networkLookupByName(network)
+        except libvirt.libvirtError:
+            return ()
+        domains = {d.name() for d in conn.listAllDomains(0)}
+        return tuple(e for e in _reservations(net, libvirt) if e[0].startswith("devbox-") and e[0] not in domains)
 
 
 def require_vm(uri: str, name: str) -> Vm:

@@ -62,6 +62,7 @@ def _libvirt(session: Devbox) -> list[Check]:
         out.append(Check(f"network {s.vm.network}", "fail", "inactive", fix))
     else:
         out.append(Check(f"network {s.vm.network}", "ok", "active"))
+        out.append(_reserved(s.libvirt_uri, s.vm.network))
     pool = libvirt.pool_active(s.libvirt_uri, s.vm.pool)
     if pool is None:
         out.append(Check(f"storage pool {s.vm.pool}", "fail", "not defined",
@@ -72,6 +73,22 @@ def _libvirt(session: Devbox) -> list[Check]:
     else:
         out.append(Check(f"storage pool {s.vm.pool}", "ok", "active"))
     return out
+
+
+def _reserved(uri: str, network: str) -> Check:
+    """Addresses the network keeps for devbox VMs that are gone: the provider's static DHCP
+    entries, left by devbox before it removed them (libvirt.drop_reservations). Enough of
+    them and no new VM gets a lease."""
+    name = f"network {network}: addresses"
+    stale = libvirt.stale_reservations(uri, network)
+    if not stale:
+        return Check(name, "ok", "none kept for devbox VMs that no longer exist")
+    macs = " ".join(mac for _, mac, _ in stale)
+    return Check(name, "warn", f"{len(stale)} static DHCP entries kept for devbox VMs that no longer exist "
+                 f"({', '.join(sorted({n for n, _, _ in stale})[:3])}{', ...' if len(stale) > 3 else ''}): "
+                 "once the range is full, new VMs get no lease",
+                 f"for m in {macs}; do sudo virsh net-update {network} delete ip-dhcp-host "
+                 f"\"<host mac='$m'/>\" --live --config; done")  # fmt: skip
 
 
 PROVIDER = ("registry.terraform.io", "dmacvicar", "libvirt", "0.8.3")
