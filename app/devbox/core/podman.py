@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from devbox.core import podman_cli, proc
 from devbox.core.errors import (
@@ -373,6 +373,20 @@ class Podman:
                 raise
             data = raw if isinstance(raw, bytes) else b"".join(raw)
             return data.decode(errors="replace").splitlines()
+
+    def stream_logs(self, ref: str, since: int) -> Iterator[str]:
+        """A container's output lines from ``since`` (epoch seconds) as they are written; the
+        stream ends when the container stops or is removed (podman notices within ~0.5 s).
+        One request that waits in the service: no polling while a container starts."""
+        with self.api(f"following the log of {ref}"):
+            chunks = cast(Iterator[bytes], self.client.containers.get(ref).logs(  # stream=True: chunks
+                stdout=True, stderr=True, since=since, stream=True, follow=True))  # fmt: skip
+            rest = b""
+            for chunk in chunks:
+                *lines, rest = (rest + chunk).split(b"\n")
+                yield from (ln.decode(errors="replace") for ln in lines)
+            if rest:
+                yield rest.decode(errors="replace")
 
     # streams the dashboard follows --------------------------------------------------------
     def events(self, cancel: threading.Event, *, window: int = 2) -> Iterator[ContainerEvent]:

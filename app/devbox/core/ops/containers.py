@@ -24,7 +24,7 @@ from devbox.core.ops.steps import branch_lock, ensure_worktree, remove_container
 from devbox.core.session import Devbox
 
 READY = "devbox-entrypoint: ready"
-READY_POLL_FAST, READY_POLL = 0.01, 0.05  # seconds between looks for READY: the first second, then
+READY_WAKE = 0.05  # seconds between looks at cancel and the deadline while the log is followed
 
 
 def list_containers(session: Devbox) -> ContainerList:
@@ -96,26 +96,49 @@ def attach_argv(session: Devbox, c: Container, command: list[str], *, tty: bool)
 
 def _wait_ready(session: Devbox, name: str, cancel: threading.Event, since: int, timeout: float = 30.0) -> Container:
     """Wait for the entrypoint's ready line (logged after ``since``); if the container dies
-    first, say why."""
+    first, say why.
+
+    The log is followed (one request the service answers line by line), not polled: polling
+    cost two API calls every 10 ms per starting container, which ten starts at once paid in
+    CPU. The follow runs in a thread so that ``cancel`` and the timeout are honoured here; it
+    ends with its stream, when the line comes or the container stops or is removed (what
+    a failed or cancelled start does to it)."""
     podman = session.podman
-    began = time.monotonic()
-    deadline = began + timeout
-    while True:
-        c = containers.get(podman, name)
-        lines = podman.logs(name, tail=30, since=since)
-        if c is not None and c.running and any(READY in line for line in lines):
-            return c
-        if c is None or c.state in ("exited", "stopped", "dead") or time.monotonic() > deadline:
-            state = c.state if c else "gone"
-            last = next((ln for ln in reversed(lines) if ln.strip()), "no output")
-            raise ContainerFailed(
-                f"container {name} did not start ({state}): {last[:300]}",
-                f"see `podman logs {name}`; after fixing bootc/, run start-work with --recreate",
-                detail=tuple(ln[:400] for ln in lines[-15:]),
-            )
-        # the entrypoint is usually ready within tens of ms: look often at first, then less
-        if cancel.wait(READY_POLL_FAST if time.monotonic() - began < 1.0 else READY_POLL):
+    lines: list[str] = []
+    ended = threading.Event()
+    failed: list[BaseException] = []
+
+    def follow() -> None:
+        try:
+            for line in podman.stream_logs(name, since):
+                lines.append(line)
+                if READY in line:
+                    return
+        except Exception as exc:  # (PodmanError from the adapter) said below
+            failed.append(exc)
+        finally:
+            ended.set()
+
+    threading.Thread(target=follow, name=f"ready-{name}", daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not ended.wait(READY_WAKE):  # local wake-ups only: the service does the waiting
+        if cancel.is_set():
             raise Cancelled(f"interrupted while {name} was starting")
+        if time.monotonic() > deadline:
+            break
+    if failed and isinstance(failed[0], PodmanUnreachable):
+        raise failed[0]
+    c = containers.get(podman, name)
+    if c is not None and c.running and any(READY in line for line in lines):
+        return c
+    state = c.state if c else "gone"
+    shown = list(lines) or podman.logs(name, tail=30, since=since)
+    last = next((ln for ln in reversed(shown) if ln.strip()), "no output")
+    raise ContainerFailed(
+        f"container {name} did not start ({state}): {last[:300]}",
+        f"see `podman logs {name}`; after fixing bootc/, run start-work with --recreate",
+        detail=tuple(ln[:400] for ln in shown[-15:]),
+    )
 
 
 def _create(
