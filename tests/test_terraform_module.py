@@ -74,7 +74,7 @@ def test_runner_applies_for_real_then_plans_nothing_then_destroys(
     import threading
     import uuid
 
-    from devbox.core import config, early_plan
+    from devbox.core import config, early_plan, plan_launch
     from devbox.core import terraform as tf
     from devbox.core.events import Event, LogLine, Reporter
 
@@ -132,6 +132,22 @@ def test_runner_applies_for_real_then_plans_nothing_then_destroys(
         used = early.answer(runner, variables)
         early.stop()
         assert used is not None and not used.changes
+        # the one the entry point starts from the recorded command (core/plan_launch.py): used
+        # while it is the command vm up would run now, else thrown away
+        launched = plan_launch.start(["vm", "up", "--repo", str(proj)])
+        assert launched is not None
+        early = early_plan.EarlyPlan(runner, {}, "in this test", launched)
+        used = early.answer(runner, variables)
+        early.stop()
+        assert used is not None and not used.changes
+        record = proj / ".build" / "terraform" / plan_launch.RECORD
+        changed = json.loads(record.read_text())
+        changed["argv"].append("-refresh=false")
+        record.write_text(json.dumps(changed))
+        launched = plan_launch.start(["vm", "up", "--repo", str(proj)])
+        assert launched is not None and "-refresh=false" in launched.argv
+        assert early_plan.EarlyPlan(runner, {}, "in this test", launched).answer(runner, variables) is None
+        assert launched.child.poll() is not None  # its terraform stopped
         early = early_plan.EarlyPlan(runner, variables, "in this test")
         early.thread.join()
         bigger = {**variables, "memory_mib": int(variables["memory_mib"]) + 32}

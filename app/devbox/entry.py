@@ -2,7 +2,8 @@
 
 Importing the CLI (argparse, every command, the core they call) costs ~0.1 s of CPU before
 the first line of a command runs. ``vm up``'s terraform plan needs none of it, so it is
-started first (``core/early_plan.py``) and runs while the rest is imported.
+started first, from the command the last plan recorded (``core/plan_launch.py``: standard
+library, ``repo_root`` and ``proc`` only), and runs while the rest is imported.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import sys
 
 
 def run() -> None:
-    from devbox.core import early_plan
+    from devbox.core import plan_launch
     from devbox.core.errors import ExitCode
 
-    early_plan.prestart(sys.argv[1:])
+    plan_launch.launch(sys.argv[1:])
     try:
         from devbox.cli import main
 
@@ -23,5 +24,5 @@ def run() -> None:
         sys.stderr.write("devbox: interrupted\n")
         code = int(ExitCode.INTERRUPTED)
     finally:
-        early_plan.stop()  # a plan nobody took must not outlive the command (main stops it too)
+        plan_launch.discard()  # a plan nobody took must not outlive the command (main stops it too)
     sys.exit(code)

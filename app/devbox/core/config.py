@@ -20,8 +20,7 @@ from devbox.core import agent_config, host_config
 from devbox.core.agent_config import AgentSpec
 from devbox.core.errors import ConfigError
 from devbox.core.host_config import HostSpec
-
-CONFIG_NAME = "devbox.toml"
+from devbox.core.repo_root import CONFIG_NAME
 
 # section -> key -> default. The default's type is the key's type: str, int, bool or
 # list[str].
@@ -356,43 +355,3 @@ def _positive(value: object, origin: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ConfigError(f"{origin}: must be a positive integer", "e.g. 64")
     return value
-
-
-def find_repo(explicit: Path | None = None, env: Mapping[str, str] | None = None) -> Path:
-    """The main repository: ``explicit`` (--repo), else $DEVBOX_REPO, else the nearest
-    directory upward from the current one that holds devbox.toml.
-
-    From inside a linked worktree this answers the main repository, where settings,
-    .build/ and the image live.
-    """
-    env = os.environ if env is None else env
-    if explicit is None and env.get("DEVBOX_REPO"):
-        explicit = Path(env["DEVBOX_REPO"]).expanduser()
-    if explicit is not None:
-        if not explicit.is_dir():
-            raise ConfigError(f"project {explicit} is not a directory", "point --repo or DEVBOX_REPO at the checkout")
-        return main_worktree(explicit)
-    try:
-        start = Path.cwd()
-    except OSError:
-        raise ConfigError("the current directory no longer exists", "cd into the project checkout") from None
-    for d in (start, *start.parents):
-        if (d / CONFIG_NAME).is_file():
-            return main_worktree(d)
-    raise ConfigError(
-        f"no {CONFIG_NAME} in {start} or any parent", "run devbox inside the project checkout, or set DEVBOX_REPO"
-    )
-
-
-def main_worktree(path: Path) -> Path:
-    """``path`` itself, or the main checkout when ``path`` is a linked worktree."""
-    dotgit = path / ".git"
-    with contextlib.suppress(OSError):
-        if dotgit.is_file():  # a linked worktree: .git says "gitdir: <main>/.git/worktrees/<name>"
-            text = dotgit.read_text().strip()
-            if text.startswith("gitdir:"):
-                gitdir = (path / text.split(":", 1)[1].strip()).resolve()
-                commondir = gitdir / "commondir"
-                if commondir.is_file():
-                    return (gitdir / commondir.read_text().strip()).resolve().parent
-    return path.resolve()

@@ -29,9 +29,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from devbox.core.errors import Cancelled, ToolMissing, ToolTimeout
-from devbox.core.events import Reporter
+
+if TYPE_CHECKING:  # (only annotated here: the entry point's early plan imports this module alone)
+    from devbox.core.events import Reporter
 
 MAX_LINE = 8 << 20  # a line longer than this is cut into pieces (a tool printing no newline)
 SHOWN = 400  # characters of a line kept for error messages ("last lines of the log")
@@ -123,14 +126,30 @@ def run(
         env=merged_env(env),
         start_new_session=True,
     )
+    sent = [input]
+
+    def step(wait: float) -> tuple[bytes, bytes]:
+        data, sent[0] = sent[0], None  # communicate() keeps what it has sent
+        return proc.communicate(data, timeout=wait)
+
+    out, err = _await(proc, argv, tool, step, timeout=timeout, cancel=cancel, remedy=remedy)
+    return Completed(tuple(argv), proc.returncode, out.decode(errors=errors), err.decode(errors="replace"))
+
+
+T = TypeVar("T")
+
+
+def _await(
+    proc: subprocess.Popen[bytes], argv: Sequence[str], tool: str, step: Callable[[float], T], *,
+    timeout: float, cancel: threading.Event | None, remedy: str,
+) -> T:  # fmt: skip
+    """``step(seconds)`` until it returns: a child waited for with its timeout (its whole
+    group stopped, ``ToolTimeout``) and ``cancel`` (stopped, ``Cancelled``)."""
     deadline = time.monotonic() + timeout
-    data = input
     while True:
         try:
-            out, err = proc.communicate(data, timeout=0.1 if cancel is not None else max(0.01, timeout))
-            break
+            return step(0.1 if cancel is not None else max(0.01, timeout))
         except subprocess.TimeoutExpired:
-            data = None  # communicate() keeps what it has sent
             if cancel is not None and cancel.is_set():
                 _stop_group(proc, grace=2.0)
                 raise Cancelled(f"interrupted while running {tool}") from None
@@ -140,7 +159,29 @@ def run(
                     f"{tool} did not finish within {timeout:g} s ({' '.join(argv[1:3])[:60]})",
                     remedy or f"check that {tool} works (run it by hand), then try again",
                 ) from None
-    return Completed(tuple(argv), proc.returncode, out.decode(errors=errors), err.decode(errors="replace"))
+
+
+def launch(argv: Sequence[str], *, tool: str, cwd: Path, env: Env, output: Path) -> subprocess.Popen[bytes]:
+    """Start a short command now and collect it later (``finish``): its stdout and stderr go
+    to ``output``, so nothing has to read them meanwhile (the entry point's early plan)."""
+    with open(output, "wb") as fh:
+        return _popen(argv, tool, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd,
+                      env=merged_env(env), start_new_session=True)  # fmt: skip
+
+
+def finish(
+    proc: subprocess.Popen[bytes], *, tool: str, output: Path, timeout: float, cancel: threading.Event | None = None,
+    remedy: str = "",
+) -> Completed:  # fmt: skip
+    """Wait for what ``launch`` started, as ``run`` waits; its output (stdout and stderr
+    together) is the result's ``stdout``."""
+    argv = [str(a) for a in proc.args] if isinstance(proc.args, list) else [str(proc.args)]
+    code = _await(proc, argv, tool, lambda wait: proc.wait(wait), timeout=timeout, cancel=cancel, remedy=remedy)
+    try:
+        text = output.read_bytes().decode(errors="replace")
+    except OSError:
+        text = ""
+    return Completed(tuple(argv), code, text, "")
 
 
 def feed(

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from devbox.core import config
+from devbox.core import config, repo_root
 from devbox.core.config import Settings
 from devbox.core.containers import HostUser
 from devbox.core.podman import Podman
@@ -46,7 +46,7 @@ class Devbox:
     @classmethod
     def open(cls, repo: Path | None = None, env: Mapping[str, str] | None = None) -> Devbox:
         """The session for ``repo`` (default: $DEVBOX_REPO or the nearest devbox.toml)."""
-        return cls(config.load(config.find_repo(repo, env), env))
+        return cls(config.load(repo_root.find_repo(repo, env), env))
 
     @property
     def podman(self) -> Podman:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from devbox.core import config
+from devbox.core import config, repo_root
 
 SKIP = {"__pycache__", ".terraform", ".terraform.lock.hcl"}
 #: files devbox itself relies on inside the image and the VM module: ``init --check`` compares them
@@ -124,7 +124,7 @@ def settings_file(base: str = "") -> Template:
         '# env = ["ANTHROPIC_API_KEY"]',
         '# hooks = "claude"',
     ]
-    return Template(config.CONFIG_NAME, ("\n".join(lines) + "\n").encode())
+    return Template(repo_root.CONFIG_NAME, ("\n".join(lines) + "\n").encode())
 
 
 def _toml(value: object) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from devbox.core import proc
+from devbox.core import plan_launch, proc
 from devbox.core.config import Settings
 from devbox.core.errors import Cancelled, ConfigError, DevboxError, NotAvailable, ToolMissing, ToolTimeout, VmFailed
 from devbox.core.events import Reporter
@@ -49,6 +49,7 @@ PARALLELISM = 1
 DESTROY_TIMEOUT = 120.0
 APPLY_TIMEOUT = 1800.0
 PLAN_TIMEOUT = 120.0
+PLAN_REMEDY = "check libvirtd answers (virsh -c URI list), then run again"
 T = TypeVar("T")
 INSTALL_REMEDY = "install terraform 1.5 or newer (https://developer.hashicorp.com/terraform/install)"
 
@@ -159,7 +160,20 @@ class Runner:
         var_file = var_file or self.vars
         out = out or self.plan_file
         write_json(var_file, dict(variables))
-        argv = _argv(
+        argv = self.plan_argv(var_file, out)
+        # one VM plans in under a second: a plan still running after PLAN_TIMEOUT is a hung
+        # provider; a plan changes nothing, so it is run once more
+        done = _once_more_if_hung("plan", PLAN_TIMEOUT, report, lambda: proc.run(
+            argv, tool="terraform", cwd=self.module, env=self.env(), timeout=PLAN_TIMEOUT, cancel=cancel,
+            remedy=PLAN_REMEDY,
+        ))  # fmt: skip
+        if done.returncode in (0, 2):  # the next vm up starts this command before its imports
+            plan_launch.record(self.dir, self.plan_argv(Path(plan_launch.VARS), Path(plan_launch.PLAN)),
+                               str(self.module), self.env(), self.state, self.applying)  # fmt: skip
+        return self.plan_result(done, var_file, out)
+
+    def plan_argv(self, var_file: Path, out: Path) -> list[str]:
+        return _argv(
             "plan",
             detailed_exitcode=_flag(),
             input=False,
@@ -170,12 +184,9 @@ class Runner:
             var_file=str(var_file),
             parallelism=PARALLELISM,  # its refresh reads the cloud-init ISO back: the same deadlock
         )
-        # one VM plans in under a second: a plan still running after PLAN_TIMEOUT is a hung
-        # provider; a plan changes nothing, so it is run once more
-        done = _once_more_if_hung("plan", PLAN_TIMEOUT, report, lambda: proc.run(
-            argv, tool="terraform", cwd=self.module, env=self.env(), timeout=PLAN_TIMEOUT, cancel=cancel,
-            remedy="check libvirtd answers (virsh -c URI list), then run again",
-        ))  # fmt: skip
+
+    def plan_result(self, done: proc.Completed, var_file: Path, out: Path) -> Plan:
+        """What a finished ``plan -detailed-exitcode`` answered."""
         if done.returncode == 0:
             return Plan(False, out, (), var_file)
         if done.returncode != 2:

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devbox.core import git, templates
-from devbox.core.config import CONFIG_NAME
 from devbox.core.errors import BadName, Cancelled, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.filesystem import write_atomic
+from devbox.core.repo_root import CONFIG_NAME
 from devbox.core.templates import Template
 
 IGNORED = ".build/"  # the line devbox adds to .gitignore

@@ -124,7 +124,7 @@ def vm_up(
         place(session, runner, host, vm_report)
         # the plan first: its wait overlaps libvirt's answer and the image and disk checks
         # (the entry point's, started before devbox's imports, else one started now)
-        early = early_plan.take() or (None if force_disk else _plan_early(session, runner))
+        early = early_plan.take(runner) or (None if force_disk else _plan_early(session, runner))
         try:
             libvirt.hypervisor(session.libvirt_uri)  # libvirtd answers (else one line with the fix)
             if s.vm.on_image_change == "upgrade" and not force_disk and not runner.interrupted():
