@@ -9,6 +9,7 @@ package). Proves --userns=keep-id: files made inside belong to that user on the 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import pwd
 import shutil
@@ -20,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from devbox.core.containers import LABEL_REPO, volume_names
 from devbox.core.errors import ExitCode
+from devbox.core.image import LABEL_CHECKOUT
 
 from conftest import BASE_IMAGE, ROOT, make_project
 from rootfs import import_base, make_rootfs
@@ -113,10 +116,24 @@ def rootless(podman_service: str) -> Iterator[tuple[AsUser, Path]]:
         subprocess.run(["podman", "rmi", "-f", "localhost/devbox-rootless-scratch"], capture_output=True)
         yield user, tmp
     finally:
-        user.run("sh", "-c", "podman rm -af -t 0; podman volume prune -f; podman rmi -af")
+        remove_what_it_made(user, tmp)
         service.terminate()
         service.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_what_it_made(user: AsUser, tmp: Path) -> None:
+    """The containers, volumes and images of this fixture's projects (all under ``tmp``) and
+    its base image: the account's other containers and images are another run's (a run
+    beside this one, or the host tests' environments) and stay."""
+    ps = json.loads(user.run("podman", "ps", "-a", "--format", "json").stdout or "[]")
+    names = [c["Names"][0] for c in ps if str((c.get("Labels") or {}).get(LABEL_REPO, "")).startswith(f"{tmp}/")]
+    if names:
+        user.run("podman", "rm", "-f", "-t", "0", *names)
+        user.run("podman", "volume", "rm", "-f", *(v for n in names for v in volume_names(n)))
+    images = json.loads(user.run("podman", "images", "--format", "json").stdout or "[]")
+    built = [i["Id"] for i in images if str((i.get("Labels") or {}).get(LABEL_CHECKOUT, "")).startswith(f"{tmp}/")]
+    user.run("podman", "rmi", "-f", *built, BASE_IMAGE)
 
 
 def test_rootless_start_work_maps_the_user(rootless: tuple[AsUser, Path]) -> None:
