@@ -54,3 +54,25 @@ def test_start_work_does_not_load_vm_mode() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_a_command_line_builds_only_its_commands_parser() -> None:
+    """``cli.OWN``/``cli.ELSEWHERE`` name every top-level command where it is registered;
+    a command line imports and builds only its own (the full parser for help or a typo)."""
+    import argparse
+
+    from devbox import cli
+
+    def top(parser: argparse.ArgumentParser) -> list[str]:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return list(sub.choices)
+
+    assert top(cli.build_parser()) == [*cli.OWN, *(w for names in cli.ELSEWHERE.values() for w in names)]
+    for names in (cli.OWN, *cli.ELSEWHERE.values()):
+        assert top(cli.build_parser(["--repo", "x", "-v", names[-1], "--help"])) == list(names)
+    assert len(top(cli.build_parser(["-h", "vm"]))) == len(top(cli.build_parser()))
+    assert len(top(cli.build_parser(["no-such-command"]))) == len(top(cli.build_parser()))
+    code = "import sys; from devbox import cli; cli.build_parser(['start-work', 'b']); print(sorted(m for m in "
+    code += "sys.modules if m.startswith('devbox.cli_') and m != 'devbox.cli_common'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from devbox import __version__, cli_agents, cli_compare, cli_hosts, cli_init, cli_review, cli_vm
+from devbox import __version__
 from devbox.cli_common import Context, print_json
-from devbox.core import early_plan, labels, ops
+from devbox.core import early_plan, labels, ops, plan_launch
 from devbox.core.containers import Container
 from devbox.core.errors import BadName, Cancelled, DevboxError, ExitCode
 from devbox.render import PlainRenderer, Renderer, make_renderer
@@ -205,13 +206,48 @@ def cmd_disk_status(ctx: Context) -> int:
 Handler = Callable[[Context], int]
 
 
-def build_parser() -> argparse.ArgumentParser:
+# the top-level commands each cli_* module registers (a test checks this against them): a
+# command line builds only its own command's parser and imports only its module; the full
+# parser (help, a mistyped command) is built when the command is none of these
+OWN = ("image", "start-work", "fetch", "status", "worktree", "container", "disk")
+ELSEWHERE = {
+    "cli_vm": ("vm", "doctor"),
+    "cli_agents": ("agent", "agents"),
+    "cli_review": ("push", "conflicts", "diff", "merge"),
+    "cli_compare": ("compare", "pick"),
+    "cli_init": ("init",),
+    "cli_hosts": ("host",),
+}
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv``'s command (all commands when ``argv`` is None or names none)."""
     parser = argparse.ArgumentParser(prog="devbox", description="Isolated dev environments from one bootc image.")
     parser.add_argument("--version", action="version", version=f"devbox {__version__}")
     parser.add_argument("--repo", help="project checkout (default: $DEVBOX_REPO or the nearest devbox.toml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show every log line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    word = _command(list(argv or ()))
+    known = word in OWN or any(word in names for names in ELSEWHERE.values())
+    if not known or word in OWN:
+        _register_own(sub)
+    for module, names in ELSEWHERE.items():
+        if not known or word in names:
+            importlib.import_module(f"devbox.{module}").register(sub)
+    _globals_after_the_command(parser)
+    return parser
 
+
+def _command(argv: list[str]) -> str | None:
+    """The command word of a command line (None when help is asked for before it)."""
+    words = plan_launch.command_words(argv)[0]
+    if not words:
+        return None
+    before = argv[: argv.index(words[0])]
+    return None if "-h" in before or "--help" in before else words[0]
+
+
+def _register_own(sub: Any) -> None:
     img = sub.add_parser("image", help="the bootc image").add_subparsers(dest="image_cmd", required=True)
     p = img.add_parser("build", help="build the image if bootc/ changed")
     p.add_argument("--force", action="store_true", help="rebuild without the layer cache (pulls a newer base too)")
@@ -283,15 +319,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_disk_status)
 
-    cli_vm.register(sub)
-    cli_agents.register(sub)
-    cli_review.register(sub)
-    cli_compare.register(sub)
-    cli_init.register(sub)
-    cli_hosts.register(sub)
-    _globals_after_the_command(parser)
-    return parser
-
 
 def _globals_after_the_command(parser: argparse.ArgumentParser) -> None:
     """``--repo`` and ``-v`` also after the command (``./vm-up.sh -v`` is ``devbox vm up
@@ -332,7 +359,7 @@ def _detach_from_terminal() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     early_plan.prestart(argv)  # vm up's plan, when the entry point (devbox/entry.py) did not start it
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     # with --json, stdout is the document alone: what the operation reports goes to stderr
     json_out = getattr(args, "json", False)

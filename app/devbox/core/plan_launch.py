@@ -65,7 +65,7 @@ def record(build: Path, argv: Sequence[str], cwd: str, env: Mapping[str, str | N
     os.replace(tmp, path)
 
 
-def _words(argv: Sequence[str]) -> tuple[list[str], Path | None]:
+def command_words(argv: Sequence[str]) -> tuple[list[str], Path | None]:
     """The command words and ``--repo`` of a devbox command line (``-v`` anywhere)."""
     words: list[str] = []
     repo: Path | None = None
@@ -92,7 +92,7 @@ def launch(argv: Sequence[str]) -> None:
 def start(argv: Sequence[str]) -> Launched | None:
     """The recorded plan started for this devbox command line, or ``None`` (not ``vm up``,
     no record, no state, an interrupted apply, anything unreadable)."""
-    words, repo = _words(argv)
+    words, repo = command_words(argv)
     if words[:2] != ["vm", "up"] or any(a in argv for a in ("--force-disk", "-h", "--help")):
         return None
     try:
