@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -283,6 +284,25 @@ def test_the_first_image_questions_go_to_podmans_cli_with_podman_pys_answers(pro
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == [st.info.id, "False"], out.stderr
+
+    # what a command says it asks next is asked with its first question: one podman process,
+    # until the CLI is handed out for a build (which may change any image)
+    code = textwrap.dedent(f"""
+        import sys
+        from devbox.core import podman_cli
+        from devbox.core.podman import Podman
+        asked, real = [], podman_cli.images
+        podman_cli.images = lambda url, refs: asked.append(list(refs)) or real(url, refs)
+        p = Podman({url!r})
+        p.expect([{BASE_IMAGE!r}])
+        a, b = p.image({project.image!r}), p.image({BASE_IMAGE!r})
+        one = asked == [[{project.image!r}, {BASE_IMAGE!r}]]
+        p.cli()  # (with an explicit URL it asks the service for its storage: podman-py)
+        c = p.image({BASE_IMAGE!r})
+        print(one, a.id != b.id, b == c, len(asked) == 2 or "podman" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["True", "True", "True", "True"], out.stdout + out.stderr
 
     with pytest.raises(PodmanUnreachable, match="does not exist"):
         Podman("unix:///nonexistent/podman.sock").images(refs)

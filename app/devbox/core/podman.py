@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from devbox.core import podman_cli, proc
 from devbox.core.errors import (
@@ -44,6 +44,7 @@ from devbox.core.podman_client import (
     socket_remedy,
     translate,
 )
+from devbox.core.podman_logs import ContainerLogs
 from devbox.core.podman_records import (
     ContainerEvent,
     ContainerRecord,
@@ -51,7 +52,6 @@ from devbox.core.podman_records import (
     CreateSpec,
     ImageRecord,
     _container,
-    _demux,
     _event,
     _image,
 )
@@ -61,9 +61,10 @@ if TYPE_CHECKING:
 
 INSTALL_REMEDY = "install podman: sudo dnf install podman (Debian/Ubuntu: sudo apt-get install podman)"
 PING_TIMEOUT = 3.0  # a listener that never answers is reported as such quickly
+KNOWN_FOR = 2.0  # seconds an expected image's quick answer serves (Podman.expect)
 
 
-class Podman:
+class Podman(ContainerLogs):
     """One front door to podman: a lazily made podman-py client and the CLI beside it."""
 
     def __init__(
@@ -78,6 +79,12 @@ class Podman:
         self._checked = False
         self._cli: list[str] | None = None
         self._cli_answers = True  # podman_cli's quick answers, until it once has none
+        # images a command will ask about next (``expect``), asked with its first question;
+        # the answers serve it for KNOWN_FOR seconds, while only quick answers are in use
+        # and nothing was built (``cli()`` hands out the CLI a build or tag runs with)
+        self._expected: list[str] = []
+        self._known: dict[str, ImageRecord | None] = {}
+        self._known_at = 0.0
         self._lock = threading.Lock()
         self.started_service: proc.Completed | None = None
 
@@ -194,6 +201,7 @@ class Podman:
         runs locally only when it sees the service's storage (graph root and run root);
         otherwise it is pointed at the service with ``--url``.
         """
+        self._known.clear()  # the caller may change images with it
         if self._cli is None:
             exe = self._exe()
             self._cli = [exe]
@@ -215,17 +223,26 @@ class Podman:
         """Ask podman's CLI (podman_cli.py): podman-py is not loaded yet and the CLI answers."""
         return self._client is None and self._cli_answers and not podman_py_loaded()
 
+    def expect(self, refs: Sequence[str]) -> None:
+        """The images this command asks about next: the next quick question asks for them too
+        (one podman process instead of two: vm up's image check, then its disk check)."""
+        self._expected = list(dict.fromkeys([*self._expected, *refs]))
+
     def images(self, refs: Sequence[str]) -> dict[str, ImageRecord | None]:
         """Several images at once (``None``: not here): one CLI call before podman-py is loaded."""
         refs = list(dict.fromkeys(refs))
         if self._quick() and refs:
+            if all(r in self._known for r in refs) and time.monotonic() - self._known_at < KNOWN_FOR:
+                return {r: self._known[r] for r in refs}
+            ask, self._expected = list(dict.fromkeys([*refs, *self._expected])), []
             try:
-                found = podman_cli.images(self.url, refs)
+                found = podman_cli.images(self.url, ask)
             except podman_cli.NoAnswer:
                 self._cli_answers = False  # podman-py from here on: it says why (and autostarts)
             else:
                 self._checked = True  # the service answered: check() need not ask again
-                return found
+                self._known, self._known_at = dict(found), time.monotonic()
+                return {r: found[r] for r in refs}
         return {ref: self._image_by_api(ref) for ref in refs}
 
     def image(self, ref: str) -> ImageRecord | None:
@@ -361,33 +378,6 @@ class Podman:
                 if not type(exc).__name__.endswith("NotFound"):
                     raise
 
-    def logs(self, ref: str, *, tail: int = 50, since: int | None = None) -> list[str]:
-        """The last lines of a container's output (stdout and stderr)."""
-        with self.api(f"reading the log of {ref}"):
-            try:
-                c = self.client.containers.get(ref)
-                raw = c.logs(stdout=True, stderr=True, tail=tail, since=since, stream=False)
-            except Exception as exc:
-                if type(exc).__name__.endswith("NotFound"):
-                    return []
-                raise
-            data = raw if isinstance(raw, bytes) else b"".join(raw)
-            return data.decode(errors="replace").splitlines()
-
-    def stream_logs(self, ref: str, since: int) -> Iterator[str]:
-        """A container's output lines from ``since`` (epoch seconds) as they are written; the
-        stream ends when the container stops or is removed (podman notices within ~0.5 s).
-        One request that waits in the service: no polling while a container starts."""
-        with self.api(f"following the log of {ref}"):
-            chunks = cast(Iterator[bytes], self.client.containers.get(ref).logs(  # stream=True: chunks
-                stdout=True, stderr=True, since=since, stream=True, follow=True))  # fmt: skip
-            rest = b""
-            for chunk in chunks:
-                *lines, rest = (rest + chunk).split(b"\n")
-                yield from (ln.decode(errors="replace") for ln in lines)
-            if rest:
-                yield rest.decode(errors="replace")
-
     # streams the dashboard follows --------------------------------------------------------
     def events(self, cancel: threading.Event, *, window: int = 2) -> Iterator[ContainerEvent]:
         """Container events (create, start, died, remove, ...) as they happen, until ``cancel``.
@@ -430,36 +420,6 @@ class Podman:
                 mem_limit=int(row.get("MemLimit") or 0),
             )
         return out
-
-    def follow_logs(self, ref: str, cancel: threading.Event, *, tail: int = 200) -> Iterator[str]:
-        """A container's output as it comes (``podman logs -f``), until ``cancel`` or the
-        container is gone. Reads in windows (``until``) so that ``cancel`` is honoured."""
-        since: str | None = None
-        first = True
-        while not cancel.is_set():
-            until = int(time.time()) + 1
-            with self.api(f"following the log of {ref}"):
-                try:
-                    c = self.client.containers.get(ref)
-                except Exception as exc:
-                    if type(exc).__name__.endswith("NotFound"):
-                        return
-                    raise
-                params: dict[str, Any] = {"stdout": True, "stderr": True, "timestamps": True, "until": until}
-                if first:
-                    params["tail"] = tail
-                elif since is not None:
-                    params["since"] = since
-                res = self.client.api.get(f"/containers/{c.id}/logs", params=params)
-                body = res.content if res.ok else b""
-            for line in _demux(body).splitlines():
-                ts, _, text = line.partition(" ")
-                if since is not None and ts <= since:
-                    continue
-                since = ts
-                yield text
-            first = False
-            cancel.wait(0.5)
 
     # volumes ----------------------------------------------------------------------------
     def volume_exists(self, name: str) -> bool:

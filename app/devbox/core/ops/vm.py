@@ -39,6 +39,7 @@ def build_disk(
     cancel = cancel or threading.Event()
     s = session.settings
     report = Reporter(sink, "disk-build")
+    session.podman.expect([s.builder_image])  # the image check's question asks for it too
     image.build(s, session.podman, report.about(Subject("image", s.image)), cancel)
     return builder.build(
         s, session.podman, session.user, report.about(Subject("disk", str(builder.disk_path(s)))), cancel, force=force
