@@ -102,6 +102,7 @@ def start(argv: Sequence[str]) -> Launched | None:
         if not state.get("resources") or Path(rec["applying"]).exists():
             return None  # nothing made yet, or an interrupted apply: the locked path's to handle
         recorded = (build / "vars.tfvars.json").read_bytes()
+        variables = json.loads(recorded)  # (read before anything is started)
         run_argv = [str(a) for a in rec["argv"]]
         env = {str(k): (None if v is None else str(v)) for k, v in dict(rec["env"]).items()}
         cwd = Path(rec["cwd"])
@@ -113,8 +114,7 @@ def start(argv: Sequence[str]) -> Launched | None:
     try:
         files[0].write_bytes(recorded)
         child = proc.launch(run_argv, tool="terraform", cwd=cwd, env=env, output=files[2])
-        variables = json.loads(recorded)
-    except (DevboxError, OSError, ValueError):
+    except (DevboxError, OSError):
         for f in files:
             f.unlink(missing_ok=True)
         return None
