@@ -361,7 +361,8 @@ def test_closed_terminal_during_apply_then_vm_up_recovers(vm_project: VmProject,
     again = vm.devbox("vm", "up", env=env, timeout=900)
     assert again.returncode == 0, again.stderr
     assert uuid_of(vm.domain) in _state_domains(vm)
-    assert json.loads(vm.devbox("vm", "status", "--json", env=env).stdout)["fresh"]
+    status = json.loads(vm.devbox("vm", "status", "--json", env=env).stdout)
+    assert status["fresh"], status["reasons"]
 
     # the state loses the domain (as when terraform is killed mid-create)
     state_file = vm.root / ".build" / "terraform" / "terraform.tfstate"

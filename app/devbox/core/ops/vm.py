@@ -201,11 +201,15 @@ def _recover_interrupted(session: Devbox, runner: terraform.Runner, report: Repo
     vm = libvirt.find_vm(session.libvirt_uri, domain_name(session))
     stray_domain = vm is not None and vm.uuid not in domains
     stray_volumes = [v for v in libvirt.owned_volumes(session.libvirt_uri, s.vm.name, s.vm.pool) if v not in volumes]
-    if not (stray_domain or stray_volumes):
-        return
-    what = ", ".join(([domain_name(session)] if stray_domain else []) + stray_volumes)
-    report.log(f"an interrupted vm up made {what} without recording it in terraform's state: replacing it")
-    libvirt.remove(session.libvirt_uri, s.vm.name, str(s.repo), s.vm.pool, domain=stray_domain, volumes=stray_volumes)
+    if stray_domain or stray_volumes:
+        what = ", ".join(([domain_name(session)] if stray_domain else []) + stray_volumes)
+        report.log(f"an interrupted vm up made {what} without recording it in terraform's state: replacing it")
+        libvirt.remove(session.libvirt_uri, s.vm.name, str(s.repo), s.vm.pool, domain=stray_domain,
+                       volumes=stray_volumes)  # fmt: skip
+    # nothing of it is outside the state now: the marker has done its job. (A stopped apply
+    # whose terraform still finished what it was making left nothing stray; its plan is then
+    # a no-op, and the marker must not keep `vm status` saying "stopped during apply".)
+    runner.applying.unlink(missing_ok=True)
 
 
 def _drop_reservations(session: Devbox, report: Reporter) -> None:
