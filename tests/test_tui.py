@@ -4,6 +4,7 @@ the panes show the result; teardown asks first and removes exactly what was conf
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
 import threading
 import time
@@ -135,9 +136,11 @@ def test_remapped_key_and_read_only(project: Project) -> None:
 
     async def go(read_only: bool) -> None:
         app = make_app(session, read_only=read_only, view="resources")
+        assert not gc.isenabled()  # off while the first screen is mounted (DevboxApp.__init__)
         async with app.run_test(size=(120, 40)) as pilot:
             conts = app.query_one(ContainersTable)
             await select(pilot, conts, c.name)
+            assert gc.isenabled()  # and on again once it is painted: a dashboard runs for days
             if read_only:
                 await pilot.press("x", "k", "n")
                 assert not isinstance(app.screen, ConfirmTeardown | NewWorktree)
