@@ -31,7 +31,6 @@ from textual.binding import Binding, BindingType
 from textual.command import CommandPalette
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
-from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
@@ -40,7 +39,6 @@ from devbox.core import notify, ops, proc
 from devbox.core.containers import Container
 from devbox.core.errors import DevboxError, ExitCode
 from devbox.core.events import Sink
-from devbox.core.git import Activity
 from devbox.core.podman_records import ContainerStats
 from devbox.core.session import Devbox
 from devbox.tui import commands
@@ -49,6 +47,7 @@ from devbox.tui.diffview import DiffPane
 from devbox.tui.fleet import FleetView, PreviewPane
 from devbox.tui.fleet_actions import FleetActions
 from devbox.tui.logpane import LogPane
+from devbox.tui.messages import AttachReady, StatusUpdated
 from devbox.tui.panes import (
     ArtifactsStrip,
     ContainersTable,
@@ -74,34 +73,6 @@ def styles_path() -> Path:
     if packaged.is_file():
         return packaged
     return Path(__file__).resolve().parents[3] / "styles" / "devbox.tcss"
-
-
-class StatusUpdated(Message):
-    """A new snapshot; a newer one replaces an unhandled older one in the queue."""
-
-    def __init__(
-        self,
-        status: ops.Status,
-        activity: dict[Path, Activity],
-        stats: dict[str, ContainerStats],
-        vm: ops.VmOverview | None = None,
-        radar: ops.Radar | None = None,
-    ) -> None:
-        super().__init__()
-        self.status = status
-        self.activity = activity
-        self.stats = stats
-        self.vm = vm
-        self.radar = radar
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, StatusUpdated)
-
-
-class AttachReady(Message):
-    def __init__(self, argv: list[str]) -> None:
-        super().__init__()
-        self.argv = argv
 
 
 class DevboxApp(FleetActions, ReviewActions, Runs, VmActions, App[None]):

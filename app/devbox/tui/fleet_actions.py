@@ -24,8 +24,8 @@ from devbox.tui.panes import WorktreesTable
 
 if TYPE_CHECKING:
     from devbox.core.session import Devbox
-    from devbox.tui.app import StatusUpdated
     from devbox.tui.logpane import LogPane
+    from devbox.tui.messages import StatusUpdated
 
 AGENT_POLL = 0.1  # seconds between stats of the agents' state files
 
