@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from devbox.core.errors import BadName, Cancelled, DevboxError, DiskFull, GitError, NotFound, Refused, ToolMissing
 from devbox.core.events import Reporter
@@ -215,27 +216,40 @@ def worktree_path(worktrees_dir: Path, branch: str) -> Path:
     return path
 
 
-def _remote_branches(repo: Path, branch: str) -> list[str]:
-    out = _git(repo, "for-each-ref", "--format=%(refname:short)", f"refs/remotes/*/{branch}").stdout
-    return [r for r in out.split() if r.split("/", 1)[1:] == [branch]]
+def _branch_refs(repo: Path, branch: str) -> tuple[bool, list[str]]:
+    """Whether ``branch`` is a local branch, and the remotes' branches of that name
+    (``origin/NAME``), from one git call. for-each-ref also matches refs below a pattern
+    (``NAME/sub``): only exact names count."""
+    out = _git(repo, "for-each-ref", "--format=%(refname)", f"refs/heads/{branch}", f"refs/remotes/*/{branch}").stdout
+    refs = out.split()
+    remotes = [r.removeprefix("refs/remotes/") for r in refs if r.startswith("refs/remotes/")]
+    return f"refs/heads/{branch}" in refs, [r for r in remotes if r.split("/", 1)[1:] == [branch]]
+
+
+class Added(NamedTuple):
+    """What ``add_worktree`` made, and what it learnt on the way (its caller records the
+    new branch's base without asking git again)."""
+
+    worktree: Worktree
+    created_branch: bool  # the branch is new (it cannot have a recorded base yet)
+    main_branch: str  # the main checkout's branch ("": a detached HEAD)
 
 
 def add_worktree(
     repo: Path, branch: str, path: Path, report: Reporter, cancel: threading.Event, from_ref: str | None = None
-) -> Worktree:
+) -> Added:
     """Check ``branch`` out at ``path``: the local branch, else a remote one, else a new one."""
     if path.exists() and any(path.iterdir()):
         raise Refused(
             f"{path} already exists and is not a worktree of {branch!r}", f"move it away or remove it: {path}"
         )
-    local = _git(repo, "show-ref", "--verify", "--quiet", f"refs/heads/{branch}", check=False).returncode == 0
+    local, remotes = _branch_refs(repo, branch)
     if local:
         if from_ref:
             raise Refused(f"branch {branch!r} already exists; --from applies to new branches only", "drop --from")
         args = ["worktree", "add", str(path), branch]
         how = "existing branch"
     else:
-        remotes = _remote_branches(repo, branch)
         if from_ref:
             if from_ref.startswith("-") or _BAD_CHARS.search(from_ref.replace("^", "").replace("~", "")):
                 raise BadName(f"--from {from_ref!r} is not a revision", "e.g. --from main or --from origin/main")
@@ -279,11 +293,12 @@ def add_worktree(
         raise GitError(
             f"git worktree add failed: {done.last_error()}", "see the git message; fix it and run the command again"
         )
-    wt = find_worktree(repo, branch)
+    wts = list_worktrees(repo)
+    wt = next((w for w in wts if w.branch == branch), None)
     if wt is None:
         raise GitError(f"git worktree add did not create a worktree for {branch!r}", "run `git worktree list`")
     report.log(f"worktree {path} ({how})", source="git")
-    return wt
+    return Added(wt, created_branch=not local, main_branch=wts[0].branch or "")
 
 
 def _roll_back(repo: Path, branch: str, *, created_branch: bool, made: list[Path]) -> None:
@@ -333,14 +348,17 @@ def delete_branch(repo: Path, branch: str, *, force: bool, report: Reporter) -> 
 
 def identity(repo: Path) -> dict[str, str]:
     """The host's git author identity, for commits made inside a container."""
+    # one git call for both keys (a new environment's start waits for it); the last value
+    # of a key wins, as ``git config --get`` answers
+    out = _git(repo, "config", "--get-regexp", r"^user\.(name|email)$", check=False).stdout
+    found = {key: value.strip() for key, _, value in (line.partition(" ") for line in out.splitlines())}
     env: dict[str, str] = {}
     for key, names in (
         ("user.name", ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME")),
         ("user.email", ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL")),
     ):
-        value = _git(repo, "config", "--get", key, check=False).stdout.strip()
-        if value:
-            env.update(dict.fromkeys(names, value))
+        if found.get(key):
+            env.update(dict.fromkeys(names, found[key]))
     return env
 
 

@@ -51,18 +51,24 @@ def ensure_worktree(
     # admin directory while it adds one, and one being written at that moment made ten
     # start-works at once fail now and then (bench/new_env.py); an add takes tens of ms
     with hold(settings.build_path("locks", "worktree-add.lock"), "adding a worktree", cancel=cancel):
-        wt = git.add_worktree(settings.repo, branch, path, r, cancel, from_ref)
-    record_base(settings.repo, branch, from_ref)
+        added = git.add_worktree(settings.repo, branch, path, r, cancel, from_ref)
+    record_base(settings.repo, branch, from_ref, added=added)
+    wt = added.worktree
     r.step("done", f"{branch} at {wt.path}")
     return wt
 
 
-def record_base(repo: Path, branch: str, from_ref: str | None) -> None:
+def record_base(repo: Path, branch: str, from_ref: str | None, *, added: git.Added | None = None) -> None:
     """The branch a new worktree was started from (``--from`` when it names a local branch,
-    else the main checkout's), for ``devbox diff`` and ``devbox merge``; kept if recorded."""
-    if git_merge.recorded_base(repo, branch):
+    else the main checkout's), for ``devbox diff`` and ``devbox merge``; kept if recorded.
+    ``added``: what ``git.add_worktree`` learnt (a new branch has no base yet, and the main
+    checkout's branch is known): one git call instead of three."""
+    if not (added and added.created_branch) and git_merge.recorded_base(repo, branch):
         return
-    base = from_ref if from_ref and git.rev(repo, f"refs/heads/{from_ref}") else git.current_branch(repo)
+    if from_ref and git.rev(repo, f"refs/heads/{from_ref}"):
+        base = from_ref
+    else:
+        base = added.main_branch if added else git.current_branch(repo)
     if base and base != branch:
         git_merge.record_base(repo, branch, base)
 
