@@ -87,6 +87,9 @@ class Podman(ContainerLogs):
         self._known_at = 0.0
         self._lock = threading.Lock()
         self.started_service: proc.Completed | None = None
+        # podman-py is being imported for this command (``preload``): a container question
+        # waits for it (an API request) rather than start a podman process (~30 ms of CPU)
+        self._preloading = False
 
     # connection -------------------------------------------------------------------------
     def _make_client(self, timeout: float) -> PodmanClient:
@@ -133,6 +136,7 @@ class Podman(ContainerLogs):
         # the CLI's thread only: a worker thread of the dashboard has podman-py loaded already,
         # and import_podman_py's guard on rich.progress must not race with the dashboard's imports
         if "podman" not in sys.modules and threading.current_thread() is threading.main_thread():
+            self._preloading = True
             threading.Thread(target=import_in_background, name="podman-py import", daemon=True).start()
 
     def _ping(self) -> None:
@@ -301,7 +305,7 @@ class Podman(ContainerLogs):
             return [_container(c.attrs) for c in found]
 
     def container(self, ref: str) -> ContainerRecord | None:
-        if self._quick():
+        if self._quick() and not self._preloading:
             try:
                 return podman_cli.container(self.url, ref)
             except podman_cli.NoAnswer:
@@ -360,7 +364,9 @@ class Podman(ContainerLogs):
 
     def start(self, ref: str) -> None:
         with self.api(f"starting {ref}"):
-            self.client.containers.get(ref).start()
+            # a model by name, not ``get``: an inspect before every start was a request (and
+            # the service's work) a new environment did not need; a missing one is a 404 either way
+            self.client.containers.prepare_model({"Id": ref}).start()  # type: ignore[attr-defined]
 
     def stop(self, ref: str, timeout: int = 10) -> None:
         with self.api(f"stopping {ref}"):

@@ -27,7 +27,7 @@ class ContainerLogs:
         """The last lines of a container's output (stdout and stderr)."""
         with self.api(f"reading the log of {ref}"):
             try:
-                c = self.client.containers.get(ref)
+                c = self.client.containers.prepare_model({"Id": ref})  # by name: no inspect first
                 raw = c.logs(stdout=True, stderr=True, tail=tail, since=since, stream=False)
             except Exception as exc:
                 if type(exc).__name__.endswith("NotFound"):
@@ -41,8 +41,8 @@ class ContainerLogs:
         stream ends when the container stops or is removed (podman notices within ~0.5 s).
         One request that waits in the service: no polling while a container starts."""
         with self.api(f"following the log of {ref}"):
-            chunks = cast(Iterator[bytes], self.client.containers.get(ref).logs(  # stream=True: chunks
-                stdout=True, stderr=True, since=since, stream=True, follow=True))  # fmt: skip
+            c = self.client.containers.prepare_model({"Id": ref})  # by name: no inspect first (see start)
+            chunks = cast(Iterator[bytes], c.logs(stdout=True, stderr=True, since=since, stream=True, follow=True))
             rest = b""
             for chunk in chunks:
                 *lines, rest = (rest + chunk).split(b"\n")

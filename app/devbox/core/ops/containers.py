@@ -25,6 +25,10 @@ from devbox.core.session import Devbox
 
 READY = "devbox-entrypoint: ready"
 READY_WAKE = 0.05  # seconds between looks at cancel and the deadline while the log is followed
+# the entrypoint logs its ready line within tens of ms of the start, but podman's log follow
+# notices a new line only when its file tail next polls (~250 ms in podman 4): the log is
+# read a few times first, a request each, and followed only when the line is not there yet
+QUICK_READS, QUICK_WAIT = 6, 0.01
 
 
 def list_containers(session: Devbox) -> ContainerList:
@@ -98,12 +102,20 @@ def _wait_ready(session: Devbox, name: str, cancel: threading.Event, since: int,
     """Wait for the entrypoint's ready line (logged after ``since``); if the container dies
     first, say why.
 
-    The log is followed (one request the service answers line by line), not polled: polling
-    cost two API calls every 10 ms per starting container, which ten starts at once paid in
-    CPU. The follow runs in a thread so that ``cancel`` and the timeout are honoured here; it
-    ends with its stream, when the line comes or the container stops or is removed (what
-    a failed or cancelled start does to it)."""
+    The log is read a few times (QUICK_READS), then followed (one request the service answers
+    line by line), not polled: polling cost two API calls every 10 ms per starting container,
+    which ten starts at once paid in CPU. The follow runs in a thread so that ``cancel`` and
+    the timeout are honoured here; it ends with its stream, when the line comes or the
+    container stops or is removed (what a failed or cancelled start does to it)."""
     podman = session.podman
+    for _ in range(QUICK_READS):
+        if any(READY in line for line in podman.logs(name, tail=200, since=since)):
+            c = containers.get(podman, name)
+            if c is not None and c.running:
+                return c
+            break  # it stopped after the line: the follow below ends at once and says why
+        if cancel.wait(QUICK_WAIT):
+            raise Cancelled(f"interrupted while {name} was starting")
     lines: list[str] = []
     ended = threading.Event()
     failed: list[BaseException] = []
