@@ -306,3 +306,58 @@ def test_the_first_image_questions_go_to_podmans_cli_with_podman_pys_answers(pro
 
     with pytest.raises(PodmanUnreachable, match="does not exist"):
         Podman("unix:///nonexistent/podman.sock").images(refs)
+
+
+EARLY = """
+import json, sys
+from pathlib import Path
+from devbox.core import early_images, podman_cli, proc
+root, url, stage, refs = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
+ran, real = [], proc.run
+proc.run = lambda argv, **kw: ran.append(list(argv)) or real(argv, **kw)
+early_images.launch(["start-work", "b", "--repo", str(root)])
+early = early_images._early
+if stage == "discard":
+    early_images.discard()
+    print(json.dumps({"stopped": early.child.poll() is not None}))
+    sys.exit()
+got = podman_cli.images(url, refs)
+early_images.discard()
+print(json.dumps({"early": early.argv if early else None, "stopped": early is None or early.child.poll() is not None,
+                  "ran": ran, "ids": {r: (v.id if v else None) for r, v in got.items()}}))
+"""
+
+
+def test_start_works_first_podman_question_is_asked_before_the_cli_loads(project: Project) -> None:
+    """The entry point asks the question the last start-work asked first (core/early_images.py);
+    its answer is used only for exactly that question, and a question nobody wants is stopped."""
+    from devbox.core import early_images
+
+    st, _ = _build(project)
+    assert st.info is not None
+    url = os.environ["DEVBOX_PODMAN_URL"]
+    build = project.root / ".build"
+    (build / early_images.RECORD).unlink(missing_ok=True)
+
+    def stage(name: str, *refs: str) -> dict[str, object]:
+        out = subprocess.run([sys.executable, "-c", EARLY, str(project.root), url, name, *refs],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+    refs = [project.image, BASE_IMAGE]
+    first = stage("ask", *refs)  # no record yet: asked by the command itself, and recorded
+    asked = json.loads((build / early_images.RECORD).read_text())["start-work"]
+    assert first["early"] is None and first["ran"] == [asked] and asked[-2:] == refs
+    assert first["ids"] == {project.image: st.info.id, BASE_IMAGE: first["ids"][BASE_IMAGE]}
+
+    second = stage("ask", *refs)  # asked at the start: its answer is taken, no podman run after
+    assert second["early"] == asked and second["ran"] == [] and second["ids"] == first["ids"]
+
+    other = stage("ask", project.image)  # another question: asked anew, the early one stopped
+    assert other["stopped"] is True and len(other["ran"]) == 1
+    assert other["ids"] == {project.image: st.info.id}
+    assert json.loads((build / early_images.RECORD).read_text())["start-work"] == other["ran"][0]  # the last run's
+
+    assert stage("discard") == {"stopped": True}
+    assert not list(build.glob(".early-images-*"))  # its output files are gone with it

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from devbox.core import proc
+from devbox.core import early_images, proc
 from devbox.core.errors import DevboxError
 from devbox.core.podman_records import ContainerRecord, ImageRecord, _container, _image
 
@@ -38,12 +38,20 @@ class NoAnswer(Exception):
     """The CLI could not answer: ask podman-py."""
 
 
-def _run(url: str, *args: str) -> proc.Completed:
+def _run(url: str, *args: str, first: bool = False) -> proc.Completed:
+    """``first``: the command's first question, which the entry point may have asked
+    already (``early_images.py``); it is recorded for the next run of the command."""
     exe = shutil.which("podman")
     if exe is None:
         raise NoAnswer("no podman binary")
+    argv = [exe, "--url", url, *args]
+    if first:
+        early_images.remember(argv)
+        done = early_images.answer(argv)
+        if done is not None:
+            return done
     try:
-        return proc.run([exe, "--url", url, *args], tool="podman", timeout=TIMEOUT)
+        return proc.run(argv, tool="podman", timeout=TIMEOUT)
     except DevboxError as exc:
         raise NoAnswer(exc.message) from None
 
@@ -63,7 +71,7 @@ def images(url: str, refs: list[str]) -> dict[str, ImageRecord | None]:
     """Each image of ``refs`` as the service has it (``None``: it has none by that name), in
     one call. podman prints the ones it has, in order, and names each missing one on stderr
     (``unable to inspect "REF"``). Raises ``NoAnswer`` for anything else."""
-    done = _run(url, "image", "inspect", "--format", "json", *refs)
+    done = _run(url, "image", "inspect", "--format", "json", *refs, first=True)
     missing = {r for r in refs if f'inspect "{r}"' in done.stderr} if not done.ok else set()
     if not done.ok and not (missing and any(m in done.stderr for m in _MISSING)):
         raise NoAnswer(done.last_error())

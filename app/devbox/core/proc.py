@@ -160,27 +160,33 @@ def _await(
                 ) from None
 
 
-def launch(argv: Sequence[str], *, tool: str, cwd: Path, env: Env, output: Path) -> subprocess.Popen[bytes]:
-    """Start a short command now and collect it later (``finish``): its stdout and stderr go
-    to ``output``, so nothing has to read them meanwhile (the entry point's early plan)."""
-    with open(output, "wb") as fh:
-        return _popen(argv, tool, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd,
-                      env=merged_env(env), start_new_session=True)  # fmt: skip
+def launch(
+    argv: Sequence[str], *, tool: str, cwd: Path, env: Env, output: Path, errors: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a short command now and collect it later (``finish``): its stdout goes to
+    ``output`` and its stderr to ``errors`` (or ``output`` too), so nothing has to read them
+    meanwhile (the entry point's early plan and early image question)."""
+    with open(output, "wb") as fh, open(errors or os.devnull, "wb") as eh:
+        return _popen(argv, tool, stdin=subprocess.DEVNULL, stdout=fh, stderr=eh if errors else subprocess.STDOUT,
+                      cwd=cwd, env=merged_env(env), start_new_session=True)  # fmt: skip
+
+
+def _read(path: Path | None) -> str:
+    try:
+        return path.read_bytes().decode(errors="replace") if path is not None else ""
+    except OSError:
+        return ""
 
 
 def finish(
     proc: subprocess.Popen[bytes], *, tool: str, output: Path, timeout: float, cancel: threading.Event | None = None,
-    remedy: str = "",
+    remedy: str = "", errors: Path | None = None,
 ) -> Completed:  # fmt: skip
-    """Wait for what ``launch`` started, as ``run`` waits; its output (stdout and stderr
-    together) is the result's ``stdout``."""
+    """Wait for what ``launch`` started, as ``run`` waits: its ``output`` is the result's
+    ``stdout``, its ``errors`` (when ``launch`` had them apart) its ``stderr``."""
     argv = [str(a) for a in proc.args] if isinstance(proc.args, list) else [str(proc.args)]
     code = _await(proc, argv, tool, lambda wait: proc.wait(wait), timeout=timeout, cancel=cancel, remedy=remedy)
-    try:
-        text = output.read_bytes().decode(errors="replace")
-    except OSError:
-        text = ""
-    return Completed(tuple(argv), code, text, "")
+    return Completed(tuple(argv), code, _read(output), _read(errors))
 
 
 def feed(
