@@ -154,6 +154,36 @@ def test_concurrent_starts_make_one_container(started: tuple[Project, Path, str]
     assert git(proj.root, "worktree", "list").count("[race]") == 1
 
 
+def test_several_branches_start_at_once_and_one_failing_stops_none_of_the_others(
+    started: tuple[Project, Path, str],
+) -> None:
+    proj = started[0]
+    blocked = proj.root.parent / "proj.worktrees" / "many-bad"
+    blocked.mkdir(parents=True)
+    (blocked / "mine.txt").write_text("not devbox's")
+    res = proj.devbox("start-work", "many-1", "many-bad", "many-2", "many-1", "--detach")
+    assert res.returncode == ExitCode.REFUSED, res.stderr
+    assert res.stderr.strip().splitlines() == [  # the one that failed, and why (one line)
+        f"devbox: many-bad: {blocked} already exists and is not a worktree of 'many-bad' "
+        f"(fix: move it away or remove it: {blocked})"
+    ]
+    names = res.stdout.strip().splitlines()[-2:]  # each started one's container, in the order asked
+    for branch, name in zip(("many-1", "many-2"), names, strict=True):
+        state = podman("inspect", "--format", '{{.State.Status}} {{index .Config.Labels "devbox.branch"}}', name)
+        assert state.stdout.split() == ["running", branch]
+        assert f"[{branch}]" in git(proj.root, "worktree", "list")
+    assert (blocked / "mine.txt").read_text() == "not devbox's"  # left as it was
+    assert "[many-bad]" not in git(proj.root, "worktree", "list")
+    assert podman("ps", "-aq", "--filter", "label=devbox.branch=many-bad").stdout.split() == []
+
+    again = proj.devbox("start-work", "many-1", "many-2", "--detach")  # both running: a no-op each
+    assert again.returncode == 0 and again.stdout.strip().splitlines()[-2:] == names, again.stderr
+    for what in (["many-3", "many-4"], ["many-3", "many-4", "--cmd", "true"]):  # detached only
+        refused = proj.devbox("start-work", *what)
+        assert refused.returncode == ExitCode.BAD_NAME and "add --detach" in refused.stderr
+    assert "[many-3]" not in git(proj.root, "worktree", "list")
+
+
 def test_lifecycle_stop_rm_exec(started: tuple[Project, Path, str]) -> None:
     proj = started[0]
     assert proj.devbox("start-work", "life", "--detach").returncode == 0

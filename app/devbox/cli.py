@@ -53,6 +53,9 @@ def _exec(argv: list[str]) -> NoReturn:
 
 def cmd_start_work(ctx: Context) -> int:
     a = ctx.args
+    if len(a.branch) > 1:
+        return _start_several(ctx)
+    a.branch = a.branch[0]
     if a.host == "auto":
         a.host, why = ops.pick_host(ctx.session, cancel=ctx.cancel)
         sys.stderr.write(f"devbox: --host auto: {why}\n")
@@ -69,6 +72,23 @@ def cmd_start_work(ctx: Context) -> int:
         print(res.container.name)
         return ExitCode.OK
     return _exec(ops.attach_argv(ctx.session, res.container, command, tty=True))
+
+
+def _start_several(ctx: Context) -> int:
+    """``start-work A B C --detach``: every environment at once, a line each (its container's
+    name, or why it did not start); the exit code is the first failure's."""
+    a = ctx.args
+    if not a.detach or a.cmd or a.host:
+        raise BadName("several branches start detached, here, without --cmd",
+                      "add --detach (then attach to one: ./start-work BRANCH)")  # fmt: skip
+    res = ops.start_several(ctx.session, a.branch, from_ref=a.from_ref, recreate=a.recreate, sink=ctx.sink,
+                            cancel=ctx.cancel)  # fmt: skip
+    ctx.renderer.close()
+    for r in res.started:
+        print(r.container.name)
+    for branch, why in res.failed:
+        sys.stderr.write(f"devbox: {branch}: {why.one_line()}\n")
+    return res.failed[0][1].exit_code if res.failed else ExitCode.OK
 
 
 def _start_on_host(ctx: Context) -> int:
@@ -258,7 +278,8 @@ def _register_own(sub: Any) -> None:
     p.set_defaults(handler=cmd_image_status)
 
     p = sub.add_parser("start-work", help="worktree + container for BRANCH, then attach")
-    p.add_argument("branch", help="branch to work on (created from HEAD or --from if new)")
+    p.add_argument("branch", nargs="+", help="branch to work on (created from HEAD or --from if new); "
+                   "several start at once with --detach")  # fmt: skip
     p.add_argument("--from", dest="from_ref", metavar="REF", help="start a new branch from REF")
     p.add_argument("--detach", action="store_true", help="leave the container running; print its name")
     p.add_argument("--recreate", action="store_true", help="replace the container (new image; /var kept)")

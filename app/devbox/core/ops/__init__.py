@@ -12,6 +12,7 @@ job, and returns a frozen record.
 | ``list_worktrees`` / ``add_worktree`` | git worktrees | rows / ``Worktree`` |
 | ``worktree_loss`` / ``remove_worktree`` | what would be lost / remove it | ``Loss``, ``Removed`` |
 | ``start_work`` | worktree, fresh image, running container | ``StartResult`` |
+| ``start_several`` | ``start_work`` for several branches at once (one image check) | ``StartedSeveral`` |
 | ``list_containers`` / ``find_container`` | this repo's containers | ``Container`` |
 | ``stop_container`` / ``container_loss`` / ``remove_container`` | lifecycle | ``Container`` / ``Loss`` / ``Removed`` |
 | ``attach_argv`` | the argv of a shell or command in a container, as the user | ``list[str]`` |
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
         find_container,
         list_containers,
         remove_container,
+        start_several,
         start_work,
         stop_container,
     )
@@ -109,6 +111,7 @@ if TYPE_CHECKING:
         Problem,
         Removed,
         Section,
+        StartedSeveral,
         StartResult,
         Status,
         WorktreeList,
@@ -243,6 +246,7 @@ _WHERE = {
     "Removed": "results",
     "Section": "results",
     "StartResult": "results",
+    "StartedSeveral": "results",
     "Status": "results",
     "Upgraded": "upgrade",
     "VmDown": "vm",
@@ -278,6 +282,7 @@ _WHERE = {
     "remove_worktree": "worktrees",
     "ssh_argv": "transfer",
     "start_work": "containers",
+    "start_several": "containers",
     "status": "overview",
     "stop_container": "containers",
     "vm_down": "vm",
@@ -325,6 +330,7 @@ __all__ = [
     "Removed",
     "Section",
     "StartResult",
+    "StartedSeveral",
     "Status",
     "TaskStarted",
     "TemplateCheck",
@@ -398,6 +404,7 @@ __all__ = [
     "remove_worktree",
     "run_checks",
     "ssh_argv",
+    "start_several",
     "start_task",
     "start_work",
     "status",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from devbox.core import containers, git, image
 from devbox.core.containers import Container
@@ -11,15 +13,16 @@ from devbox.core.errors import (
     BadName,
     Cancelled,
     ContainerFailed,
+    DevboxError,
     NotFound,
     PodmanError,
     PodmanMissing,
     PodmanUnreachable,
     Refused,
 )
-from devbox.core.events import Reporter, Sink, Subject, null_sink
+from devbox.core.events import Event, Reporter, Sink, Subject, null_sink
 from devbox.core.locks import hold
-from devbox.core.ops.results import ContainerList, Loss, Removed, StartResult
+from devbox.core.ops.results import ContainerList, Loss, Problem, Removed, StartedSeveral, StartResult
 from devbox.core.ops.steps import branch_lock, ensure_worktree, remove_container_record
 from devbox.core.session import Devbox
 
@@ -29,6 +32,8 @@ READY_WAKE = 0.05  # seconds between looks at cancel and the deadline while the 
 # notices a new line only when its file tail next polls (~250 ms in podman 4): the log is
 # read a few times first, a request each, and followed only when the line is not there yet
 QUICK_READS, QUICK_WAIT = 6, 0.01
+AT_ONCE = 5  # starts in flight in start_several: the podman service's work, not devbox's, bounds them
+MOST = 50  # branches start_several takes in one call
 
 
 def list_containers(session: Devbox) -> ContainerList:
@@ -206,8 +211,10 @@ def start_work(
     recreate: bool = False,
     sink: Sink = null_sink,
     cancel: threading.Event | None = None,
+    image_status: image.ImageStatus | None = None,
 ) -> StartResult:
-    """A worktree for ``branch``, a fresh-enough image, and the branch's container running."""
+    """A worktree for ``branch``, a fresh-enough image, and the branch's container running.
+    ``image_status``: the image's status as the caller just asked it (``start_several``)."""
     cancel = cancel or threading.Event()
     settings = session.settings
     report = Reporter(sink, "start-work")
@@ -220,7 +227,7 @@ def start_work(
         podman.preload()  # needs podman-py (~170 ms of CPU to import), loaded while podman and git answer
     try:
         # podman's first answer is its check too: a missing podman must leave no worktree behind
-        current = image.status(settings, podman)
+        current = image_status or image.status(settings, podman)
     except (PodmanMissing, PodmanUnreachable, PodmanError):
         gone = git.find_worktree(settings.repo, branch)  # a worktree deleted by hand is named first
         if gone is not None and gone.prunable and not recreate:
@@ -269,3 +276,55 @@ def start_work(
             raise Cancelled(f"interrupted while {name} was starting", f"stopped {name} again") from None
         r.step("done", f"{name} {started.state}")
         return StartResult(started, wt, "started", stale)
+
+
+def start_several(
+    session: Devbox,
+    branches: Sequence[str],
+    *,
+    from_ref: str | None = None,
+    recreate: bool = False,
+    sink: Sink = null_sink,
+    cancel: threading.Event | None = None,
+) -> StartedSeveral:
+    """``start_work`` for several branches at once (``start-work A B C --detach``): the image
+    is checked (and built, if stale) once, then each branch starts in a worker of its own.
+    Ten starts in one process pay Python's start, devbox's imports and podman-py's once,
+    not ten times. One branch failing does not stop the others: the result says what each did.
+    ``cancel`` stops every start (each removes what it half made) and raises once all are
+    back."""
+    cancel = cancel or threading.Event()
+    names = list(dict.fromkeys(branches))
+    if not names or len(names) > MOST:
+        raise BadName(f"{len(names)} branches: between 1 and {MOST} at once", "name the branches to start")
+    for branch in names:
+        git.check_branch_name(branch)
+    lock = threading.Lock()
+
+    def one_at_a_time(event: Event) -> None:  # the sink is not thread-safe (a terminal renderer)
+        with lock:
+            sink(event)
+
+    session.podman.preload()  # (main thread only) while the image is checked
+    current = image.status(session.settings, session.podman)
+    if not current.verdict.fresh:  # built once, here: the workers find it fresh
+        report = Reporter(one_at_a_time, "start-work").about(Subject("image", session.settings.image))
+        image.ensure_bases(session.settings, session.podman, report)
+        current = image.build(session.settings, session.podman, report, cancel, current=current)
+
+    def start(branch: str) -> StartResult | Problem:
+        try:
+            return start_work(session, branch, from_ref=from_ref, recreate=recreate, sink=one_at_a_time,
+                              cancel=cancel, image_status=current)  # fmt: skip
+        except DevboxError as exc:
+            return Problem.of(exc)
+
+    with ThreadPoolExecutor(max_workers=min(AT_ONCE, len(names)), thread_name_prefix="start") as pool:
+        outcomes = list(pool.map(start, names))
+    started = tuple(o for o in outcomes if isinstance(o, StartResult))
+    failed = tuple((b, o) for b, o in zip(names, outcomes, strict=True) if isinstance(o, Problem))
+    if cancel.is_set():
+        made = ", ".join(r.container.name for r in started) or "none"
+        raise Cancelled(f"interrupted: {len(started)} of {len(names)} started ({made})",
+                        "remove what you do not want: devbox worktree remove BRANCH")  # fmt: skip
+    return StartedSeveral(started, failed)

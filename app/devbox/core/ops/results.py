@@ -200,6 +200,14 @@ class StartResult:
 
 
 @dataclass(frozen=True)
+class StartedSeveral:
+    """``start_several``: each branch's outcome, in the order asked."""
+
+    started: tuple[StartResult, ...]
+    failed: tuple[tuple[str, Problem], ...]  # (branch, why)
+
+
+@dataclass(frozen=True)
 class ContainerList:
     """This repo's containers and the current image ID (to tell the stale ones)."""
 
