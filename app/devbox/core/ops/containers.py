@@ -32,7 +32,7 @@ READY_WAKE = 0.05  # seconds between looks at cancel and the deadline while the 
 # notices a new line only when its file tail next polls (~250 ms in podman 4): the log is
 # read a few times first, a request each, and followed only when the line is not there yet
 QUICK_READS, QUICK_WAIT = 6, 0.01
-AT_ONCE = 5  # starts in flight in start_several: the podman service's work, not devbox's, bounds them
+AT_ONCE = 10  # starts in flight in start_several: the podman service's work, not devbox's, bounds them
 MOST = 50  # branches start_several takes in one call
 
 
