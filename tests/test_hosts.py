@@ -46,6 +46,7 @@ class Host:
         self.service = subprocess.Popen(
             ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--", "podman", "system",
              "service", "--time=0", f"unix://{sock}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # rootless podman re-executes itself in a user namespace: its own group
         )  # fmt: skip
         for _ in range(200):
             if sock.exists():
@@ -71,9 +72,20 @@ class Host:
         return Path(f"/run/user/{self.uid}/devbox-test-{self.project.root.name}.sock")
 
     def stop_service(self) -> None:
+        """The service and the copy of itself it runs in the user namespace (stopping only the
+        first left the second serving, orphaned, after every test)."""
         if self.service is not None:
-            self.service.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.service.pid, signal.SIGTERM)
             self.service.wait(30)
+            for _ in range(600):
+                try:
+                    os.killpg(self.service.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
+            else:
+                os.killpg(self.service.pid, signal.SIGKILL)
             self.service = None
         self.socket.unlink(missing_ok=True)
 
