@@ -33,6 +33,8 @@ from conftest import BASE_IMAGE
 FIRST_PAINT = """
 import sys, time
 t0 = float(sys.argv[1])
+import devbox.tui
+devbox.tui.hold_gc()  # what the devbox-tui command (devbox.tui.run) does first
 from devbox.core.session import Devbox
 from devbox.tui.app import make_app
 app = make_app(Devbox.open(), watch=False)

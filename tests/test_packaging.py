@@ -16,7 +16,7 @@ def test_wheel_carries_styles_and_templates_and_runs_outside_the_repo(tmp_path: 
     for template in ("bootc/Containerfile", "bootc/entrypoint.sh", "bootc/agent-hook.sh", "terraform/main.tf"):
         assert f"devbox/templates/{template}" in names  # what `devbox init` writes travels in the wheel
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert "devbox = devbox.entry:run" in entry_points and "devbox-tui = devbox.tui.app:run" in entry_points
+    assert "devbox = devbox.entry:run" in entry_points and "devbox-tui = devbox.tui:run" in entry_points
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
