@@ -10,10 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from devbox.core import proc
 from devbox.core.errors import DevboxError
-from devbox.core.ops.results import AgentRow
+
+if TYPE_CHECKING:  # (the dashboard imports this before its first paint; the rows come later)
+    from devbox.core.ops.results import AgentRow
 
 ALERTING = frozenset({"needs you", "done", "error"})
 MIN_GAP = 5.0  # seconds before one environment's same alert is sent again (a flapping agent)

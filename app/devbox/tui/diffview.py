@@ -24,7 +24,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import DataTable
 
-from devbox.core import git_merge, ops
+from devbox.core import ops
 from devbox.core.errors import DevboxError
 from devbox.core.session import Devbox
 from devbox.tui.panes import Plain, ReconciledTable
@@ -177,13 +177,15 @@ class DiffPane(Horizontal):
 
     @work(thread=True, exclusive=True, group="diff-patch", exit_on_error=False)
     def _load_patch(self, session: Devbox, diff: ops.BranchDiff, entry: Entry) -> None:
+        from devbox.core import git_merge  # (in the worker: the first paint does not wait for it)
+
         if entry.binary:
             text = f"{entry.path}: a binary file ({entry.label}), not drawn"
         else:
             try:
                 if entry.committed:
                     text = git_merge.patch(session.settings.repo, diff.merge_base, f"refs/heads/{diff.branch}",
-                                           entry.path)  # fmt: skip
+                                         entry.path)  # fmt: skip
                 elif diff.worktree:
                     text = git_merge.patch(Path(diff.worktree), "HEAD", None, entry.path)
                     text = text or f"{entry.path}: {entry.label} (git diff HEAD shows nothing: an untracked file)"

@@ -17,7 +17,6 @@ from textual.widgets import ContentSwitcher, TabbedContent
 
 from devbox.core import agent_state, ops
 from devbox.core import notify as notifications
-from devbox.core.ops.results import IN_VM as VM
 from devbox.tui.diffview import DiffPane
 from devbox.tui.fleet import FleetTable, FleetView, PreviewPane
 from devbox.tui.panes import WorktreesTable
@@ -91,8 +90,10 @@ class FleetActions:
         if not self.screen_stack or self.last_update is None:
             return
         u = self.last_update
+        from devbox.core.ops.results import IN_VM  # (loaded by the poll by now; not before the first paint)
+
         # the VM's and other hosts' rows are read by the full poll (over ssh)
-        far = tuple(r for r in u.status.agents.value or () if r.container_state == VM or r.host)
+        far = tuple(r for r in u.status.agents.value or () if r.container_state == IN_VM or r.host)
         st = dataclasses.replace(u.status, agents=ops.Section(msg.rows + far))
         self.status = st
         self.last_update = self._status_updated(st, u.activity, u.stats, u.vm, u.radar)
@@ -197,9 +198,11 @@ class FleetActions:
             self.notify("no agent needs you", timeout=3)
 
     def action_attach_agent(self) -> None:
+        from devbox.core.ops.results import IN_VM
+
         row = self.fleet.selected()
         if row is not None:
-            self._prepare_agent_attach(row.branch, row.container_state == VM, row.host)
+            self._prepare_agent_attach(row.branch, row.container_state == IN_VM, row.host)
 
     def on_fleet_view_chosen(self, _msg: FleetView.Chosen) -> None:
         """Enter on a fleet row (the table takes the key first): the same checks as the key."""
