@@ -461,6 +461,7 @@ def config_get(repo: Path, key: str) -> str:
 
 
 CONFIG_LOCK_WAIT = 5.0  # seconds: git takes .git/config's lock without waiting; devbox waits for it
+_CONFIG_WRITES = threading.Lock()  # (start_several's workers each record a base)
 
 
 def config_set(repo: Path, key: str, value: str | None) -> None:
@@ -470,7 +471,8 @@ def config_set(repo: Path, key: str, value: str | None) -> None:
     args = ("--unset", key) if value is None else (key, value)
     deadline = time.monotonic() + CONFIG_LOCK_WAIT
     while True:
-        res = _git(repo, "config", "--local", *args, check=False)
+        with _CONFIG_WRITES:  # this process's own writers take turns instead of failing on the lock
+            res = _git(repo, "config", "--local", *args, check=False)
         if res.ok or (value is None and res.returncode == 5):  # 5: nothing to unset
             return
         if "could not lock config file" not in res.stderr or time.monotonic() > deadline:
