@@ -132,6 +132,24 @@ def test_second_start_is_noop(started: tuple[Project, Path, str]) -> None:
     assert podman(*mine).stdout.split() == [before[:12]]  # other tests' branches may have containers too
 
 
+def test_the_devbox_command_ends_with_its_output_and_log_whole(started: tuple[Project, Path, str]) -> None:
+    """The installed ``devbox`` ends without the interpreter's shutdown (devbox/entry.py):
+    what it printed and its operation's log are whole, and its exit code is the command's."""
+    proj, _, name = started
+    devbox = str(Path(sys.executable).with_name("devbox"))
+    res = subprocess.run([devbox, "start-work", "feat/iso", "--detach"], cwd=proj.root, env=proj.env,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 0 and res.stdout.endswith(f"{name}\n"), res.stderr
+    log = max((proj.root / ".build" / "logs").glob("*-start-work*.log"), key=lambda p: p.stat().st_mtime)
+    assert log.read_text().endswith("devbox: done (exit 0)\n")
+    listed = subprocess.run([devbox, "worktree", "list", "--json"], cwd=proj.root, env=proj.env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert listed.returncode == 0 and any(w["branch"] == "feat/iso" for w in json.loads(listed.stdout))
+    gone = subprocess.run([devbox, "container", "stop", "no-such-branch"], cwd=proj.root, env=proj.env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert gone.returncode == ExitCode.NOT_FOUND and gone.stderr.startswith("devbox: no devbox container")
+
+
 def test_concurrent_starts_make_one_container(started: tuple[Project, Path, str]) -> None:
     proj = started[0]
     results: list[subprocess.CompletedProcess[str]] = []

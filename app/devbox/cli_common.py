@@ -63,9 +63,13 @@ class Context:
             self.oplog.close(outcome)
 
     def close(self) -> None:
-        """The session's adapters: its podman client, and the ssh it keeps to a VM's host."""
+        """The session's adapters: its podman client, and the ssh it keeps to a VM's host; and
+        the log file, when a path that did not finish it left it open (the process may end
+        without the interpreter's shutdown: devbox/entry.py)."""
         if self._session is not None:
             self._session.close()
+        if self.oplog is not None:
+            self.oplog.close()
 
 
 def print_json(data: Any) -> None:
