@@ -55,8 +55,8 @@ def launch(argv: Sequence[str]) -> None:
     global _record, _key, _early
     words, repo = command_words(argv)
     key = next((c for c in COMMANDS if words[: len(c.split())] == c.split()), "")
-    if not key or any(a in argv for a in ("-h", "--help")):
-        return
+    if not key or any(a in ("-h", "--help") or a.startswith("--host") for a in argv):
+        return  # (--host: the question goes to another machine's podman)
     try:
         build = repo_root.find_repo(repo) / ".build"
     except DevboxError:
