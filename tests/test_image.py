@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -321,10 +324,13 @@ if stage == "discard":
     early_images.discard()
     print(json.dumps({"stopped": early.child.poll() is not None}))
     sys.exit()
-got = podman_cli.images(url, refs)
+try:
+    got = podman_cli.images(url, refs)
+except podman_cli.NoAnswer:
+    got = None
 early_images.discard()
 print(json.dumps({"early": early.argv if early else None, "stopped": early is None or early.child.poll() is not None,
-                  "ran": ran, "ids": {r: (v.id if v else None) for r, v in got.items()}}))
+                  "ran": ran, "ids": None if got is None else {r: (v.id if v else None) for r, v in got.items()}}))
 """
 
 
@@ -361,3 +367,18 @@ def test_start_works_first_podman_question_is_asked_before_the_cli_loads(project
 
     assert stage("discard") == {"stopped": True}
     assert not list(build.glob(".early-images-*"))  # its output files are gone with it
+
+    # a service that takes the connection and never answers: the early question's timeout
+    # is the answer (no second podman run waits another 3 s), and its podman is stopped
+    hung_path = Path(tempfile.mkdtemp(prefix="dbx-")) / "hung.sock"  # short: a socket path has ~100 bytes
+    hung = socket.socket(socket.AF_UNIX)
+    hung.bind(str(hung_path))
+    hung.listen(8)
+    try:
+        url = f"unix://{hung_path}"
+        assert stage("ask", *refs)["ids"] is None  # recorded for this socket
+        late = stage("ask", *refs)
+        assert late["ids"] is None and late["ran"] == [] and late["stopped"] is True
+    finally:
+        hung.close()
+        shutil.rmtree(hung_path.parent)

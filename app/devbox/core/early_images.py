@@ -78,7 +78,8 @@ def launch(argv: Sequence[str]) -> None:
 
 def answer(argv: Sequence[str]) -> proc.Completed | None:
     """The early question's answer when it asked exactly ``argv`` (once), else ``None``
-    (and a different early question is stopped: nobody will want it)."""
+    (and a different early question is stopped: nobody will want it). One that did not
+    answer in time answers as a failed run, so the caller does not wait a second time."""
     global _early
     early, _early = _early, None
     if early is None:
@@ -88,8 +89,8 @@ def answer(argv: Sequence[str]) -> proc.Completed | None:
         return None
     try:
         done = proc.finish(early.child, tool="podman", output=early.out, errors=early.err, timeout=TIMEOUT)
-    except DevboxError:
-        return None  # (stopped by finish) asked again by the caller, whose errors say why
+    except DevboxError as exc:  # (stopped by finish) no answer in time: as the caller's own run would say
+        done = proc.Completed(tuple(early.argv), 125, "", exc.message)
     finally:
         early.close(stop=False)
     return done
