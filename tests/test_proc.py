@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from devbox.core import proc
+from devbox.core import proc, proc_table
 from devbox.core.errors import Cancelled, ExitCode, ToolMissing, ToolTimeout
 from devbox.core.events import Event, LogLine, Progress, Reporter, Subject
 
@@ -136,9 +136,9 @@ def test_started_at_is_epoch_seconds() -> None:
     before = time.time()
     child = subprocess.Popen(["sleep", "5"])
     try:
-        started = proc.started_at(child.pid)
+        started = proc_table.started_at(child.pid)
         assert started is not None and before - 2 <= started <= time.time() + 2
     finally:
         child.kill()
         child.wait()
-    assert proc.started_at(child.pid) is None
+    assert proc_table.started_at(child.pid) is None

@@ -161,7 +161,7 @@ def _started(name: str, uri: str) -> float | None:
         pid = int(Path(f"{base}/{name}.pid").read_text().strip())
     except (OSError, ValueError):
         return None
-    from devbox.core.proc import started_at
+    from devbox.core.proc_table import started_at
 
     return started_at(pid)
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from devbox.core import proc
+from devbox.core import proc, proc_table
 from devbox.core.errors import BuildFailed, Cancelled, DevboxError, DiskFull, PodmanMissing, ToolMissing
 from devbox.core.events import Reporter
 from devbox.core.filesystem import read_json, write_json
@@ -63,7 +63,7 @@ def build(
 
         def started(pid: int) -> None:
             with contextlib.suppress(OSError):
-                write_json(record, {"pid": pid, "start": proc.start_time(pid), "tag": tag})
+                write_json(record, {"pid": pid, "start": proc_table.start_time(pid), "tag": tag})
 
         try:
             done = proc.stream(
@@ -100,7 +100,7 @@ def run_tool(
     def stop(p: Any) -> None:
         with contextlib.suppress(DevboxError):
             podman.run_cli("rm", "--force", "--time", "2", name, timeout=60)
-        proc.kill([p.pid], signal.SIGTERM)
+        proc_table.kill([p.pid], signal.SIGTERM)
 
     try:
         return proc.stream([*podman.cli(), *args], report, cancel, source=source, parse=parse, stop=stop)
@@ -171,13 +171,13 @@ def stop_build(pid: int) -> None:
     time to fail the step, and only then signal podman itself.
     """
     for _ in range(3):
-        levels = proc.descendants(pid)
-        if not proc.kill([p for level in levels[1:] for p in level]):
+        levels = proc_table.descendants(pid)
+        if not proc_table.kill([p for level in levels[1:] for p in level]):
             break
-        if proc.wait_gone(pid, 10.0):
+        if proc_table.wait_gone(pid, 10.0):
             return
     for sig, wait in ((signal.SIGINT, 10.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        if not proc.kill([pid], sig) or proc.wait_gone(pid, wait):
+        if not proc_table.kill([pid], sig) or proc_table.wait_gone(pid, wait):
             return
 
 
@@ -187,7 +187,7 @@ def take_over_build(record: Path, report: Reporter) -> None:
     if not isinstance(data, dict):
         return
     pid, start = data.get("pid"), data.get("start")
-    if isinstance(pid, int) and start is not None and proc.start_time(pid) == start:
+    if isinstance(pid, int) and start is not None and proc_table.start_time(pid) == start:
         report.log(
             f"an image build left running by an earlier devbox run (podman pid {pid}) is still going: stopping it"
         )

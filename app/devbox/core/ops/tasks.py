@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from devbox.core import containers, git, git_merge, proc
+from devbox.core import containers, git, git_merge, proc, proc_table
 from devbox.core.containers import Container
 from devbox.core.errors import BadName, Cancelled, DevboxError, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Stream, Subject, null_sink
@@ -301,7 +301,7 @@ def _check(
         kill_argv = session.podman.exec_argv(c.name, kill, user="0:0", workdir="/", env={}, tty=False)
         with contextlib.suppress(DevboxError):
             proc.run(kill_argv, tool="podman", timeout=30)
-        proc.kill([p.pid], signal.SIGTERM)  # type: ignore[attr-defined]
+        proc_table.kill([p.pid], signal.SIGTERM)  # type: ignore[attr-defined]
 
     try:
         done = proc.stream(argv, report, cancel, source=branch, tail_lines=TAIL, stop=stop,
