@@ -14,6 +14,7 @@ could have been asked then. Standard library, ``repo_root`` and ``proc`` only, l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -110,13 +111,10 @@ def remember(argv: Sequence[str]) -> None:
     if doc.get(_key) == list(argv):
         return
     doc[_key] = list(argv)
-    try:
-        _record.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _record.with_name(f".{RECORD}.{os.getpid()}")
-        tmp.write_text(json.dumps(doc))
-        os.replace(tmp, _record)
-    except OSError:
-        pass  # a read-only or full .build/: the next run just asks late
+    from devbox.core.filesystem import write_atomic  # (not at the entry point's start)
+
+    with contextlib.suppress(OSError):  # a read-only or full .build/: the next run just asks late
+        write_atomic(_record, json.dumps(doc).encode())
 
 
 def discard() -> None:

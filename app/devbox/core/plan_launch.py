@@ -60,9 +60,9 @@ def record(build: Path, argv: Sequence[str], cwd: str, env: Mapping[str, str | N
             return
     except (OSError, ValueError):
         pass
-    tmp = path.with_name(f".{RECORD}.{os.getpid()}")
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, path)
+    from devbox.core.filesystem import write_atomic  # (not at the entry point's start)
+
+    write_atomic(path, json.dumps(doc).encode())
 
 
 def command_words(argv: Sequence[str]) -> tuple[list[str], Path | None]:
