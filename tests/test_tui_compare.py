@@ -13,7 +13,7 @@ from pathlib import Path
 
 from textual.widgets import Button
 
-from devbox.core import config, git_merge
+from devbox.core import branch_notes, config
 from devbox.core import git as gitcore
 from devbox.core.ops import Section, Status, WorktreeRow
 from devbox.core.session import Devbox
@@ -38,8 +38,8 @@ def three_copies(tmp: Path) -> tuple[Path, dict[str, Path]]:
         branch = f"fan-{i}"
         wt = tmp / "r" / branch
         git(repo, "worktree", "add", "-q", "-b", branch, str(wt))
-        git_merge.record_base(repo, branch, "main")
-        git_merge.record_task(repo, branch, "fan")
+        branch_notes.record_base(repo, branch, "main")
+        branch_notes.record_task(repo, branch, "fan")
         wts[branch] = wt
     for branch in ("fan-1", "fan-3"):
         (wts[branch] / "f1.txt").write_text(f"{branch} rewrote f1\n")

@@ -18,7 +18,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 
-from devbox.core import agent_state, containers, git_merge, hosts
+from devbox.core import agent_state, branch_notes, containers, hosts
 from devbox.core.errors import ContainerFailed, DevboxError, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.filesystem import write_json
@@ -158,7 +158,7 @@ _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="host-agents")  # e
 
 def git_hosts(session: Devbox) -> dict[str, str]:
     """branch -> host, for every branch whose environment is on another host."""
-    return git_merge.per_branch(session.settings.repo, HOST_KEY)
+    return branch_notes.per_branch(session.settings.repo, HOST_KEY)
 
 
 def _rows_on(session: Devbox, host: str, branches: list[str]) -> list[AgentRow]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from devbox.core import git, git_merge
+from devbox.core import branch_notes, git, git_merge
 from devbox.core.errors import DevboxError
 from devbox.core.filesystem import read_json, write_json
 from devbox.core.session import Devbox
@@ -61,7 +61,7 @@ def conflicts(session: Devbox, *, limit: int | None = None) -> Radar:
         if w.branch and not w.is_main and not w.prunable:
             heads[w.branch] = w.head
     pairs: list[tuple[str, str, bool]] = [(a, b, False) for a, b in itertools.combinations(sorted(heads), 2)]
-    bases = git_merge.recorded_bases(repo)
+    bases = branch_notes.recorded_bases(repo)
     main = git.current_branch(repo) if len(bases) < len(heads) else ""
     for branch in sorted(heads):
         base = bases.get(branch) or main

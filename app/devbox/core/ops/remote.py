@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from devbox.core import containers, git, git_merge, hosts, image, transfer
+from devbox.core import branch_notes, containers, git, hosts, image, transfer
 from devbox.core.containers import HostUser
 from devbox.core.errors import Cancelled, DevboxError, NotAvailable, NotFound, Refused, ToolMissing
 from devbox.core.events import Reporter, Sink, Subject, null_sink
@@ -124,7 +124,7 @@ def host_start_work(
         if "has=1" not in res.stdout:
             r.step("start", f"pushing {branch} to {host}:{where.mirror}")
             refs = [f"refs/heads/{branch}:refs/heads/{branch}"]
-            base = git_merge.recorded_base(s.repo, branch)
+            base = branch_notes.recorded_base(s.repo, branch)
             if base and git.rev(s.repo, f"refs/heads/{base}"):
                 refs.append(f"+refs/heads/{base}:refs/heads/{base}")  # its base too: diffs there make sense
             transfer.git_over_ssh(t, s.repo, ["push", "--quiet", _url(spec, where.mirror), *refs], r, cancel, "push")

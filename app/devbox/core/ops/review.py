@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from devbox.core import git, git_merge
+from devbox.core import branch_notes, git, git_merge
 from devbox.core.errors import BadName, Cancelled, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.git_merge import Commit, FileChange, Uncommitted
@@ -59,7 +59,7 @@ class Merged:
 def base_of(session: Devbox, branch: str, override: str | None = None) -> str:
     """``override``, else the recorded base, else the main checkout's branch."""
     repo = session.settings.repo
-    base = override or git_merge.recorded_base(repo, branch) or git.current_branch(repo)
+    base = override or branch_notes.recorded_base(repo, branch) or git.current_branch(repo)
     if not base:
         raise NotFound(f"no base branch for {branch!r}", "name one: --base BRANCH")
     if base == branch:

@@ -9,7 +9,7 @@ import shutil
 import threading
 from pathlib import Path
 
-from devbox.core import containers, git, git_merge
+from devbox.core import branch_notes, containers, git
 from devbox.core.containers import Container
 from devbox.core.errors import NotFound, Refused
 from devbox.core.events import Reporter, Subject
@@ -63,14 +63,14 @@ def record_base(repo: Path, branch: str, from_ref: str | None, *, added: git.Add
     else the main checkout's), for ``devbox diff`` and ``devbox merge``; kept if recorded.
     ``added``: what ``git.add_worktree`` learnt (a new branch has no base yet, and the main
     checkout's branch is known): one git call instead of three."""
-    if not (added and added.created_branch) and git_merge.recorded_base(repo, branch):
+    if not (added and added.created_branch) and branch_notes.recorded_base(repo, branch):
         return
     if from_ref and git.rev(repo, f"refs/heads/{from_ref}"):
         base = from_ref
     else:
         base = added.main_branch if added else git.current_branch(repo)
     if base and base != branch:
-        git_merge.record_base(repo, branch, base)
+        branch_notes.record_base(repo, branch, base)
 
 
 def remove_container_record(

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from devbox.core import containers, git, git_merge, proc, proc_table
+from devbox.core import branch_notes, containers, git, proc, proc_table
 from devbox.core.containers import Container
 from devbox.core.errors import BadName, Cancelled, DevboxError, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Stream, Subject, null_sink
@@ -169,8 +169,8 @@ def start_task(
         finally:
             if git.rev(repo, f"refs/heads/{branch}"):
                 if base:
-                    git_merge.record_base(repo, branch, base)
-                git_merge.record_task(repo, branch, task)
+                    branch_notes.record_base(repo, branch, base)
+                branch_notes.record_task(repo, branch, task)
     report.step("done", f"{count} agents on {task}: {', '.join(b.branch for b in started)} (devbox compare {task})")
     return TaskStarted(task, base, base_commit, tuple(started))
 
@@ -182,13 +182,13 @@ def _so_far(what: str, started: list[AgentStarted]) -> str:
 
 def task_of(session: Devbox, branch: str) -> str:
     """The task ``branch`` is a copy of, or ""."""
-    return git_merge.recorded_tasks(session.settings.repo).get(branch, "")
+    return branch_notes.recorded_tasks(session.settings.repo).get(branch, "")
 
 
 def task_branches(session: Devbox, task: str) -> tuple[str, ...]:
     """The copies of ``task`` that still exist, in their numbered order."""
     repo = session.settings.repo
-    found = [b for b, t in git_merge.recorded_tasks(repo).items() if t == task and git.rev(repo, f"refs/heads/{b}")]
+    found = [b for b, t in branch_notes.recorded_tasks(repo).items() if t == task and git.rev(repo, f"refs/heads/{b}")]
     if not found:
         raise NotFound(f"no copies of task {task!r}", f"start some: devbox agent start {task} --count 3 --prompt ...")
     return tuple(sorted(found, key=_number))
