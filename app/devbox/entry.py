@@ -5,15 +5,42 @@ the first line of a command runs. ``vm up``'s terraform plan needs none of it, s
 started first, from the command the last plan recorded (``core/plan_launch.py``: standard
 library, ``repo_root`` and ``proc`` only), and runs while the rest is imported; so does the
 podman question ``start-work`` and ``vm up`` ask first (``core/early_images.py``).
+
+The cyclic GC is off while a command starts (``hold_gc``): the imports (podman-py's ~340
+modules, devbox's own) allocate objects that it walked again and again, ~7 ms of the ~0.2 s
+of CPU a new environment spends before its container is created (measured, A/B).
 """
 
 from __future__ import annotations
 
+import gc
 import sys
+import threading
 from typing import NoReturn
+
+GC_BACK = 2.0  # seconds: a command still running by then gets its cyclic GC back
+
+
+def hold_gc() -> None:
+    """The GC off until the command has started; a command still running after ``GC_BACK``
+    seconds (a build, a terraform apply) gets it back, with what is alive by then frozen
+    (kept out of every later collection: the modules, the session). Most commands end before
+    (``end`` skips the interpreter's shutdown, and with it its last collection)."""
+    if not gc.isenabled():
+        return
+    gc.disable()
+    back = threading.Timer(GC_BACK, _gc_back)
+    back.daemon = True
+    back.start()
+
+
+def _gc_back() -> None:
+    gc.freeze()
+    gc.enable()
 
 
 def run() -> None:
+    hold_gc()
     from devbox.core import early_images, plan_launch
     from devbox.core.errors import ExitCode
 
