@@ -43,17 +43,58 @@ def test_no_ops_submodule_shadows_an_operation() -> None:
     assert all(callable(getattr(ops, name)) for name in ops.__all__)
 
 
+def quiet_python(code: str) -> str:
+    """What ``code`` prints, run with every warning an error; it must print nothing else."""
+    out = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, check=True)
+    assert out.stderr == ""
+    return out.stdout.strip()
+
+
 def test_start_work_does_not_load_vm_mode() -> None:
-    """The ops index promises it (review of issue 14: results.py imported builder and libvirt)."""
+    """The ops index promises it (review of issue 14: results.py imported builder and libvirt);
+    nor what a new environment does not use (issue 19: each was milliseconds of its CPU
+    before the container's create): the review module, the agents' state, a thread pool,
+    and podman-py's unused rich.progress and character-set detector."""
     code = (
         "import sys, devbox.cli\n"
         "from devbox.core import ops\n"
+        "from devbox.core.podman_client import import_podman_py\n"
         "ops.start_work, ops.list_worktrees, ops.list_containers, ops.add_worktree\n"
-        "print(sorted(m for m in ('devbox.core.builder', 'devbox.core.libvirt', 'devbox.core.terraform') "
-        "if m in sys.modules))\n"
+        "import_podman_py()\n"
+        "print(sorted(m for m in ('devbox.core.builder', 'devbox.core.libvirt', 'devbox.core.terraform', "
+        "'devbox.core.git_merge', 'devbox.core.agent_state', 'concurrent.futures', 'rich.progress', "
+        "'charset_normalizer') if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "[]"
+    assert quiet_python(code) == "[]"
+
+
+def test_podman_py_without_a_detector_reads_utf8_and_leaves_the_detector_importable() -> None:
+    """requests without a character-set detector reads an undeclared reply as UTF-8, and the
+    blocked module is importable again once podman-py is loaded."""
+    code = (
+        "import sys\n"
+        "from devbox.core.podman_client import import_podman_py\n"
+        "import_podman_py()\n"
+        "import requests\n"
+        "r = requests.Response(); r._content = 'caf\\u00e9'.encode(); r.headers['Content-Type'] = 'text/plain'\n"
+        "import charset_normalizer\n"
+        "print(r.apparent_encoding, r.text, 'charset_normalizer' in sys.modules)\n"
+    )
+    assert quiet_python(code) == "utf-8 caf\u00e9 True"
+
+
+def test_the_command_holds_the_gc_while_it_starts_and_gives_it_back() -> None:
+    code = (
+        "import gc, time\n"
+        "from devbox import entry\n"
+        "entry.GC_BACK = 0.2\n"
+        "entry.hold_gc()\n"
+        "held = not gc.isenabled()\n"
+        "time.sleep(1.0)\n"
+        "print(held, gc.isenabled(), gc.get_freeze_count() > 0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True", "True"]
 
 
 def test_a_command_line_builds_only_its_commands_parser() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,26 +39,34 @@ def socket_remedy(url: str) -> str:
     return f"run: podman system service --time=0 unix://{path} &; {also}"
 
 
-def import_podman_py() -> Any:
-    """podman-py, imported on first use (the one place it is imported).
+# What podman-py's import brings in that devbox never uses, made to fail while it loads:
+# rich.progress (its images module's pull progress bar, ~60 ms of a no-op start-work) and a
+# character-set detector for requests (charset_normalizer, ~9 ms of a new environment's CPU
+# before its create). podman's API answers JSON in UTF-8, and requests reads a reply without
+# a declared charset as UTF-8 when no detector is installed (``Response.apparent_encoding``).
+# A module already loaded is left as it is.
+UNUSED = ("rich.progress", "charset_normalizer", "chardet")
 
-    Its images module imports rich.progress when it can, for a pull progress bar devbox
-    never asks for; that is ~60 ms of a no-op start-work. The import is made to fail for
-    that one module (podman-py catches it) unless rich.progress is already loaded.
-    A module still being imported by ``preload``'s thread is waited for (``import`` does).
-    """
+
+def import_podman_py() -> Any:
+    """podman-py, imported on first use (the one place it is imported), without ``UNUSED``.
+    A module still being imported by ``preload``'s thread is waited for (``import`` does)."""
     if podman_py_loaded():
         return sys.modules["podman"]
-    block = "rich.progress" not in sys.modules
-    if block:
-        sys.modules["rich.progress"] = None  # type: ignore[assignment]
+    blocked = [name for name in UNUSED if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]
+    # requests warns at its import when it finds no detector (a filter, not catch_warnings:
+    # that swaps the process-wide filters while other threads run)
+    warnings.filterwarnings("ignore", message="Unable to find acceptable character detection", module="requests")
     try:
         import podman
     except ImportError:
         raise PodmanMissing("the podman-py library is missing", "reinstall devbox: pip install -e .") from None
     finally:
-        if block and sys.modules.get("rich.progress", 0) is None:
-            del sys.modules["rich.progress"]
+        for name in blocked:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
     return podman
 
 

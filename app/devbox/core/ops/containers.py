@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from devbox.core import containers, git, image
 from devbox.core.containers import Container
@@ -293,6 +292,8 @@ def start_several(
     not ten times. One branch failing does not stop the others: the result says what each did.
     ``cancel`` stops every start (each removes what it half made) and raises once all are
     back."""
+    from concurrent.futures import ThreadPoolExecutor  # here: start_work's own import stays light
+
     cancel = cancel or threading.Event()
     names = list(dict.fromkeys(branches))
     if not names or len(names) > MOST:

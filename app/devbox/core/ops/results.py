@@ -6,14 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from devbox.core.agent_state import AgentState
 from devbox.core.containers import Container
 from devbox.core.errors import DevboxError
 from devbox.core.freshness import SourceTree
 from devbox.core.git import Worktree, WorktreeState
 from devbox.core.image import ImageStatus
 
-if TYPE_CHECKING:  # VM mode's records: a start-work must not load VM mode's modules
+if TYPE_CHECKING:  # VM mode's records and the agents': a start-work must not load their modules
+    from devbox.core.agent_state import AgentState
     from devbox.core.builder import DiskStatus
     from devbox.core.libvirt import Vm
 
