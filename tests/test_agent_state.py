@@ -96,7 +96,7 @@ def test_the_state_directory_is_untrusted(tmp_path: Path) -> None:
 
 def test_notifications_once_per_move_and_never_for_the_row_on_screen() -> None:
     from devbox.core import notify
-    from devbox.core.ops.results import AgentRow
+    from devbox.core.ops.views import AgentRow
 
     def rows(state: str, message: str = "") -> list[AgentRow]:
         return [AgentRow("b1", "c1", "running", agent_state.AgentState(state, message=message))]  # type: ignore[arg-type]

@@ -365,7 +365,7 @@ def test_the_diff_tab_shows_files_commits_uncommitted_conflicts_and_patches(tmp_
 
     from devbox.core import git as gitcore
     from devbox.core.ops.radar import Clash, Radar
-    from devbox.core.ops.results import WorktreeRow
+    from devbox.core.ops.views import WorktreeRow
     from devbox.tui.diffview import FilesTable, PatchView
     from test_merge import git, make_repo
 
@@ -436,7 +436,7 @@ def test_the_merge_dialog_cancel_changes_nothing_confirm_lands_what_it_listed(tm
     from textual.widgets import Button, OptionList
 
     from devbox.core import git as gitcore
-    from devbox.core.ops.results import WorktreeRow
+    from devbox.core.ops.views import WorktreeRow
     from devbox.tui.dialogs import ConfirmTeardown, MergeDialog
     from devbox.tui.panes import WorktreesTable
     from test_merge import git, make_repo, snapshot
@@ -516,7 +516,7 @@ def test_diff_tab_snapshot(snap_compare: object, tmp_path: Path) -> None:
     import random
 
     from devbox.core import git as gitcore
-    from devbox.core.ops.results import WorktreeRow
+    from devbox.core.ops.views import WorktreeRow
     from devbox.tui.diffview import FilesTable, PatchView
     from test_merge import git, make_repo
 

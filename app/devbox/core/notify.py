@@ -16,7 +16,7 @@ from devbox.core import proc
 from devbox.core.errors import DevboxError
 
 if TYPE_CHECKING:  # (the dashboard imports this before its first paint; the rows come later)
-    from devbox.core.ops.results import AgentRow
+    from devbox.core.ops.views import AgentRow
 
 ALERTING = frozenset({"needs you", "done", "error"})
 MIN_GAP = 5.0  # seconds before one environment's same alert is sent again (a flapping agent)

@@ -90,7 +90,7 @@ class FleetActions:
         if not self.screen_stack or self.last_update is None:
             return
         u = self.last_update
-        from devbox.core.ops.results import IN_VM  # (loaded by the poll by now; not before the first paint)
+        from devbox.core.ops.views import IN_VM  # (loaded by the poll by now; not before the first paint)
 
         # the VM's and other hosts' rows are read by the full poll (over ssh)
         far = tuple(r for r in u.status.agents.value or () if r.container_state == IN_VM or r.host)
@@ -198,7 +198,7 @@ class FleetActions:
             self.notify("no agent needs you", timeout=3)
 
     def action_attach_agent(self) -> None:
-        from devbox.core.ops.results import IN_VM
+        from devbox.core.ops.views import IN_VM
 
         row = self.fleet.selected()
         if row is not None:

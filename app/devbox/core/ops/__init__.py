@@ -104,20 +104,7 @@ if TYPE_CHECKING:
         host_remove,
         host_start_work,
     )
-    from devbox.core.ops.results import (
-        AgentRow,
-        ContainerList,
-        Loss,
-        Problem,
-        Removed,
-        Section,
-        StartedSeveral,
-        StartResult,
-        Status,
-        WorktreeList,
-        WorktreeLoss,
-        WorktreeRow,
-    )
+    from devbox.core.ops.results import ContainerList, Loss, Problem, Removed, StartedSeveral, StartResult
     from devbox.core.ops.review import (
         BranchDiff,
         Merged,
@@ -156,6 +143,7 @@ if TYPE_CHECKING:
         vm_ssh,
     )
     from devbox.core.ops.upgrade import Upgraded, vm_upgrade
+    from devbox.core.ops.views import AgentRow, Section, Status, WorktreeList, WorktreeLoss, WorktreeRow
     from devbox.core.ops.vm import (
         VmDown,
         VmLoss,
@@ -209,7 +197,7 @@ _WHERE = {
     "start_task": "tasks",
     "task_branches": "tasks",
     "task_of": "tasks",
-    "AgentRow": "results",
+    "AgentRow": "views",
     "AgentStarted": "fleet",
     "agent_attach_argv": "fleet",
     "agent_preview": "fleet",
@@ -238,23 +226,23 @@ _WHERE = {
     "vm_agent_stop": "fleet_vm",
     "Check": "hostcheck",
     "ContainerList": "results",
-    "WorktreeList": "results",
-    "WorktreeLoss": "results",
+    "WorktreeList": "views",
+    "WorktreeLoss": "views",
     "Loss": "results",
     "Moved": "transfer",
     "Problem": "results",
     "Removed": "results",
-    "Section": "results",
+    "Section": "views",
     "StartResult": "results",
     "StartedSeveral": "results",
-    "Status": "results",
+    "Status": "views",
     "Upgraded": "upgrade",
     "VmDown": "vm",
     "VmLoss": "vm",
     "VmOverview": "vm",
     "VmStatus": "vm",
     "VmUp": "vm",
-    "WorktreeRow": "results",
+    "WorktreeRow": "views",
     "activity": "dashboard",
     "add_worktree": "worktrees",
     "attach_argv": "containers",

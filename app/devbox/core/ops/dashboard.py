@@ -11,7 +11,7 @@ from devbox.core import git
 from devbox.core.containers import LABEL_REPO, Container
 from devbox.core.events import Reporter, Sink, Subject
 from devbox.core.ops.containers import find_container
-from devbox.core.ops.results import WorktreeRow
+from devbox.core.ops.views import WorktreeRow
 from devbox.core.podman_records import ContainerEvent, ContainerStats
 from devbox.core.session import Devbox
 

@@ -26,7 +26,7 @@ from devbox.core.errors import BadName, ContainerFailed, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.filesystem import read_json, write_json
 from devbox.core.ops.containers import find_container, start_work
-from devbox.core.ops.results import AgentRow
+from devbox.core.ops.views import AgentRow
 from devbox.core.session import Devbox
 
 SESSION = "devbox-agent"  # the tmux session inside the container (tmux -u: UTF-8 whatever the locale)

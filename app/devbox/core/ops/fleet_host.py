@@ -27,7 +27,7 @@ from devbox.core.ops.fleet import EXIT_EVENT, SESSION, AgentStarted, _spec, _wra
 from devbox.core.ops.fleet_vm import parse_states
 from devbox.core.ops.hostlist import spec_of
 from devbox.core.ops.remote import HOST_KEY, HostStarted, host_exec_argv, host_of, host_start_work, layout
-from devbox.core.ops.results import AgentRow
+from devbox.core.ops.views import AgentRow
 from devbox.core.session import Devbox
 
 # every agent of this repository on the host: "<container> <running 0|1> <bytes>\n", then

@@ -26,9 +26,9 @@ from devbox.core.errors import DevboxError, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.filesystem import read_json, write_json
 from devbox.core.ops.fleet import EXIT_EVENT, SESSION, AgentStarted, _spec, _wrapper, needed_env
-from devbox.core.ops.results import IN_VM, AgentRow
 from devbox.core.ops.steps import record_base
 from devbox.core.ops.transfer import _remote_repo, git_push, target
+from devbox.core.ops.views import IN_VM, AgentRow
 from devbox.core.session import Devbox
 
 STATE_ROOT = ".local/state/devbox/agents"  # under the VM user's home

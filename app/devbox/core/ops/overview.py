@@ -9,7 +9,7 @@ from devbox.core import builder, containers, image
 from devbox.core.events import Reporter, Sink, null_sink
 from devbox.core.image import ImageStatus
 from devbox.core.ops.fleet import agent_rows
-from devbox.core.ops.results import Section, Status
+from devbox.core.ops.views import Section, Status
 from devbox.core.ops.vm import list_vms
 from devbox.core.ops.worktrees import rows
 from devbox.core.session import Devbox

@@ -36,8 +36,9 @@ from devbox.core.events import Reporter, Sink, Stream, Subject, null_sink
 from devbox.core.filesystem import read_json, write_json
 from devbox.core.git_merge import Commit
 from devbox.core.ops.fleet import AgentStarted, _spec, agent_rows, agent_start, needed_env
-from devbox.core.ops.results import Removed, Section
+from devbox.core.ops.results import Removed
 from devbox.core.ops.review import base_of, diff_branch, predict_merge
+from devbox.core.ops.views import Section
 from devbox.core.ops.worktrees import find_worktree, remove_worktree, worktree_loss
 from devbox.core.session import Devbox
 

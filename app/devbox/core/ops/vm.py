@@ -21,7 +21,7 @@ from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.filesystem import read_json
 from devbox.core.freshness import Verdict
 from devbox.core.locks import hold
-from devbox.core.ops.results import Section
+from devbox.core.ops.views import Section
 from devbox.core.ops.vm_follow import follow, following
 from devbox.core.ops.vm_host import place
 from devbox.core.session import Devbox

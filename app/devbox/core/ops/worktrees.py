@@ -11,8 +11,9 @@ from devbox.core.containers import Container
 from devbox.core.errors import Cancelled, DevboxError, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.locks import hold
-from devbox.core.ops.results import Loss, Removed, Section, WorktreeList, WorktreeLoss, WorktreeRow
+from devbox.core.ops.results import Loss, Removed
 from devbox.core.ops.steps import branch_lock, ensure_worktree, remove_container_record
+from devbox.core.ops.views import Section, WorktreeList, WorktreeLoss, WorktreeRow
 from devbox.core.session import Devbox
 
 
