@@ -23,9 +23,10 @@ GC_BACK = 2.0  # seconds: a command still running by then gets its cyclic GC bac
 
 def hold_gc() -> None:
     """The GC off until the command has started; a command still running after ``GC_BACK``
-    seconds (a build, a terraform apply) gets it back, with what is alive by then frozen
-    (kept out of every later collection: the modules, the session). Most commands end before
-    (``end`` skips the interpreter's shutdown, and with it its last collection)."""
+    seconds (a build, a terraform apply) gets it back: one collection (no cycle made while it
+    was off is kept), then what is alive is frozen (kept out of every later collection: the
+    modules, the session). Most commands end before (``end`` skips the interpreter's
+    shutdown, and with it its last collection)."""
     if not gc.isenabled():
         return
     gc.disable()
@@ -35,6 +36,7 @@ def hold_gc() -> None:
 
 
 def _gc_back() -> None:
+    gc.collect()
     gc.freeze()
     gc.enable()
 
