@@ -87,14 +87,14 @@ def test_the_command_holds_the_gc_while_it_starts_and_gives_it_back() -> None:
     """Off at the start (a cycle made meanwhile stays); back after GC_BACK: the cycle is
     collected, and what was alive then is frozen."""
     code = (
-        "import gc, time, weakref\n"
+        "import gc, weakref\n"
         "from devbox import entry\n"
         "entry.GC_BACK = 0.2\n"
-        "entry.hold_gc()\n"
+        "back = entry.hold_gc()\n"
         "class Node: pass\n"
         "a = Node(); a.me = a; ref = weakref.ref(a); del a\n"
         "held = not gc.isenabled() and ref() is not None\n"
-        "time.sleep(1.0)\n"
+        "back.join(10)\n"
         "print(held, gc.isenabled(), gc.get_freeze_count() > 0, ref() is None)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -24,18 +24,20 @@ from typing import NoReturn
 GC_BACK = 10.0
 
 
-def hold_gc() -> None:
+def hold_gc() -> threading.Timer | None:
     """The GC off until the command has started; a command still running after ``GC_BACK``
     seconds (a build, a terraform apply) gets it back: one collection (no cycle made while it
     was off is kept), then what is alive is frozen (kept out of every later collection: the
     modules, the session). Most commands end before (``end`` skips the interpreter's
-    shutdown, and with it its last collection)."""
+    shutdown, and with it its last collection). Returns the timer that gives it back (None
+    when the GC was off already: whoever turned it off turns it on)."""
     if not gc.isenabled():
-        return
+        return None
     gc.disable()
     back = threading.Timer(GC_BACK, _gc_back)
     back.daemon = True
     back.start()
+    return back
 
 
 def _gc_back() -> None:
