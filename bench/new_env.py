@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -89,10 +90,11 @@ def split(repo: Path, branch: str) -> dict[str, float]:
             "total in-process": (end - t0) * 1000}  # fmt: skip
 
 
-def at_once(devbox: list[str], prefix: str, n: int, env: dict[str, str]) -> float:
+def at_once(start: Callable[[str], object], prefix: str, n: int) -> float:
+    """``start(name)`` for ``prefix-0`` .. ``prefix-(n-1)``, all at once; the wall time (ms)."""
     t = time.perf_counter()
     with ThreadPoolExecutor(max_workers=n) as pool:
-        list(pool.map(lambda i: run([*devbox, "start-work", f"{prefix}-{i}", "--detach"], env), range(n)))
+        list(pool.map(lambda i: start(f"{prefix}-{i}"), range(n)))
     return (time.perf_counter() - t) * 1000
 
 
@@ -109,13 +111,6 @@ def in_one(devbox: list[str], prefix: str, n: int, env: dict[str, str]) -> tuple
     cpu, t = busy_cpu(), time.perf_counter()
     run([*devbox, "start-work", *(f"{prefix}-{i}" for i in range(n)), "--detach"], env)
     return (time.perf_counter() - t) * 1000, (busy_cpu() - cpu) * 1000
-
-
-def hand_at_once(podman: str, repo: Path, image_id: str, prefix: str, n: int, env: dict[str, str]) -> float:
-    t = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        list(pool.map(lambda i: by_hand(podman, repo, image_id, f"{prefix}-{i}", env), range(n)))
-    return (time.perf_counter() - t) * 1000
 
 
 def main() -> None:
@@ -142,17 +137,22 @@ def main() -> None:
                 imports.append((time.perf_counter() - t) * 1000)
             parts = split(proj.root, "split-0")
             made.append("split-0")
+
+            def start_mine(name: str) -> str:
+                return run([*devbox, "start-work", name, "--detach"], env)
+
+            def start_by_hand(name: str) -> float:
+                return by_hand(podman, proj.root, image_id, name, env)
+
             # one: the median of three (a single start moved by ~10% between runs)
-            ones = [at_once(devbox, f"par1x{k}", 1, env) for k in range(3)]
+            ones = [at_once(start_mine, f"par1x{k}", 1) for k in range(3)]
             made += [f"par1x{k}-0" for k in range(3)]
-            group = {1: statistics.median(ones)} | {n: at_once(devbox, f"par{n}", n, env) for n in (5, 10)}
+            group = {1: statistics.median(ones)} | {n: at_once(start_mine, f"par{n}", n) for n in (5, 10)}
             made += [f"par{n}-{i}" for n in (5, 10) for i in range(n)]
             together, busy = in_one(devbox, "one10", 10, env)
             made += [f"one10-{i}" for i in range(10)]
-            hand_one = statistics.median(
-                hand_at_once(podman, proj.root, image_id, f"hone{k}", 1, env) for k in range(3)
-            )
-            hand_ten = hand_at_once(podman, proj.root, image_id, "hten", 10, env)
+            hand_one = statistics.median(at_once(start_by_hand, f"hone{k}", 1) for k in range(3))
+            hand_ten = at_once(start_by_hand, "hten", 10)
         finally:
             for branch in made:
                 subprocess.run([*devbox, "worktree", "remove", "--force", "--delete-branch", branch], env=env,
