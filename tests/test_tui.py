@@ -8,7 +8,6 @@ import gc
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from devbox.tui.commands import key_clashes
 from devbox.tui.dialogs import AskLine, ConfirmTeardown, NewWorktree, RunPicker
 from devbox.tui.logpane import CAP, LogPane
 from devbox.tui.panes import ContainersTable, WorktreesTable
+from tui_wait import showing, until
 
 from conftest import Project, git
 
@@ -30,13 +30,6 @@ pytestmark = pytest.mark.podman
 
 def podman(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["podman", *args], capture_output=True, text=True)
-
-
-async def until(pilot: Pilot[None], cond: Callable[[], object], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out waiting in the app"
-        await pilot.pause(0.1)
 
 
 def shown(pane: LogPane) -> list[str]:
@@ -75,7 +68,7 @@ def test_panes_keys_and_teardown(project: Project) -> None:
 
             # new: the branch is checked as you type; Enter creates worktree + container
             await pilot.press("n")
-            await until(pilot, lambda: isinstance(app.screen, NewWorktree))
+            await until(pilot, lambda: showing(app, NewWorktree))
             await pilot.press(*"bad..name")
             assert "contains '..'" in str(app.screen.query_one("#branch-error", Static).render())
             assert app.screen.query_one("#create", Button).disabled
@@ -94,7 +87,7 @@ def test_panes_keys_and_teardown(project: Project) -> None:
 
             # remove container: Escape cancels and changes nothing
             await pilot.press("x")
-            await until(pilot, lambda: isinstance(app.screen, ConfirmTeardown))
+            await until(pilot, lambda: showing(app, ConfirmTeardown))
             assert app.screen.focused is app.screen.query_one("#cancel", Button)  # the default is Cancel
             await pilot.press("escape")
             await until(pilot, lambda: not isinstance(app.screen, ConfirmTeardown))
@@ -105,7 +98,7 @@ def test_panes_keys_and_teardown(project: Project) -> None:
             # removes exactly that worktree and its container
             await select(pilot, wts, str(victim_wt))
             await pilot.press("X")
-            await until(pilot, lambda: isinstance(app.screen, ConfirmTeardown))
+            await until(pilot, lambda: showing(app, ConfirmTeardown))
             loss = str(app.screen.query_one("#dialog-loss", Static).render())
             assert "draft.txt" in loss and "home volume" in loss
             await pilot.click("#confirm")
@@ -287,7 +280,7 @@ def test_container_log_force_rebuild_palette_and_confirmed_removal(project: Proj
 
             await select(pilot, conts, c.name)
             await pilot.press("x")
-            await until(pilot, lambda: isinstance(app.screen, ConfirmTeardown))
+            await until(pilot, lambda: showing(app, ConfirmTeardown))
             loss = str(app.screen.query_one("#dialog-loss", Static).render())
             assert f"running container {c.name}" in loss and f"{c.name}-var" in loss
             await pilot.click("#confirm")
@@ -333,14 +326,14 @@ def test_operations_run_apart_and_a_build_is_cancelled_from_the_dashboard(projec
             await pilot.pause(0.3)
             assert len(pane.runs) == 1
             await pilot.press("q")  # quitting while it runs asks first; "n" keeps both
-            await until(pilot, lambda: isinstance(app.screen, AskLine))
+            await until(pilot, lambda: showing(app, AskLine))
             assert "stop them and quit" in str(app.screen.query_one("#ask-line", Static).render())
             await pilot.press("n")
             await pilot.pause(0.2)
             assert build.running and app.is_running
 
             await pilot.press("n")  # a container start at the same time
-            await until(pilot, lambda: isinstance(app.screen, NewWorktree))
+            await until(pilot, lambda: showing(app, NewWorktree))
             await pilot.press(*"second", "enter")
             await until(pilot, lambda: len(pane.runs) == 2)
             start = pane.runs[0]
@@ -349,7 +342,7 @@ def test_operations_run_apart_and_a_build_is_cancelled_from_the_dashboard(projec
             await until(pilot, lambda: any("-second-" in k for k in keys_of(conts)), 60)
 
             await pilot.press("c")  # the shown run (the start) is over: the running build is meant
-            await until(pilot, lambda: isinstance(app.screen, AskLine))
+            await until(pilot, lambda: showing(app, AskLine))
             assert "image-build" in str(app.screen.query_one("#ask-line", Static).render())
             await pilot.press("y")
             await until(pilot, lambda: not build.running, 120)
@@ -364,7 +357,7 @@ def test_operations_run_apart_and_a_build_is_cancelled_from_the_dashboard(projec
 
             await pilot.press("r")  # the app keeps working
             await pilot.press("L")
-            await until(pilot, lambda: isinstance(app.screen, RunPicker))
+            await until(pilot, lambda: showing(app, RunPicker))
             await pilot.press("escape")
 
     try:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from textual.widgets import Button
@@ -22,6 +20,7 @@ from devbox.tui.compare import Card, CompareScreen
 from devbox.tui.dialogs import ConfirmTeardown, MergeDialog
 from devbox.tui.fleet import FleetTable
 from test_merge import git, make_repo
+from tui_wait import showing, until
 
 # the view must not need podman, and its picture must not depend on whether this machine's
 # default podman socket answers (it did in CI, not by hand): no podman at all
@@ -58,13 +57,6 @@ def status_of(repo: Path) -> Status:
     return Status(str(repo), Section(), Section(), Section(rows), Section(()), agents=Section(()))
 
 
-async def until(pilot: object, cond: Callable[[], object], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        await pilot.pause(0.05)  # type: ignore[attr-defined]
-
-
 def select(app: object, branch: str) -> None:
     table = app.query_one(FleetTable)  # type: ignore[attr-defined]
     table.move_cursor(row=list(table._shown).index(branch))
@@ -85,7 +77,7 @@ def test_compare_lists_the_copies_picks_one_and_names_what_the_others_lose(tmp_p
                 await until(pilot, lambda: "fan-2" in app.query_one(FleetTable)._shown)
                 select(app, "fan-2")
                 await pilot.press("C")
-                await until(pilot, lambda: isinstance(app.screen, CompareScreen) and len(cards(app)) == 3)
+                await until(pilot, lambda: showing(app, CompareScreen) and len(cards(app)) == 3)
                 shown = cards(app)
                 assert "2 commits, 2 files" in shown[0] and "fan-1: rewrite f2" in shown[0]
                 assert "1 commit, 1 file" in shown[1] and "+12 -0" in shown[1] and "add the feature" in shown[1]
@@ -97,12 +89,12 @@ def test_compare_lists_the_copies_picks_one_and_names_what_the_others_lose(tmp_p
                 await pilot.press("left")
                 before = git(repo, "rev-parse", "main").stdout
                 await pilot.press("enter")
-                await until(pilot, lambda: isinstance(app.screen, MergeDialog))
+                await until(pilot, lambda: showing(app, MergeDialog))
                 what = str(app.screen.query_one("#merge-what").render())
                 assert "fan-2: add the feature" in what and "feature.txt" in what
                 assert git(repo, "rev-parse", "main").stdout == before  # nothing moved before the confirm
                 await pilot.click("#confirm")
-                await until(pilot, lambda: isinstance(app.screen, ConfirmTeardown), 60)
+                await until(pilot, lambda: showing(app, ConfirmTeardown), 60)
                 losses = str(app.screen.query_one("#dialog-loss").render())
                 assert "fan-1: worktree" in losses and "2 commit(s)" in losses
                 assert "fan-3:" in losses and "1 uncommitted file(s): scratch.txt" in losses
@@ -128,7 +120,7 @@ def test_compare_view_snapshot(snap_compare: object, tmp_path: Path) -> None:
         await until(pilot, lambda: "fan-2" in app.query_one(FleetTable)._shown)
         select(app, "fan-2")
         await pilot.press("C")  # type: ignore[attr-defined]
-        await until(pilot, lambda: isinstance(app.screen, CompareScreen) and len(cards(app)) == 3)
+        await until(pilot, lambda: showing(app, CompareScreen) and len(cards(app)) == 3)
         await pilot.pause(0.3)  # type: ignore[attr-defined]
 
     try:

@@ -440,6 +440,7 @@ def test_the_merge_dialog_cancel_changes_nothing_confirm_lands_what_it_listed(tm
     from devbox.tui.dialogs import ConfirmTeardown, MergeDialog
     from devbox.tui.panes import WorktreesTable
     from test_merge import git, make_repo, snapshot
+    from tui_wait import showing, until
 
     repo = make_repo(tmp_path / "r", random.Random(9))
     wt = tmp_path / "r" / "wt"
@@ -453,12 +454,6 @@ def test_the_merge_dialog_cancel_changes_nothing_confirm_lands_what_it_listed(tm
         st = Status(str(repo), Section(), Section(), Section(rows), Section(()), agents=Section(()))
         app = make_app(session, watch=False, view="resources")
 
-        async def until(pilot: object, cond: object, timeout: float = 30) -> None:
-            deadline = time.monotonic() + timeout
-            while not cond():  # type: ignore[operator]
-                assert time.monotonic() < deadline
-                await pilot.pause(0.05)  # type: ignore[attr-defined]
-
         async def go() -> None:
             async with app.run_test(size=(120, 40)) as pilot:
                 app.post_message(StatusUpdated(st, {}, {}, None))
@@ -467,7 +462,7 @@ def test_the_merge_dialog_cancel_changes_nothing_confirm_lands_what_it_listed(tm
                 table.move_cursor(row=list(table._shown).index(str(wt)))
                 before = snapshot(repo, wt)  # (the dashboard's own .build/ made by now)
                 await pilot.press("M")
-                await until(pilot, lambda: isinstance(app.screen, MergeDialog))
+                await until(pilot, lambda: showing(app, MergeDialog))
                 what = str(app.screen.query_one("#merge-what").render())
                 assert "2 commit(s)" in what and "agent adds 1" in what and "agent-0.txt" in what
                 assert app.screen.focused is app.screen.query_one("#cancel", Button)
@@ -476,10 +471,10 @@ def test_the_merge_dialog_cancel_changes_nothing_confirm_lands_what_it_listed(tm
                 assert snapshot(repo, wt) == before  # cancelled: nothing moved
 
                 await pilot.press("M")
-                await until(pilot, lambda: isinstance(app.screen, MergeDialog))
+                await until(pilot, lambda: showing(app, MergeDialog))
                 app.screen.query_one(OptionList).highlighted = 2  # squash
                 await pilot.click("#confirm")
-                await until(pilot, lambda: isinstance(app.screen, ConfirmTeardown), 60)  # offered after the merge
+                await until(pilot, lambda: showing(app, ConfirmTeardown), 60)  # offered after the merge
                 assert f"Remove worktree {wt}?" in str(app.screen.query_one("#dialog-title").render())
                 await pilot.press("escape")
 

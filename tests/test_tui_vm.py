@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from textual.pilot import Pilot
 from textual.widgets import Input, Label, Static
 
 from devbox.core.session import Devbox
@@ -22,18 +19,12 @@ from devbox.tui.dialogs import ConfirmTeardown, TransferPaths
 from devbox.tui.logpane import LogPane
 from devbox.tui.panes import VmsTable, WorktreesTable
 from sshd import HOME, vm_project_over_ssh
+from tui_wait import showing, until
 
 from conftest import Project, make_project
 
 pytestmark = pytest.mark.podman
 TEST_URI = "test:///default"
-
-
-async def until(pilot: Pilot[None], cond: Callable[[], object], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out waiting in the app"
-        await pilot.pause(0.1)
 
 
 def define(conn: object, name: str, repo: Path) -> None:
@@ -69,7 +60,7 @@ def test_vm_pane_lists_this_checkouts_vms_and_vm_down_asks_first(tmp_path: Path)
             assert "VM stale (terraform state lost" in str(app.query_one("#artifacts", Static).render())
 
             await pilot.press("U")
-            await until(pilot, lambda: isinstance(app.screen, ConfirmTeardown))
+            await until(pilot, lambda: showing(app, ConfirmTeardown))
             loss = str(app.screen.query_one("#dialog-loss", Static).render())
             assert f"VM {domain} (running" in loss and "everything written inside it" in loss
             await pilot.click("#cancel")
@@ -78,7 +69,7 @@ def test_vm_pane_lists_this_checkouts_vms_and_vm_down_asks_first(tmp_path: Path)
             assert not [r for r in app.query_one(LogPane).runs if r.name.startswith("vm-down")]
 
             await pilot.press("U")
-            await until(pilot, lambda: isinstance(app.screen, ConfirmTeardown))
+            await until(pilot, lambda: showing(app, ConfirmTeardown))
             await pilot.click("#confirm")
             await until(pilot, lambda: table.row_count == 0, 30)
             assert domain not in conn.listDefinedDomains() and f"devbox-other-{name}" in [
@@ -131,7 +122,7 @@ def test_transfer_keys_push_a_worktree_and_its_branch(tmp_path: Path) -> None:
                 wts.focus()
                 await until(pilot, lambda: wts.row_count >= 1)
                 await pilot.press("p")
-                await until(pilot, lambda: isinstance(app.screen, TransferPaths))
+                await until(pilot, lambda: showing(app, TransferPaths))
                 assert app.screen.query_one("#local", Input).value == str(proj.root)
                 remote = app.screen.query_one("#remote", Input)
                 assert remote.value == proj.root.name  # a same-named directory in the VM
@@ -146,9 +137,9 @@ def test_transfer_keys_push_a_worktree_and_its_branch(tmp_path: Path) -> None:
                 with (proj.root / "big.bin").open("wb") as fh:
                     fh.truncate(101 * 1000 * 1000)
                 await pilot.press("p")
-                await until(pilot, lambda: isinstance(app.screen, TransferPaths))
+                await until(pilot, lambda: showing(app, TransferPaths))
                 await pilot.click("#go")
-                await until(pilot, lambda: isinstance(app.screen, ConfirmTeardown), 60)
+                await until(pilot, lambda: showing(app, ConfirmTeardown), 60)
                 assert "Push 96M into the VM?" in str(app.screen.query_one("#dialog-title", Label).render())
                 await pilot.press("escape")
                 await until(pilot, lambda: not isinstance(app.screen, ConfirmTeardown))

@@ -23,6 +23,9 @@ class ConfirmTeardown(ModalScreen[bool]):
     """ "Remove X?" with the list of what would be lost. Escape or Cancel (focused) says no."""
 
     BINDINGS: ClassVar = [Binding("escape", "cancel", "Cancel")]
+    # focused when shown: a selector Textual applies once the screen is composed (a lookup in
+    # on_mount raised NoMatches in CI when the app closed before the compose)
+    AUTO_FOCUS = "#cancel"
 
     def __init__(
         self, title: str, losses: list[str], command: str, *, heading: str = "This will be lost:",
@@ -45,9 +48,6 @@ class ConfirmTeardown(ModalScreen[bool]):
             with Horizontal(id="dialog-buttons"):
                 yield Button("Cancel", id="cancel", variant="primary")
                 yield Button(self.verb, id="confirm", variant="error")
-
-    def on_mount(self) -> None:
-        self.query_one("#cancel", Button).focus()
 
     @on(Button.Pressed, "#confirm")
     def _confirm(self) -> None:
@@ -74,6 +74,7 @@ class NewWorktree(ModalScreen["tuple[str, str | None] | None"]):
     """Branch (checked as you type) and an optional base ref; answers None on Escape."""
 
     BINDINGS: ClassVar = [Binding("escape", "cancel", "Cancel")]
+    AUTO_FOCUS = "#branch"
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
@@ -84,9 +85,6 @@ class NewWorktree(ModalScreen["tuple[str, str | None] | None"]):
             with Horizontal(id="dialog-buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Create", id="create", variant="primary")
-
-    def on_mount(self) -> None:
-        self.query_one("#branch", Input).focus()
 
     @on(Input.Changed, "#branch")
     def _changed(self, event: Input.Changed) -> None:
@@ -117,6 +115,7 @@ class TransferPaths(ModalScreen["tuple[str, str] | None"]):
     """Local and VM paths for a directory push or pull, prefilled; None on Escape."""
 
     BINDINGS: ClassVar = [Binding("escape", "cancel", "Cancel")]
+    AUTO_FOCUS = "#go"
 
     def __init__(self, title: str, local: str, remote: str, verb: str, note: str = "") -> None:
         super().__init__()
@@ -134,9 +133,6 @@ class TransferPaths(ModalScreen["tuple[str, str] | None"]):
             with Horizontal(id="dialog-buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button(self._verb, id="go", variant="primary")
-
-    def on_mount(self) -> None:
-        self.query_one("#go", Button).focus()
 
     @on(Input.Submitted)
     @on(Button.Pressed, "#go")
@@ -177,6 +173,7 @@ class RunPicker(ModalScreen["int | None"]):
     """The runs since the dashboard started, newest first; Enter shows one in the log pane."""
 
     BINDINGS: ClassVar = [Binding("escape", "cancel", "Cancel")]
+    AUTO_FOCUS = "#runs"
 
     def __init__(self, runs: list[tuple[int, str]]) -> None:
         super().__init__()
@@ -186,9 +183,6 @@ class RunPicker(ModalScreen["int | None"]):
         with Vertical(id="dialog"):
             yield Label("Show the log of", id="dialog-title")
             yield OptionList(*(Option(label, id=str(number)) for number, label in self.runs), id="runs")
-
-    def on_mount(self) -> None:
-        self.query_one("#runs", OptionList).focus()
 
     @on(OptionList.OptionSelected)
     def _chosen(self, event: OptionList.OptionSelected) -> None:
@@ -204,6 +198,7 @@ class MergeDialog(ModalScreen["str | None"]):
     conflict, or uncommitted work in the branch's worktree, leaves only Cancel."""
 
     BINDINGS: ClassVar = [Binding("escape", "cancel", "Cancel")]
+    AUTO_FOCUS = "#cancel"
 
     def __init__(
         self, branch: str, base: str, commits: list[str], files: list[str], conflicts: list[str], blocked: str = ""
@@ -240,7 +235,6 @@ class MergeDialog(ModalScreen["str | None"]):
 
     def on_mount(self) -> None:
         self.query_one(OptionList).highlighted = 0
-        self.query_one("#cancel", Button).focus()
 
     @on(Button.Pressed, "#confirm")
     def _confirm(self) -> None:
