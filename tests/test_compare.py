@@ -11,6 +11,7 @@ import subprocess
 
 import pytest
 
+from devbox.core.errors import ExitCode
 from test_agents import agents, podman, wait_for
 
 from conftest import Project, git
@@ -108,3 +109,25 @@ def test_count_refuses_before_anything_starts(project: Project) -> None:
     res = project.devbox("pick", "main")
     assert res.returncode == 9 and "not a copy of a task" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1  # one line with its fix, no traceback
+
+
+def test_copies_start_at_once_and_one_failing_stops_none_of_the_others(project: Project) -> None:
+    configure(project)
+    blocked = project.root.parent / "proj.worktrees" / "wide-2"
+    blocked.mkdir(parents=True)
+    (blocked / "mine.txt").write_text("not devbox's")
+    res = project.devbox("agent", "start", "wide", "--count", "3", "--prompt", "say hi")
+    assert res.returncode == ExitCode.REFUSED, res.stderr
+    assert res.stderr.strip().splitlines() == [  # the copy that failed, and why (one line)
+        f"devbox: wide-2: {blocked} already exists and is not a worktree of 'wide-2' "
+        f"(fix: move it away or remove it: {blocked})"
+    ]
+    assert "claude started on wide-1" in res.stdout and "claude started on wide-3" in res.stdout
+    assert "2 copies of wide from main" in res.stdout
+    rows = agents(project)
+    for b in ("wide-1", "wide-3"):  # each running its agent
+        assert rows[b]["container_state"] == "running" and rows[b]["state"] != "no agent", rows[b]
+    assert "wide-2" not in rows and (blocked / "mine.txt").read_text() == "not devbox's"  # left as it was
+    assert "wide-2" not in git(project.root, "branch", "--format=%(refname:short)").split()
+    data = json.loads(project.devbox("compare", "wide", "--json").stdout)  # both recorded as the task's
+    assert [c["branch"] for c in data["candidates"]] == ["wide-1", "wide-3"]

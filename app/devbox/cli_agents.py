@@ -75,7 +75,9 @@ def _start_copies(ctx: Context, prompt: str | None, agents: list[str]) -> int:
         print(f"{s.agent} started on {s.branch} ({s.container})")
     print(f"{len(res.started)} copies of {task} from {res.base or res.base_commit[:12]}; "
           f"side by side: devbox compare {task}")  # fmt: skip
-    return ExitCode.OK
+    for branch, why in res.failed:  # the others run: the exit code is the first failure's
+        sys.stderr.write(f"devbox: {branch}: {why.one_line()}\n")
+    return res.failed[0][1].exit_code if res.failed else ExitCode.OK
 
 
 def _on_host(ctx: Context) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from devbox.core import containers, git, image
 from devbox.core.containers import Container
@@ -285,13 +285,16 @@ def start_several(
     recreate: bool = False,
     sink: Sink = null_sink,
     cancel: threading.Event | None = None,
+    then: Callable[[str, StartResult, Sink], None] | None = None,
 ) -> StartedSeveral:
     """``start_work`` for several branches at once (``start-work A B C --detach``): the image
     is checked (and built, if stale) once, then each branch starts in a worker of its own.
     Ten starts in one process pay Python's start, devbox's imports and podman-py's once,
     not ten times. One branch failing does not stop the others: the result says what each did.
-    ``cancel`` stops every start (each removes what it half made) and raises once all are
-    back."""
+    ``then(branch, result, sink)`` runs in the branch's worker once its environment is up
+    (``agent start TASK --count N`` starts each copy's agent there); its error is the
+    branch's failure. ``cancel`` stops every start (each removes what it half made) and
+    raises once all are back."""
     from concurrent.futures import ThreadPoolExecutor  # here: start_work's own import stays light
 
     cancel = cancel or threading.Event()
@@ -315,8 +318,11 @@ def start_several(
 
     def start(branch: str) -> StartResult | Problem:
         try:
-            return start_work(session, branch, from_ref=from_ref, recreate=recreate, sink=one_at_a_time,
-                              cancel=cancel, image_status=current)  # fmt: skip
+            res = start_work(session, branch, from_ref=from_ref, recreate=recreate, sink=one_at_a_time,
+                             cancel=cancel, image_status=current)  # fmt: skip
+            if then is not None and not cancel.is_set():
+                then(branch, res, one_at_a_time)
+            return res
         except DevboxError as exc:
             return Problem.of(exc)
 

@@ -93,13 +93,21 @@ def agent_start(
     spec = _spec(session, agent)
     secrets = needed_env(spec, agent)
     res = start_work(session, branch, from_ref=from_ref, sink=sink, cancel=cancel)
-    c = res.container
+    return launch_agent(session, branch, res.container, spec, secrets, prompt, sink)
+
+
+def launch_agent(
+    session: Devbox, branch: str, c: Container, spec: AgentSpec, secrets: dict[str, str], prompt: str | None,
+    sink: Sink,
+) -> AgentStarted:  # fmt: skip
+    """The agent ``spec`` in the tmux session of ``branch``'s running container ``c``
+    (refused when one runs there); ``secrets`` as ``needed_env`` found them."""
     report = Reporter(sink, "agent-start", Subject("agent", branch))
     if _running(session, c):
         raise Refused(
             f"an agent already runs on {branch}", f"devbox agent attach {branch}, or devbox agent stop {branch}"
         )
-    report.step("start", f"{agent} in {c.name}")
+    report.step("start", f"{spec.name} in {c.name}")
     command = ["tmux", "-u", "new-session", "-d", "-s", SESSION, "-x", "200", "-y", "50",
                "sh", "-c", _wrapper(spec, prompt)]  # fmt: skip
     done = _exec(session, c, command, pass_env=spec.env, secrets=secrets)
@@ -110,8 +118,8 @@ def agent_start(
     write_json(containers.agent_record(session.settings, c.name), {"agent": spec.name, "hooks": spec.hooks})
     if prompt and spec.prompt == "type":
         _type(session, c, prompt)
-    report.step("done", f"{agent} runs in tmux session {SESSION!r} of {c.name} (devbox agent attach {branch})")
-    return AgentStarted(branch, c.name, agent)
+    report.step("done", f"{spec.name} runs in tmux session {SESSION!r} of {c.name} (devbox agent attach {branch})")
+    return AgentStarted(branch, c.name, spec.name)
 
 
 def _type(session: Devbox, c: Container, text: str) -> None:
