@@ -146,14 +146,15 @@ def test_runner_applies_for_real_then_plans_nothing_then_destroys(
         record.write_text(json.dumps(changed))
         launched = plan_launch.start(["vm", "up", "--repo", str(proj)])
         assert launched is not None and "-refresh=false" in launched.argv
-        assert early_plan.EarlyPlan(runner, {}, "in this test", launched).answer(runner, variables) is None
+        other = early_plan.EarlyPlan(runner, {}, "in this test", launched)
+        assert other.answer(runner, variables) is None and "another command" in other.unused  # (said with -v)
         assert launched.child.poll() is not None  # its terraform stopped
         early = early_plan.EarlyPlan(runner, variables, "in this test")
         early.thread.join()
         bigger = {**variables, "memory_mib": int(variables["memory_mib"]) + 32}
         runner.apply(runner.plan(bigger, report, cancel), report, cancel)
         assert runner.serial() != serial
-        assert early.answer(runner, variables) is None
+        assert early.answer(runner, variables) is None and early.unused == "the state changed while it planned"
         assert not list((proj / ".build" / "terraform").glob("early-*"))
         variables["disk_key"] = uuid.uuid4().hex  # a new disk: the VM is replaced, and says why
         again = runner.plan(variables, report, cancel)

@@ -163,7 +163,7 @@ def test_vm_up_builds_boots_skips_replaces_and_tears_down(vm_project: VmProject)
     assert again.returncode == 0, again.stderr
     assert f"{vm.domain} is up to date (terraform plans no changes)" in again.stdout
     # the plan began before devbox's imports (core/early_plan.py), in files of its own, removed
-    assert "terraform plan started with devbox, before its imports: its answer is used" in again.stdout
+    assert "terraform plan started with devbox, before its imports: its answer is used" in again.stdout, again.stdout
     assert not list((vm.root / ".build" / "terraform").glob("early-*"))
     assert (vm.root / ".build" / "terraform" / "plan-command.json").is_file()  # what it started from
     assert again.stdout.count("is up to date") == 3  # image, disk, VM: each says why it was skipped

@@ -42,6 +42,7 @@ class EarlyPlan:
         self.runner = runner
         self.launched = launched
         self.plan: terraform.Plan | None = None
+        self.unused = ""  # why its answer was not used (said in the log, -v)
         self.cancel = threading.Event()
         self.wanted: Any
         self.files: tuple[Path, ...]
@@ -72,8 +73,9 @@ class EarlyPlan:
                     remedy=terraform.PLAN_REMEDY,
                 )
                 self.plan = self.runner.plan_result(done, self.files[0], self.files[1])
-        except DevboxError:
+        except DevboxError as exc:
             self.plan = None  # the plan made under the lock reports it
+            self.unused = f"it failed: {exc.one_line()}"
 
     def answer(self, runner: terraform.Runner, wanted: dict[str, Any]) -> terraform.Plan | None:
         """Its answer when it planned exactly this (same checkout, same variables, the same
@@ -84,11 +86,13 @@ class EarlyPlan:
             same = (self.launched.argv == runner.plan_argv(self.files[0], self.files[1])
                     and self.launched.env == runner.env())  # fmt: skip
         if not same:
-            self.stop()
+            self.stop()  # (its thread then says "interrupted": the reason is this)
+            self.unused = "it planned other variables, another command or environment"
             return None
         self.thread.join()
         if runner.serial() != self.serial:  # another vm up applied meanwhile: plan again
             self.stop()
+            self.unused = "the state changed while it planned"
             return None
         return self.plan
 

@@ -145,8 +145,9 @@ def vm_up(
             before = libvirt.find_vm(session.libvirt_uri, domain_name(session))
             wanted = variables(session, disk)
             plan = early.answer(runner, wanted) if early is not None else None
-            if plan is not None and early is not None:
-                vm_report.log(f"terraform plan {early.origin}: its answer is used")
+            if early is not None:
+                used = "its answer is used" if plan is not None else f"not used: {early.unused or 'it gave no plan'}"
+                vm_report.log(f"terraform plan {early.origin}: {used}")
             if plan is None:
                 runner.init(vm_report)
                 plan = runner.plan(wanted, vm_report, cancel)
