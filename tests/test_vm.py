@@ -162,8 +162,12 @@ def test_vm_up_builds_boots_skips_replaces_and_tears_down(vm_project: VmProject)
     again = vm.devbox("-v", "vm", "up", env=env, timeout=600)
     assert again.returncode == 0, again.stderr
     assert f"{vm.domain} is up to date (terraform plans no changes)" in again.stdout
-    # the plan began before devbox's imports (core/early_plan.py), in files of its own, removed
-    assert "terraform plan started with devbox, before its imports: its answer is used" in again.stdout, again.stdout
+    # the plan began before devbox's imports (core/early_plan.py), in files of its own, removed;
+    # unless it met provider 0.8.3's deadlock (README, VM mode; bench/vm_up.py's plain plan met
+    # it in a CI run on a slow machine), after which devbox plans again: the one reason here
+    early = "terraform plan started with devbox, before its imports: "
+    hung = early + "not used: it failed: terraform did not finish within 120 s"
+    assert early + "its answer is used" in again.stdout or hung in again.stdout, again.stdout
     assert not list((vm.root / ".build" / "terraform").glob("early-*"))
     assert (vm.root / ".build" / "terraform" / "plan-command.json").is_file()  # what it started from
     assert again.stdout.count("is up to date") == 3  # image, disk, VM: each says why it was skipped
