@@ -148,8 +148,8 @@ def start_task(
     if len(agents) not in (1, count):
         raise BadName(f"{len(agents)} agents for {count} copies", "give one --agent for all, or one per copy")
     per_copy = list(agents) * count if len(agents) == 1 else list(agents)
-    for name in dict.fromkeys(per_copy):  # every agent known and its credentials present, first
-        needed_env(_spec(session, name), name)
+    specs = {name: _spec(session, name) for name in dict.fromkeys(per_copy)}  # every agent known,
+    secrets = {name: needed_env(spec, name) for name, spec in specs.items()}  # its credentials present, first
     branches = copy_names(task, count)
     taken = [b for b in branches if git.rev(repo, f"refs/heads/{b}")]
     if taken:
@@ -164,8 +164,8 @@ def start_task(
     started: dict[str, AgentStarted] = {}
 
     def launch(branch: str, res: StartResult, one_at_a_time: Sink) -> None:  # in the copy's own worker
-        spec = _spec(session, agent_of[branch])
-        started[branch] = launch_agent(session, branch, res.container, spec, needed_env(spec, spec.name), prompt,
+        name = agent_of[branch]
+        started[branch] = launch_agent(session, branch, res.container, specs[name], secrets[name], prompt,
                                        one_at_a_time)  # fmt: skip
 
     try:  # every copy at once (start_several), each from the commit: they all start at one point
