@@ -18,7 +18,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from devbox import __version__
-from devbox.cli_common import Context, print_json
+from devbox.cli_common import Context, failures, print_json
 from devbox.core import early_plan, labels, ops, plan_launch
 from devbox.core.containers import Container
 from devbox.core.errors import BadName, Cancelled, DevboxError, ExitCode
@@ -86,9 +86,7 @@ def _start_several(ctx: Context) -> int:
     ctx.renderer.close()
     for r in res.started:
         print(r.container.name)
-    for branch, why in res.failed:
-        sys.stderr.write(f"devbox: {branch}: {why.one_line()}\n")
-    return res.failed[0][1].exit_code if res.failed else ExitCode.OK
+    return failures(res.failed)
 
 
 def _start_on_host(ctx: Context) -> int:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from devbox.cli_common import Context, print_json
+from devbox.cli_common import Context, failures, print_json
 from devbox.core import git, labels, notify, ops
 from devbox.core.errors import BadName, ExitCode, NotFound
 
@@ -75,9 +75,7 @@ def _start_copies(ctx: Context, prompt: str | None, agents: list[str]) -> int:
         print(f"{s.agent} started on {s.branch} ({s.container})")
     print(f"{len(res.started)} copies of {task} from {res.base or res.base_commit[:12]}; "
           f"side by side: devbox compare {task}")  # fmt: skip
-    for branch, why in res.failed:  # the others run: the exit code is the first failure's
-        sys.stderr.write(f"devbox: {branch}: {why.one_line()}\n")
-    return res.failed[0][1].exit_code if res.failed else ExitCode.OK
+    return failures(res.failed)
 
 
 def _on_host(ctx: Context) -> bool:

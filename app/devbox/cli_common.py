@@ -1,5 +1,5 @@
 """What every CLI command shares: the ``Context`` it gets (session, renderer, cancel
-event, the operation's log file) and JSON output. Its own module so that ``cli.py`` (the
+event, the operation's log file), JSON output and the lines of what failed. Its own module so that ``cli.py`` (the
 parser and ``main``) and ``cli_vm.py`` (VM mode's commands) both use it without importing
 each other."""
 
@@ -16,6 +16,7 @@ from typing import Any
 
 from devbox.core.config import Settings
 from devbox.core.oplog import OpLog
+from devbox.core.ops.results import Problem
 from devbox.core.session import Devbox
 from devbox.render import Renderer
 
@@ -74,3 +75,11 @@ class Context:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def failures(failed: Sequence[tuple[str, Problem]]) -> int:
+    """Several things started at once (``start-work A B C``, ``agent start TASK --count N``):
+    one line per one that failed, on stderr; the exit code is the first failure's."""
+    for name, why in failed:
+        sys.stderr.write(f"devbox: {name}: {why.one_line()}\n")
+    return failed[0][1].exit_code if failed else 0
