@@ -33,6 +33,7 @@ from _project import bench_project
 from devbox.core import ops
 from devbox.core.containers import ENTRYPOINT_CAPS
 from devbox.core.events import Step
+from devbox.core.git import WORKTREE_RACE
 from devbox.core.ops.containers import READY
 from devbox.core.session import Devbox
 
@@ -41,6 +42,14 @@ LABEL = "devbox.bench=new-env"
 
 def run(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> str:
     done = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=cwd)
+    # ten `git worktree add` at once: one may read another's half-made admin directory and
+    # give up (git's own race, "failed to read .git/worktrees/X/commondir"); a person runs it
+    # again, and devbox's git adapter does the same (core/git.py WORKTREE_RACE)
+    for _ in range(100):
+        if done.returncode == 0 or "worktree" not in argv or not WORKTREE_RACE.search(done.stderr):
+            break
+        time.sleep(0.05)
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=cwd)
     if done.returncode != 0:
         sys.exit(f"{' '.join(argv)} failed (exit {done.returncode}): {done.stderr.strip()[-800:]}")
     return done.stdout
