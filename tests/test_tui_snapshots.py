@@ -430,7 +430,8 @@ def test_the_diff_tab_shows_files_commits_uncommitted_conflicts_and_patches(tmp_
 def test_the_merge_dialog_cancel_changes_nothing_confirm_lands_what_it_listed(tmp_path: Path) -> None:
     """M on a worktree row: the dialog lists the commits and files that would land (Cancel
     focused); Escape changes nothing; squash + Merge lands exactly those files on main, as
-    one commit, and the worktree's teardown dialog follows."""
+    one commit, and the worktree's teardown dialog follows. A branch with nothing new
+    offers no Merge, only why."""
     import random
 
     from textual.widgets import Button, OptionList
@@ -449,6 +450,8 @@ def test_the_merge_dialog_cancel_changes_nothing_confirm_lands_what_it_listed(tm
         (wt / f"agent-{i}.txt").write_text(f"{i}\n")
         git(wt, "add", "-A")
         git(wt, "commit", "-qm", f"agent adds {i}")
+    idle = tmp_path / "r" / "idle"
+    git(repo, "worktree", "add", "-q", "-b", "idle", str(idle))  # no commits of its own
     with Devbox(config.load(repo, env={})) as session:
         rows = tuple(WorktreeRow(w, gitcore.state(w), None) for w in gitcore.list_worktrees(repo))
         st = Status(str(repo), Section(), Section(), Section(rows), Section(()), agents=Section(()))
@@ -459,6 +462,14 @@ def test_the_merge_dialog_cancel_changes_nothing_confirm_lands_what_it_listed(tm
                 app.post_message(StatusUpdated(st, {}, {}, None))
                 await pilot.pause(0.3)
                 table = app.query_one(WorktreesTable)
+                table.move_cursor(row=list(table._shown).index(str(idle)))
+                await pilot.press("M")
+                await until(pilot, lambda: showing(app, MergeDialog))
+                assert "nothing to merge: idle has nothing" in str(app.screen.query_one("#merge-blocked").render())
+                assert app.screen.query_one("#confirm", Button).disabled
+                await pilot.press("escape")
+                await until(pilot, lambda: not isinstance(app.screen, MergeDialog))
+
                 table.move_cursor(row=list(table._shown).index(str(wt)))
                 before = snapshot(repo, wt)  # (the dashboard's own .build/ made by now)
                 await pilot.press("M")
