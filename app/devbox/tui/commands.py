@@ -112,9 +112,9 @@ COMMANDS: tuple[Command, ...] = (
             "dialog that names what is lost", "`./devbox container rm --force BRANCH`", mutates=True, footer=True,
             applies=_container),
     Command("merge", "M", "Merge", "land the selected branch on its base: a dialog with the strategy (merge, "
-            "rebase, squash), the commits and files that land and any predicted conflict (then only Cancel); after "
-            "the merge, the worktree's teardown dialog", "`./devbox merge BRANCH --strategy S --yes`", mutates=True,
-            footer=True, applies=_linked_worktree),
+            "rebase, squash), the commits and files that land; a predicted conflict, uncommitted work or nothing "
+            "to land leaves only Cancel; after the merge, the worktree's teardown dialog",
+            "`./devbox merge BRANCH --strategy S --yes`", mutates=True, footer=True, applies=_linked_worktree),
     Command("compare", "C", "Compare", "the Compare view of the selected copy's task (`agent start TASK --count "
             "N`): the copies side by side (agent state, commits, files +/-, uncommitted, conflicts, check); "
             "`←`/`→` choose, `enter` picks one (the merge dialog, then a dialog naming what removing the other copies "
