@@ -478,3 +478,32 @@ def test_ten_worktree_adds_at_once_all_succeed(tmp_path: Path) -> None:
     assert all(f"branch refs/heads/many-{i}\n" in listed for i in range(10))
     bases = git(root, "config", "--get-regexp", r"devboxbase$")
     assert len(bases.splitlines()) == 10
+
+
+def test_a_worktree_add_that_meets_another_add_half_way_is_made_once(tmp_path: Path) -> None:
+    """Someone's own `git worktree add` writing its admin entry at the moment devbox adds one
+    (devbox's lock orders only devbox's adds): git reads the half-written commondir and dies
+    after `-b` made the branch. devbox takes the branch back and adds again, once the other
+    entry is whole. Made deterministic: an entry with an empty commondir (as git leaves it
+    mid-write), removed a moment later by another thread."""
+    import shutil as sh
+    import threading as th
+
+    from devbox.core.events import LogLine
+
+    root = repo(tmp_path)
+    admin = root / ".git" / "worktrees" / "theirs"
+    admin.mkdir(parents=True)
+    (admin / "locked").write_text("initializing")  # as git writes it first: prune keeps the entry
+    (admin / "gitdir").write_text(f"{tmp_path / 'theirs' / '.git'}\n")
+    (admin / "commondir").write_text("")
+    probe = subprocess.run(["git", "-C", str(root), "worktree", "list"], capture_output=True, text=True)
+    assert "failed to read" in probe.stderr  # what git says while the other entry is half-written
+    th.Timer(0.5, lambda: sh.rmtree(admin)).start()
+    lines: list[str] = []
+    report = Reporter(lambda e: lines.append(e.text) if isinstance(e, LogLine) else None, "worktree-add")
+    added = gitmod.add_worktree(root, "mine", tmp_path / "wt" / "mine", report, th.Event())
+    assert added.created_branch and added.worktree.path == tmp_path / "wt" / "mine"
+    assert any("adding again" in line for line in lines)  # the race was met, not missed
+    assert git(root, "branch", "--list", "mine").count("mine") == 1
+    assert (tmp_path / "wt" / "mine" / "bootc" / "Containerfile").is_file()

@@ -81,8 +81,10 @@ def _git(
             raise GitError("git is not installed", "install git: sudo dnf install git") from None
         # another `git worktree add` is writing its admin directory right now (its "locked"
         # file comes and goes): git reads it half-made and gives up (ten start-works at once
-        # met it); look again shortly
-        if res.returncode == 0 or args[:1] != ("worktree",) or not WORKTREE_RACE.search(res.stderr):
+        # met it); look again shortly. Any command may meet it (`branch -D` reads every
+        # worktree's HEAD first), and those run here die before they change anything
+        # (`worktree add`, which does not, is add_worktree's own loop)
+        if res.returncode == 0 or not WORKTREE_RACE.search(res.stderr):
             break
         if time.monotonic() > deadline:
             break
@@ -269,15 +271,26 @@ def add_worktree(
             args = ["worktree", "add", "-b", branch, str(path), "HEAD"]
             how = "new branch from HEAD"
     made = [d for d in (path, *path.parents) if not d.exists()]  # what a failure must take back
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # streamed: git's own messages reach the user in the order git printed them
-        done = stream(["git", "-C", str(repo), *args], report, cancel, source="git", env=GIT_ENV)
-    except (DevboxError, OSError) as exc:
+    deadline = time.monotonic() + WORKTREE_RACE_WAIT
+    while True:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # streamed: git's own messages reach the user in the order git printed them
+            done = stream(["git", "-C", str(repo), *args], report, cancel, source="git", env=GIT_ENV)
+        except (DevboxError, OSError) as exc:
+            _roll_back(repo, branch, created_branch=not local, made=made)
+            if isinstance(exc, OSError):
+                raise os_error(exc, f"creating {path}") from None
+            raise
+        # git's race (see WORKTREE_RACE): `worktree add -b` has made the branch by the time it
+        # reads the other add's half-written entry and dies, so a second try must start from
+        # nothing: take the branch back, then add again (ten start-works at once met it)
+        raced = done.returncode != 0 and not done.cancelled and WORKTREE_RACE.search("\n".join(done.err_tail))
+        if not raced or time.monotonic() > deadline:
+            break
         _roll_back(repo, branch, created_branch=not local, made=made)
-        if isinstance(exc, OSError):
-            raise os_error(exc, f"creating {path}") from None
-        raise
+        report.log("another git worktree add was writing its entry at the same moment: adding again")
+        time.sleep(0.05)
     if done.returncode != 0 or done.cancelled:
         free = free_bytes(path)
         _roll_back(repo, branch, created_branch=not local, made=made)
