@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -42,23 +43,41 @@ LABEL = "devbox.bench=new-env"
 
 def run(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> str:
     done = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=cwd)
-    # ten `git worktree add` at once: one may read another's half-made admin directory and
-    # give up (git's own race, "failed to read .git/worktrees/X/commondir"); a person runs it
-    # again, and devbox's git adapter does the same (core/git.py WORKTREE_RACE)
-    for _ in range(100):
-        if done.returncode == 0 or "worktree" not in argv or not WORKTREE_RACE.search(done.stderr):
-            break
-        time.sleep(0.05)
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=cwd)
     if done.returncode != 0:
         sys.exit(f"{' '.join(argv)} failed (exit {done.returncode}): {done.stderr.strip()[-800:]}")
     return done.stdout
 
 
+def git_raced(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run git until it does not meet git's own race: ten `git worktree add` at once, one
+    reads another's half-written admin entry and dies ("failed to read
+    .git/worktrees/X/commondir"); a person runs it again, as devbox's git adapter does."""
+    for _ in range(100):
+        done = subprocess.run(argv, env=env, capture_output=True, text=True)
+        if done.returncode == 0 or not WORKTREE_RACE.search(done.stderr):
+            break
+        time.sleep(0.05)
+    return done
+
+
+def add_by_hand(repo: Path, wt: Path, name: str, env: dict[str, str]) -> None:
+    argv = ["git", "-C", str(repo), "worktree", "add", "-q", "-b", name, str(wt)]
+    for _ in range(100):
+        done = subprocess.run(argv, env=env, capture_output=True, text=True)
+        if done.returncode == 0 or not WORKTREE_RACE.search(done.stderr):
+            break
+        # `-b` made the branch before git died on the race: take it back, then add again
+        git_raced(["git", "-C", str(repo), "branch", "-q", "-D", name], env)
+        shutil.rmtree(wt, ignore_errors=True)
+        time.sleep(0.05)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(argv)} failed (exit {done.returncode}): {done.stderr.strip()[-800:]}")
+
+
 def by_hand(podman: str, repo: Path, image_id: str, name: str, env: dict[str, str]) -> float:
     t = time.perf_counter()
     wt = repo.parent / "hand" / name
-    run(["git", "-C", str(repo), "worktree", "add", "-q", "-b", name, str(wt)], env)
+    add_by_hand(repo, wt, name, env)
     for vol in ("var", "etc"):
         run([podman, "volume", "create", f"{name}-{vol}"], env)
     caps = [f"--cap-add={c}" for c in ENTRYPOINT_CAPS]
