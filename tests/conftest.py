@@ -4,8 +4,10 @@ of the same shape)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -56,6 +58,24 @@ def ping(url: str, timeout: float = 2.0) -> bool:
     except DevboxError:
         return False
     return True
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process started with ``start_new_session=True`` and all of its group: rootless
+    podman re-executes itself in a user namespace, and stopping only the first copy left the
+    second serving, orphaned, after the tests."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(30)
+    for _ in range(600):
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 @dataclass

@@ -24,7 +24,7 @@ import pytest
 
 from sshd import Sshd
 
-from conftest import BASE_IMAGE, Project, git, make_project
+from conftest import BASE_IMAGE, Project, git, make_project, stop_group
 
 USER = os.environ.get("DEVBOX_TEST_ROOTLESS_USER", "")
 CONF = '[engine]\nruntime = "runc"\n[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n'
@@ -75,17 +75,7 @@ class Host:
         """The service and the copy of itself it runs in the user namespace (stopping only the
         first left the second serving, orphaned, after every test)."""
         if self.service is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.service.pid, signal.SIGTERM)
-            self.service.wait(30)
-            for _ in range(600):
-                try:
-                    os.killpg(self.service.pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.05)
-            else:
-                os.killpg(self.service.pid, signal.SIGKILL)
+            stop_group(self.service)
             self.service = None
         self.socket.unlink(missing_ok=True)
 

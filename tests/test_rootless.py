@@ -25,7 +25,7 @@ from devbox.core.containers import LABEL_REPO, volume_names
 from devbox.core.errors import ExitCode
 from devbox.core.image import LABEL_CHECKOUT
 
-from conftest import BASE_IMAGE, ROOT, make_project
+from conftest import BASE_IMAGE, ROOT, make_project, stop_group
 from rootfs import import_base, make_rootfs
 
 pytestmark = pytest.mark.podman
@@ -91,14 +91,15 @@ def rootless(podman_service: str) -> Iterator[tuple[AsUser, Path]]:
         src = Path(importlib.import_module(module).__file__ or "").parent
         shutil.copytree(src, tmp / "site" / module, ignore=shutil.ignore_patterns("__pycache__"))
     user = AsUser(name, tmp)
-    sock = user.runtime / "podman" / "podman.sock"
-    sock.parent.mkdir(exist_ok=True)
-    os.chown(sock.parent, user.uid, user.gid)
+    # this run's own socket: the user's default one may be another run's (two runs at once)
+    sock = user.runtime / f"devbox-rootless-{tmp.name}.sock"
+    user.env["DEVBOX_PODMAN_URL"] = f"unix://{sock}"
     service = subprocess.Popen(
         user.argv("podman", "system", "service", "--time=0", f"unix://{sock}"),
         env=user.env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its copy in the user namespace is stopped with it (stop_group)
     )
     try:
         deadline = time.monotonic() + 30
@@ -117,8 +118,8 @@ def rootless(podman_service: str) -> Iterator[tuple[AsUser, Path]]:
         yield user, tmp
     finally:
         remove_what_it_made(user, tmp)
-        service.terminate()
-        service.wait(10)
+        stop_group(service)
+        sock.unlink(missing_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
