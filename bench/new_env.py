@@ -48,30 +48,29 @@ def run(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> str:
     return done.stdout
 
 
-def git_raced(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run git until it does not meet git's own race: ten `git worktree add` at once, one
-    reads another's half-written admin entry and dies ("failed to read
-    .git/worktrees/X/commondir"); a person runs it again, as devbox's git adapter does."""
+def git_raced(
+    argv: list[str], env: dict[str, str], undo: Callable[[], object] = lambda: None, *, check: bool = True
+) -> None:
+    """Run git again while it meets git's own race: ten `git worktree add` at once, one reads
+    another's half-written admin entry and dies ("failed to read .git/worktrees/X/commondir"),
+    after ``-b`` made its branch (``undo`` takes it back); a person runs it again, as devbox's
+    git adapter does."""
     for _ in range(100):
         done = subprocess.run(argv, env=env, capture_output=True, text=True)
         if done.returncode == 0 or not WORKTREE_RACE.search(done.stderr):
             break
+        undo()
         time.sleep(0.05)
-    return done
+    if check and done.returncode != 0:
+        sys.exit(f"{' '.join(argv)} failed (exit {done.returncode}): {done.stderr.strip()[-800:]}")
 
 
 def add_by_hand(repo: Path, wt: Path, name: str, env: dict[str, str]) -> None:
-    argv = ["git", "-C", str(repo), "worktree", "add", "-q", "-b", name, str(wt)]
-    for _ in range(100):
-        done = subprocess.run(argv, env=env, capture_output=True, text=True)
-        if done.returncode == 0 or not WORKTREE_RACE.search(done.stderr):
-            break
-        # `-b` made the branch before git died on the race: take it back, then add again
-        git_raced(["git", "-C", str(repo), "branch", "-q", "-D", name], env)
+    def undo() -> None:
+        git_raced(["git", "-C", str(repo), "branch", "-q", "-D", name], env, check=False)  # made, or not
         shutil.rmtree(wt, ignore_errors=True)
-        time.sleep(0.05)
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(argv)} failed (exit {done.returncode}): {done.stderr.strip()[-800:]}")
+
+    git_raced(["git", "-C", str(repo), "worktree", "add", "-q", "-b", name, str(wt)], env, undo)
 
 
 def by_hand(podman: str, repo: Path, image_id: str, name: str, env: dict[str, str]) -> float:

@@ -79,11 +79,9 @@ def _git(
             )
         except ToolMissing:
             raise GitError("git is not installed", "install git: sudo dnf install git") from None
-        # another `git worktree add` is writing its admin directory right now (its "locked"
-        # file comes and goes): git reads it half-made and gives up (ten start-works at once
-        # met it); look again shortly. Any command may meet it (`branch -D` reads every
-        # worktree's HEAD first), and those run here die before they change anything
-        # (`worktree add`, which does not, is add_worktree's own loop)
+        # another `git worktree add` is writing its admin entry right now: git reads it
+        # half-made and dies before changing anything (`worktree add -b` alone does not:
+        # add_worktree's own loop); look again shortly
         if res.returncode == 0 or not WORKTREE_RACE.search(res.stderr):
             break
         if time.monotonic() > deadline:
@@ -282,9 +280,8 @@ def add_worktree(
             if isinstance(exc, OSError):
                 raise os_error(exc, f"creating {path}") from None
             raise
-        # git's race (see WORKTREE_RACE): `worktree add -b` has made the branch by the time it
-        # reads the other add's half-written entry and dies, so a second try must start from
-        # nothing: take the branch back, then add again (ten start-works at once met it)
+        # WORKTREE_RACE with someone else's add (devbox's own take a lock): `-b` has made the
+        # branch before git dies on it, so take everything back, then add again
         raced = done.returncode != 0 and not done.cancelled and WORKTREE_RACE.search("\n".join(done.err_tail))
         if not raced or time.monotonic() > deadline:
             break
