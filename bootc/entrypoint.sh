@@ -38,6 +38,11 @@ if [ ! -d "$home" ]; then
     chown -R "$uid:$gid" "$home"
 fi
 
+# the agent's state directory: a size-bounded tmpfs devbox mounts there, the user's alone
+if [ -d /run/devbox-agent ]; then
+    chown "$uid:$gid" /run/devbox-agent && chmod 0700 /run/devbox-agent
+fi
+
 export HOME="$home" USER="$user" LOGNAME="$user"
 cd "${DEVBOX_WORKDIR:-$home}"
 # devbox waits for this line before it reports the container as started

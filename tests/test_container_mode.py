@@ -74,7 +74,15 @@ def test_isolation_from_inside(started: tuple[Project, Path, str], tmp_path: Pat
         " && grep -q '^CapBnd:[[:space:]]*0000000000000000' /proc/self/status",
         "uid is the host's": f'test "$(id -u)" = {os.getuid()} && test "$(id -g)" = {os.getgid()}',
         "cwd is the worktree": f'test "$(pwd)" = {wt}',
-        "main repo at its host path": f"test -d {proj.root}/.git",
+        # issue 27: the main checkout is not there, only its objects, read-only; the worktree's
+        # .git names the environment's own git directory, which git uses
+        "no main checkout": f"! test -e {proj.root}/devbox.toml && ! test -e {proj.root}/.git/config"
+        f" && ! test -e {proj.root}/.git/hooks && ! test -e {proj.root}/.git/refs",
+        "main objects read-only": f"test -d {proj.root}/.git/objects && ! touch {proj.root}/.git/objects/probe",
+        "own git directory": f'test "$(git rev-parse --git-common-dir)" = {proj.root}/.build/gitdirs/{name}/git'
+        " && ! echo x >.git",
+        "state directory bounded": "grep -q ' /run/devbox-agent tmpfs .*size=16384k' /proc/mounts"
+        f' && test "$(stat -c %u /run/devbox-agent)" = {os.getuid()}',
         "home seeded from skel": 'test -f "$HOME/.profile" && test "$HOME" != /',
         "no host home": "! test -e /root/.bashrc || true",
         # issue 14 item 1: the scratch directories are writable tmpfs (the root stays read-only)
@@ -95,7 +103,8 @@ def test_isolation_from_inside(started: tuple[Project, Path, str], tmp_path: Pat
     assert not info["HostConfig"].get("Devices")
     assert info["HostConfig"]["NetworkMode"] != "host"
     mounts = {m["Destination"] for m in info["Mounts"]}
-    assert {str(wt), str(proj.root), "/var", "/etc"} <= mounts
+    assert {str(wt), f"{wt}/.git", f"{proj.root}/.git/objects", "/var", "/etc"} <= mounts
+    assert str(proj.root) not in mounts and f"{proj.root}/.git" not in mounts
     assert not any(d.startswith(("/root", "/home")) or "podman.sock" in d for d in mounts)
 
 
@@ -110,11 +119,18 @@ def test_git_commit_inside_with_hook_is_seen_on_host(started: tuple[Project, Pat
     assert res.returncode == 0, res.stderr
     made = wt / "made-inside.txt"
     assert made.stat().st_uid == os.getuid() and made.stat().st_gid == os.getgid()
+    # the commit is in the environment's own git directory; the next look at the branch
+    # (here `devbox status`, in the dashboard its poll) brings it to the host's branch
+    assert git(proj.root, "log", "-1", "--format=%s", "feat/iso").strip() == "init"
+    assert proj.devbox("status").returncode == 0
     assert git(proj.root, "log", "-1", "--format=%s", "feat/iso").strip() == "from the container"
+    assert "made-inside" not in git(wt, "status", "--porcelain")  # the host's index of the worktree followed
+    assert "devbox: from" in git(proj.root, "reflog", "-1", "refs/heads/feat/iso")
     assert f"hook ran in {wt}" in (wt / ".hook-ran").read_text()
     (wt / ".block").write_text("")
     blocked = inside(proj, "feat/iso", "touch b.txt && git add b.txt && git commit -q -m blocked")
     assert blocked.returncode != 0 and "blocked by hook" in blocked.stdout + blocked.stderr
+    assert proj.devbox("status").returncode == 0
     assert git(proj.root, "log", "-1", "--format=%s", "feat/iso").strip() == "from the container"
 
 
@@ -266,18 +282,17 @@ def test_no_tty_without_detach_prints_name(started: tuple[Project, Path, str]) -
     assert res.stdout.strip().splitlines()[-2:] == ["via-cmd", str(os.getuid())]
 
 
-def test_start_work_on_the_main_checkouts_branch(started: tuple[Project, Path, str]) -> None:
+def test_start_work_on_the_main_checkouts_branch_is_refused(started: tuple[Project, Path, str]) -> None:
+    """issue 27: an environment on the main checkout would hand its agent devbox.toml, .build/
+    and the repository itself; refused before anything is made, with the way out."""
     proj = started[0]
-    res = proj.devbox("start-work", "main", "--cmd", "sh", "-c", "pwd; git status --porcelain")
-    assert res.returncode == 0, res.stderr
-    lines = res.stdout.strip().splitlines()
-    assert str(proj.root) in lines  # the main checkout is the worktree, mounted once
-    assert not [ln for ln in lines if ".build" in ln]  # .build/ ignores itself
-    name = next(
-        c["name"] for c in json.loads(proj.devbox("container", "list", "--json").stdout) if c["branch"] == "main"
-    )
-    mounts = json.loads(podman("inspect", name).stdout)[0]["Mounts"]
-    assert [m["Destination"] for m in mounts].count(str(proj.root)) == 1
+    res = proj.devbox("start-work", "main", "--cmd", "sh", "-c", "pwd")
+    assert res.returncode == ExitCode.REFUSED, res.stderr
+    line = res.stderr.strip().splitlines()[-1]
+    assert "main is checked out in the main checkout" in line and "./start-work work/main" in line and "start one of its own" in line
+    listed = json.loads(proj.devbox("container", "list", "--json").stdout)
+    assert not [c for c in listed if c["branch"] == "main"]
+    assert not list((proj.root / ".build" / "gitdirs").glob("*-main-*"))
 
 
 def test_failed_podman_run_leaves_nothing(started: tuple[Project, Path, str]) -> None:

@@ -18,6 +18,7 @@ import errno
 import json
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -172,21 +173,17 @@ def fold(data: bytes, *, cut: bool = False) -> AgentState:
     return AgentState(acc.state, acc.since, acc.message, acc.last, acc.events, acc.skipped)
 
 
-def signature(root: Path) -> tuple[tuple[str, int, int], ...]:
-    """What changed under ``root/*/events.jsonl`` (name, mtime, size: ``lstat``, no symlink
-    followed): a cheap poll for the dashboard to redraw the agents at once (20 agents: 20
-    stats)."""
+def signature(dirs: Iterable[tuple[str, Path]]) -> tuple[tuple[str, int, int], ...]:
+    """What changed in each ``(name, directory)``'s ``events.jsonl`` (mtime, size: ``lstat``,
+    no symlink followed): a cheap poll for the dashboard to redraw the agents at once (20
+    agents: 20 stats)."""
     out = []
-    try:
-        entries = list(os.scandir(root))
-    except OSError:
-        return ()
-    for e in entries:
+    for name, directory in dirs:
         try:
-            st = os.lstat(os.path.join(e.path, EVENTS))
+            st = os.lstat(os.path.join(directory, EVENTS))
         except OSError:
             continue
-        out.append((e.name, st.st_mtime_ns, st.st_size))
+        out.append((name, st.st_mtime_ns, st.st_size))
     return tuple(sorted(out))
 
 

@@ -42,7 +42,9 @@ DEFAULTS: dict[str, dict[str, Value]] = {
         "autostart": False,  # start a podman API service for this run when none answers
         "timeout": 30,  # seconds for one API call (a ping gives up after 3)
     },
-    "container": {"shell": "/bin/bash", "network": ""},
+    # an environment's share of the machine: memory ("8g", "512m"; "" = half the machine's,
+    # "none" = no limit), cpus ("1.5"; "" = all but one, "none" = no limit), pids (0 = no limit)
+    "container": {"shell": "/bin/bash", "network": "", "memory": "", "cpus": "", "pids": 4096},
     "libvirt": {"uri": "qemu:///system"},
     # run on an agent's move into needs you / done / error, with branch, state and message
     # as its last three arguments (never through a shell); empty: none
@@ -104,6 +106,32 @@ class VmSettings:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """An environment's share of the machine (``[container] memory, cpus, pids``): 0 = none."""
+
+    memory: int = 0  # bytes
+    cpus: float = 0.0
+    pids: int = 0
+
+    def label(self) -> str:
+        return f"memory={self.memory},cpus={self.cpus:g},pids={self.pids}"
+
+    @classmethod
+    def from_label(cls, text: str) -> Limits | None:
+        try:
+            fields = dict(part.split("=", 1) for part in text.split(","))
+            return cls(int(fields["memory"]), float(fields["cpus"]), int(fields["pids"]))
+        except (KeyError, ValueError):
+            return None
+
+    def describe(self) -> str:
+        mem = f"{self.memory / (1 << 30):.3g} GiB" if self.memory else "no memory limit"
+        cpus = f"{self.cpus:g} CPU(s)" if self.cpus else "all CPUs"
+        pids = f"{self.pids} processes" if self.pids else "no process limit"
+        return f"{mem}, {cpus}, {pids}"
+
+
+@dataclass(frozen=True)
 class Settings:
     repo: Path  # the main repository (never a linked worktree)
     bootc_dir: Path
@@ -129,6 +157,7 @@ class Settings:
     image_base: str = ""  # [image] base: the build argument DEVBOX_BASE
     agents: Mapping[str, AgentSpec] = field(default_factory=lambda: dict(agent_config.BUILT_IN))
     hosts: Mapping[str, HostSpec] = field(default_factory=dict)  # [hosts.NAME]; "local" is implicit
+    limits: Limits = field(default_factory=lambda: Limits())
 
     @property
     def repo_name(self) -> str:
@@ -290,6 +319,7 @@ def load(repo: Path, env: Mapping[str, str] | None = None) -> Settings:
         podman_timeout=timeout,
         shell=text("container", "shell"),
         network=text("container", "network"),
+        limits=_limits(values["container"], origin),
         libvirt_uri=text("libvirt", "uri"),
         notify_command=tuple(str(x) for x in values["notify"]["command"] if str(x)),  # type: ignore[union-attr]
         pr_command=tuple(str(x) for x in values["merge"]["pr_command"] if str(x)),  # type: ignore[union-attr]
@@ -343,6 +373,52 @@ def _vm(v: Mapping[str, Value], repo: Path, origin: Callable[[str, str], str]) -
         ssh_timeout=_positive(v["ssh_timeout"], origin("vm", "ssh_timeout")),
         on_image_change=_choice(str(v["on_image_change"]), ("replace", "upgrade"), origin("vm", "on_image_change")),
     )
+
+
+SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.I)
+
+
+def machine() -> tuple[int, int]:
+    """This machine's memory (bytes) and CPUs."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        memory = 0
+    return memory, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _limits(v: Mapping[str, Value], origin: Callable[[str, str], str]) -> Limits:
+    """[container] memory, cpus, pids; the defaults leave the machine room for the others:
+    half its memory, all its CPUs but one, 4096 processes (a fork bomb stops there)."""
+    total_mem, total_cpus = machine()
+    mem_text = str(v["memory"]).strip().lower()
+    if mem_text == "":
+        memory = (total_mem // 2) & ~((1 << 20) - 1)
+    elif mem_text == "none":
+        memory = 0
+    else:
+        m = SIZE_RE.match(mem_text)
+        if m is None:
+            raise ConfigError(f"{origin('container', 'memory')}: {mem_text!r} is not a size", 'e.g. "8g" or "512m"')
+        memory = int(float(m.group(1)) * (1 << (10 * " kmgt".index(m.group(2).lower() or " "))))
+        if memory < 64 << 20:
+            raise ConfigError(f"{origin('container', 'memory')}: {mem_text!r} is below 64 MiB", 'e.g. "4g"')
+    cpu_text = str(v["cpus"]).strip().lower()
+    if cpu_text == "":
+        cpus = float(max(1, total_cpus - 1))
+    elif cpu_text == "none":
+        cpus = 0.0
+    else:
+        try:
+            cpus = float(cpu_text)
+        except ValueError:
+            cpus = -1.0
+        if not 0.01 <= cpus <= 1024:
+            raise ConfigError(f"{origin('container', 'cpus')}: {cpu_text!r} is not a number of CPUs", 'e.g. "2"')
+    pids = v["pids"]
+    if not isinstance(pids, int) or isinstance(pids, bool) or pids < 0 or 0 < pids < 32:
+        raise ConfigError(f"{origin('container', 'pids')}: must be 0 (no limit) or at least 32", "e.g. 4096")
+    return Limits(memory, cpus, pids)
 
 
 def _choice(value: str, allowed: tuple[str, ...], origin: str) -> str:

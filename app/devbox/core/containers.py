@@ -8,6 +8,7 @@ capability set that the entrypoint drops entirely, and nothing else of the host.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import hashlib
 import os
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devbox.core.config import Settings
+from devbox.core.config import Limits, Settings
 from devbox.core.podman import Podman
 from devbox.core.podman_records import ContainerRecord, CreateSpec, Mount
 
@@ -54,6 +55,8 @@ class Container:
     worktree: str
     image_id: str
     started_at: float | None = None
+    pid: int = 0  # its main process on the host, while running
+    limits: Limits | None = None  # as made (None: made before devbox set limits)
 
     @property
     def running(self) -> bool:
@@ -72,6 +75,7 @@ class Container:
             "image_id": self.image_id,
             "started_at": self.started_at,
             "stale_image": self.stale(current_image_id),
+            "limits": None if self.limits is None else dataclasses.asdict(self.limits),
         }
 
     @classmethod
@@ -85,6 +89,8 @@ class Container:
             worktree=labels.get(LABEL_WORKTREE, ""),
             image_id=labels.get(LABEL_IMAGE, ""),
             started_at=rec.started_at,
+            pid=rec.pid,
+            limits=Limits.from_label(labels.get(LABEL_LIMITS, "")),
         )
 
 
@@ -118,12 +124,19 @@ class HostUser:
 
 
 AGENT_STATE_MOUNT = "/run/devbox-agent"  # where the agent's hooks write (agent-hook's default)
+STATE_SIZE = 16 << 20  # bytes: the state directory is a tmpfs of this size (writes past it fail inside)
+LABEL_LIMITS = "devbox.limits"  # memory=BYTES,cpus=N,pids=N as the container was made with
 
 
-def agent_state_dir(settings: Settings, name: str) -> Path:
-    """The host directory the container's agent hooks write into (bind-mounted read-write;
-    devbox reads it as untrusted input: core/agent_state.py)."""
-    return settings.build_path("agents", name)
+def agent_state_dir(c: Container) -> Path | None:
+    """Where the host reads the agent's state directory of the running container ``c``: its
+    tmpfs, through the container's root (``/proc/<pid>/root``), so it is bounded by
+    ``STATE_SIZE`` and lives no longer than the container; None when it is not running here.
+    devbox reads it as untrusted input (core/agent_state.py): the directory is a mount point
+    the agent cannot replace, and nothing in it is followed as a symlink."""
+    if not c.running or not c.pid:
+        return None
+    return Path(f"/proc/{c.pid}/root{AGENT_STATE_MOUNT}")
 
 
 def agent_record(settings: Settings, name: str) -> Path:
@@ -142,15 +155,21 @@ def spec(
     user: HostUser,
     rootless: bool,
     env: dict[str, str],
+    gitdir: Path,
+    dotgit: Path,
+    objects: Path,
+    limits: Limits,
     repo: Path | None = None,
-    state_dir: Path | None = None,
 ) -> CreateSpec:
-    """The isolation contract of a branch's container, as a podman create spec. ``repo`` and
-    ``state_dir``: the repository and agent state directory where the container runs (on
-    another host: its mirror and its own directory there)."""
+    """The isolation contract of a branch's container, as a podman create spec. ``gitdir``
+    and ``dotgit``: the environment's own git directory and the file naming it
+    (core/envgit.py); ``objects``: the repository's object store, read-only inside; ``repo``:
+    the repository where the container runs (on another host: its mirror there). The main
+    repository itself (its checkout, ``.git``, ``devbox.toml``, ``.build/``) is not mounted."""
     var_vol, etc_vol = volume_names(name)
     repo = repo or settings.repo
-    paths = [worktree] if worktree == repo else [worktree, repo]
+    if worktree == repo:
+        raise ValueError("an environment on the main checkout")  # refused with a remedy by the caller
     return CreateSpec(
         name=name,
         image=image_id,
@@ -160,6 +179,7 @@ def spec(
             LABEL_BRANCH: branch,
             LABEL_WORKTREE: str(worktree),
             LABEL_IMAGE: image_id,
+            LABEL_LIMITS: limits.label(),
         },
         env={
             "DEVBOX_UID": str(user.uid),
@@ -175,10 +195,13 @@ def spec(
             # /etc from the new image and keeps /var (the home), as bootc does on upgrade
             Mount(var_vol, "/var", volume=True),
             Mount(etc_vol, "/etc", volume=True),
-            # same absolute path inside: the .git files of worktrees resolve
-            *(Mount(str(p), str(p), options=("z",)) for p in paths),
-            # the agent's state directory, nothing else of .build/
-            Mount(str(state_dir or agent_state_dir(settings, name)), AGENT_STATE_MOUNT, options=("z",)),
+            # the worktree at its host path; its .git names the environment's own git directory
+            Mount(str(worktree), str(worktree), options=("z",)),
+            Mount(str(gitdir), str(gitdir), options=("z",)),
+            Mount(str(dotgit), f"{worktree}/.git", options=("ro", "z")),
+            # the repository's objects, read-only: the environment's alternates (nothing inside
+            # can drop or change an object the host or another environment needs)
+            Mount(str(objects), str(objects), options=("ro",)),
         ),
         workdir=str(worktree),
         hostname=name[:63],
@@ -189,8 +212,17 @@ def spec(
         read_only=True,
         # writable scratch space on the read-only root, as podman's --read-only-tmpfs makes it
         # (explicit: podman 4.x ignores the API's read_write_tmpfs): sticky and world-writable
-        # /tmp and /var/tmp, /run for root inside
-        tmpfs=(("/tmp", "1777"), ("/var/tmp", "1777"), ("/run", "755")),
+        # /tmp and /var/tmp, /run for root inside; the agent's state directory, bounded (the
+        # entrypoint gives it to the user)
+        tmpfs=(
+            ("/tmp", "1777", 0),
+            ("/var/tmp", "1777", 0),
+            ("/run", "755", 0),
+            (AGENT_STATE_MOUNT, "700", STATE_SIZE),
+        ),
+        memory=limits.memory,
+        cpus=limits.cpus,
+        pids=limits.pids,
     )
 
 

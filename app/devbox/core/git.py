@@ -20,8 +20,18 @@ from devbox.core.filesystem import free_bytes, os_error
 from devbox.core.proc import Completed, run, stream
 
 # git must never stop to ask (a credential prompt would hang a worker) and its messages
-# are parsed in English
-GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
+# are parsed in English; a pager or external diff named by the caller's environment is not
+# devbox's to run
+GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0", "GIT_EXTERNAL_DIFF": None,
+           "GIT_PAGER": "cat", "GIT_EDITOR": "false", "GIT_SEQUENCE_EDITOR": "false", "GIT_ASKPASS": None,
+           "SSH_ASKPASS": None}  # fmt: skip
+# every git devbox runs on the host runs nothing a repository names: no fsmonitor daemon or
+# hook (the environment never sees the main .git, core/envgit.py; this holds for a repository
+# someone else could write too), no external diff or text conversion (``HARDENED_DIFF``)
+HARDENED = ("-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null", "-c", "core.pager=cat",
+            "-c", "core.sshCommand=ssh", "-c", "credential.helper=",
+            "-c", "gpg.program=false", "-c", "commit.gpgSign=false", "-c", "tag.gpgSign=false")  # fmt: skip
+HARDENED_DIFF = ("--no-ext-diff", "--no-textconv")
 STATUS_WORKERS = 8  # git status calls at once: enough to hide latency, few enough for 2 cores
 
 MAX_BRANCH = 200  # a worktree path and a container name are made from it
@@ -69,7 +79,7 @@ def _git(
     while True:
         try:
             res = run(
-                ["git", "-C", str(repo), *args],
+                ["git", *HARDENED, "-C", str(repo), *args],
                 tool="git",
                 cancel=cancel,
                 timeout=timeout,
@@ -193,7 +203,7 @@ def activity(wt: Worktree, base: str | None) -> Activity:
     last = int(res.stdout.strip()) if res.ok and res.stdout.strip().isdigit() else None
     if not base or base == wt.branch:
         return Activity(last)
-    diff = _git(wt.path, "diff", "--shortstat", f"{base}...HEAD", check=False)
+    diff = _git(wt.path, "diff", *HARDENED_DIFF, "--shortstat", f"{base}...HEAD", check=False)
     numbers = {m.group(2)[:3]: int(m.group(1)) for m in re.finditer(r"(\d+) (file|insert|delet)", diff.stdout)}
     return Activity(last, numbers.get("ins", 0), numbers.get("del", 0), numbers.get("fil", 0))
 
@@ -274,7 +284,7 @@ def add_worktree(
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # streamed: git's own messages reach the user in the order git printed them
-            done = stream(["git", "-C", str(repo), *args], report, cancel, source="git", env=GIT_ENV)
+            done = stream(["git", *HARDENED, "-C", str(repo), *args], report, cancel, source="git", env=GIT_ENV)
         except (DevboxError, OSError) as exc:
             _roll_back(repo, branch, created_branch=not local, made=made)
             if isinstance(exc, OSError):
@@ -418,7 +428,7 @@ def moved(repo: Path, before: str, after: str) -> tuple[int, tuple[str, ...]]:
     span = f"{before}..{after}" if before else after
     count = int(_git(repo, "rev-list", "--count", span).stdout.strip() or 0)
     base = before or _git(repo, "hash-object", "-t", "tree", "/dev/null").stdout.strip()
-    files = _git(repo, "diff", "--name-only", "-z", base, after).stdout.split("\0")
+    files = _git(repo, "diff", *HARDENED_DIFF, "--name-only", "-z", base, after).stdout.split("\0")
     return count, tuple(f for f in files if f)
 
 
@@ -436,9 +446,28 @@ def is_ancestor(repo: Path, older: str, newer: str) -> bool:
     return _git(repo, "merge-base", "--is-ancestor", older, newer, check=False).returncode == 0
 
 
-def update_ref(repo: Path, ref: str, new: str, old: str | None = None) -> None:
-    """Point ``ref`` at ``new`` (only if it still is ``old``, when given)."""
-    _git(repo, "update-ref", ref, new, *([old] if old is not None else []))
+def update_ref(repo: Path, ref: str, new: str, old: str | None = None, *, message: str = "") -> None:
+    """Point ``ref`` at ``new`` (only if it still is ``old``, when given; "" = only if it
+    does not exist); ``message`` goes to its reflog."""
+    old_arg = [] if old is None else [old or "0" * 40]
+    _git(repo, "update-ref", *(["-m", message] if message else []), ref, new, *old_arg)
+
+
+def fetch_untrusted(repo: Path, url: str, refspec: str, *, cancel: threading.Event | None, timeout: float) -> Completed:
+    """``git fetch`` of one refspec from a repository devbox does not trust (an environment's,
+    through ``url``, which runs the upload side there): every object checked as it arrives,
+    no tags, submodules, FETCH_HEAD or automatic gc, and nothing the local config could add."""
+    return _git(repo, "-c", "protocol.ext.allow=always", "-c", "fetch.fsckObjects=true",
+                "-c", "transfer.fsckObjects=true", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+                "--no-auto-gc", "--no-auto-maintenance", "--no-recurse-submodules", url, refspec,
+                check=False, cancel=cancel, timeout=timeout)  # fmt: skip
+
+
+def reset_index(path: Path) -> None:
+    """The index of the checkout at ``path`` back to its HEAD, its files untouched: undoes
+    ``git add``, and follows a branch that moved under the checkout (commits that came
+    from its environment)."""
+    _git(path, "reset", "--quiet", "--mixed", "HEAD", check=False)
 
 
 def fast_forward_checkout(path: Path, commit: str) -> None:

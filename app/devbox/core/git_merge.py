@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devbox.core.errors import Cancelled, GitError
-from devbox.core.git import GIT_ENV, _git, status_entries
+from devbox.core.git import GIT_ENV, HARDENED, HARDENED_DIFF, _git, status_entries
 from devbox.core.proc import run
 
 STRATEGIES = ("merge", "rebase", "squash")
@@ -88,8 +88,12 @@ def changes(repo: Path, a: str, b: str | None = None, *, cached: bool = False) -
     index), with lines added and deleted (None for a binary file), renames detected."""
     span = [a] if b is None else [a, b]
     extra = ["--cached"] if cached else []
-    numstat = _git(repo, "diff", "--numstat", "-z", "-M", *extra, *span, errors="surrogateescape").stdout
-    status = _git(repo, "diff", "--name-status", "-z", "-M", *extra, *span, errors="surrogateescape").stdout
+    numstat = _git(
+        repo, "diff", *HARDENED_DIFF, "--numstat", "-z", "-M", *extra, *span, errors="surrogateescape"
+    ).stdout
+    status = _git(
+        repo, "diff", *HARDENED_DIFF, "--name-status", "-z", "-M", *extra, *span, errors="surrogateescape"
+    ).stdout
     counts: dict[str, tuple[int | None, int | None]] = {}
     parts = numstat.split("\0")
     i = 0
@@ -143,7 +147,7 @@ def patch(repo: Path, a: str, b: str | None, path: str, *, cached: bool = False,
     span = [a] if b is None else [a, b]
     extra = ["--cached"] if cached else []
     paths = ["--", path] if path else []
-    out = _git(repo, "diff", "-M", *extra, *span, *paths, errors="replace").stdout
+    out = _git(repo, "diff", *HARDENED_DIFF, "-M", *extra, *span, *paths, errors="replace").stdout
     return out if len(out) <= limit else out[:limit] + f"\n… (cut at {limit >> 20} MiB)\n"
 
 
@@ -164,7 +168,7 @@ def predict(repo: Path, ours: str, theirs: str, cancel: threading.Event | None =
 def commit_tree(repo: Path, tree: str, parents: list[str], message: str, env: dict[str, str]) -> str:
     """A commit of ``tree`` (objects only); ``env``: the author identity."""
     args = [x for p in parents for x in ("-p", p)]
-    res = run(["git", "-C", str(repo), "commit-tree", tree, *args, "-m", message], tool="git",
+    res = run(["git", *HARDENED, "-C", str(repo), "commit-tree", tree, *args, "-m", message], tool="git",
               env={**GIT_ENV, **env}, timeout=120)  # fmt: skip
     if not res.ok:
         raise GitError(f"git commit-tree failed: {res.last_error()}", "see the git message")
@@ -190,7 +194,7 @@ def rebased(repo: Path, onto: str, branch_head: str, env: dict[str, str], cancel
 
 
 def _run_quiet(cwd: Path, env: dict[str, str], cancel: threading.Event, *args: str) -> str | None:
-    res = run(["git", "-C", str(cwd), *args], tool="git", env={**GIT_ENV, **env}, timeout=600, cancel=cancel)
+    res = run(["git", *HARDENED, "-C", str(cwd), *args], tool="git", env={**GIT_ENV, **env}, timeout=600, cancel=cancel)
     return None if res.ok else res.last_error()
 
 
@@ -226,15 +230,10 @@ class Landing:
 def commit_all(worktree: Path, message: str, env: dict[str, str]) -> str:
     """Everything uncommitted in ``worktree`` (untracked files too) as one commit."""
     for args in (["add", "-A"], ["commit", "--quiet", "--no-verify", "-m", message]):
-        res = run(["git", "-C", str(worktree), *args], tool="git", env={**GIT_ENV, **env}, timeout=120)
+        res = run(["git", *HARDENED, "-C", str(worktree), *args], tool="git", env={**GIT_ENV, **env}, timeout=120)
         if not res.ok:
             raise GitError(f"git {args[0]} failed: {res.last_error()}", "see the git message")
     return _git(worktree, "rev-parse", "HEAD").stdout.strip()
-
-
-def reset_index(worktree: Path) -> None:
-    """The index back to HEAD, the files untouched (undoes ``git add``)."""
-    _git(worktree, "reset", "--quiet", "--mixed", "HEAD", check=False)
 
 
 def upstream_remote(repo: Path, branch: str) -> str:

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 INSTALL_REMEDY = "install podman: sudo dnf install podman (Debian/Ubuntu: sudo apt-get install podman)"
 PING_TIMEOUT = 3.0  # a listener that never answers is reported as such quickly
 KNOWN_FOR = 2.0  # seconds an expected image's quick answer serves (Podman.expect)
+CPU_PERIOD = 100_000  # microseconds: the CFS period a CPU limit is a quota of
 
 
 class Podman(ContainerLogs):
@@ -339,13 +340,29 @@ class Podman(ContainerLogs):
             "cap_drop": ["all"],
             "cap_add": list(spec.cap_add),
             "volumes": {m.source: {"bind": m.target, "mode": "rw"} for m in spec.mounts if m.volume},
+            # podman-py's bind keys: ``read_only`` (it drops an unknown key such as ``ro`` without
+            # a word: the mount was then read-write) and ``relabel``
             "mounts": [
-                {"type": "bind", "source": m.source, "target": m.target, **{o: True for o in m.options if o != "z"}}
+                {"type": "bind", "source": m.source, "target": m.target}
+                | ({"read_only": True} if "ro" in m.options else {})
                 | ({"relabel": "z"} if "z" in m.options else {})
                 for m in binds
             ]
-            + [{"type": "tmpfs", "source": "tmpfs", "target": path, "mode": mode} for path, mode in spec.tmpfs],
+            + [
+                {"type": "tmpfs", "source": "tmpfs", "target": path, "mode": mode, **({"size": size} if size else {})}
+                for path, mode, size in spec.tmpfs
+            ],
         }
+        # podman-py drops ``nano_cpus`` without a word (its create ignores the key): a CPU
+        # limit is a quota per period, which it passes on
+        if spec.cpus:
+            kwargs["cpu_period"] = CPU_PERIOD
+            kwargs["cpu_quota"] = int(spec.cpus * CPU_PERIOD)
+        if spec.memory:
+            kwargs["mem_limit"] = spec.memory
+            kwargs["memswap_limit"] = spec.memory  # no swap beyond it: a hog meets the limit
+        if spec.pids:
+            kwargs["pids_limit"] = spec.pids
         if spec.userns:
             kwargs["userns_mode"] = spec.userns
         if spec.network in ("none", "host", "private", "slirp4netns", "pasta"):

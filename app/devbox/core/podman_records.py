@@ -30,6 +30,7 @@ class ContainerRecord:
     state: str  # running, exited, created, stopped, ...
     labels: Mapping[str, str]
     started_at: float | None = None  # epoch seconds, when running
+    pid: int = 0  # the main process on the host, while running
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,10 @@ class CreateSpec:
     userns: str = ""  # "keep-id" for rootless
     network: str = ""  # "", "none", "host", or a network name
     read_only: bool = True
-    tmpfs: tuple[tuple[str, str], ...] = ()  # (path, mode): explicit tmpfs mounts
+    tmpfs: tuple[tuple[str, str, int], ...] = ()  # (path, mode, size in bytes or 0): explicit tmpfs mounts
+    memory: int = 0  # bytes; 0: no limit
+    cpus: float = 0.0  # 0: no limit
+    pids: int = 0  # 0: podman's default
     init: bool = True
     no_new_privileges: bool = True
 
@@ -138,6 +142,7 @@ def _container(attrs: Mapping[str, Any]) -> ContainerRecord:
             state=str(state.get("Status", "")).lower(),
             labels=dict(labels),
             started_at=_ts(state.get("StartedAt")) if state.get("Running") else None,
+            pid=_int(state.get("Pid")) if state.get("Running") else 0,
         )
     names = attrs.get("Names") or [""]
     started = attrs.get("StartedAt")
@@ -147,4 +152,9 @@ def _container(attrs: Mapping[str, Any]) -> ContainerRecord:
         state=str(state or "").lower(),
         labels=dict(attrs.get("Labels") or {}),
         started_at=float(started) if isinstance(started, int | float) and started > 0 else None,
+        pid=_int(attrs.get("Pid")) if str(state or "").lower() == "running" else 0,
     )
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from devbox.core import labels, libvirt, proc
+from devbox.core import git, labels, libvirt, proc
 from devbox.core.config import SSH_RE, Settings
 from devbox.core.errors import Cancelled, DevboxError, NotAvailable, NotFound, Refused
 from devbox.core.events import Reporter
@@ -407,7 +407,7 @@ def git_over_ssh(t: Target, repo: Path, args: list[str], report: Reporter, cance
     """``git push``/``fetch`` against the VM with the project's ssh (``GIT_SSH_COMMAND``: git
     runs it through ``sh``, so every word of it is quoted)."""
     env: dict[str, str | None] = {"GIT_SSH_COMMAND": ssh_command_string(t), "GIT_TERMINAL_PROMPT": "0"}
-    done = proc.stream(["git", "-C", str(repo), *args], report, cancel, source="git", env=env)
+    done = proc.stream(["git", *git.HARDENED, "-C", str(repo), *args], report, cancel, source="git", env=env)
     if done.cancelled:
         raise Cancelled(f"git {what} interrupted", "run it again")
     if done.returncode != 0:

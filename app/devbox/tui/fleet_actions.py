@@ -75,10 +75,14 @@ class FleetActions:
     def follow_agent_states(self) -> None:
         """A cheap stat poll of the agents' state files: a hook's write reaches the fleet in
         about ``AGENT_POLL`` without the full status (git, podman) being made again."""
-        root = self.session.settings.build_path("agents")
-        last = agent_state.signature(root)
+
+        def dirs() -> list[tuple[str, Any]]:  # each running container's state tmpfs
+            conts = self.last_update.status.containers.value if self.last_update is not None else None
+            return ops.agent_state_dirs(conts or ())
+
+        last = agent_state.signature(dirs())
         while not self._stop.wait(AGENT_POLL):
-            now = agent_state.signature(root)
+            now = agent_state.signature(dirs())
             if now == last or self.last_update is None:
                 continue
             last = now

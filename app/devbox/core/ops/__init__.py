@@ -64,6 +64,7 @@ if TYPE_CHECKING:
         stop_container,
     )
     from devbox.core.ops.dashboard import activity, container_stats, follow_container_log, watch_containers
+    from devbox.core.ops.envsync import sync_branches
     from devbox.core.ops.fleet import (
         AgentStarted,
         agent_attach_argv,
@@ -71,6 +72,7 @@ if TYPE_CHECKING:
         agent_rows,
         agent_send,
         agent_start,
+        agent_state_dirs,
         agent_stop,
         branch_from_prompt,
         list_agents,
@@ -192,6 +194,7 @@ _WHERE = {
     "TaskStarted": "tasks",
     "compare": "tasks",
     "discard": "tasks",
+    "sync_branches": "envsync",
     "discard_plan": "tasks",
     "run_checks": "tasks",
     "start_task": "tasks",
@@ -204,6 +207,7 @@ _WHERE = {
     "agent_rows": "fleet",
     "agent_send": "fleet",
     "agent_start": "fleet",
+    "agent_state_dirs": "fleet",
     "agent_stop": "fleet",
     "branch_from_prompt": "fleet",
     "list_agents": "fleet",
@@ -338,6 +342,7 @@ __all__ = [
     "agent_rows",
     "agent_send",
     "agent_start",
+    "agent_state_dirs",
     "agent_stop",
     "attach_argv",
     "base_blocker",
@@ -397,6 +402,7 @@ __all__ = [
     "start_work",
     "status",
     "stop_container",
+    "sync_branches",
     "task_branches",
     "task_of",
     "vm_agent_attach_argv",

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from devbox.core import containers, git, image
+from devbox.core import branch_notes, containers, envgit, git, image
 from devbox.core.containers import Container
 from devbox.core.errors import (
     BadName,
@@ -51,8 +51,12 @@ def find_container(session: Devbox, ref: str) -> Container:
 
 
 def container_loss(session: Devbox, c: Container) -> Loss:
+    from devbox.core.ops.envsync import sync_branches  # (it imports this module's neighbours)
+
+    sync_branches(session, [c.branch], conts=[c])  # its commits on the host first: they are kept
     var_vol = containers.volume_names(c.name)[0]
-    return Loss(running=c.name if c.running else "", home=var_vol if session.podman.volume_exists(var_vol) else "")
+    return Loss(running=c.name if c.running else "", home=var_vol if session.podman.volume_exists(var_vol) else "",
+                unsynced=c.name if envgit.pending(envgit.of(session.settings, c.name), c.branch) else "")  # fmt: skip
 
 
 def remove_container(
@@ -172,16 +176,21 @@ def _create(
     """Create and start the branch's container; a failed or interrupted start leaves nothing.
     ``absent``: the caller found no container by this name under the branch's lock."""
     podman = session.podman
-    containers.agent_state_dir(session.settings, name).mkdir(parents=True, exist_ok=True)
+    settings = session.settings
+    env_git = envgit.prepare(settings, name, wt, branch_notes.recorded_base(settings.repo, branch))
     spec = containers.spec(
-        session.settings,
+        settings,
         name=name,
         branch=branch,
         worktree=wt.path,
         image_id=image_id,
         user=session.user,
         rootless=podman.rootless(),
-        env=git.identity(session.settings.repo),
+        env=git.identity(settings.repo),
+        gitdir=env_git.gitdir,
+        dotgit=env_git.dotgit,
+        objects=settings.repo / ".git" / "objects",
+        limits=settings.limits,
     )
     if not absent and containers.get(podman, name) is not None:
         raise Refused(f"container {name} already exists (made by another devbox run)", "run start-work again")
@@ -234,6 +243,12 @@ def start_work(
         raise
     with hold(branch_lock(session, branch), f"start-work for {branch!r}"):
         known = git.find_worktree(settings.repo, branch)  # once per operation, passed down
+        if known is not None and known.is_main:
+            raise Refused(
+                f"{branch} is checked out in the main checkout: an environment there would hand its agent "
+                "devbox.toml, .build/ and the repository itself",
+                f"check out another branch in {settings.repo}, or start one of its own: ./start-work work/{branch}",
+            )
         if known is not None and known.prunable and not recreate:
             ensure_worktree(session, branch, report, cancel, known=known)  # says what happened and the fix
         if known is not None and known.prunable:

@@ -18,6 +18,7 @@ import shlex
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from devbox.core import agent_state, containers, proc
 from devbox.core.agent_config import AgentSpec
@@ -144,8 +145,9 @@ def agent_stop(session: Devbox, branch: str, *, sink: Sink = null_sink) -> None:
     if not done.ok:
         raise NotFound(f"no agent runs on {branch}", f"start one: devbox agent start {branch}")
     # the wrapper died with the session: say it ended (never through a planted symlink)
-    agent_state.append(containers.agent_state_dir(session.settings, c.name),
-                       {"hook_event_name": EXIT_EVENT, "status": "stopped"}, time.time())  # fmt: skip
+    state_dir = containers.agent_state_dir(c)
+    if state_dir is not None:
+        agent_state.append(state_dir, {"hook_event_name": EXIT_EVENT, "status": "stopped"}, time.time())
     report.step("done", f"the agent on {branch} stopped; {c.name} keeps running")
 
 
@@ -195,8 +197,13 @@ def list_agents(session: Devbox) -> tuple[AgentRow, ...]:
 def agent_rows(session: Devbox, conts: tuple[Container, ...]) -> tuple[AgentRow, ...]:
     rows = []
     for c in conts:
-        state = agent_state.read(containers.agent_state_dir(session.settings, c.name))
+        state_dir = containers.agent_state_dir(c)
         record = read_json(containers.agent_record(session.settings, c.name))
+        if state_dir is None:  # its state lived in the container's tmpfs: gone with it
+            rows.append(AgentRow(c.branch, c.name, c.state, agent_state.AgentState(
+                "exited" if record else "no agent", problem=f"its container is {c.state}")))  # fmt: skip
+            continue
+        state = agent_state.read(state_dir)
         hookless = isinstance(record, dict) and record.get("hooks") == "none"
         if hookless and c.running and state.state != "exited":
             state = _guess(session, c)
@@ -204,6 +211,12 @@ def agent_rows(session: Devbox, conts: tuple[Container, ...]) -> tuple[AgentRow,
             state = agent_state.AgentState("no agent")
         rows.append(AgentRow(c.branch, c.name, c.state, state))
     return tuple(sorted(rows, key=_urgency))
+
+
+def agent_state_dirs(conts: tuple[Container, ...]) -> list[tuple[str, Path]]:
+    """Each running container's state directory as the host reads it (its tmpfs), for the
+    dashboard's cheap poll (``agent_state.signature``)."""
+    return [(c.name, d) for c in conts if (d := containers.agent_state_dir(c)) is not None]
 
 
 def _guess(session: Devbox, c: Container) -> agent_state.AgentState:

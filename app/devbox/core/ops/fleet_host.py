@@ -31,15 +31,18 @@ from devbox.core.ops.views import AgentRow
 from devbox.core.session import Devbox
 
 # every agent of this repository on the host: "<container> <running 0|1> <bytes>\n", then
-# that many bytes of its events file's tail (a regular file only, never through a symlink)
+# that many bytes of its events file's tail (a regular file only, never through a symlink),
+# read in the running container's state tmpfs through its root (/proc/PID/root)
 READ_STATES = r"""
-state=$1; shift; case $state in "~"*) state=$HOME${state#"~"};; esac
-running=$(podman ps --format '{{.Names}}' 2>/dev/null)
+running=$(podman ps --format '{{.Names}} {{.Pid}}' 2>/dev/null)
 tmp=$(mktemp) || exit 1
 for name in "$@"; do
-  d="$state/$name"; f="$d/events.jsonl"; : >"$tmp"
-  if [ -d "$d" ] && [ ! -L "$d" ] && [ -f "$f" ] && [ ! -L "$f" ]; then tail -c 1048576 "$f" >"$tmp"; fi
-  up=0; for r in $running; do [ "$r" = "$name" ] && up=1; done
+  : >"$tmp"; up=0
+  pid=$(printf '%s\n' "$running" | awk -v n="$name" '$1 == n { print $2 }')
+  if [ -n "$pid" ]; then
+    up=1; d=/proc/$pid/root/run/devbox-agent; f=$d/events.jsonl
+    if [ -d "$d" ] && [ ! -L "$d" ] && [ -f "$f" ] && [ ! -L "$f" ]; then tail -c 1048576 "$f" >"$tmp"; fi
+  fi
   printf '%s %s %s\n' "$name" "$up" "$(($(wc -c <"$tmp")))"
   cat "$tmp"
 done
@@ -109,10 +112,12 @@ def host_agent_stop(session: Devbox, branch: str, *, sink: Sink = null_sink) -> 
     argv = host_exec_argv(spec, f, at.container, at.worktree, ["tmux", "-u", "kill-session", "-t", SESSION])
     if not hosts.run(session.settings, spec, argv).ok:
         raise _no_agent(branch, spec)
-    events = f"{layout(f, branch).state}/{at.container}/events.jsonl"
     line = f'{{"ts":%s,"payload":{{"hook_event_name":"{EXIT_EVENT}","status":"stopped"}}}}\\n'
-    script = f'test -L "$1" || printf {shlex.quote(line)} "$(date +%s)" >>"$1"'  # never through a planted symlink
-    hosts.run(session.settings, spec, ["sh", "-c", script, "stop", events])
+    script = (
+        'pid=$(podman inspect --format "{{.State.Pid}}" "$1") && f=/proc/$pid/root/run/devbox-agent/events.jsonl'
+        f' && {{ test -L "$f" || printf {shlex.quote(line)} "$(date +%s)" >>"$f"; }}'
+    )  # never through a symlink
+    hosts.run(session.settings, spec, ["sh", "-c", script, "stop", at.container])
     Reporter(sink, "agent-stop", Subject("agent", branch)).step("done", f"the agent on {branch} stopped on {spec.name}")
 
 
@@ -166,8 +171,7 @@ def _rows_on(session: Devbox, host: str, branches: list[str]) -> list[AgentRow]:
     names = {containers.container_name(s, b): b for b in branches}
     try:
         spec = spec_of(session, host)
-        state_dir = f"{hosts.root_of(s, spec)}/agents"
-        done = hosts.run(s, spec, ["sh", "-c", READ_STATES, "states", state_dir, *names], errors="surrogateescape")
+        done = hosts.run(s, spec, ["sh", "-c", READ_STATES, "states", *names], errors="surrogateescape")
         found = parse_states(done.stdout.encode("utf-8", "surrogateescape"), set(names))
     except DevboxError as exc:
         return [AgentRow(b, n, "unknown", agent_state.AgentState("unknown", problem=exc.message), host)

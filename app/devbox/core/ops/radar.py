@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from devbox.core import branch_notes, git, git_merge
 from devbox.core.errors import DevboxError
 from devbox.core.filesystem import read_json, write_json
+from devbox.core.ops.envsync import sync_branches
 from devbox.core.session import Devbox
 
 CACHE = "radar.json"
@@ -57,7 +58,10 @@ def conflicts(session: Devbox, *, limit: int | None = None) -> Radar:
     about at most that many uncached pairs (the rest are ``pending``)."""
     repo = session.settings.repo
     heads: dict[str, str] = {}
-    for w in git.list_worktrees(repo):
+    worktrees = git.list_worktrees(repo)
+    if sync_branches(session, [w.branch for w in worktrees if w.branch]).moved:
+        worktrees = git.list_worktrees(repo)  # (a branch may have moved)
+    for w in worktrees:
         if w.branch and not w.is_main and not w.prunable:
             heads[w.branch] = w.head
     pairs: list[tuple[str, str, bool]] = [(a, b, False) for a, b in itertools.combinations(sorted(heads), 2)]

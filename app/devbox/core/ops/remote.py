@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from devbox.core import branch_notes, containers, git, hosts, image, transfer
+from devbox.core import branch_notes, containers, envgit, git, hosts, image, transfer
 from devbox.core.containers import HostUser
 from devbox.core.errors import Cancelled, DevboxError, NotAvailable, NotFound, Refused, ToolMissing
 from devbox.core.events import Reporter, Sink, Subject, null_sink
@@ -62,11 +62,32 @@ class Layout:
     root: str
     mirror: str
     worktree: str
-    state: str
+    gitdirs: str  # each environment's own git directory (core/envgit.py), under it
 
 
 def layout(f: hosts.Facts, branch: str) -> Layout:
-    return Layout(f.root, f"{f.root}/mirror.git", f"{f.root}/worktrees/{branch}", f"{f.root}/agents")
+    return Layout(f.root, f"{f.root}/mirror.git", f"{f.root}/worktrees/{branch}", f"{f.root}/gitdirs")
+
+
+# the environment's own git directory there, as core/envgit.py makes it here: the mirror's
+# objects through alternates (mounted read-only), its own HEAD, index, config and refs; the
+# mirror itself is never mounted, so what a container writes is never read by git there
+ENV_GIT = r"""
+root=$1 mirror=$2 branch=$3 wt=$4 base=$5 g=$1/git
+[ -d "$g" ] && [ -f "$root/dotgit" ] && exit 0
+rm -rf "$root" && mkdir -p "$g/objects/info" "$g/objects/pack" "$g/refs/heads" "$g/refs/tags" "$g/info" || exit 3
+printf 'ref: refs/heads/%s\n' "$branch" >"$g/HEAD"
+printf '[core]\n\trepositoryformatversion = 0\n\tbare = false\n\tlogallrefupdates = true\n' >"$g/config"
+printf '%s/objects\n' "$mirror" >"$g/objects/info/alternates"
+for b in "$branch" "$base"; do
+  [ -n "$b" ] || continue
+  sha=$(git -C "$mirror" rev-parse -q --verify "refs/heads/$b") || continue
+  mkdir -p "$(dirname "$g/refs/heads/$b")" && echo "$sha" >"$g/refs/heads/$b"
+done
+admin=$(git -C "$wt" rev-parse --absolute-git-dir) && [ -f "$admin/index" ] && cp "$admin/index" "$g/index"
+git -C "$mirror" rev-parse "refs/heads/$branch" >"$root/synced"
+printf 'gitdir: %s\n' "$g" >"$root/dotgit"
+"""
 
 
 def host_of(session: Devbox, branch: str) -> str:
@@ -75,8 +96,8 @@ def host_of(session: Devbox, branch: str) -> str:
 
 
 SETUP = r"""
-mirror=$1 worktrees=$2 state=$3 branch=$4
-mkdir -p "$worktrees" "$state" && chmod 0700 "$state"
+mirror=$1 worktrees=$2 gitdirs=$3 branch=$4
+mkdir -p "$worktrees" "$gitdirs" && chmod 0700 "$gitdirs"
 [ -d "$mirror" ] || git init -q --bare "$mirror" || exit 3
 if git -C "$mirror" rev-parse -q --verify "refs/heads/$branch" >/dev/null; then echo has=1; else echo has=0; fi
 """
@@ -114,7 +135,7 @@ def host_start_work(
             record_base(s.repo, branch, from_ref)
         elif from_ref:
             raise Refused(f"branch {branch!r} exists already", "drop --from to use it")
-        res = hosts.run(s, spec, ["sh", "-c", SETUP, "setup", where.mirror, f"{where.root}/worktrees", where.state,
+        res = hosts.run(s, spec, ["sh", "-c", SETUP, "setup", where.mirror, f"{where.root}/worktrees", where.gitdirs,
                                   branch], cancel=cancel)  # fmt: skip
         if not res.ok:
             raise NotAvailable(f"could not set up {where.root} on {host}: {res.last_error()}",
@@ -163,14 +184,17 @@ def _container(
             _wait_ready(there, name, cancel, since)
             return HostStarted(spec.name, branch, name, where.worktree, "started")
         r.step("start", f"creating {name} on {spec.name}")
+        env_root = f"{where.gitdirs}/{name}"
         create = containers.spec(
             there.settings, name=name, branch=branch, worktree=Path(where.worktree), image_id=img.info.id,
             user=there.user, rootless=podman.rootless(), env=git.identity(s.repo), repo=Path(where.mirror),
-            state_dir=Path(f"{where.state}/{name}"),
+            gitdir=Path(f"{env_root}/git"), dotgit=Path(f"{env_root}/dotgit"), objects=Path(f"{where.mirror}/objects"),
+            limits=s.limits,
         )  # fmt: skip
-        made = hosts.run(s, spec, ["mkdir", "-p", f"{where.state}/{name}"])
+        base = branch_notes.recorded_base(s.repo, branch)
+        made = hosts.run(s, spec, ["sh", "-c", ENV_GIT, "envgit", env_root, where.mirror, branch, where.worktree, base])
         if not made.ok:
-            raise NotAvailable(f"could not make {where.state}/{name} on {spec.name}: {made.last_error()}", "see it")
+            raise NotAvailable(f"could not make {env_root} on {spec.name}: {made.last_error()}", "see the message")
         podman.create(create)
         try:
             since = int(time.time()) - 1
@@ -219,8 +243,18 @@ def fetch(
     ref = f"refs/remotes/{host}/{branch}"
     before = git.rev(s.repo, ref)
     r = Reporter(sink, "fetch", Subject("branch", branch))
-    transfer.git_over_ssh(hosts.target(s, spec), s.repo, ["fetch", "--quiet", _url(spec, layout(f, branch).mirror),
-                          f"+refs/heads/{branch}:{ref}"], r, cancel, "fetch")  # fmt: skip
+    where = layout(f, branch)
+    name = containers.container_name(s, branch)
+    # the upload side runs inside the container there, as its user: what the agent wrote in
+    # its git directory is read only where it already is (core/envgit.py)
+    remote = host_exec_argv(spec, f, name, "/", ["git", "upload-pack", "--strict", f"{where.gitdirs}/{name}/git"])
+    got = git.fetch_untrusted(s.repo, envgit.ext_url(transfer.ssh_argv(hosts.target(s, spec), remote, tty=False)),
+                              f"+refs/heads/{branch}:{ref}", cancel=cancel, timeout=spec.timeout + 120)  # fmt: skip
+    if cancel.is_set():
+        raise Cancelled("fetch interrupted", "run it again")
+    if not got.ok:
+        raise NotAvailable(f"could not fetch {branch} from {name} on {host}: {got.last_error()}",
+                           f"is it running there? devbox start-work {branch} --host {host}")  # fmt: skip
     after = git.rev(s.repo, ref)
     mine = git.rev(s.repo, f"refs/heads/{branch}")
     new = git.count_commits(s.repo, f"{mine}..{after}" if mine else after)
@@ -244,14 +278,20 @@ def host_remove(
     s = session.settings
     host = host_of(session, branch)
     spec = spec_of(session, host)
-    fetched = fetch(session, branch, sink=sink, cancel=cancel)
-    only_there = git.count_commits(s.repo, fetched.after, "--not", "--branches")
+    unfetched = ""
+    try:
+        fetched: Fetched | None = fetch(session, branch, sink=sink, cancel=cancel)
+    except NotAvailable as exc:  # a stopped environment: what it committed cannot be fetched now
+        fetched, unfetched = None, exc.message
+    only_there = git.count_commits(s.repo, fetched.after, "--not", "--branches") if fetched else 0
     f = hosts.probe(s, spec, cancel)  # fresh: the podman socket is needed now
     where = layout(f, branch)
     dirty = hosts.run(s, spec, ["sh", "-c", 'test ! -d "$1" || git -C "$1" status --porcelain', "st", where.worktree])
     pending = [line[3:] for line in dirty.stdout.splitlines() if line.strip()]
-    losses = ([f"{only_there} commit(s) only on {host} (fetched to {fetched.ref})"] if only_there else []) + (
-        [f"{len(pending)} uncommitted file(s) there: {', '.join(pending[:5])}"] if pending else [])  # fmt: skip
+    shown = fetched.ref if fetched else ""
+    losses = ([f"{only_there} commit(s) only on {host} (fetched to {shown})"] if only_there else []) + (
+        [f"{len(pending)} uncommitted file(s) there: {', '.join(pending[:5])}"] if pending else []) + (
+        [f"any commit its environment made that was not fetched ({unfetched})"] if unfetched else [])  # fmt: skip
     if losses and not force:
         raise Refused(f"removing {branch} on {host} would lose: " + "; ".join(losses),
                       f"merge or fetch what you want to keep (devbox fetch {branch}), or pass --force")  # fmt: skip
@@ -273,7 +313,7 @@ def host_remove(
             podman.close()
     gone = hosts.run(s, spec, ["sh", "-c", 'git -C "$1" worktree remove --force "$2" 2>/dev/null; rm -rf "$2" "$4"; '
                                'git -C "$1" worktree prune; git -C "$1" branch -D "$3" >/dev/null', "rm", where.mirror,
-                               where.worktree, branch, f"{where.state}/{name}"])  # fmt: skip
+                               where.worktree, branch, f"{where.gitdirs}/{name}"])  # fmt: skip
     if not gone.ok:
         raise NotAvailable(f"could not remove {where.worktree} on {host}: {gone.last_error()}", "see the message")
     removed += [f"worktree {where.worktree} on {host}", f"branch {branch} in {host}:{where.mirror}"]

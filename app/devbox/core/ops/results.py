@@ -45,10 +45,11 @@ class Loss:
     detached: bool = False
     running: str = ""  # the name of a running container
     home: str = ""  # the /var volume of a container (the user's home inside)
+    unsynced: str = ""  # a container whose git directory holds commits not brought to the host
 
     @property
     def empty(self) -> bool:
-        return not (self.dirty or self.commits or self.running or self.home)
+        return not (self.dirty or self.commits or self.running or self.home or self.unsynced)
 
     def lines(self) -> list[str]:
         out: list[str] = []
@@ -64,6 +65,8 @@ class Loss:
             out.append(f"running container {self.running}")
         if self.home:
             out.append(f"home volume {self.home} (/var of the container)")
+        if self.unsynced:
+            out.append(f"commits made in {self.unsynced} that are not on the host yet (start it, then devbox status)")
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -73,6 +76,7 @@ class Loss:
             "commits": self.commits,
             "running": self.running or None,
             "home": self.home or None,
+            "unsynced": self.unsynced or None,
         }
 
 

@@ -18,6 +18,7 @@ from devbox.core import branch_notes, git, git_merge
 from devbox.core.errors import BadName, Cancelled, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.git_merge import Commit, FileChange, Uncommitted
+from devbox.core.ops.envsync import sync_branches
 from devbox.core.session import Devbox
 
 SHOWN_FILES = 8  # files named in a refusal
@@ -79,6 +80,7 @@ def diff_branch(session: Devbox, branch: str, *, base: str | None = None) -> Bra
     worktree holds uncommitted (staged, unstaged, untracked)."""
     repo = session.settings.repo
     git.check_branch_name(branch)
+    sync_branches(session, [branch])  # its environment's new commits first
     head = _commit(session, f"refs/heads/{branch}")
     base_name = base_of(session, branch, base)
     mb = git_merge.merge_base(repo, _commit(session, base_name), head)
@@ -91,6 +93,7 @@ def diff_branch(session: Devbox, branch: str, *, base: str | None = None) -> Bra
 def predict_merge(session: Devbox, branch: str, *, into: str | None = None) -> git_merge.Prediction:
     """Would ``branch`` merge into its base cleanly, and which files would conflict."""
     base = base_of(session, branch, into)
+    sync_branches(session, [branch])
     head, base_head = _commit(session, f"refs/heads/{branch}"), _commit(session, f"refs/heads/{base}")
     return git_merge.predict(session.settings.repo, base_head, head)
 
@@ -120,6 +123,7 @@ def merge(
     report = Reporter(sink, "merge", Subject("branch", branch))
     base = base_of(session, branch, into)
     report.step("start", f"checking {branch} → {base} ({strategy})")
+    sync_branches(session, [branch], sink=sink, cancel=cancel)  # what its environment committed lands too
     head, base_head = _commit(session, f"refs/heads/{branch}"), _commit(session, f"refs/heads/{base}")
     trees = {w.branch: w for w in git.list_worktrees(repo) if w.branch and not w.prunable}
     base_wt, branch_wt = trees.get(base), trees.get(branch)
@@ -162,7 +166,7 @@ def merge(
     except BaseException:
         landing.undo()  # newest first: the base, a rebased branch, then the --commit-all commit
         if committed and branch_wt is not None:  # its files uncommitted again (staged ones unstaged)
-            git_merge.reset_index(branch_wt.path)
+            git.reset_index(branch_wt.path)
         raise
     report.step("done", f"{branch} → {base} by {strategy}: {len(landed)} commit(s), {len(files)} file(s)")
     return Merged(branch, base, strategy, base_head, new_base, landed, files, committed)

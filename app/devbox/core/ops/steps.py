@@ -5,11 +5,10 @@ and worktree operations both use them without importing each other."""
 from __future__ import annotations
 
 import hashlib
-import shutil
 import threading
 from pathlib import Path
 
-from devbox.core import branch_notes, containers, git
+from devbox.core import branch_notes, containers, envgit, git
 from devbox.core.containers import Container
 from devbox.core.errors import NotFound, Refused
 from devbox.core.events import Reporter, Subject
@@ -88,8 +87,9 @@ def remove_container_record(
     for vol in (etc_vol,) if keep_var else (etc_vol, var_vol):
         if podman.remove_volume(vol):
             gone.append(f"volume {vol}")
-    if not keep_var:  # the agent's state goes with its container (devbox's own directory)
-        shutil.rmtree(containers.agent_state_dir(session.settings, c.name), ignore_errors=True)
+    if not keep_var:  # the record of its agent and its git directory go with it (the caller
+        # has brought its commits to the host first, or named them as lost)
         containers.agent_record(session.settings, c.name).unlink(missing_ok=True)
+        envgit.remove(session.settings, c.name)
     report.log(f"removed {', '.join(gone)}", source="podman")
     return gone

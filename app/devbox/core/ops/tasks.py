@@ -36,6 +36,7 @@ from devbox.core.events import Reporter, Sink, Stream, Subject, null_sink
 from devbox.core.filesystem import read_json, write_json
 from devbox.core.git_merge import Commit
 from devbox.core.ops.containers import start_several
+from devbox.core.ops.envsync import sync_branches
 from devbox.core.ops.fleet import AgentStarted, _spec, agent_rows, launch_agent, needed_env
 from devbox.core.ops.results import Problem, Removed, StartResult
 from devbox.core.ops.review import base_of, diff_branch, predict_merge
@@ -210,6 +211,7 @@ def compare(session: Devbox, task: str) -> Comparison:
     branches = task_branches(session, task)
     listed = Section.fetch(lambda: tuple(containers.list_containers(session.settings, session.podman)))
     conts = {c.branch: c for c in listed.value or () if c.branch in branches}  # podman down: "unknown"
+    sync_branches(session, branches, conts=conts.values())
     states = {r.branch: r for r in agent_rows(session, tuple(conts.values()))}
     found = []
     for b in branches:

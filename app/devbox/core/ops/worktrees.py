@@ -6,11 +6,12 @@ import os
 import threading
 from pathlib import Path
 
-from devbox.core import containers, git
+from devbox.core import containers, envgit, git
 from devbox.core.containers import Container
 from devbox.core.errors import Cancelled, DevboxError, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.locks import hold
+from devbox.core.ops.envsync import sync_branches
 from devbox.core.ops.results import Loss, Removed
 from devbox.core.ops.steps import branch_lock, ensure_worktree, remove_container_record
 from devbox.core.ops.views import Section, WorktreeList, WorktreeLoss, WorktreeRow
@@ -21,6 +22,8 @@ def rows(
     session: Devbox, conts: tuple[Container, ...] | None, cancel: threading.Event | None = None
 ) -> tuple[WorktreeRow, ...]:
     """Every worktree with its git state and its container (a missing directory still lists)."""
+    if conts:
+        sync_branches(session, conts=conts, cancel=cancel)  # the environments' new commits first
     wts = git.list_worktrees(session.settings.repo)
     by_branch = {c.branch: c for c in conts or ()}
     return tuple(
@@ -68,10 +71,12 @@ def worktree_loss(session: Devbox, wt: git.Worktree, *, delete_branch: bool = Fa
 
     Commits count when nothing else would hold them: a detached HEAD's, or the branch's
     when the branch goes too (without --delete-branch the branch keeps them)."""
-    st = git.state(wt)
-    commits = git.unique_commits(session.settings.repo, wt) if (wt.branch is None or delete_branch) else 0
     conts = Section.fetch(lambda: tuple(containers.list_containers(session.settings, session.podman)))
     c = next((c for c in conts.value or () if wt.branch and c.branch == wt.branch), None)
+    if c is not None:  # what its environment committed counts once it is on the host
+        sync_branches(session, [c.branch], conts=[c])
+    st = git.state(wt)
+    commits = git.unique_commits(session.settings.repo, wt) if (wt.branch is None or delete_branch) else 0
     home = ""
     if c is not None:
         var_vol = containers.volume_names(c.name)[0]
@@ -83,6 +88,7 @@ def worktree_loss(session: Devbox, wt: git.Worktree, *, delete_branch: bool = Fa
         detached=wt.branch is None,
         running=c.name if c is not None and c.running else "",
         home=home,
+        unsynced=c.name if c is not None and envgit.pending(envgit.of(session.settings, c.name), c.branch) else "",
     )
     return WorktreeLoss(loss, c, conts.problem.one_line() if conts.problem else "")
 
