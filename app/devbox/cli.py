@@ -107,6 +107,9 @@ def _start_on_host(ctx: Context) -> int:
 def cmd_fetch(ctx: Context) -> int:
     res = ops.fetch(ctx.session, ctx.args.branch, ff=ctx.args.ff, sink=ctx.sink, cancel=ctx.cancel)
     ctx.renderer.close()
+    if not res.host:  # a local environment: onto the branch itself
+        print(f"{res.branch} at {res.after[:12]}: {res.commits} new commit(s) from its environment")
+        return ExitCode.OK
     moved = f"; {res.branch} fast-forwarded" if res.forwarded else ""
     print(f"{res.ref} at {res.after[:12]}: {res.commits} commit(s) from {res.host} not on your {res.branch}{moved}")
     return ExitCode.OK
@@ -143,7 +146,8 @@ def _print_containers(conts: Sequence[Container], current: str | None) -> None:
     print("containers" + ("" if conts else "  (none)"))
     for c in conts:
         stale = "  (older image: ./start-work --recreate)" if c.stale(current) else ""
-        print(f"  {c.name:<48} {c.state:<8} {c.branch}{stale}")
+        limits = c.limits.describe() if c.limits else "made without limits or its own git: ./start-work --recreate"
+        print(f"  {c.name:<48} {c.state:<8} {c.branch}{stale}  [{limits}]")
 
 
 def cmd_worktree_list(ctx: Context) -> int:
@@ -289,7 +293,9 @@ def _register_own(sub: Any) -> None:
     )
     p.add_argument("--cmd", nargs=argparse.REMAINDER, help="run this instead of a login shell (e.g. start-claude)")
     p.set_defaults(handler=cmd_start_work)
-    p = sub.add_parser("fetch", help="a host environment's commits into refs/remotes/HOST/BRANCH")
+    p = sub.add_parser(
+        "fetch", help="an environment's commits to this machine now (another host's: into refs/remotes/HOST/BRANCH)"
+    )
     p.add_argument("branch")
     p.add_argument("--ff", action="store_true", help="then fast-forward BRANCH (a fast-forward only, clean worktree)")
     p.set_defaults(handler=cmd_fetch)

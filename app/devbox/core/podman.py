@@ -79,6 +79,7 @@ class Podman(ContainerLogs):
         self._client: PodmanClient | None = None
         self._checked = False
         self._cli: list[str] | None = None
+        self._cgroup_v2: bool | None = None  # (asked once, for rootless podman only)
         self._cli_answers = True  # podman_cli's quick answers, until it once has none
         # images a command will ask about next (``expect``), asked with its first question;
         # the answers serve it for KNOWN_FOR seconds, while only quick answers are in use
@@ -191,6 +192,15 @@ class Podman(ContainerLogs):
         if not self.explicit_url:
             return os.geteuid() != 0
         return bool(((self.info().get("host") or {}).get("security") or {}).get("rootless"))
+
+    def limits_enforced(self) -> bool:
+        """Whether podman applies memory, CPU and process limits: not rootless podman on
+        cgroup v1, which creates the container without them (a warning in its answer)."""
+        if not self.rootless():
+            return True
+        if self._cgroup_v2 is None:
+            self._cgroup_v2 = (self.info().get("host") or {}).get("cgroupVersion") == "v2"
+        return self._cgroup_v2
 
     # the CLI ----------------------------------------------------------------------------
     def _exe(self) -> str:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from devbox.core import branch_notes, containers, envgit, git, image
+from devbox.core.config import Limits
 from devbox.core.containers import Container
 from devbox.core.errors import (
     BadName,
@@ -190,7 +191,7 @@ def _create(
         gitdir=env_git.gitdir,
         dotgit=env_git.dotgit,
         objects=settings.repo / ".git" / "objects",
-        limits=settings.limits,
+        limits=settings.limits if podman.limits_enforced() else Limits(),
     )
     if not absent and containers.get(podman, name) is not None:
         raise Refused(f"container {name} already exists (made by another devbox run)", "run start-work again")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devbox.core import branch_notes, containers, envgit, git, hosts, image, transfer
+from devbox.core.config import Limits
 from devbox.core.containers import HostUser
 from devbox.core.errors import Cancelled, DevboxError, NotAvailable, NotFound, Refused, ToolMissing
 from devbox.core.events import Reporter, Sink, Subject, null_sink
@@ -189,7 +190,7 @@ def _container(
             there.settings, name=name, branch=branch, worktree=Path(where.worktree), image_id=img.info.id,
             user=there.user, rootless=podman.rootless(), env=git.identity(s.repo), repo=Path(where.mirror),
             gitdir=Path(f"{env_root}/git"), dotgit=Path(f"{env_root}/dotgit"), objects=Path(f"{where.mirror}/objects"),
-            limits=s.limits,
+            limits=s.limits if podman.limits_enforced() else Limits(),
         )  # fmt: skip
         base = branch_notes.recorded_base(s.repo, branch)
         made = hosts.run(s, spec, ["sh", "-c", ENV_GIT, "envgit", env_root, where.mirror, branch, where.worktree, base])
@@ -232,12 +233,14 @@ def fetch(
     session: Devbox, branch: str, *, ff: bool = False, sink: Sink = null_sink, cancel: threading.Event | None = None
 ) -> Fetched:
     """The host's commits of ``branch`` into ``refs/remotes/<host>/<branch>``; ``ff``: then the
-    local branch too, when that is a fast-forward and its worktree is clean (as vm-git-pull)."""
+    local branch too, when that is a fast-forward and its worktree is clean (as vm-git-pull).
+    A local environment's commits go onto ``branch`` itself, as every look at it does
+    (core/ops/envsync.py); this is that look, now."""
     cancel = cancel or threading.Event()
     s = session.settings
     host = host_of(session, branch)
     if not host:
-        raise NotFound(f"{branch} has no environment on another host", f"start one: ./start-work {branch} --host NAME")
+        return _fetch_local(session, branch, sink, cancel)
     spec = spec_of(session, host)
     f = hosts.known(s, spec)  # where the mirror is; the fetch itself says whether the host answers
     ref = f"refs/remotes/{host}/{branch}"
@@ -266,6 +269,30 @@ def fetch(
     r.step("done", f"{ref} at {after[:12]}: {new} commit(s) your {branch} does not have"
                    + (f"; {branch} fast-forwarded" if forwarded else ""))  # fmt: skip
     return Fetched(host, branch, ref, before, after, new, forwarded)
+
+
+def _fetch_local(session: Devbox, branch: str, sink: Sink, cancel: threading.Event) -> Fetched:
+    from devbox.core.ops.envsync import sync_container
+
+    s = session.settings
+    git.check_branch_name(branch)
+    c = containers.get(session.podman, containers.container_name(s, branch))
+    if c is None:
+        raise NotFound(f"{branch} has no environment", f"start one: ./start-work {branch}")
+    if not c.running:
+        raise Refused(f"{c.name} is {c.state}: what it committed stays inside until it runs",
+                      f"start it: ./start-work {branch} --detach, then devbox fetch {branch}")  # fmt: skip
+    r = Reporter(sink, "fetch", Subject("branch", branch))
+    before = git.rev(s.repo, f"refs/heads/{branch}")
+    done = sync_container(session, c, r, cancel)
+    after = git.rev(s.repo, f"refs/heads/{branch}")
+    if done is not None and done.diverged:
+        kept = envgit.devbox_ref(c.name)
+        raise Refused(f"{branch} moved on the host and in {c.name}; the environment's commit is kept as {kept}",
+                      f"compare them: git log {branch}...{kept}")  # fmt: skip
+    commits = git.count_commits(s.repo, f"{before}..{after}") if before and after and before != after else 0
+    r.step("done", f"{branch} at {after[:12]}: {commits} new commit(s) from {c.name}")
+    return Fetched("", branch, f"refs/heads/{branch}", before, after, commits, forwarded=before != after)
 
 
 def host_remove(
