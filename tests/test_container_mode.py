@@ -289,7 +289,8 @@ def test_start_work_on_the_main_checkouts_branch_is_refused(started: tuple[Proje
     res = proj.devbox("start-work", "main", "--cmd", "sh", "-c", "pwd")
     assert res.returncode == ExitCode.REFUSED, res.stderr
     line = res.stderr.strip().splitlines()[-1]
-    assert "main is checked out in the main checkout" in line and "./start-work work/main" in line and "start one of its own" in line
+    assert "main is checked out in the main checkout" in line
+    assert "start one of its own: ./start-work work/main" in line
     listed = json.loads(proj.devbox("container", "list", "--json").stdout)
     assert not [c for c in listed if c["branch"] == "main"]
     assert not list((proj.root / ".build" / "gitdirs").glob("*-main-*"))

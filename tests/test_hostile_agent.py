@@ -271,7 +271,8 @@ def test_a_fork_bomb_and_a_memory_hog_stay_inside_their_limits(two: tuple[Projec
         # (bash, as an agent's shell would be: busybox sh's bomb collapses when a fork fails)
         bomb = subprocess.Popen([*proj.devbox_argv(), "container", "exec", "hog", "--", "bash", "-c",
                                  "b() { b | b & }; b; sleep 20"], cwd=proj.root, env=proj.env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)  # fmt: skip
         try:
             seen = []
             for _ in range(60):  # the bomb fills the limit, forks fail, shells die and fork again
