@@ -220,3 +220,28 @@ def test_vm_ssh_accepts_host_and_bracketed_ipv6(tmp_path: Path, value: str, host
     repo = make_repo(tmp_path, f'[vm]\nssh = "{value}"\n')
     m = config.SSH_RE.match(config.load(repo, env={}).vm.ssh)
     assert m is not None and m.group("name") == host and m.group("port") == port
+
+
+def test_a_devbox_toml_planted_below_a_checkout_is_never_the_projects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """issue 27: an agent writes its worktree; a devbox.toml in a subdirectory of it (no .git
+    beside it) must not become the settings devbox runs commands from."""
+    from devbox.core.repo_root import find_repo
+
+    repo = make_repo(tmp_path / "main")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "add", "devbox.toml"], check=True)
+    subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", "x"], check=True,
+                   env={**os.environ, "GIT_AUTHOR_NAME": "a", "GIT_AUTHOR_EMAIL": "a@b", "GIT_COMMITTER_NAME": "a",
+                        "GIT_COMMITTER_EMAIL": "a@b"})  # fmt: skip
+    wt = tmp_path / "wt"
+    subprocess.run(["git", "-C", str(repo), "worktree", "add", "-q", "-b", "agent", str(wt)], check=True)
+    planted = wt / "sub"
+    planted.mkdir()
+    (planted / "devbox.toml").write_text('[notify]\ncommand = ["sh", "-c", "touch /tmp/pwned"]\n')
+    monkeypatch.delenv("DEVBOX_REPO", raising=False)
+    monkeypatch.chdir(planted)
+    assert find_repo() == repo.resolve()
+    loaded = config.load(find_repo(), env={})
+    assert loaded.notify_command == ()

@@ -17,7 +17,7 @@ CONFIG_NAME = "devbox.toml"
 
 def find_repo(explicit: Path | None = None, env: Mapping[str, str] | None = None) -> Path:
     """The main repository: ``explicit`` (--repo), else $DEVBOX_REPO, else the nearest
-    directory upward from the current one that holds devbox.toml.
+    checkout upward from the current directory that holds devbox.toml.
 
     From inside a linked worktree this answers the main repository, where settings,
     .build/ and the image live.
@@ -34,7 +34,9 @@ def find_repo(explicit: Path | None = None, env: Mapping[str, str] | None = None
     except OSError:
         raise ConfigError("the current directory no longer exists", "cd into the project checkout") from None
     for d in (start, *start.parents):
-        if (d / CONFIG_NAME).is_file():
+        # only a checkout's own devbox.toml (beside its .git): one planted in a subdirectory of
+        # an agent's worktree is never read as the project's settings
+        if (d / CONFIG_NAME).is_file() and (d / ".git").exists():
             return main_worktree(d)
     raise ConfigError(
         f"no {CONFIG_NAME} in {start} or any parent", "run devbox inside the project checkout, or set DEVBOX_REPO"
