@@ -2,7 +2,7 @@
 environment there (core/ops/remote.py), then starts the agent in its container's tmux
 session through the host's own podman CLI over ssh, exactly as ``agent start`` does
 locally. Its hooks write to the container's state directory there
-(``root/agents/<container>/events.jsonl``); one ssh per host reads every agent's tail,
+(its state tmpfs, read there through ``/proc/<pid>/root``); one ssh per host reads every agent's tail,
 framed by length and folded here under the same caps as a local one (the host is as
 untrusted as the container), each host asked on its own and at once, so a host that is
 down makes its rows "unknown" with the reason within its timeout and hides nothing else.
