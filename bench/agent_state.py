@@ -1,10 +1,10 @@
 """How fast an agent's state reaches the fleet: from the hook's write to the row's repaint.
 
 Run: .venv/bin/python bench/agent_state.py [--agents N] [--rounds R]
-N environments (real containers, ``podman create``, never started) each with its state
-directory; each round the image's real hook script (bootc/agent-hook.sh) writes one event
-for one of them (a permission prompt, then a new prompt, alternately), and the time until
-the fleet table of the live dashboard (headless, Pilot) shows the new state is measured.
+N environments (real containers, running ``sleep``, each with its state directory: a
+tmpfs at /run/devbox-agent, read through the container's root, as devbox's own are);
+each round the image's real hook script (bootc/agent-hook.sh) writes one event for one of
+them (a permission prompt, then a new prompt, alternately), and the time until the fleet table of the live dashboard (headless, Pilot) shows the new state is measured.
 Prints the median and worst latency (targets: median <= 250 ms, worst <= 1 s, with 20
 agents) against the baseline measured in the same run: what the dashboard's status poll
 alone would give (half its 2 s period plus one full refresh of git and podman).
@@ -25,7 +25,7 @@ from pathlib import Path
 from _project import ROOT, bench_project
 
 from devbox.core import ops
-from devbox.core.containers import LABEL_BRANCH, LABEL_REPO, agent_state_dir
+from devbox.core.containers import AGENT_STATE_MOUNT, LABEL_BRANCH, LABEL_REPO
 from devbox.core.session import Devbox
 from devbox.tui.app import POLL, make_app
 from devbox.tui.fleet import FleetTable
@@ -79,10 +79,12 @@ def main() -> None:
             dirs = {}
             for b in branches:
                 name = f"devbox-bench-{b}-{os.getpid()}"
-                subprocess.run([podman, "create", "--name", name, *labels, "--label", f"{LABEL_BRANCH}={b}",
-                                BASE_IMAGE, "true"], check=True, capture_output=True)  # fmt: skip
-                dirs[b] = agent_state_dir(session.settings, name)
-                dirs[b].mkdir(parents=True, exist_ok=True)
+                subprocess.run([podman, "run", "-d", "--name", name, *labels, "--label", f"{LABEL_BRANCH}={b}",
+                                "--tmpfs", f"{AGENT_STATE_MOUNT}:size=16m", BASE_IMAGE, "sleep", "2147483647"],
+                               check=True, capture_output=True)  # fmt: skip
+                pid = subprocess.run([podman, "inspect", "--format", "{{.State.Pid}}", name], check=True,
+                                     capture_output=True, text=True).stdout.strip()  # fmt: skip
+                dirs[b] = Path(f"/proc/{pid}/root{AGENT_STATE_MOUNT}")
                 hook(dirs[b], WORK)
             t0 = time.perf_counter()
             for _ in range(3):
