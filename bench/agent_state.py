@@ -4,7 +4,8 @@ Run: .venv/bin/python bench/agent_state.py [--agents N] [--rounds R]
 N environments (real containers, running ``sleep``, each with its state directory: a
 tmpfs at /run/devbox-agent, read through the container's root, as devbox's own are);
 each round the image's real hook script (bootc/agent-hook.sh) writes one event for one of
-them (a permission prompt, then a new prompt, alternately), and the time until the fleet table of the live dashboard (headless, Pilot) shows the new state is measured.
+them (a permission prompt, then a new prompt, alternately), and the time until the fleet
+table of the live dashboard (headless, Pilot) shows the new state is measured.
 Prints the median and worst latency (targets: median <= 250 ms, worst <= 1 s, with 20
 agents) against the baseline measured in the same run: what the dashboard's status poll
 alone would give (half its 2 s period plus one full refresh of git and podman).
