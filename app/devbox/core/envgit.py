@@ -70,7 +70,8 @@ class EnvGit:
 
 
 def of(settings: Settings, container: str) -> EnvGit:
-    return EnvGit(settings.build_path("gitdirs", container))
+    # (not build_path: a look at a branch must not make .build/ where there is none)
+    return EnvGit(settings.build_dir / "gitdirs" / container)
 
 
 def _read_small(dfd: int, name: str, limit: int) -> bytes | None:
@@ -184,7 +185,7 @@ def prepare(settings: Settings, container: str, wt: git.Worktree, base: str) -> 
     ``--recreate``). Written with Python alone (no git process): HEAD, a minimal config,
     the alternates line, the branch and its base, the worktree's index (made by the host's
     git) and the repository's hooks (they run inside, as before)."""
-    env = of(settings, container)
+    env = EnvGit(settings.build_path("gitdirs", container))  # .build/ made, ignoring itself
     repo = settings.repo
     objects = repo / ".git" / "objects"
     if env.exists():

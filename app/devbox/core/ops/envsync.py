@@ -64,7 +64,7 @@ def sync_branches(
     if conts is None:
         names = {b: containers.container_name(settings, b) for b in wanted or ()}
         if wanted is None:  # every environment with a git directory here
-            root = settings.build_path("gitdirs")
+            root = settings.build_dir / "gitdirs"
             known = {p.name for p in root.iterdir()} if root.is_dir() else set()
             if not known:
                 return SyncResult()
