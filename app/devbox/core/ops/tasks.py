@@ -261,6 +261,8 @@ def run_checks(
         raise NotFound("no check is configured", 'set review.check_command in devbox.toml, e.g. ["make", "test"]')
     chosen = tuple(branches) if branches else task_branches(session, task)
     conts = {c.branch: c for c in containers.list_containers(session.settings, session.podman)}
+    # each check is kept with the commit it ran on: the copies' own commits on the host first
+    sync_branches(session, chosen, conts=[c for b, c in conts.items() if b in chosen], sink=sink, cancel=cancel)
     report = Reporter(sink, "check", Subject("task", task))
     report.step("start", f"{shlex.join(command)} in {len(chosen)} environment(s)")
 
