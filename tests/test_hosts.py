@@ -270,7 +270,19 @@ def test_start_work_on_a_host_fetch_its_commits_and_remove_it(host: Host) -> Non
     res = proj.devbox("fetch", "feat", "--ff")
     assert res.returncode == 0 and "1 commit(s) from h1 not on your feat; feat fast-forwarded" in res.stdout, res.stderr
     assert git(proj.root, "log", "-1", "--format=%s", "feat").strip() == "made on h1"  # the local branch moved
-    script = "echo again >> there.txt && git commit -qam 'second on h1'"
+    # issue 27 on the other machine: what the container there plants in its git (its config,
+    # hooks) and tries on the mirror never runs there when devbox fetches and removes
+    marker = host.root.parent / f"planted-ran-{uuid.uuid4().hex[:6]}"
+    mirror_config = (host.root / "mirror.git" / "config").read_bytes()
+    plant = (f"printf '#!/bin/sh\\necho \"$0 $*\" >>{marker}\\n' >{there}/.run && chmod +x {there}/.run"
+             f" && mkdir -p {there}/.hooks && for h in post-checkout reference-transaction post-merge; do"
+             f" cp {there}/.run {there}/.hooks/$h; done"
+             f" && git config core.fsmonitor {there}/.run && git config core.hooksPath {there}/.hooks"
+             f" && git config core.pager {there}/.run && git config uploadpack.packObjectsHook {there}/.run"
+             f" && {{ echo '[core] fsmonitor={there}/.run' >>{host.root}/mirror.git/config; true; }}")  # fmt: skip
+    planted = proj.devbox("start-work", "feat", "--host", "h1", "--cmd", "sh", "-c", plant)
+    assert planted.returncode == 0, planted.stderr
+    script = "echo again >> there.txt && git -c core.hooksPath=/dev/null commit -qam 'second on h1'"
     assert proj.devbox("start-work", "feat", "--host", "h1", "--cmd", "sh", "-c", script).returncode == 0
     res = proj.devbox("fetch", "feat")
     assert res.returncode == 0 and "1 commit(s) from h1 not on your feat" in res.stdout, res.stderr
@@ -285,6 +297,8 @@ def test_start_work_on_a_host_fetch_its_commits_and_remove_it(host: Host) -> Non
     assert f"container {name} on h1" in res.stdout and "worktree" in res.stdout
     assert name not in host.podman("ps", "-a", "--format", "{{.Names}}").stdout and not there.exists()
     assert git(proj.root, "log", "-1", "--format=%s", "refs/remotes/h1/feat").strip() == "second on h1"  # kept here
+    assert not marker.exists(), marker.read_text()
+    assert (host.root / "mirror.git" / "config").read_bytes() == mirror_config
 
 
 @pytest.mark.podman
