@@ -201,7 +201,7 @@ def spec(
             Mount(str(dotgit), f"{worktree}/.git", options=("ro", "z")),
             # the repository's objects, read-only: the environment's alternates (nothing inside
             # can drop or change an object the host or another environment needs)
-            Mount(str(objects), str(objects), options=("ro",)),
+            Mount(str(objects), str(objects), options=("ro", "z")),
         ),
         workdir=str(worktree),
         hostname=name[:63],
