@@ -286,6 +286,11 @@ def test_a_fork_bomb_and_a_memory_hog_stay_inside_their_limits(two: tuple[Projec
         finally:
             bomb.kill()
             bomb.wait()
+        # --recreate applies changed limits (the home is kept)
+        podman("stop", "-t", "0", name)
+        again = proj.devbox("start-work", "hog", "--recreate", "--detach", env={**env, "DEVBOX_CONTAINER_PIDS": "128"})
+        assert again.returncode == 0, again.stderr
+        assert json.loads(podman("inspect", name).stdout)[0]["HostConfig"]["PidsLimit"] == 128
     finally:
         podman("rm", "-f", "-t", "0", name)
         podman("volume", "rm", "-f", f"{name}-var", f"{name}-etc")
