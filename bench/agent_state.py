@@ -81,7 +81,10 @@ def main() -> None:
             for b in branches:
                 name = f"devbox-bench-{b}-{os.getpid()}"
                 subprocess.run([podman, "run", "-d", "--name", name, *labels, "--label", f"{LABEL_BRANCH}={b}",
-                                "--tmpfs", f"{AGENT_STATE_MOUNT}:size=16m", BASE_IMAGE, "sleep", "2147483647"],
+                                "--tmpfs", f"{AGENT_STATE_MOUNT}:size=16m", BASE_IMAGE, "sh", "-c",
+                                # a tmux server, as an agent's session has: the fleet reads a
+                                # container without one as exited
+                                "tmux -u new-session -d sleep 2147483647; exec sleep 2147483647"],
                                check=True, capture_output=True)  # fmt: skip
                 pid = subprocess.run([podman, "inspect", "--format", "{{.State.Pid}}", name], check=True,
                                      capture_output=True, text=True).stdout.strip()  # fmt: skip

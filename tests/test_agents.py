@@ -208,3 +208,16 @@ def test_an_agent_without_hooks_gets_a_labelled_guess(project: Project) -> None:
     wait_for(lambda: state_of(project, "g1") == "exited", 30, "exited")
     name = str(agents(project)["g1"]["container"])
     assert podman("inspect", "-f", "{{.State.Status}}", name).stdout.strip() == "running"
+
+
+def test_a_killed_agent_reads_exited_not_its_last_hook(project: Project) -> None:
+    """issue 33 item 1: tmux killed inside (the agent dies, no exit line is written): the row
+    reads exited with why, never the last hook's done."""
+    with (project.root / "devbox.toml").open("a") as fh:
+        fh.write('[agents.claude]\ncommand = ["claude"]\nenv = []\n')
+    assert project.devbox("agent", "start", "k1", "--prompt", "work 0.1").returncode == 0
+    wait_for(lambda: state_of(project, "k1") == "done", 60, "done")
+    name = str(agents(project)["k1"]["container"])
+    assert podman("exec", name, "sh", "-c", "kill -9 $(pidof tmux)").returncode == 0
+    row = agents(project)["k1"]
+    assert row["state"] == "exited" and "tmux session is gone" in str(row["message"]), row

@@ -85,3 +85,32 @@ def wait_gone(pid: int, timeout: float) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def pid_namespace(pid: int) -> str:
+    """``pid``'s pid namespace (``pid:[4026532...]``), or "" when it cannot be read."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return ""
+
+
+def namespaces_running(command: str) -> set[str]:
+    """The pid namespaces in which some process named ``command`` (its ``comm``) runs: one
+    pass over /proc, for every container at once, no process started."""
+    found: set[str] = set()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm", "rb") as fh:
+                if not fh.read().startswith(command.encode()):
+                    continue
+            found.add(os.readlink(f"/proc/{entry}/ns/pid"))
+        except OSError:
+            continue
+    return found

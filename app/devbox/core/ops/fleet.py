@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from devbox.core import agent_state, containers, proc
+from devbox.core import agent_state, containers, proc, proc_table
 from devbox.core.agent_config import AgentSpec
 from devbox.core.containers import Container
 from devbox.core.errors import BadName, ContainerFailed, NotFound, Refused
@@ -194,8 +194,23 @@ def list_agents(session: Devbox) -> tuple[AgentRow, ...]:
     return tuple(sorted(rows + vm_agent_rows(session) + host_agent_rows(session), key=_urgency))
 
 
+HOOK_ALIVE = frozenset({"working", "needs you", "done", "error"})  # states a live agent reports
+
+
+def _tmux_runs(c: Container, live: dict[str, set[str]]) -> bool:
+    """Whether a tmux server runs in ``c`` (the agent's session lives in it), from /proc:
+    no process per row. Unknowable (the namespace unreadable): taken as running."""
+    ns = proc_table.pid_namespace(c.pid)
+    if not ns:
+        return True
+    if "tmux" not in live:
+        live["tmux"] = proc_table.namespaces_running("tmux")
+    return ns in live["tmux"]
+
+
 def agent_rows(session: Devbox, conts: tuple[Container, ...]) -> tuple[AgentRow, ...]:
     rows = []
+    live: dict[str, set[str]] = {}  # one /proc pass per call, when a row needs it
     for c in conts:
         state_dir = containers.agent_state_dir(c)
         record = read_json(containers.agent_record(session.settings, c.name))
@@ -205,6 +220,11 @@ def agent_rows(session: Devbox, conts: tuple[Container, ...]) -> tuple[AgentRow,
             continue
         state = agent_state.read(state_dir)
         hookless = isinstance(record, dict) and record.get("hooks") == "none"
+        if not hookless and state.state in HOOK_ALIVE and not _tmux_runs(c, live):
+            # a hook's word never outlives the process that said it: no exit line was
+            # written (tmux was killed), so the agent is gone however its last hook read
+            gone = f"its tmux session is gone (killed?): devbox agent start {c.branch}"
+            state = agent_state.AgentState("exited", state.since, gone, state.last_event, state.events)
         if hookless and c.running and state.state != "exited":
             state = _guess(session, c)
         elif state.problem == "no event yet":
