@@ -37,7 +37,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from devbox.core import git
+from devbox.core import git, proc
 from devbox.core.config import Settings
 from devbox.core.errors import DevboxError
 from devbox.core.events import Reporter
@@ -244,6 +244,18 @@ def ext_url(argv: list[str]) -> str:
     return "ext::" + " ".join(a.replace("%", "%%").replace(" ", "% ") for a in argv)
 
 
+def fetch_untrusted(
+    repo: Path, url: str, refspec: str, *, cancel: threading.Event | None, timeout: float
+) -> proc.Completed:
+    """``git fetch`` of one refspec from a repository devbox does not trust (an environment's,
+    through ``url``, which runs the upload side there): every object checked as it arrives,
+    no tags, submodules, FETCH_HEAD or automatic gc, and nothing the local config could add."""
+    return git._git(repo, "-c", "protocol.ext.allow=always", "-c", "fetch.fsckObjects=true",
+                "-c", "transfer.fsckObjects=true", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+                "--no-auto-gc", "--no-auto-maintenance", "--no-recurse-submodules", url, refspec,
+                check=False, cancel=cancel, timeout=timeout)  # fmt: skip
+
+
 def sync(
     settings: Settings, container: str, branch: str, worktree: Path, upload_pack: list[str], report: Reporter,
     cancel: threading.Event | None = None,
@@ -260,7 +272,7 @@ def sync(
     last = synced(env)
     repo = settings.repo
     ref = devbox_ref(container)
-    res = git.fetch_untrusted(repo, ext_url(upload_pack), f"+refs/heads/{branch}:{ref}", cancel=cancel,
+    res = fetch_untrusted(repo, ext_url(upload_pack), f"+refs/heads/{branch}:{ref}", cancel=cancel,
                               timeout=SYNC_TIMEOUT)  # fmt: skip
     if not res.ok:
         raise DevboxError(

@@ -453,16 +453,6 @@ def update_ref(repo: Path, ref: str, new: str, old: str | None = None, *, messag
     _git(repo, "update-ref", *(["-m", message] if message else []), ref, new, *old_arg)
 
 
-def fetch_untrusted(repo: Path, url: str, refspec: str, *, cancel: threading.Event | None, timeout: float) -> Completed:
-    """``git fetch`` of one refspec from a repository devbox does not trust (an environment's,
-    through ``url``, which runs the upload side there): every object checked as it arrives,
-    no tags, submodules, FETCH_HEAD or automatic gc, and nothing the local config could add."""
-    return _git(repo, "-c", "protocol.ext.allow=always", "-c", "fetch.fsckObjects=true",
-                "-c", "transfer.fsckObjects=true", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
-                "--no-auto-gc", "--no-auto-maintenance", "--no-recurse-submodules", url, refspec,
-                check=False, cancel=cancel, timeout=timeout)  # fmt: skip
-
-
 def reset_index(path: Path) -> None:
     """The index of the checkout at ``path`` back to its HEAD, its files untouched: undoes
     ``git add``, and follows a branch that moved under the checkout (commits that came

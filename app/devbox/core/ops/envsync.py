@@ -43,9 +43,7 @@ def sync_container(
     session: Devbox, c: Container, report: Reporter, cancel: threading.Event | None = None
 ) -> envgit.Synced | None:
     """``c``'s branch from its environment, when it moved there and ``c`` runs."""
-    if not c.branch or not envgit.pending(envgit.of(session.settings, c.name), c.branch):
-        return None
-    if not c.running:
+    if not c.branch or not c.running:
         return None
     return envgit.sync(session.settings, c.name, c.branch, Path(c.worktree), upload_pack_argv(session, c), report,
                        cancel)  # fmt: skip

@@ -74,11 +74,11 @@ def layout(f: hosts.Facts, branch: str) -> Layout:
 # objects through alternates (mounted read-only), its own HEAD, index, config and refs; the
 # mirror itself is never mounted, so what a container writes is never read by git there
 ENV_GIT = r"""
-root=$1 mirror=$2 branch=$3 wt=$4 base=$5 g=$1/git
+root=$1 mirror=$2 branch=$3 wt=$4 base=$5 config=$6 g=$1/git
 [ -d "$g" ] && [ -f "$root/dotgit" ] && exit 0
 rm -rf "$root" && mkdir -p "$g/objects/info" "$g/objects/pack" "$g/refs/heads" "$g/refs/tags" "$g/info" || exit 3
 printf 'ref: refs/heads/%s\n' "$branch" >"$g/HEAD"
-printf '[core]\n\trepositoryformatversion = 0\n\tbare = false\n\tlogallrefupdates = true\n' >"$g/config"
+printf '%s' "$config" >"$g/config"
 printf '%s/objects\n' "$mirror" >"$g/objects/info/alternates"
 for b in "$branch" "$base"; do
   [ -n "$b" ] || continue
@@ -193,7 +193,11 @@ def _container(
             limits=s.limits if podman.limits_enforced() else Limits(),
         )  # fmt: skip
         base = branch_notes.recorded_base(s.repo, branch)
-        made = hosts.run(s, spec, ["sh", "-c", ENV_GIT, "envgit", env_root, where.mirror, branch, where.worktree, base])
+        made = hosts.run(
+            s,
+            spec,
+            ["sh", "-c", ENV_GIT, "envgit", env_root, where.mirror, branch, where.worktree, base, envgit.CONFIG],
+        )
         if not made.ok:
             raise NotAvailable(f"could not make {env_root} on {spec.name}: {made.last_error()}", "see the message")
         podman.create(create)
@@ -251,7 +255,7 @@ def fetch(
     # the upload side runs inside the container there, as its user: what the agent wrote in
     # its git directory is read only where it already is (core/envgit.py)
     remote = host_exec_argv(spec, f, name, "/", ["git", "upload-pack", "--strict", f"{where.gitdirs}/{name}/git"])
-    got = git.fetch_untrusted(s.repo, envgit.ext_url(transfer.ssh_argv(hosts.target(s, spec), remote, tty=False)),
+    got = envgit.fetch_untrusted(s.repo, envgit.ext_url(transfer.ssh_argv(hosts.target(s, spec), remote, tty=False)),
                               f"+refs/heads/{branch}:{ref}", cancel=cancel, timeout=spec.timeout + 120)  # fmt: skip
     if cancel.is_set():
         raise Cancelled("fetch interrupted", "run it again")
