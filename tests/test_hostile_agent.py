@@ -294,3 +294,34 @@ def test_a_fork_bomb_and_a_memory_hog_stay_inside_their_limits(two: tuple[Projec
     finally:
         podman("rm", "-f", "-t", "0", name)
         podman("volume", "rm", "-f", f"{name}-var", f"{name}-etc")
+
+
+def test_a_ref_that_points_outside_never_brings_another_repository_to_the_host(
+    two: tuple[Project, Path], tmp_path: Path
+) -> None:
+    """The agent aims its branch (a symlink, packed-refs) and its alternates at another
+    repository of the user's on the host: nothing of it reaches the host's repository, the
+    failed fetch is not tried again at every look, and removing the worktree names it."""
+    proj, _ = two
+    secret_repo = tmp_path / "secret"
+    git(tmp_path, "init", "-q", str(secret_repo))
+    git(secret_repo, "-c", "user.name=s", "-c", "user.email=s@s", "commit", "-q", "--allow-empty", "-m", "SECRET")
+    secret = git(secret_repo, "rev-parse", "HEAD").strip()
+    assert proj.devbox("start-work", "leak", "--detach").returncode == 0
+    plant = (f"cd $(git rev-parse --git-dir) && rm -f refs/heads/leak && ln -s {secret_repo}/.git/refs/heads/main"
+             f" refs/heads/leak && echo {secret_repo}/.git/objects >objects/info/alternates"
+             f" && printf '{secret} refs/heads/leak\\n' >packed-refs && mkfifo info/fifo")  # fmt: skip
+    assert inside(proj, "leak", plant).returncode == 0
+    fetched = proj.devbox("fetch", "leak")
+    assert fetched.returncode != 0 and "could not bring leak's commits" in fetched.stderr
+    assert len(fetched.stderr.strip().splitlines()) == 1 and "Traceback" not in fetched.stderr
+    assert subprocess.run(["git", "cat-file", "-e", secret], cwd=proj.root).returncode != 0
+    (failed,) = (proj.root / ".build" / "gitdirs").glob("*-leak-*/failed")  # the commit whose fetch failed
+    stamp = failed.stat().st_mtime_ns
+    time.sleep(0.05)  # (a rewrite would have a later mtime)
+    for _ in range(2):
+        assert proj.devbox("status").returncode == 0
+    assert failed.stat().st_mtime_ns == stamp  # not fetched again at every look
+    refused = proj.devbox("worktree", "remove", "leak")
+    assert refused.returncode == ExitCode.REFUSED and "not on the host yet" in refused.stderr
+    assert subprocess.run(["git", "cat-file", "-e", secret], cwd=proj.root).returncode != 0

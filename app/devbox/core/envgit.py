@@ -65,6 +65,10 @@ class EnvGit:
     def synced_file(self) -> Path:
         return self.root / "synced"
 
+    @property
+    def failed_file(self) -> Path:  # the environment's commit whose fetch failed (host-only)
+        return self.root / "failed"
+
     def exists(self) -> bool:
         return self.gitdir.is_dir() and self.dotgit.is_file()
 
@@ -142,17 +146,23 @@ def read_head(env: EnvGit, branch: str) -> str:
     return ""
 
 
-def pending(env: EnvGit, branch: str) -> bool:
-    """The environment's branch has moved since devbox last brought it to the host."""
+def pending(env: EnvGit, branch: str, *, again: bool = False) -> bool:
+    """The environment's branch has moved since devbox last brought it to the host (and,
+    unless ``again``, is not the commit whose fetch last failed: an agent that names a
+    commit its git cannot send must not cost every poll a fetch)."""
     if not env.exists():
         return False
     head = read_head(env, branch)
-    return bool(head) and head != synced(env)
+    return bool(head) and head != synced(env) and (again or head != _recorded(env.failed_file))
 
 
 def synced(env: EnvGit) -> str:
+    return _recorded(env.synced_file)
+
+
+def _recorded(path: Path) -> str:
     try:
-        return _sha(env.synced_file.read_bytes()[:64])
+        return _sha(path.read_bytes()[:64])
     except OSError:
         return ""
 
@@ -258,7 +268,7 @@ def fetch_untrusted(
 
 def sync(
     settings: Settings, container: str, branch: str, worktree: Path, upload_pack: list[str], report: Reporter,
-    cancel: threading.Event | None = None,
+    cancel: threading.Event | None = None, *, again: bool = False,
 ) -> Synced | None:  # fmt: skip
     """Bring the environment's ``branch`` to the host when its files say it moved (no
     process otherwise). ``upload_pack``: the argv that runs ``git upload-pack <gitdir>``
@@ -267,17 +277,19 @@ def sync(
     commit) or when the new commit contains it; otherwise it is left alone and the
     environment's commit waits under ``refs/devbox/env/<container>``."""
     env = of(settings, container)
-    if not pending(env, branch):
+    if not pending(env, branch, again=again):
         return None
+    head = read_head(env, branch)
     last = synced(env)
     repo = settings.repo
     ref = devbox_ref(container)
     res = fetch_untrusted(repo, ext_url(upload_pack), f"+refs/heads/{branch}:{ref}", cancel=cancel,
                               timeout=SYNC_TIMEOUT)  # fmt: skip
     if not res.ok:
+        env.failed_file.write_text(f"{head}\n")  # not asked again until it moves (or `devbox fetch`)
         raise DevboxError(
             f"could not bring {branch}'s commits from {container}: {res.last_error()}",
-            f"is {container} running? (devbox container list); its commits stay inside until then",
+            f"see its branch inside: devbox container exec {branch} -- git log -3; then devbox fetch {branch}",
         )
     after = git.rev(repo, ref)
     before = git.rev(repo, f"refs/heads/{branch}")

@@ -52,12 +52,12 @@ def find_container(session: Devbox, ref: str) -> Container:
 
 
 def container_loss(session: Devbox, c: Container) -> Loss:
-    from devbox.core.ops.envsync import sync_branches  # (it imports this module's neighbours)
+    from devbox.core.ops.envsync import holds_unsynced, sync_branches  # (it imports this module's neighbours)
 
     sync_branches(session, [c.branch], conts=[c])  # its commits on the host first: they are kept
     var_vol = containers.volume_names(c.name)[0]
     return Loss(running=c.name if c.running else "", home=var_vol if session.podman.volume_exists(var_vol) else "",
-                unsynced=c.name if envgit.pending(envgit.of(session.settings, c.name), c.branch) else "")  # fmt: skip
+                unsynced=c.name if holds_unsynced(session, c) else "")  # fmt: skip
 
 
 def remove_container(

@@ -39,14 +39,21 @@ def upload_pack_argv(session: Devbox, c: Container) -> list[str]:
     )  # fmt: skip
 
 
+def holds_unsynced(session: Devbox, c: Container) -> bool:
+    """``c``'s environment holds commits the host does not have (one whose fetch failed too):
+    what removing it would lose."""
+    return envgit.pending(envgit.of(session.settings, c.name), c.branch, again=True)
+
+
 def sync_container(
-    session: Devbox, c: Container, report: Reporter, cancel: threading.Event | None = None
+    session: Devbox, c: Container, report: Reporter, cancel: threading.Event | None = None, *, again: bool = False
 ) -> envgit.Synced | None:
-    """``c``'s branch from its environment, when it moved there and ``c`` runs."""
+    """``c``'s branch from its environment, when it moved there and ``c`` runs; ``again``:
+    even when this commit's fetch failed before (``devbox fetch``)."""
     if not c.branch or not c.running:
         return None
     return envgit.sync(session.settings, c.name, c.branch, Path(c.worktree), upload_pack_argv(session, c), report,
-                       cancel)  # fmt: skip
+                       cancel, again=again)  # fmt: skip
 
 
 def sync_branches(

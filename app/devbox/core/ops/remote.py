@@ -288,7 +288,7 @@ def _fetch_local(session: Devbox, branch: str, sink: Sink, cancel: threading.Eve
                       f"start it: ./start-work {branch} --detach, then devbox fetch {branch}")  # fmt: skip
     r = Reporter(sink, "fetch", Subject("branch", branch))
     before = git.rev(s.repo, f"refs/heads/{branch}")
-    done = sync_container(session, c, r, cancel)
+    done = sync_container(session, c, r, cancel, again=True)
     after = git.rev(s.repo, f"refs/heads/{branch}")
     if done is not None and done.diverged:
         kept = envgit.devbox_ref(c.name)

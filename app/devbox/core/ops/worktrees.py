@@ -6,12 +6,12 @@ import os
 import threading
 from pathlib import Path
 
-from devbox.core import containers, envgit, git
+from devbox.core import containers, git
 from devbox.core.containers import Container
 from devbox.core.errors import Cancelled, DevboxError, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.locks import hold
-from devbox.core.ops.envsync import sync_branches
+from devbox.core.ops.envsync import holds_unsynced, sync_branches
 from devbox.core.ops.results import Loss, Removed
 from devbox.core.ops.steps import branch_lock, ensure_worktree, remove_container_record
 from devbox.core.ops.views import Section, WorktreeList, WorktreeLoss, WorktreeRow
@@ -88,7 +88,7 @@ def worktree_loss(session: Devbox, wt: git.Worktree, *, delete_branch: bool = Fa
         detached=wt.branch is None,
         running=c.name if c is not None and c.running else "",
         home=home,
-        unsynced=c.name if c is not None and envgit.pending(envgit.of(session.settings, c.name), c.branch) else "",
+        unsynced=c.name if c is not None and holds_unsynced(session, c) else "",
     )
     return WorktreeLoss(loss, c, conts.problem.one_line() if conts.problem else "")
 
