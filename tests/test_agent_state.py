@@ -127,3 +127,19 @@ def test_devbox_never_writes_through_a_planted_symlink(tmp_path: Path) -> None:
     (d / "events.jsonl").unlink()
     assert agent_state.append(d, {"hook_event_name": "DevboxAgentExit", "status": "stopped"}, 2.0) is True
     assert agent_state.read(d).state == "exited"
+
+
+def test_a_hook_clock_before_its_container_started_is_not_shown_as_an_age() -> None:
+    """The agent writes the hook's timestamps: one from before its container started (its
+    state tmpfs is new at every start) or from the future shows no age, not '20794d'."""
+    import time
+
+    from devbox.core.containers import Container
+    from devbox.core.ops.fleet import _believable_time
+
+    started = time.time() - 100
+    c = Container("n", "id", "running", "b", "/w", "img", started_at=started, pid=1)
+    for ts in (1.0, time.time() + 3600):
+        assert _believable_time(agent_state.AgentState("done", ts), c).since is None
+    fine = time.time() - 10
+    assert _believable_time(agent_state.AgentState("done", fine), c).since == fine

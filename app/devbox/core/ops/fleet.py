@@ -13,6 +13,7 @@ writes a ``DevboxAgentExit`` line to the state directory: a killed agent reads a
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import threading
@@ -197,6 +198,15 @@ def list_agents(session: Devbox) -> tuple[AgentRow, ...]:
 HOOK_ALIVE = frozenset({"working", "needs you", "done", "error"})  # states a live agent reports
 
 
+def _believable_time(state: agent_state.AgentState, c: Container) -> agent_state.AgentState:
+    """The hook's clock is the agent's to write: a ``since`` before the container started (its
+    state tmpfs is new at every start) or in the future is not shown as an age."""
+    since = state.since
+    if since is not None and ((c.started_at and since < c.started_at - 60) or since > time.time() + 60):
+        return dataclasses.replace(state, since=None)
+    return state
+
+
 def _tmux_runs(c: Container, live: dict[str, set[str]]) -> bool:
     """Whether a tmux server runs in ``c`` (the agent's session lives in it), from /proc:
     no process per row. Unknowable (the namespace unreadable): taken as running."""
@@ -218,7 +228,7 @@ def agent_rows(session: Devbox, conts: tuple[Container, ...]) -> tuple[AgentRow,
             rows.append(AgentRow(c.branch, c.name, c.state, agent_state.AgentState(
                 "exited" if record else "no agent", problem=f"its container is {c.state}")))  # fmt: skip
             continue
-        state = agent_state.read(state_dir)
+        state = _believable_time(agent_state.read(state_dir), c)
         hookless = isinstance(record, dict) and record.get("hooks") == "none"
         if not hookless and state.state in HOOK_ALIVE and not _tmux_runs(c, live):
             # a hook's word never outlives the process that said it: no exit line was
