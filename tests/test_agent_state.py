@@ -27,7 +27,7 @@ def test_hook_events_fold_into_states(tmp_path: Path) -> None:
     assert agent_state.read(d).problem == "no event yet"
     common = {"session_id": "s1", "transcript_path": "/x", "cwd": "/w"}
     steps: list[tuple[dict[str, object], str]] = [
-        ({"hook_event_name": "SessionStart", "source": "startup"}, "done"),
+        ({"hook_event_name": "SessionStart", "source": "startup"}, "working"),  # the prompt is on its way
         ({"hook_event_name": "UserPromptSubmit", "prompt": "fix the login\ntimeout"}, "working"),
         ({"hook_event_name": "PreToolUse", "tool_name": "Bash", "tool_input": {"command": "ls"}}, "working"),
         (
@@ -92,6 +92,41 @@ def test_the_state_directory_is_untrusted(tmp_path: Path) -> None:
     assert got.state == "needs you" and got.since == 7
     assert got.message == "[2Jrm -rf /?" and all(c.isprintable() for c in got.message)  # no escapes shown
     assert got.skipped == 0 and got.events == 1  # the tail holds only the last event; the cut line dropped
+
+
+def test_garbage_in_the_state_file_says_why_the_state_is_unknown(tmp_path: Path) -> None:
+    """A file of nothing devbox understands reads unknown with the reason, not a bare '?'."""
+    d = tmp_path / "state"
+    d.mkdir()
+    with (d / "events.jsonl").open("wb") as fh:
+        for _ in range(50):
+            fh.write(os.urandom(1 << 20).replace(b"{", b"(") + b"\n" + b"not json\n" * 1000)
+    got = agent_state.read(d)
+    assert got.state == "unknown" and got.events == 0 and got.skipped > 0
+    assert got.problem.startswith("the last MiB of events.jsonl hold no event devbox understands"), got.problem
+    (d / "events.jsonl").write_bytes(b'{"ts": 1, "payload": {"no": "event name"}}\n')
+    assert "hold no event devbox understands (1 line(s) skipped)" in agent_state.read(d).problem
+    (d / "events.jsonl").write_bytes(b"")
+    assert agent_state.read(d).problem == "no event yet"
+
+
+def test_a_session_start_rings_no_bell_and_the_real_done_does() -> None:
+    """SessionStart used to fold to done: every agent start alerted, and the 5 s de-duplication
+    then swallowed the turn's real done."""
+    from devbox.core import notify
+    from devbox.core.ops.views import AgentRow
+
+    w = notify.Watcher()
+    w.update([])  # primed before the agent existed
+    lines: list[bytes] = []
+    alerts = []
+    for ts, payload in enumerate(({"hook_event_name": "SessionStart", "source": "startup"},
+                                  {"hook_event_name": "UserPromptSubmit", "prompt": "go"},
+                                  {"hook_event_name": "Stop"}), start=1):  # fmt: skip
+        lines.append(json.dumps({"ts": ts, "payload": payload}).encode())
+        state = agent_state.fold(b"\n".join(lines))
+        alerts.append([m.after for m in w.alerts(w.update([AgentRow("b1", "c1", "running", state)]))])
+    assert alerts == [[], [], ["done"]]  # once, when the turn finished
 
 
 def test_notifications_once_per_move_and_never_for_the_row_on_screen() -> None:

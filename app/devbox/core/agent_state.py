@@ -96,7 +96,10 @@ def _event(fold: _Fold, line: bytes) -> None:
     fold.last = float(ts)
     tool = clean(payload.get("tool_name"))
     if name == "SessionStart":
-        fold.to("done", ts, "session started: waiting for a prompt")
+        # devbox hands the first prompt over with the start, so a new session is working;
+        # only a finished turn is done (a "done" here rang every agent's bell at its start).
+        # A session started without a prompt says so with idle_prompt, a minute later.
+        fold.to("working", ts, "session started")
     elif name == "UserPromptSubmit":
         fold.to("working", ts, clean(payload.get("prompt")))
     elif name == "PreToolUse":
@@ -170,7 +173,18 @@ def fold(data: bytes, *, cut: bool = False) -> AgentState:
             acc.skipped += 1
             continue
         _event(acc, line)
-    return AgentState(acc.state, acc.since, acc.message, acc.last, acc.events, acc.skipped)
+    problem = ""
+    if not acc.events and (acc.skipped or data.strip()):
+        problem = (
+            f"the last {_size(len(data))} of {EVENTS} hold no event devbox understands ({acc.skipped} line(s) skipped)"
+        )
+    elif not acc.events:
+        problem = "no event yet"
+    return AgentState(acc.state, acc.since, acc.message, acc.last, acc.events, acc.skipped, problem)
+
+
+def _size(n: int) -> str:
+    return "MiB" if n >= MAX_BYTES else f"{n} bytes"
 
 
 def signature(dirs: Iterable[tuple[str, Path]]) -> tuple[tuple[str, int, int], ...]:
