@@ -198,6 +198,50 @@ def test_commit_all_then_merge(tmp_path: Path) -> None:
     assert git(wt, "status", "--porcelain").stdout == ""
 
 
+@pytest.mark.parametrize("how_landed", ["squash", "cherry-pick"])
+def test_a_landed_branch_has_nothing_to_land(tmp_path: Path, how_landed: str) -> None:
+    """Landed is content, not ancestry: after a squash (or a cherry-pick someone did by hand),
+    the branch's commits are not on main, yet merging it again would change nothing. It
+    reads as landed and a second landing is refused; it used to put an empty commit on main."""
+    repo, wt = conflicted(tmp_path)
+    (repo / "f5.txt").write_text("main moves on\n")
+    git(repo, "commit", "-qam", "main moves")
+    with session_for(repo) as session:
+        if how_landed == "squash":
+            assert ops.merge(session, "agent", into="main", strategy="squash").commits
+        else:  # by hand: a new commit on main, the same content
+            git(repo, "cherry-pick", "agent")
+        (repo / "f6.txt").write_text("and on\n")
+        git(repo, "commit", "-qam", "main moves again")
+        d = ops.diff_branch(session, "agent", base="main")
+        assert d.commits and d.landed and d.nothing_to_land and d.to_json()["landed"] is True
+        before = snapshot(repo, wt)
+        for how in ("merge", "rebase", "squash"):
+            with pytest.raises(Refused, match="would change nothing on main") as refused:
+                ops.merge(session, "agent", into="main", strategy=how)
+            assert refused.value.remedy.startswith("nothing to land")
+        assert snapshot(repo, wt) == before
+        act = git_activity(wt)
+        assert (act.files, act.insertions, act.deletions) == (0, 0, 0)  # the fleet's +/- column
+        (wt / "f7.txt").write_text("more\n")  # one more change: there is something to land again
+        git(wt, "add", "f7.txt")
+        git(wt, "commit", "-qm", "more")
+        assert not ops.diff_branch(session, "agent", base="main").landed
+        assert git_activity(wt).files == 1
+    env = {**os.environ, "DEVBOX_REPO": str(repo)}
+    git(wt, "reset", "-q", "--hard", "HEAD~1")
+    cli = subprocess.run([sys.executable, "-m", "devbox.cli", "merge", "agent", "--into", "main", "--yes"], cwd=repo,
+                         env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert cli.returncode != 0 and "would change nothing on main" in cli.stderr and "Traceback" not in cli.stderr
+
+
+def git_activity(wt: Path) -> object:
+    from devbox.core import git as devbox_git
+
+    tree = next(w for w in devbox_git.list_worktrees(wt) if w.path == wt.resolve())
+    return devbox_git.activity(tree, "main")
+
+
 STEPS = [
     (strategy, step)
     for strategy in ("merge", "rebase", "squash")

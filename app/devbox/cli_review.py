@@ -25,7 +25,8 @@ def cmd_diff(ctx: Context) -> int:
         print_json(d.to_json())
         return ExitCode.OK
     print(f"{d.branch} against {d.base} (since {d.merge_base[:12] or 'no common commit'})")
-    print(f"committed: {len(d.commits)} commit(s), {len(d.committed)} file(s)")
+    landed = f" (landed: {d.base} has all of it already)" if d.landed else ""
+    print(f"committed: {len(d.commits)} commit(s), {len(d.committed)} file(s){landed}")
     for c in d.commits:
         print(f"  {c.sha[:10]} {c.subject}")
     for f in d.committed:
@@ -53,6 +54,9 @@ def land(ctx: Context) -> ops.Merged | None:
     """Show what lands, ask (unless --yes), merge; None when the user said no."""
     a = ctx.args
     plan = ops.diff_branch(ctx.session, a.branch, base=a.into)
+    if plan.landed and not plan.uncommitted.any:  # (ops.merge refuses it too; no question first)
+        raise Refused(f"{plan.branch} would change nothing on {plan.base}: what it changed is there already",
+                      "nothing to land; remove its worktree when you are done with it")  # fmt: skip
     lines = [f"{a.strategy} {plan.branch} into {plan.base}: {len(plan.commits)} commit(s), "
              f"{len(plan.committed)} file(s)", *(f"  {c.sha[:10]} {c.subject}" for c in plan.commits),
              *(f"  {f.status} {f.path}" for f in plan.committed)]  # fmt: skip

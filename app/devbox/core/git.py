@@ -195,15 +195,21 @@ class Activity:
 
 
 def activity(wt: Worktree, base: str | None) -> Activity:
-    """Last commit time and ``git diff --shortstat base...HEAD`` (two quick git calls; the
-    dashboard caches the answer by HEAD and the base's commit)."""
+    """Last commit time and the diff stat of what merging HEAD would change on ``base``
+    (three quick git calls; the dashboard caches the answer by HEAD and the base's commit)."""
     if wt.prunable or not wt.path.is_dir():
         return Activity()
     res = _git(wt.path, "log", "-1", "--format=%ct", "HEAD", check=False)
     last = int(res.stdout.strip()) if res.ok and res.stdout.strip().isdigit() else None
     if not base or base == wt.branch:
         return Activity(last)
-    diff = _git(wt.path, "diff", *HARDENED_DIFF, "--shortstat", f"{base}...HEAD", check=False)
+    # what landing would change on the base, by content: a branch squashed or rebased onto
+    # it already has its commits unmerged yet changes nothing (base...HEAD would still count
+    # them). A conflicting merge has no tree of its own: its changes since the merge base
+    merged = _git(wt.path, "merge-tree", "--write-tree", "--no-messages", base, "HEAD", check=False)
+    tree = merged.stdout.split("\n", 1)[0].strip() if merged.returncode == 0 else ""
+    span = [base, tree] if tree else [f"{base}...HEAD"]
+    diff = _git(wt.path, "diff", *HARDENED_DIFF, "--shortstat", *span, check=False)
     numbers = {m.group(2)[:3]: int(m.group(1)) for m in re.finditer(r"(\d+) (file|insert|delet)", diff.stdout)}
     return Activity(last, numbers.get("ins", 0), numbers.get("del", 0), numbers.get("fil", 0))
 

@@ -164,6 +164,18 @@ def predict(repo: Path, ours: str, theirs: str, cancel: threading.Event | None =
     return Prediction(res.returncode == 0, lines[0], tuple(dict.fromkeys(lines[1:])))
 
 
+def tree_of(repo: Path, commit: str) -> str:
+    return _git(repo, "rev-parse", "--verify", f"{commit}^{{tree}}").stdout.strip()
+
+
+def lands_nothing(repo: Path, base_head: str, head: str, cancel: threading.Event | None = None) -> bool:
+    """Whether merging ``head`` would leave ``base_head``'s files as they are: what the
+    branch changed is on the base already (squashed or rebased there), whatever the commits'
+    ancestry says. Landed is a question of content."""
+    p = predict(repo, base_head, head, cancel)
+    return p.clean and p.tree == tree_of(repo, base_head)
+
+
 # landing --------------------------------------------------------------------------------
 def commit_tree(repo: Path, tree: str, parents: list[str], message: str, env: dict[str, str]) -> str:
     """A commit of ``tree`` (objects only); ``env``: the author identity."""

@@ -155,7 +155,8 @@ class DiffPane(Horizontal):
         self.entries = entries
         clash = f"; ⚠ {len(self.conflicts)} conflict(s)" if self.conflicts else ""
         title.update(f"Diff: {branch} against {diff.base}: {len(diff.commits)} commit(s), "
-                     f"{len(diff.committed)} file(s), {len(u.names())} uncommitted{clash}")  # fmt: skip
+                     f"{len(diff.committed)} file(s){' (landed)' if diff.landed else ''}, "
+                     f"{len(u.names())} uncommitted{clash}")  # fmt: skip
         table.reconcile({k: [e.label, e.path] for k, e in entries.items()})
         commits = "\n".join(f"{c.sha[:8]} {c.subject}" for c in diff.commits[-20:])
         self.query_one("#diff-commits", Plain).update(

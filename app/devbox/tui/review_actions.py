@@ -53,8 +53,9 @@ class ReviewActions:
         pending = diff.uncommitted.names()
         blocked = (f"{len(pending)} uncommitted file(s) in {diff.worktree} ({', '.join(pending[:3])}): commit "
                    f"them first, or ./devbox merge {branch} --commit-all MSG") if pending else ""  # fmt: skip
-        if not commits and not pending:  # ops.merge refuses it too: Merge would only fail
-            blocked = f"nothing to merge: {branch} has nothing {diff.base} does not have"
+        if diff.nothing_to_land:  # ops.merge refuses it too: Merge would only fail
+            blocked = (f"nothing to land: what {branch} changed is on {diff.base} already" if diff.landed
+                       else f"nothing to land: {branch} has nothing {diff.base} does not have")  # fmt: skip
         blocked = ops.base_blocker(self.session, diff.base) or blocked
         self.call_from_thread(self._ask_merge, branch, diff.base, commits, files, list(prediction.conflicts), blocked,
                               task)  # fmt: skip

@@ -33,10 +33,16 @@ class BranchDiff:
     committed: tuple[FileChange, ...]
     uncommitted: Uncommitted  # in the branch's worktree (empty without one)
     worktree: str = ""
+    landed: bool = False  # its commits change nothing on the base: they are there already
+
+    @property
+    def nothing_to_land(self) -> bool:
+        return (self.landed or not self.commits) and not self.uncommitted.any
 
     def to_json(self) -> dict[str, object]:
         return {
             "branch": self.branch, "base": self.base, "merge_base": self.merge_base, "worktree": self.worktree,
+            "landed": self.landed,
             "commits": [{"sha": c.sha, "subject": c.subject} for c in self.commits],
             "files": [{"path": f.path, "status": f.status, "added": f.added, "deleted": f.deleted, "old": f.old}
                       for f in self.committed],
@@ -83,11 +89,14 @@ def diff_branch(session: Devbox, branch: str, *, base: str | None = None) -> Bra
     sync_branches(session, [branch])  # its environment's new commits first
     head = _commit(session, f"refs/heads/{branch}")
     base_name = base_of(session, branch, base)
-    mb = git_merge.merge_base(repo, _commit(session, base_name), head)
+    base_head = _commit(session, base_name)
+    mb = git_merge.merge_base(repo, base_head, head)
     wt = git.find_worktree(repo, branch)
     pending = git_merge.uncommitted(wt.path) if wt is not None and wt.path.is_dir() else Uncommitted()
-    return BranchDiff(branch, base_name, mb, git_merge.commits(repo, mb, head) if mb else (),
-                      git_merge.changes(repo, mb or head, head), pending, str(wt.path) if wt else "")  # fmt: skip
+    commits = git_merge.commits(repo, mb, head) if mb else ()
+    landed = bool(commits) and git_merge.lands_nothing(repo, base_head, head)
+    return BranchDiff(branch, base_name, mb, commits, git_merge.changes(repo, mb or head, head), pending,
+                      str(wt.path) if wt else "", landed)  # fmt: skip
 
 
 def predict_merge(session: Devbox, branch: str, *, into: str | None = None) -> git_merge.Prediction:
@@ -150,6 +159,9 @@ def merge(
                 f"merging {branch} into {base} would conflict in {_named(prediction.conflicts)}",
                 f"rebase {branch} onto {base} in its worktree and resolve them there, then merge again",
             )
+        if prediction.tree == git_merge.tree_of(repo, base_head):  # (squashed or rebased there before)
+            raise Refused(f"{branch} would change nothing on {base}: what it changed is there already",
+                          "nothing to land; remove its worktree when you are done with it")  # fmt: skip
         mb = git_merge.merge_base(repo, base_head, head)
         landed = git_merge.commits(repo, mb, head)
         files = tuple(f.path for f in git_merge.changes(repo, mb, head))
