@@ -57,3 +57,26 @@ def test_pairs_and_bases_cached_by_head(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert {(x["a"], x["b"]) for x in data["conflicts"]} == {("fan-1", "fan-2"), ("late", "main")}
+
+
+def test_a_branch_conflicts_only_where_it_changed_the_file_itself(tmp_path: Path) -> None:
+    """Once quick conflicts with main, a branch started at main's tip (no change of its own)
+    or one that never touched the file does not conflict with quick: merging them would
+    replay main's change, which is the base conflict already counted once."""
+    import random
+
+    repo = make_repo(tmp_path / "r", random.Random(4))
+    worktree(repo, "quick", {"f0.txt": "quick's f0\n"})
+    worktree(repo, "big", {"f5.txt": "big's f5\n", "f6.txt": "big's f6\n"})
+    (repo / "f0.txt").write_text("main's f0\n")  # main moves on in f0: quick conflicts with its base
+    git(repo, "commit", "-qam", "main edits f0")
+    for name in ("fresh-1", "fresh-2"):  # new branches at main's tip, nothing of their own yet
+        git(repo, "worktree", "add", "-q", "-b", name, str(repo.parent / f"wt-{name}"))
+    worktree(repo, "rival", {"f0.txt": "rival's f0\n"})  # at main's tip, and edits f0 itself
+    with Devbox(config.load(repo, env={})) as session:
+        for radar in (ops.conflicts(session), ops.conflicts(session)):  # asked, then from the cache
+            found = {(x.a, x.b, x.with_base): x.files for x in radar.clashes}
+            assert found == {("quick", "main", True): ("f0.txt",), ("quick", "rival", False): ("f0.txt",)}, found
+            assert [len(radar.of(b)) for b in ("quick", "big", "fresh-1", "fresh-2")] == [2, 0, 0, 0]
+        d = ops.diff_branch(session, "big")
+        assert d.commits and not ops.conflicts(session).of("big")

@@ -164,6 +164,14 @@ def predict(repo: Path, ours: str, theirs: str, cancel: threading.Event | None =
     return Prediction(res.returncode == 0, lines[0], tuple(dict.fromkeys(lines[1:])))
 
 
+def changed_since_base(repo: Path, base: str, head: str) -> tuple[str, ...]:
+    """The paths ``head`` changed since its merge base with ``base`` (a rename as both its
+    names: a conflict is named by either)."""
+    out = _git(repo, "diff", *HARDENED_DIFF, "--name-only", "--no-renames", "-z", f"{base}...{head}",
+               errors="surrogateescape").stdout  # fmt: skip
+    return tuple(p for p in out.split("\0") if p)
+
+
 def tree_of(repo: Path, commit: str) -> str:
     return _git(repo, "rev-parse", "--verify", f"{commit}^{{tree}}").stdout.strip()
 

@@ -79,6 +79,30 @@ def conflicts(session: Devbox, *, limit: int | None = None) -> Radar:
     cache: dict[str, list[str]] = cached if isinstance(cached, dict) else {}
     clashes: list[Clash] = []
     asked = pending = 0
+    wrote = False
+    own: dict[str, frozenset[str] | None] = {}
+
+    def own_files(branch: str) -> frozenset[str] | None:
+        """The files ``branch`` changed since it left its base (None: unknown). A pair of
+        branches conflicts only where both changed a file themselves: merging two branches
+        also replays what their base did between their starts, and a branch at the base's
+        tip (no change of its own) would otherwise inherit every conflict of the base."""
+        nonlocal wrote
+        if branch not in own:
+            base = bases.get(branch) or main
+            head, base_head = heads.get(branch, ""), heads.get(base) or git.rev(repo, f"refs/heads/{base}")
+            key = f"own:{head}:{base_head}"
+            files = cache.get(key)
+            if files is None and head and base_head:
+                try:
+                    files = list(git_merge.changed_since_base(repo, base_head, head))
+                except DevboxError:
+                    files = None
+                if files is not None:
+                    cache[key], wrote = files, True
+            own[branch] = frozenset(files) if files is not None else None
+        return own[branch]
+
     for a, b, with_base in dict.fromkeys(pairs):
         ha, hb = heads.get(a, ""), heads.get(b, "")
         if not ha or not hb:
@@ -95,9 +119,13 @@ def conflicts(session: Devbox, *, limit: int | None = None) -> Radar:
                 continue  # unrelated histories, a broken ref: no answer is not a conflict
             cache[key] = files
             asked += 1
+        if files and not with_base:
+            mine, theirs = own_files(a), own_files(b)
+            if mine is not None and theirs is not None:
+                files = [f for f in files if f in mine and f in theirs]
         if files:
             clashes.append(Clash(a, b, tuple(files), with_base))
-    if asked:
+    if asked or wrote:
         if len(cache) > MAX_CACHED:  # the oldest answers go first (insertion order)
             cache = dict(list(cache.items())[-MAX_CACHED:])
         write_json(cache_path, cache)
