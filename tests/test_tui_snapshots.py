@@ -149,11 +149,16 @@ def test_fleet_keys_jump_mark_seen_and_switch_views(tmp_path: Path) -> None:
             await pilot.pause(0.1)
             app.post_message(update)
             await pilot.pause(0.2)
-            assert list(table._shown).index("docs") > list(table._shown).index("spike-a")  # seen: after working
+            assert list(table._shown) == order and table.selected_key() == "docs"  # seen, but not moved under you
+            await pilot.press("up")  # the cursor leaves it: now it sorts after the working ones
+            app.post_message(update)
+            await pilot.pause(0.2)
+            assert list(table._shown).index("docs") > list(table._shown).index("spike-a")
+            assert table.selected_key() == "spike-b"  # the row the key went to, wherever it sorts now
             await pilot.pause(0.2)
             app.post_message(update)  # the refill above passed rows under the cursor: none counts as seen
             await pilot.pause(0.2)
-            assert table._shown["spike-b"][1].endswith("*") and not table._shown["docs"][1].endswith("*")
+            assert not table._shown["docs"][1].endswith("*")
             await pilot.press("left_square_bracket")
             assert table.selected_key() == "feature/login"
             detail = app.query_one("#detail", TabbedContent)
@@ -327,13 +332,71 @@ def test_a_refill_does_not_mark_rows_seen(tmp_path: Path) -> None:
         st = dataclasses.replace(update.status, agents=Section(done))
         async with app.run_test(size=(100, 30)) as pilot:
             table = app.query_one(FleetTable)
-            for _ in range(4):
+            for _ in range(3):
                 app.post_message(StatusUpdated(st, update.activity, update.stats, update.vm))
                 await pilot.pause(0.2)
-            assert list(table._shown)[:3] == ["d2", "d3", "d1"] and table.selected_key() == "d1"
-            assert [table._shown[b][1].endswith("*") for b in ("d2", "d3", "d1")] == [True, True, False]
+            assert list(table._shown)[:3] == ["d1", "d2", "d3"] and table.selected_key() == "d1"  # seen, in place
+            await pilot.press("down")  # d2 is looked at; d1, left, sorts last: a refill under the cursor
+            for _ in range(3):
+                app.post_message(StatusUpdated(st, update.activity, update.stats, update.vm))
+                await pilot.pause(0.2)
+            assert list(table._shown)[:3] == ["d2", "d3", "d1"] and table.selected_key() == "d2"
+            assert [table._shown[b][1].endswith("*") for b in ("d2", "d3", "d1")] == [False, True, False]
 
     asyncio.run(go())
+
+
+def test_rows_never_move_under_the_cursor_and_seen_marks_survive_a_restart(tmp_path: Path) -> None:
+    """Issue 33: a done row, once selected, was marked seen at the next poll and jumped to
+    the seen group with the cursor; after M and Escape, Down meant for the next row and M
+    opened another branch's merge. The selected row keeps its place until the cursor leaves
+    it, each key acts on the row shown selected, and a new dashboard remembers what was seen."""
+    import dataclasses
+
+    from devbox.tui.fleet import FleetTable
+
+    now = time.time() - 30
+    agents = tuple(
+        AgentRow(b, f"devbox-demo-{b}-1", "running", AgentState(state, now, "m"))  # type: ignore[arg-type]
+        for b, state in (("ask2", "needs you"), ("slow", "done"), ("quick", "done"), ("busy", "working"))
+    )
+    update = demo_update()
+    st = dataclasses.replace(update.status, agents=Section(agents))
+
+    def poll() -> StatusUpdated:
+        return StatusUpdated(st, update.activity, update.stats, update.vm)
+
+    async def first() -> None:
+        app = demo_app(tmp_path, "fleet")
+        async with app.run_test(size=(100, 30)) as pilot:
+            table = app.query_one(FleetTable)
+            app.post_message(poll())
+            await pilot.pause(0.2)
+            assert list(table._shown)[:4] == ["ask2", "quick", "slow", "busy"]
+            await pilot.press("down")  # quick, done and unseen
+            for _ in range(3):  # polls while the user reads it: it is seen, and stays put
+                app.post_message(poll())
+                await pilot.pause(0.2)
+            assert list(table._shown)[:4] == ["ask2", "quick", "slow", "busy"] and table.selected_key() == "quick"
+            assert not table._shown["quick"][1].endswith("*") and table._shown["slow"][1].endswith("*")
+            await pilot.press("down")  # the row shown below quick: slow, whatever the next poll does
+            assert table.selected_key() == "slow"
+            app.post_message(poll())
+            await pilot.pause(0.2)
+            assert table.selected_key() == "slow" and list(table._shown)[:4] == ["ask2", "slow", "busy", "quick"]
+            await pilot.pause(0.3)  # (the marks are written by a worker)
+
+    async def second() -> None:
+        app = demo_app(tmp_path, "fleet")  # the same repository's .build: a restart
+        async with app.run_test(size=(100, 30)) as pilot:
+            table = app.query_one(FleetTable)
+            app.post_message(poll())
+            await pilot.pause(0.2)
+            assert list(table._shown)[:4] == ["ask2", "busy", "quick", "slow"]  # both seen: after the working one
+            assert not any(table._shown[b][1].endswith("*") for b in ("quick", "slow"))
+
+    asyncio.run(first())
+    asyncio.run(second())
 
 
 def test_the_fleet_row_shows_its_conflicts(tmp_path: Path) -> None:
@@ -465,7 +528,7 @@ def test_the_merge_dialog_cancel_changes_nothing_confirm_lands_what_it_listed(tm
                 table.move_cursor(row=list(table._shown).index(str(idle)))
                 await pilot.press("M")
                 await until(pilot, lambda: showing(app, MergeDialog))
-                assert "nothing to merge: idle has nothing" in str(app.screen.query_one("#merge-blocked").render())
+                assert "nothing to land: idle has nothing" in str(app.screen.query_one("#merge-blocked").render())
                 assert app.screen.query_one("#confirm", Button).disabled
                 await pilot.press("escape")
                 await until(pilot, lambda: not isinstance(app.screen, MergeDialog))

@@ -146,6 +146,10 @@ class DevboxApp(FleetActions, ReviewActions, Runs, VmActions, App[None]):
         first: Screen[Any] = self.screen_stack[0]
         return first
 
+    @work(thread=True, exit_on_error=False, group="seen")
+    def _keep_seen_marks(self, marks: dict[str, float | None]) -> None:
+        ops.save_seen_marks(self.session, marks)
+
     @property
     def log_pane(self) -> LogPane:
         return self._log_pane
@@ -166,6 +170,9 @@ class DevboxApp(FleetActions, ReviewActions, Runs, VmActions, App[None]):
         for unknown in commands.unknown_ids(overrides):
             self.notify(f"devbox.toml [keys]: no action {unknown!r} (see the README's key table)",
                         severity="warning", timeout=15)  # fmt: skip
+        self.fleet.seen.update(ops.seen_marks(self.session))
+        if not self.read_only:
+            self.fleet.on_seen = self._keep_seen_marks
         self.main.set_class(self.first_view == "resources", "resources")
         self._focus_view()
         self.call_after_refresh(self._gc_back_on)

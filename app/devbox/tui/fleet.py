@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import on, work
@@ -70,6 +70,11 @@ class FleetTable(ReconciledTable):
     )
     WIDE_COLUMNS: tuple[tuple[str, str], ...] = (*COLUMNS, ("message", "last message"))
 
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._ranks: dict[str, tuple[int, str]] = {}  # each row's place at the last show
+        self._pin: tuple[str, tuple[int, str] | None] | None = None  # (selected branch, its place)
+
     def _set_columns(self, wide: bool) -> None:
         """80 columns show what matters without scrolling; wider terminals add the message."""
         columns = self.WIDE_COLUMNS if wide else type(self).COLUMNS
@@ -87,7 +92,16 @@ class FleetTable(ReconciledTable):
         now = time.time()
         selected = self.selected_key()
         self._set_columns(self.size.width >= WIDE)
-        ordered = sorted(rows, key=lambda r: rank(r, seen))
+        # the row under the cursor keeps the place it had when the cursor came to it (looking
+        # at a done row marks it seen, which would sort it after the working ones): rows never
+        # move under the cursor, so the next key acts on the row the user sees selected. It
+        # takes its real place once the cursor leaves it
+        if selected is not None and (self._pin is None or self._pin[0] != selected):
+            self._pin = (selected, self._ranks.get(selected))
+        pinned = self._pin[1] if self._pin is not None and self._pin[0] == selected else None
+        self._ranks = {r.branch: rank(r, seen) for r in rows}
+        ordered = sorted(rows, key=lambda r: pinned if pinned is not None and r.branch == selected else
+                         self._ranks[r.branch])  # fmt: skip
         data: dict[str, list[str]] = {}
         for r in ordered:
             s = r.agent
@@ -129,6 +143,7 @@ class FleetView(Vertical):
         super().__init__(**kw)  # type: ignore[arg-type]
         self.rows: tuple[ops.AgentRow, ...] = ()
         self.seen: dict[str, float | None] = {}  # branch -> the state's start time when looked at
+        self.on_seen: Callable[[dict[str, float | None]], object] | None = None  # (the app keeps them)
         self.radar: ops.Radar | None = None
 
     def compose(self) -> ComposeResult:
@@ -181,8 +196,10 @@ class FleetView(Vertical):
     def mark_seen(self, branch: str | None = None) -> None:
         key = branch if branch is not None else self.table.selected_key()
         row = next((r for r in self.rows if r.branch == key), None)
-        if row is not None and self.display:
+        if row is not None and self.display and self.seen.get(row.branch, -1.0) != row.agent.since:
             self.seen[row.branch] = row.agent.since
+            if self.on_seen is not None:
+                self.on_seen(dict(self.seen))
 
     def jump(self, step: int) -> bool:
         """To the next (+1) / previous (-1) row that needs you, wrapping; False if none."""

@@ -18,6 +18,7 @@ job, and returns a frozen record.
 | ``attach_argv`` | the argv of a shell or command in a container, as the user | ``list[str]`` |
 | ``watch_containers`` / ``container_stats`` | podman's event stream / CPU and memory (dashboard) | events / stats |
 | ``follow_container_log`` / ``activity`` | a container's own log / last commit and diff stat | — / ``Activity`` |
+| ``seen_marks`` / ``save_seen_marks`` | which agent states the user has looked at (kept across restarts) | dict / — |
 | ``disk_status`` / ``build_disk`` | VM mode's qcow2: freshness / image then disk, each if stale | ``DiskStatus`` |
 | ``vm_up`` | image → disk → terraform apply, each only if stale, saying why | ``VmUp`` |
 | ``vm_status`` / ``vm_loss`` / ``vm_down`` | VM state and freshness / what teardown loses / teardown | records |
@@ -63,7 +64,14 @@ if TYPE_CHECKING:
         start_work,
         stop_container,
     )
-    from devbox.core.ops.dashboard import activity, container_stats, follow_container_log, watch_containers
+    from devbox.core.ops.dashboard import (
+        activity,
+        container_stats,
+        follow_container_log,
+        save_seen_marks,
+        seen_marks,
+        watch_containers,
+    )
     from devbox.core.ops.envsync import sync_branches
     from devbox.core.ops.fleet import (
         AgentStarted,
@@ -248,6 +256,8 @@ _WHERE = {
     "VmUp": "vm",
     "WorktreeRow": "views",
     "activity": "dashboard",
+    "seen_marks": "dashboard",
+    "save_seen_marks": "dashboard",
     "add_worktree": "worktrees",
     "attach_argv": "containers",
     "build_disk": "vm",
@@ -396,6 +406,8 @@ __all__ = [
     "remove_container",
     "remove_worktree",
     "run_checks",
+    "save_seen_marks",
+    "seen_marks",
     "ssh_argv",
     "start_several",
     "start_task",

@@ -1,8 +1,10 @@
 """What the dashboard follows beyond ``status``: podman's event and stats streams, a
-container's own log, and the worktrees' recent activity (cached by commit)."""
+container's own log, the worktrees' recent activity (cached by commit), and which agents'
+states the user has seen (kept across restarts of the dashboard)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 from devbox.core import git
 from devbox.core.containers import LABEL_REPO, Container
 from devbox.core.events import Reporter, Sink, Subject
+from devbox.core.filesystem import read_json, write_json
 from devbox.core.ops.containers import find_container
 from devbox.core.ops.views import WorktreeRow
 from devbox.core.podman_records import ContainerEvent, ContainerStats
@@ -57,3 +60,25 @@ def activity(session: Devbox, rows: Sequence[WorktreeRow]) -> dict[Path, git.Act
             _ACTIVITY_CACHE[key] = hit
         out[r.worktree.path] = hit
     return out
+
+
+SEEN = "fleet-seen.json"
+_SEEN_LOCK = threading.Lock()
+MAX_SEEN = 1000  # branches remembered
+
+
+def seen_marks(session: Devbox) -> dict[str, float | None]:
+    """Which state of each branch's agent the user has looked at (the state's start time),
+    as the dashboard last saved them; {} when there is no such file or it is not ours."""
+    data = read_json(session.settings.build_path(SEEN))
+    if not isinstance(data, dict):
+        return {}
+    return {b: t for b, t in data.items() if isinstance(b, str) and (t is None or type(t) in (int, float))}
+
+
+def save_seen_marks(session: Devbox, marks: dict[str, float | None]) -> None:
+    """Keep ``marks`` for the next dashboard (the newest ``MAX_SEEN``); a failed write only
+    loses the marks."""
+    # one writer at a time: the temporary file's name is per process
+    with _SEEN_LOCK, contextlib.suppress(OSError):
+        write_json(session.settings.build_path(SEEN), dict(list(marks.items())[-MAX_SEEN:]))
