@@ -194,7 +194,10 @@ def test_fleet_keys_jump_mark_seen_and_switch_views(tmp_path: Path) -> None:
     asyncio.run(go())
 
 
-def test_teardown_dialog(snap_compare: object, tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", [(100, 30), (60, 20)])
+def test_teardown_dialog(snap_compare: object, tmp_path: Path, size: tuple[int, int]) -> None:
+    """At 60x20 too: the dialog wraps within the screen, nothing of what would be lost cut."""
+
     async def show(pilot: object) -> None:
         app = pilot.app  # type: ignore[attr-defined]
         app.post_message(demo_update())
@@ -212,7 +215,7 @@ def test_teardown_dialog(snap_compare: object, tmp_path: Path) -> None:
         )
         await pilot.pause(0.2)  # type: ignore[attr-defined]
 
-    assert snap_compare(demo_app(tmp_path), terminal_size=(100, 30), run_before=show)  # type: ignore[operator]
+    assert snap_compare(demo_app(tmp_path), terminal_size=size, run_before=show)  # type: ignore[operator]
 
 
 def test_new_worktree_dialog(snap_compare: object, tmp_path: Path) -> None:
@@ -497,7 +500,7 @@ def test_the_merge_dialog_cancel_changes_nothing_confirm_lands_what_it_listed(tm
     offers no Merge, only why."""
     import random
 
-    from textual.widgets import Button, OptionList
+    from textual.widgets import Button
 
     from devbox.core import git as gitcore
     from devbox.core.ops.views import WorktreeRow
@@ -544,10 +547,32 @@ def test_the_merge_dialog_cancel_changes_nothing_confirm_lands_what_it_listed(tm
                 await until(pilot, lambda: not isinstance(app.screen, MergeDialog))
                 assert snapshot(repo, wt) == before  # cancelled: nothing moved
 
+                # issue 33: the arrows reach the strategy wherever the focus is, the button
+                # and the "same as" line say the chosen one, Enter presses the focused button
                 await pilot.press("M")
                 await until(pilot, lambda: showing(app, MergeDialog))
-                app.screen.query_one(OptionList).highlighted = 2  # squash
-                await pilot.click("#confirm")
+                dialog = app.screen
+
+                def command() -> str:
+                    return str(dialog.query_one("#dialog-command").render())
+
+                assert (
+                    "--strategy merge --yes" in command() and str(dialog.query_one("#confirm", Button).label) == "Merge"
+                )
+                await pilot.press("down", "down")
+                assert dialog.strategy == "squash" and "--strategy squash --yes" in command()
+                assert str(dialog.query_one("#confirm", Button).label) == "Squash"
+                assert dialog.focused is dialog.query_one("#cancel", Button)
+                await pilot.press("enter")  # Cancel has the focus: Enter cancels, and says so
+                await until(pilot, lambda: not isinstance(app.screen, MergeDialog))
+                assert snapshot(repo, wt) == before
+                await until(pilot, lambda: any("not landed" in str(n.message) for n in app._notifications))
+
+                await pilot.press("M")
+                await until(pilot, lambda: showing(app, MergeDialog))
+                await pilot.press("down", "down", "right")  # squash, then the Squash button
+                assert app.screen.focused is app.screen.query_one("#confirm", Button)
+                await pilot.press("enter")
                 await until(pilot, lambda: showing(app, ConfirmTeardown), 60)  # offered after the merge
                 assert f"Remove worktree {wt}?" in str(app.screen.query_one("#dialog-title").render())
                 await pilot.press("escape")
@@ -559,7 +584,8 @@ def test_the_merge_dialog_cancel_changes_nothing_confirm_lands_what_it_listed(tm
     assert wt.is_dir()  # the teardown was declined
 
 
-def test_merge_dialog_snapshot(snap_compare: object, tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", [(100, 34), (60, 20)])
+def test_merge_dialog_snapshot(snap_compare: object, tmp_path: Path, size: tuple[int, int]) -> None:
     from devbox.tui.dialogs import MergeDialog
 
     async def show(pilot: object) -> None:
@@ -577,7 +603,7 @@ def test_merge_dialog_snapshot(snap_compare: object, tmp_path: Path) -> None:
         )
         await pilot.pause(0.2)  # type: ignore[attr-defined]
 
-    assert snap_compare(demo_app(tmp_path), terminal_size=(100, 34), run_before=show)  # type: ignore[operator]
+    assert snap_compare(demo_app(tmp_path), terminal_size=size, run_before=show)  # type: ignore[operator]
 
 
 def test_diff_tab_snapshot(snap_compare: object, tmp_path: Path) -> None:

@@ -1,14 +1,17 @@
-"""Dialogs: teardown confirmation (names what will be lost; Cancel is the default) and the
-new-worktree form (the branch name checked as you type, by the core's own rules)."""
+"""Dialogs: teardown confirmation (names what will be lost; Cancel is the default), the merge
+dialog, the new-worktree form (the branch name checked as you type, by the core's own
+rules) and the small pickers. The two that decide something (teardown, merge) fit any
+terminal from 60x20 up: title and buttons always show, their body scrolls between them."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.validation import ValidationResult, Validator
 from textual.widgets import Button, Input, Label, OptionList, Static
@@ -18,11 +21,39 @@ from devbox.core.errors import DevboxError
 from devbox.core.git import check_branch_name
 from devbox.tui.panes import Plain
 
+T = TypeVar("T")
 
-class ConfirmTeardown(ModalScreen[bool]):
-    """ "Remove X?" with the list of what would be lost. Escape or Cancel (focused) says no."""
 
-    BINDINGS: ClassVar = [Binding("escape", "cancel", "Cancel")]
+class FittedDialog(ModalScreen[T]):
+    """A dialog that fits the terminal: its title and its buttons always show, and the body
+    between them (``#dialog-body``) scrolls when the terminal is too short for all of it.
+    Wrapping within the width is the stylesheet's (``#dialog``: at most the screen's width)."""
+
+    def on_mount(self) -> None:
+        self.call_after_refresh(self._fit)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._fit)
+
+    def _fit(self) -> None:
+        if not self.is_mounted:
+            return
+        dialog, body = self.query_one("#dialog"), self.query_one("#dialog-body")
+        fixed = dialog.gutter.height + sum(
+            c.outer_size.height + c.styles.margin.top + c.styles.margin.bottom for c in dialog.children if c is not body
+        )
+        body.styles.max_height = max(3, self.size.height - fixed - body.styles.margin.height)
+
+
+class ConfirmTeardown(FittedDialog[bool]):
+    """ "Remove X?" with the list of what would be lost. Escape or Cancel (focused) says no;
+    only the focused button is drawn highlighted (Enter presses it), Left/Right move between them."""
+
+    BINDINGS: ClassVar = [
+        Binding("escape", "cancel", "Cancel"),
+        Binding("left", "app.focus_previous", show=False),
+        Binding("right", "app.focus_next", show=False),
+    ]
     # focused when shown: a selector Textual applies once the screen is composed (a lookup in
     # on_mount raised NoMatches in CI when the app closed before the compose)
     AUTO_FOCUS = "#cancel"
@@ -39,15 +70,17 @@ class ConfirmTeardown(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Label(self.title_text, id="dialog-title")
-            if self.losses:
-                yield Plain(self.heading + "\n" + "\n".join(f"  • {x}" for x in self.losses), id="dialog-loss")
-            else:
-                yield Plain(self.none, id="dialog-loss")
-            yield Plain(f"same as: {self.command}", id="dialog-command")
+            yield Plain(self.title_text, id="dialog-title")
+            with VerticalScroll(id="dialog-body"):
+                if self.losses:
+                    yield Plain(self.heading + "\n" + "\n".join(f"  • {x}" for x in self.losses), id="dialog-loss")
+                else:
+                    yield Plain(self.none, id="dialog-loss")
+                yield Plain(f"same as: {self.command}", id="dialog-command")
+                yield Plain("Enter presses the focused button · ←→ Tab move · Esc cancels", id="dialog-keys")
             with Horizontal(id="dialog-buttons"):
-                yield Button("Cancel", id="cancel", variant="primary")
-                yield Button(self.verb, id="confirm", variant="error")
+                yield Button("Cancel", id="cancel", compact=True)
+                yield Button(self.verb, id="confirm", compact=True)
 
     @on(Button.Pressed, "#confirm")
     def _confirm(self) -> None:
@@ -192,12 +225,25 @@ class RunPicker(ModalScreen["int | None"]):
         self.dismiss(None)
 
 
-class MergeDialog(ModalScreen["str | None"]):
+class MergeDialog(FittedDialog["str | None"]):
     """Land a branch: the strategy, and before anything happens, the commits that land, the
-    files they touch and the conflicts predicted. Cancel has the focus; a predicted
-    conflict, or uncommitted work in the branch's worktree, leaves only Cancel."""
+    files they touch and the conflicts predicted. A predicted conflict, or uncommitted work
+    in the branch's worktree, leaves only Cancel.
 
-    BINDINGS: ClassVar = [Binding("escape", "cancel", "Cancel")]
+    The keys: Up/Down choose the strategy wherever the focus is (the strategy line never
+    takes the focus, so the arrows cannot be lost to it), Left/Right/Tab move between the
+    buttons, Enter presses the focused one, Escape cancels. Cancel has the focus at first
+    and only the focused button is drawn highlighted; the chosen strategy is what the
+    strategy line, the button and the "same as" line say."""
+
+    STRATEGIES = ("merge", "rebase", "squash")
+    BINDINGS: ClassVar = [
+        Binding("escape", "cancel", "Cancel"),
+        Binding("up", "strategy(-1)", "Strategy", show=False, priority=True),
+        Binding("down", "strategy(1)", "Strategy", show=False, priority=True),
+        Binding("left", "app.focus_previous", show=False),
+        Binding("right", "app.focus_next", show=False),
+    ]
     AUTO_FOCUS = "#cancel"
 
     def __init__(
@@ -207,40 +253,56 @@ class MergeDialog(ModalScreen["str | None"]):
         self.branch, self.base = branch, base
         self.commits, self.files, self.conflicts = commits, files, conflicts
         self.blocked = blocked  # why it cannot land now (uncommitted work): only Cancel
+        self.strategy = self.STRATEGIES[0]
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Label(f"Land {self.branch} on {self.base}", id="dialog-title")
-            shown = [*self.commits[:8], *(["…"] if len(self.commits) > 8 else [])]
-            files = [*self.files[:8], *([f"… and {len(self.files) - 8} more"] if len(self.files) > 8 else [])]
-            yield Plain(
-                f"{len(self.commits)} commit(s):\n"
-                + "\n".join(f"  {c}" for c in shown)
-                + f"\n{len(self.files)} file(s):\n"
-                + "\n".join(f"  {f}" for f in files),
-                id="merge-what",
-            )
-            if self.conflicts:
-                yield Plain("would conflict in: " + ", ".join(self.conflicts)
-                            + f"\nrebase {self.branch} in its worktree and resolve them there first",
-                            id="dialog-loss")  # fmt: skip
-            if self.blocked:
-                yield Plain(self.blocked, id="merge-blocked")
-            yield OptionList(*(Option(s, id=s) for s in ("merge", "rebase", "squash")), id="merge-strategy")
-            yield Plain(f"same as: ./devbox merge {self.branch} --into {self.base} --strategy S --yes",
-                        id="dialog-command")  # fmt: skip
+            yield Plain(f"Land {self.branch} on {self.base}", id="dialog-title")
+            with VerticalScroll(id="dialog-body"):
+                if self.conflicts:  # first: it is why only Cancel is offered
+                    yield Plain(f"would conflict in {len(self.conflicts)} file(s): " + ", ".join(self.conflicts)
+                                + f"\nrebase {self.branch} in its worktree and resolve them there first",
+                                id="dialog-loss")  # fmt: skip
+                if self.blocked:
+                    yield Plain(self.blocked, id="merge-blocked")
+                shown = [*self.commits[:8], *(["…"] if len(self.commits) > 8 else [])]
+                files = [*self.files[:8], *([f"… and {len(self.files) - 8} more"] if len(self.files) > 8 else [])]
+                yield Plain(
+                    f"{len(self.commits)} commit(s):\n"
+                    + "\n".join(f"  {c}" for c in shown)
+                    + f"\n{len(self.files)} file(s):\n"
+                    + "\n".join(f"  {f}" for f in files),
+                    id="merge-what",
+                )
+                yield Plain("", id="dialog-command")
+                yield Plain("↑↓ strategy · ←→ Tab button · Enter presses it · Esc cancels", id="dialog-keys")
+            yield Static("", id="merge-strategy")
             with Horizontal(id="dialog-buttons"):
-                yield Button("Cancel", id="cancel", variant="primary")
-                yield Button("Merge", id="confirm", variant="warning", disabled=bool(self.conflicts or self.blocked))
+                yield Button("Cancel", id="cancel", compact=True)
+                yield Button("Merge", id="confirm", compact=True, disabled=bool(self.conflicts or self.blocked))
 
     def on_mount(self) -> None:
-        self.query_one(OptionList).highlighted = 0
+        super().on_mount()
+        self._show_strategy()
+
+    def action_strategy(self, step: int) -> None:
+        at = self.STRATEGIES.index(self.strategy)
+        self.strategy = self.STRATEGIES[(at + step) % len(self.STRATEGIES)]
+        self._show_strategy()
+
+    def _show_strategy(self) -> None:
+        line = Text("strategy (↑↓): ")
+        for s in self.STRATEGIES:
+            line.append(f" {s} ", style="reverse bold" if s == self.strategy else "")
+        self.query_one("#merge-strategy", Static).update(line)
+        self.query_one("#confirm", Button).label = self.strategy.capitalize()
+        self.query_one("#dialog-command", Static).update(
+            f"same as: ./devbox merge {self.branch} --into {self.base} --strategy {self.strategy} --yes"
+        )
 
     @on(Button.Pressed, "#confirm")
     def _confirm(self) -> None:
-        options = self.query_one(OptionList)
-        index = options.highlighted or 0
-        self.dismiss(("merge", "rebase", "squash")[index])
+        self.dismiss(self.strategy)
 
     @on(Button.Pressed, "#cancel")
     def _cancel_button(self) -> None:

@@ -66,6 +66,7 @@ class ReviewActions:
     ) -> None:  # fmt: skip
         def answered(strategy: str | None) -> None:
             if strategy is None:
+                self.notify(f"not landed: {branch} and {base} are as they were", timeout=4)
                 return
             cmd = f"./devbox merge {branch} --into {base} --strategy {strategy} --yes"
 
