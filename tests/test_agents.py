@@ -221,3 +221,37 @@ def test_a_killed_agent_reads_exited_not_its_last_hook(project: Project) -> None
     assert podman("exec", name, "sh", "-c", "kill -9 $(pidof tmux)").returncode == 0
     row = agents(project)["k1"]
     assert row["state"] == "exited" and "tmux session is gone" in str(row["message"]), row
+
+
+def test_a_worktree_deleted_by_hand_reads_missing_and_the_agent_is_still_reached(project: Project) -> None:
+    """issue 33 item 7: after rm -rf of an agent's worktree the row read done, the Diff said
+    0 uncommitted, agent send said no agent runs (exit 9) though it ran, and runc's "possible
+    container breakout detected" reached the user. The row reads MISSING with the fix, the
+    agent is still reached, no tool's raw words are shown, and --recreate brings it back."""
+    import shutil
+
+    with (project.root / "devbox.toml").open("a") as fh:
+        fh.write('[agents.claude]\ncommand = ["claude"]\nenv = []\n')
+    assert project.devbox("agent", "start", "m1", "--prompt", "work 0.1").returncode == 0
+    wait_for(lambda: state_of(project, "m1") == "done", 60, "done")
+    row = agents(project)["m1"]
+    worktree = Path(str(podman("inspect", "--format", "{{index .Config.Labels \"devbox.worktree\"}}",
+                               str(row["container"])).stdout.strip()))  # fmt: skip
+    assert worktree.is_dir(), worktree
+    shutil.rmtree(worktree)
+    row = agents(project)["m1"]
+    assert row["state"] == "missing" and "--recreate" in str(row["message"]), row
+    outputs = []
+    sent = project.devbox("agent", "send", "m1", "work 0.1")  # the agent still runs: it is reached
+    outputs.append(sent.stdout + sent.stderr)
+    assert sent.returncode == 0, sent.stderr
+    diff = project.devbox("diff", "m1", "--json")
+    outputs.append(diff.stdout + diff.stderr)
+    assert diff.returncode == 0 and json.loads(diff.stdout)["worktree_missing"] is True, diff.stderr
+    shell = project.devbox("container", "exec", "m1", "--", "true")
+    outputs.append(shell.stdout + shell.stderr)
+    assert shell.returncode != 0 and "missing" in shell.stderr and "--recreate" in shell.stderr
+    assert not any("breakout" in o or "runc" in o or "Traceback" in o for o in outputs), outputs
+    again = project.devbox("start-work", "m1", "--recreate")
+    assert again.returncode == 0, again.stderr
+    assert worktree.is_dir() and agents(project)["m1"]["state"] != "missing"

@@ -38,6 +38,8 @@ def cmd_diff(ctx: Context) -> int:
         for label, names in (("staged", u.staged), ("unstaged", u.unstaged), ("untracked", u.untracked)):
             for name in names:
                 print(f"  {label:<9} {name}")
+    elif d.worktree_missing:
+        print(f"uncommitted in {d.worktree}: not known, the worktree is MISSING (deleted by hand)")
     elif d.worktree:
         print(f"uncommitted in {d.worktree}: nothing")
     if not a.stat and d.committed:

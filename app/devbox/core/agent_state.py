@@ -28,11 +28,13 @@ MAX_BYTES = 1 << 20  # the tail of the file that is read
 MAX_LINE = 64 << 10  # a longer line is skipped
 MAX_MESSAGE = 300
 
-State = Literal["working", "needs you", "done", "error", "exited", "no agent", "unknown", "working?", "idle?"]
+State = Literal["working", "needs you", "done", "error", "exited", "no agent", "unknown", "working?", "idle?",
+                "missing"]  # fmt: skip
+#: "missing": the environment's worktree was deleted by hand (the agent may still run)
 #: what each state asks of the user, most urgent first (the fleet sorts by it). "working?"
 #: and "idle?" are guesses from the terminal's activity, for agents without hooks: labelled
 #: as guesses, never counted as needing you
-URGENCY: dict[str, int] = {"needs you": 0, "error": 1, "done": 2, "idle?": 3, "working": 3, "working?": 3,
+URGENCY: dict[str, int] = {"needs you": 0, "error": 1, "missing": 1, "done": 2, "idle?": 3, "working": 3, "working?": 3,
                            "exited": 4, "unknown": 5, "no agent": 6}  # fmt: skip
 
 

@@ -18,8 +18,13 @@ def worktree_state(s: WorktreeState) -> str:
 def worktree_hint(s: WorktreeState) -> str:
     """What to do about a state that needs it ("" otherwise)."""
     if s.missing:
-        return "deleted by hand: git worktree prune, or ./start-work BRANCH --recreate"
+        return "deleted by hand: " + missing_worktree_fix("BRANCH")
     return s.error
+
+
+def missing_worktree_fix(branch: str) -> str:
+    """The fix for a worktree deleted by hand (its branch keeps the commits)."""
+    return f"./start-work {branch} --recreate (its branch keeps the commits), or git worktree prune"
 
 
 def duration(seconds: float | None) -> str:

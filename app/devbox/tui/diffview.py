@@ -154,9 +154,12 @@ class DiffPane(Horizontal):
                 entries.setdefault(f"u:{name}", Entry(name, f"{kind} (uncommitted)", False))
         self.entries = entries
         clash = f"; ⚠ {len(self.conflicts)} conflict(s)" if self.conflicts else ""
-        title.update(f"Diff: {branch} against {diff.base}: {len(diff.commits)} commit(s), "
-                     f"{len(diff.committed)} file(s){' (landed)' if diff.landed else ''}, "
-                     f"{len(u.names())} uncommitted{clash}")  # fmt: skip
+        pending = "worktree MISSING" if diff.worktree_missing else f"{len(u.names())} uncommitted"
+        landed = " (landed)" if diff.landed else ""
+        title.update(
+            f"Diff: {branch} against {diff.base}: {len(diff.commits)} commit(s), "
+            f"{len(diff.committed)} file(s){landed}, {pending}{clash}"
+        )
         table.reconcile({k: [e.label, e.path] for k, e in entries.items()})
         commits = "\n".join(f"{c.sha[:8]} {c.subject}" for c in diff.commits[-20:])
         self.query_one("#diff-commits", Plain).update(

@@ -38,12 +38,32 @@ if TYPE_CHECKING:
     from devbox.core.session import Devbox
 
 PREVIEW_POLL = 1.0  # seconds between captures of the selected agent's terminal
-MARK = {"needs you": "!", "error": "x", "done": "✓", "working": "…", "exited": "-", "unknown": "?", "no agent": " ",
-        "working?": "~", "idle?": "~"}  # fmt: skip
+MARK = {
+    "needs you": "!",
+    "error": "x",
+    "missing": "!",
+    "done": "✓",
+    "working": "…",
+    "exited": "-",
+    "unknown": "?",
+    "no agent": " ",
+    "working?": "~",
+    "idle?": "~",
+}
 # needs you, error, done-and-unseen, working (and the guesses: idle? may be waiting for you,
 # but a guess never jumps the queue), done-and-seen, exited, unknown, no agent
-GROUPS = {"needs you": 0, "error": 1, "done": 2, "working": 3, "working?": 3, "idle?": 3, "exited": 5, "unknown": 6,
-          "no agent": 7}  # fmt: skip
+GROUPS = {
+    "needs you": 0,
+    "error": 1,
+    "missing": 1,
+    "done": 2,
+    "working": 3,
+    "working?": 3,
+    "idle?": 3,
+    "exited": 5,
+    "unknown": 6,
+    "no agent": 7,
+}
 
 
 def rank(row: ops.AgentRow, seen: Mapping[str, float | None]) -> tuple[int, str]:
@@ -107,6 +127,7 @@ class FleetTable(ReconciledTable):
             s = r.agent
             age = labels.duration(now - s.since) if s.since else ""
             unseen = "*" if s.state in ("needs you", "done", "error") and seen.get(r.branch) != s.since else ""
+            shown_state = "MISSING" if s.state == "missing" else s.state  # (as the resources view says it)
             act, dirty = activity.get(r.branch, (Activity(), 0))
             changes = f"+{act.insertions} −{act.deletions}, {act.files}f" if act.files else "-"
             if dirty:
@@ -116,7 +137,7 @@ class FleetTable(ReconciledTable):
             st = stats.get(r.container)
             cells = [
                 r.branch,
-                f"{MARK.get(s.state, ' ')} {s.state} {age}{unseen}".rstrip(),
+                f"{MARK.get(s.state, ' ')} {shown_state} {age}{unseen}".rstrip(),
                 r.container_state + (f"@{r.host}" if r.host else ""),
                 changes,
                 f"{st.cpu_percent:.0f}%" if st else "-",

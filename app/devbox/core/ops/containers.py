@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 
-from devbox.core import branch_notes, containers, envgit, git, image
+from devbox.core import branch_notes, containers, envgit, git, image, labels
 from devbox.core.config import Limits
 from devbox.core.containers import Container
 from devbox.core.errors import (
@@ -96,6 +97,8 @@ def attach_argv(session: Devbox, c: Container, command: list[str], *, tty: bool)
     execs it, or runs it on its terminal)."""
     if not c.running:
         raise Refused(f"container {c.name} is not running ({c.state})", f"start it: ./start-work {c.branch}")
+    if c.worktree and not os.path.isdir(c.worktree):  # (runc would refuse it in its own words)
+        raise Refused(f"the worktree of {c.branch} is missing: {c.worktree}", labels.missing_worktree_fix(c.branch))
     user = session.user
     return session.podman.exec_argv(
         c.name,

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from devbox.core import agent_state, containers, proc, proc_table
+from devbox.core import agent_state, containers, labels, proc, proc_table
 from devbox.core.agent_config import AgentSpec
 from devbox.core.containers import Container
 from devbox.core.errors import BadName, ContainerFailed, NotFound, Refused
@@ -60,12 +60,22 @@ def needed_env(spec: AgentSpec, agent: str) -> dict[str, str]:
     return {n: os.environ[n] for n in spec.env}
 
 
-def _exec(session: Devbox, c: Container, command: list[str], *, pass_env: tuple[str, ...] = (),
-          secrets: dict[str, str] | None = None, timeout: float = 30) -> proc.Completed:  # fmt: skip
-    """``command`` in ``c`` as the user (no privileges), its output captured."""
+def _exec(
+    session: Devbox,
+    c: Container,
+    command: list[str],
+    *,
+    pass_env: tuple[str, ...] = (),
+    secrets: dict[str, str] | None = None,
+    timeout: float = 30,
+    workdir: str = "/",
+) -> proc.Completed:
+    """``command`` in ``c`` as the user (no privileges), its output captured. Talking to the
+    agent's tmux needs no working directory: "/" keeps it working when the worktree was
+    deleted by hand (runc refuses a working directory that is gone, with its own words)."""
     user = session.user
     argv = session.podman.exec_argv(
-        c.name, containers.drop_privileges(user, command), user="0:0", workdir=c.worktree or "/",
+        c.name, containers.drop_privileges(user, command), user="0:0", workdir=workdir,
         env={**containers.exec_env(user), "DEVBOX_AGENT_STATE": containers.AGENT_STATE_MOUNT}, tty=False,
         pass_env=pass_env,
     )  # fmt: skip
@@ -105,6 +115,8 @@ def launch_agent(
     """The agent ``spec`` in the tmux session of ``branch``'s running container ``c``
     (refused when one runs there); ``secrets`` as ``needed_env`` found them."""
     report = Reporter(sink, "agent-start", Subject("agent", branch))
+    if c.worktree and not os.path.isdir(c.worktree):
+        raise Refused(f"the worktree of {branch} is missing: {c.worktree}", labels.missing_worktree_fix(branch))
     if _running(session, c):
         raise Refused(
             f"an agent already runs on {branch}", f"devbox agent attach {branch}, or devbox agent stop {branch}"
@@ -112,7 +124,7 @@ def launch_agent(
     report.step("start", f"{spec.name} in {c.name}")
     command = ["tmux", "-u", "new-session", "-d", "-s", SESSION, "-x", "200", "-y", "50",
                "sh", "-c", _wrapper(spec, prompt)]  # fmt: skip
-    done = _exec(session, c, command, pass_env=spec.env, secrets=secrets)
+    done = _exec(session, c, command, pass_env=spec.env, secrets=secrets, workdir=c.worktree or "/")
     if not done.ok:
         raise ContainerFailed(f"the agent did not start in {c.name}: {done.last_error()}",
                               "is tmux in the image? see bootc/Containerfile")  # fmt: skip
@@ -160,7 +172,7 @@ def agent_attach_argv(session: Devbox, branch: str) -> list[str]:
     user = session.user
     return session.podman.exec_argv(
         c.name, containers.drop_privileges(user, ["tmux", "-u", "attach", "-t", SESSION]), user="0:0",
-        workdir=c.worktree or "/", env=containers.exec_env(user), tty=True,
+        workdir="/", env=containers.exec_env(user), tty=True,
     )  # fmt: skip
 
 
@@ -239,6 +251,9 @@ def agent_rows(session: Devbox, conts: tuple[Container, ...]) -> tuple[AgentRow,
             state = _guess(session, c)
         elif state.problem == "no event yet":
             state = agent_state.AgentState("no agent")
+        if c.worktree and not os.path.isdir(c.worktree):  # what the agent said is about work that is gone
+            why = f"its worktree {c.worktree} was deleted: {labels.missing_worktree_fix(c.branch)}"
+            state = agent_state.AgentState("missing", state.since, why, state.last_event, state.events)
         rows.append(AgentRow(c.branch, c.name, c.state, state))
     return tuple(sorted(rows, key=_urgency))
 

@@ -34,6 +34,7 @@ class BranchDiff:
     uncommitted: Uncommitted  # in the branch's worktree (empty without one)
     worktree: str = ""
     landed: bool = False  # its commits change nothing on the base: they are there already
+    worktree_missing: bool = False  # its worktree was deleted by hand: nothing uncommitted is known
 
     @property
     def nothing_to_land(self) -> bool:
@@ -42,7 +43,7 @@ class BranchDiff:
     def to_json(self) -> dict[str, object]:
         return {
             "branch": self.branch, "base": self.base, "merge_base": self.merge_base, "worktree": self.worktree,
-            "landed": self.landed,
+            "landed": self.landed, "worktree_missing": self.worktree_missing,
             "commits": [{"sha": c.sha, "subject": c.subject} for c in self.commits],
             "files": [{"path": f.path, "status": f.status, "added": f.added, "deleted": f.deleted, "old": f.old}
                       for f in self.committed],
@@ -96,7 +97,7 @@ def diff_branch(session: Devbox, branch: str, *, base: str | None = None) -> Bra
     commits = git_merge.commits(repo, mb, head) if mb else ()
     landed = bool(commits) and git_merge.lands_nothing(repo, base_head, head)
     return BranchDiff(branch, base_name, mb, commits, git_merge.changes(repo, mb or head, head), pending,
-                      str(wt.path) if wt else "", landed)  # fmt: skip
+                      str(wt.path) if wt else "", landed, wt is not None and not wt.path.is_dir())  # fmt: skip
 
 
 def predict_merge(session: Devbox, branch: str, *, into: str | None = None) -> git_merge.Prediction:
