@@ -19,6 +19,7 @@ from devbox.core.session import Devbox
 from devbox.tui.app import DevboxApp, make_app
 from devbox.tui.commands import key_clashes
 from devbox.tui.dialogs import AskLine, ConfirmTeardown, NewWorktree, RunPicker
+from devbox.tui.fleet import FleetTable
 from devbox.tui.logpane import CAP, LogPane
 from devbox.tui.panes import ContainersTable, WorktreesTable
 from tui_wait import showing, until
@@ -175,6 +176,10 @@ def test_podman_going_away_and_coming_back(project: Project, podman_service: obj
             own.stop()
             await until(pilot, lambda: problem.display and "podman" in str(problem.render()), 30)
             assert len(keys_of(app.query_one(WorktreesTable))) == 2  # worktrees still listed
+            # issue 33: the fleet's row is not known, not "no agent / no container": it still runs
+            fleet = app.query_one(FleetTable)
+            await until(pilot, lambda: "resilient" in fleet._shown and fleet._shown["resilient"][2] == "unknown", 30)
+            assert "unknown" in fleet._shown["resilient"][1] and "no container" not in fleet._shown["resilient"]
             await pilot.press("r")  # the app keeps answering keys
             own.start()
             await until(pilot, lambda: not problem.display and c.name in keys_of(conts), 30)

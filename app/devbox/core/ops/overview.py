@@ -6,10 +6,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from devbox.core import builder, containers, image
+from devbox.core.agent_state import AgentState
 from devbox.core.events import Reporter, Sink, null_sink
 from devbox.core.image import ImageStatus
 from devbox.core.ops.fleet import agent_rows
-from devbox.core.ops.views import Section, Status
+from devbox.core.ops.views import AgentRow, Section, Status
 from devbox.core.ops.vm import list_vms
 from devbox.core.ops.worktrees import rows
 from devbox.core.session import Devbox
@@ -37,11 +38,18 @@ def status(
         host_agents_f = pool.submit(host_agent_rows, session, wait=hosts_wait)  # one ssh per host, at once
         disk = Section.fetch(lambda: builder.status(settings, session.podman, session.user))
         vm_agents = vm_agents_f.result() + host_agents_f.result()
-        agents = (
-            Section(agent_rows(session, conts.value) + vm_agents, None)
-            if conts.value is not None
-            else Section(vm_agents or None, conts.problem)
-        )
+        if conts.value is not None:
+            agents = Section(agent_rows(session, conts.value) + vm_agents, None)
+        else:  # podman did not answer: what runs here is not known, which is not "nothing runs"
+            elsewhere = {r.branch for r in vm_agents}
+            why = "not known: podman did not answer" + (f" ({conts.problem.message})" if conts.problem else "")
+            unknown = tuple(
+                AgentRow(w.worktree.branch, "", "unknown", AgentState("unknown", problem=why))
+                for w in wts.value or ()
+                if w.worktree.branch and not w.worktree.is_main and not w.state.missing
+                and w.worktree.branch not in elsewhere
+            )  # fmt: skip
+            agents = Section((vm_agents + unknown) or None, conts.problem)
         return Status(str(settings.repo), sources, image_f.result(), wts, conts, disk, vms_f.result(), agents)
 
 
