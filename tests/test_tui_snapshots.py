@@ -464,7 +464,7 @@ def test_the_diff_tab_shows_files_commits_uncommitted_conflicts_and_patches(tmp_
                 assert shown["u:f1.txt"][0] == "unstaged (uncommitted)"
                 assert shown["u:scratch.txt"][0] == "untracked (uncommitted)"
                 title = str(app.query_one("#diff-title").render())
-                assert "1 commit(s), 2 file(s), 2 uncommitted; ⚠ 2 conflict(s)" in title
+                assert "⚠ 2 conflict(s), 2 uncommitted, 1 commit(s), 2 file(s)" in title
                 side = str(app.query_one("#diff-commits").render())
                 assert "⚠ conflicts with other: f0.txt" in side and "⚠ conflicts with its base main: f1.txt" in side
                 assert "agent rewrites f0" in side
@@ -645,3 +645,26 @@ def test_diff_tab_snapshot(snap_compare: object, tmp_path: Path) -> None:
         assert snap_compare(app, terminal_size=(160, 45), run_before=show)  # type: ignore[operator]
     finally:
         session.close()
+
+
+@pytest.mark.parametrize("size", [(60, 20), (80, 24), (160, 45)])
+def test_every_fleet_column_fits_the_screen(tmp_path: Path, size: tuple[int, int]) -> None:
+    """Issue 33: at 60 columns the fleet's mem column was cut (at 80, its last one). The
+    columns shown fit the table at every size from 60x20 up: nothing scrolls off sideways."""
+    from devbox.tui.fleet import FleetTable
+
+    app = demo_app(tmp_path, "fleet")
+
+    async def go() -> None:
+        async with app.run_test(size=size) as pilot:
+            app.post_message(demo_update())
+            await pilot.pause(0.3)
+            table = app.query_one(FleetTable)
+            assert table._shown and table.virtual_size.width <= table.scrollable_content_region.width, (
+                [c.label for c in table.columns.values()],
+                table.virtual_size,
+                table.scrollable_content_region,
+            )
+            assert "~3" in table._shown["feature/login"][-1] or "dirty 3" in " ".join(table._shown["feature/login"])
+
+    asyncio.run(go())

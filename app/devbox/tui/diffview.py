@@ -153,12 +153,12 @@ class DiffPane(Horizontal):
             for name in names:
                 entries.setdefault(f"u:{name}", Entry(name, f"{kind} (uncommitted)", False))
         self.entries = entries
-        clash = f"; ⚠ {len(self.conflicts)} conflict(s)" if self.conflicts else ""
+        clash = f"⚠ {len(self.conflicts)} conflict(s), " if self.conflicts else ""
         pending = "worktree MISSING" if diff.worktree_missing else f"{len(u.names())} uncommitted"
         landed = " (landed)" if diff.landed else ""
-        title.update(
-            f"Diff: {branch} against {diff.base}: {len(diff.commits)} commit(s), "
-            f"{len(diff.committed)} file(s){landed}, {pending}{clash}"
+        title.update(  # what a decision depends on first; the title wraps, never cuts
+            f"Diff: {branch} against {diff.base}: {clash}{pending}, {len(diff.commits)} commit(s), "
+            f"{len(diff.committed)} file(s){landed}"
         )
         table.reconcile({k: [e.label, e.path] for k, e in entries.items()})
         commits = "\n".join(f"{c.sha[:8]} {c.subject}" for c in diff.commits[-20:])

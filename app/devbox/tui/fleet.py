@@ -77,6 +77,7 @@ def rank(row: ops.AgentRow, seen: Mapping[str, float | None]) -> tuple[int, str]
 
 
 WIDE = 96  # columns of the table (a 100-column terminal) from which the agent's last message gets a column
+NARROW = 72  # below it (a 60-column terminal) the env, CPU and mem columns leave (the Resources view has them)
 
 
 class FleetTable(ReconciledTable):
@@ -89,15 +90,18 @@ class FleetTable(ReconciledTable):
         ("mem", "mem"),
     )
     WIDE_COLUMNS: tuple[tuple[str, str], ...] = (*COLUMNS, ("message", "last message"))
+    NARROW_COLUMNS: tuple[tuple[str, str], ...] = (("branch", "branch"), ("agent", "agent"), ("changes", "changes"))
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self._ranks: dict[str, tuple[int, str]] = {}  # each row's place at the last show
         self._pin: tuple[str, tuple[int, str] | None] | None = None  # (selected branch, its place)
 
-    def _set_columns(self, wide: bool) -> None:
-        """80 columns show what matters without scrolling; wider terminals add the message."""
-        columns = self.WIDE_COLUMNS if wide else type(self).COLUMNS
+    def _set_columns(self, width: int) -> None:
+        """Every column shown fits: 80 columns show what matters without scrolling, wider
+        terminals add the message, narrower ones keep the branch, the agent and its changes."""
+        cls = type(self)
+        columns = cls.WIDE_COLUMNS if width >= WIDE else cls.COLUMNS if width >= NARROW else cls.NARROW_COLUMNS
         if columns != self.COLUMNS:
             self.COLUMNS = columns
             self.clear(columns=True)
@@ -111,7 +115,8 @@ class FleetTable(ReconciledTable):
     ) -> None:  # fmt: skip
         now = time.time()
         selected = self.selected_key()
-        self._set_columns(self.size.width >= WIDE)
+        self._set_columns(self.size.width)
+        narrow = self.COLUMNS == self.NARROW_COLUMNS
         # the row under the cursor keeps the place it had when the cursor came to it (looking
         # at a done row marks it seen, which would sort it after the working ones): rows never
         # move under the cursor, so the next key acts on the row the user sees selected. It
@@ -129,21 +134,22 @@ class FleetTable(ReconciledTable):
             unseen = "*" if s.state in ("needs you", "done", "error") and seen.get(r.branch) != s.since else ""
             shown_state = "MISSING" if s.state == "missing" else s.state  # (as the resources view says it)
             act, dirty = activity.get(r.branch, (Activity(), 0))
-            changes = f"+{act.insertions} −{act.deletions}, {act.files}f" if act.files else "-"
-            if dirty:
-                changes += f", {dirty} uncommitted"
+            changes = f"+{act.insertions} −{act.deletions} {act.files}f" if act.files else "-"
+            if dirty:  # (the resources view's word for uncommitted files; "~N" where columns are few)
+                changes += f" ~{dirty}" if narrow else f", dirty {dirty}"
             if clashes.get(r.branch):  # would conflict with that many branches (or its base)
                 changes += f" ⚠ {clashes[r.branch]}"
             st = stats.get(r.container)
-            cells = [
-                r.branch,
-                f"{MARK.get(s.state, ' ')} {shown_state} {age}{unseen}".rstrip(),
-                r.container_state + (f"@{r.host}" if r.host else ""),
-                changes,
-                f"{st.cpu_percent:.0f}%" if st else "-",
-                labels.size(st.mem_bytes) if st else "-",
-            ]
-            data[r.branch] = [*cells, s.message or s.problem][: len(self.COLUMNS)]  # why, for unknown
+            cells = {
+                "branch": r.branch,
+                "agent": f"{MARK.get(s.state, ' ')} {shown_state} {age}{unseen}".rstrip(),
+                "env": r.container_state + (f"@{r.host}" if r.host else ""),
+                "changes": changes,
+                "cpu": f"{st.cpu_percent:.0f}%" if st else "-",
+                "mem": labels.size(st.mem_bytes) if st else "-",
+                "message": s.message or s.problem,  # why, for unknown
+            }
+            data[r.branch] = [cells[key] for key, _ in self.COLUMNS]
         if list(data) != list(self._shown):  # the order changed: refill (tens of rows), keep the cursor
             self.clear()
             self._shown = {}
