@@ -255,3 +255,41 @@ def test_a_worktree_deleted_by_hand_reads_missing_and_the_agent_is_still_reached
     again = project.devbox("start-work", "m1", "--recreate")
     assert again.returncode == 0, again.stderr
     assert worktree.is_dir() and agents(project)["m1"]["state"] != "missing"
+
+
+def test_attach_from_inside_tmux_says_how_to_detach_and_that_key_works(project: Project) -> None:
+    """issue 33 item 11: run inside the user's tmux, the user's tmux takes C-b first, so C-b d
+    detached the user's own session and left the agent on screen. The agent's status line
+    says what detaches (the prefix twice), and that key does: the agent runs on."""
+    import uuid
+
+    with (project.root / "devbox.toml").open("a") as fh:
+        fh.write('[agents.claude]\ncommand = ["claude"]\nenv = []\n')
+    assert project.devbox("agent", "start", "n1", "--prompt", "work 0.1").returncode == 0
+    wait_for(lambda: state_of(project, "n1") == "done", 60, "done")
+    name = str(agents(project)["n1"]["container"])
+    outer = ["tmux", "-L", f"devbox-test-{uuid.uuid4().hex[:8]}", "-f", "/dev/null"]  # the user's own tmux
+    attach = [*project.devbox_argv(), "agent", "attach", "n1"]
+    started = subprocess.run([*outer, "new-session", "-d", "-s", "user", "-x", "150", "-y", "30", *attach],
+                             env=project.env, cwd=project.root, capture_output=True, text=True)  # fmt: skip
+    assert started.returncode == 0, started.stderr
+
+    def screen() -> str:
+        return subprocess.run([*outer, "capture-pane", "-p", "-t", "user"], capture_output=True, text=True).stdout
+
+    main, sub = os.openpty()  # the user's terminal, with their tmux client attached in it
+    client = subprocess.Popen([*outer, "attach", "-t", "user"], stdin=sub, stdout=sub, stderr=sub,
+                              env={**project.env, "TERM": "xterm-256color"}, start_new_session=True)  # fmt: skip
+    os.close(sub)
+    try:
+        wait_for(lambda: "C-b C-b d detaches from the agent" in screen(), 30, "the hint on the agent's status line")
+        os.write(main, b"\x02\x02d")  # typed by the user: C-b C-b d
+        wait_for(lambda: subprocess.run([*outer, "has-session", "-t", "user"], capture_output=True).returncode != 0,
+                 30, "the attach ended: the agent's tmux detached, the user's own pane closed")  # fmt: skip
+        client.wait(timeout=30)
+    finally:
+        client.kill()
+        os.close(main)
+        subprocess.run([*outer, "kill-server"], capture_output=True)
+    inner = podman("exec", name, "tmux", "-u", "has-session", "-t", "devbox-agent")
+    assert inner.returncode == 0, inner.stderr  # the agent runs on

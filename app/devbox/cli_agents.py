@@ -86,7 +86,10 @@ def cmd_agent_attach(ctx: Context) -> int:
     attach = ops.vm_agent_attach_argv if ctx.args.vm else ops.agent_attach_argv
     if _on_host(ctx):
         attach = ops.host_agent_attach_argv
-    argv = attach(ctx.session, ctx.args.branch)
+    nested = bool(os.environ.get("TMUX"))  # inside the user's tmux: its prefix key comes first
+    argv = attach(ctx.session, ctx.args.branch, nested=nested)
+    if nested:
+        sys.stderr.write(ops.NESTED_HINT + "\n")
     sys.stdout.flush()
     os.execv(argv[0], argv)  # the terminal is tmux's until its detach key
 

@@ -17,6 +17,7 @@ from textual.widgets import ContentSwitcher, TabbedContent
 
 from devbox.core import agent_state, ops
 from devbox.core import notify as notifications
+from devbox.core.errors import DevboxError
 from devbox.tui.diffview import DiffPane
 from devbox.tui.fleet import FleetTable, FleetView, PreviewPane
 from devbox.tui.panes import WorktreesTable
@@ -60,6 +61,8 @@ class FleetActions:
         def selection(self) -> tuple[Any, Any]: ...
         def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None: ...
         def _refresh_bindings_if_changed(self) -> None: ...
+        def modal_open(self) -> bool: ...
+        def call_from_thread(self, *args: Any, **kwargs: Any) -> Any: ...
 
         @property
         def log_pane(self) -> LogPane: ...
@@ -212,10 +215,27 @@ class FleetActions:
         """Enter on a fleet row (the table takes the key first): the same checks as the key."""
         if self.check_action("attach_agent", ()):
             self.action_attach_agent()
+            return
+        row = self.fleet.selected()
+        if row is not None and self.view == "fleet" and not self.modal_open():  # never silent
+            where = (
+                "no container" if row.container_state == "no container" else f"its container is {row.container_state}"
+            )
+            self.notify(f"no agent to attach to: {where}; start one: ./devbox agent start {row.branch}",
+                        title=f"{row.branch}: cannot attach", severity="warning", timeout=6)  # fmt: skip
 
     @work(thread=True, exit_on_error=False, group="attach")
     def _prepare_agent_attach(self, branch: str, in_vm: bool, host: str = "") -> None:
         attach = ops.vm_agent_attach_argv if in_vm else ops.agent_attach_argv
         if host:
             attach = ops.host_agent_attach_argv
-        self.post_message(self._attach_ready(attach(self.session, branch)))
+        nested = bool(os.environ.get("TMUX"))  # the dashboard runs in the user's tmux
+        try:
+            argv = attach(self.session, branch, nested=nested)
+        except DevboxError as exc:  # (an exited container, a missing worktree: said, never silent)
+            self.call_from_thread(self.notify, exc.one_line(), title=f"{branch}: cannot attach",
+                                  severity="warning", timeout=8)  # fmt: skip
+            return
+        if nested:
+            self.call_from_thread(self.log_pane.note, f"{branch}: {ops.NESTED_HINT}")
+        self.post_message(self._attach_ready(argv))

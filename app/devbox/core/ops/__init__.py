@@ -74,6 +74,7 @@ if TYPE_CHECKING:
     )
     from devbox.core.ops.envsync import sync_branches
     from devbox.core.ops.fleet import (
+        NESTED_HINT,
         AgentStarted,
         agent_attach_argv,
         agent_preview,
@@ -211,6 +212,7 @@ _WHERE = {
     "AgentRow": "views",
     "AgentStarted": "fleet",
     "agent_attach_argv": "fleet",
+    "NESTED_HINT": "fleet",
     "agent_preview": "fleet",
     "agent_rows": "fleet",
     "agent_send": "fleet",
@@ -310,6 +312,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "NESTED_HINT",
     "AgentRow",
     "AgentStarted",
     "BranchDiff",

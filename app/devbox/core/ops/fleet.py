@@ -164,14 +164,32 @@ def agent_stop(session: Devbox, branch: str, *, sink: Sink = null_sink) -> None:
     report.step("done", f"the agent on {branch} stopped; {c.name} keeps running")
 
 
-def agent_attach_argv(session: Devbox, branch: str) -> list[str]:
-    """``podman exec -it … tmux attach`` (tmux's detach key brings you back)."""
+NESTED_HINT = "devbox: in your tmux, C-b C-b d detaches from the agent (C-b d detaches your own tmux)"
+
+
+def tmux_attach(nested: bool) -> list[str]:
+    """The agent's tmux attach. Inside the user's own tmux (``nested``) that tmux takes the
+    prefix key first, so its detach key would leave the agent on screen and detach the
+    user's session: the agent's status line then says how to reach the inner tmux (the
+    prefix twice: tmux binds C-b C-b to send-prefix), and a direct attach puts it back."""
+    if nested:
+        hint = ["set-option", "-t", SESSION, "status-right", NESTED_HINT, ";",
+                "set-option", "-t", SESSION, "status-right-length", str(len(NESTED_HINT))]  # fmt: skip
+    else:
+        hint = ["set-option", "-u", "-t", SESSION, "status-right", ";", "set-option", "-u", "-t", SESSION,
+                "status-right-length"]  # fmt: skip
+    return ["tmux", "-u", *hint, ";", "attach", "-t", SESSION]
+
+
+def agent_attach_argv(session: Devbox, branch: str, *, nested: bool = False) -> list[str]:
+    """``podman exec -it … tmux attach`` (tmux's detach key brings you back; ``nested``: the
+    face runs inside the user's tmux, see ``tmux_attach``)."""
     c = find_container(session, branch)
     if not c.running:
         raise Refused(f"container {c.name} is not running", f"start it: devbox agent start {branch}")
     user = session.user
     return session.podman.exec_argv(
-        c.name, containers.drop_privileges(user, ["tmux", "-u", "attach", "-t", SESSION]), user="0:0",
+        c.name, containers.drop_privileges(user, tmux_attach(nested)), user="0:0",
         workdir="/", env=containers.exec_env(user), tty=True,
     )  # fmt: skip
 

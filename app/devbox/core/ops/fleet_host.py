@@ -23,7 +23,7 @@ from devbox.core.errors import ContainerFailed, DevboxError, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.filesystem import write_json
 from devbox.core.host_config import HostSpec
-from devbox.core.ops.fleet import EXIT_EVENT, SESSION, AgentStarted, _spec, _wrapper, needed_env
+from devbox.core.ops.fleet import EXIT_EVENT, SESSION, AgentStarted, _spec, _wrapper, needed_env, tmux_attach
 from devbox.core.ops.fleet_vm import parse_states
 from devbox.core.ops.hostlist import spec_of
 from devbox.core.ops.remote import HOST_KEY, HostStarted, host_exec_argv, host_of, host_start_work, layout
@@ -121,11 +121,11 @@ def host_agent_stop(session: Devbox, branch: str, *, sink: Sink = null_sink) -> 
     Reporter(sink, "agent-stop", Subject("agent", branch)).step("done", f"the agent on {branch} stopped on {spec.name}")
 
 
-def host_agent_attach_argv(session: Devbox, branch: str) -> list[str]:
+def host_agent_attach_argv(session: Devbox, branch: str, *, nested: bool = False) -> list[str]:
     from devbox.core.ops.remote import host_attach_argv
 
     _, _, at = _where(session, branch)
-    return host_attach_argv(session, at, ["tmux", "-u", "attach", "-t", SESSION], tty=True)
+    return host_attach_argv(session, at, tmux_attach(nested), tty=True)
 
 
 def host_agent_rows(session: Devbox, *, wait: float | None = None) -> tuple[AgentRow, ...]:

@@ -25,7 +25,7 @@ from devbox.core import agent_state, git, transfer
 from devbox.core.errors import DevboxError, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.filesystem import read_json, write_json
-from devbox.core.ops.fleet import EXIT_EVENT, SESSION, AgentStarted, _spec, _wrapper, needed_env
+from devbox.core.ops.fleet import EXIT_EVENT, SESSION, AgentStarted, _spec, _wrapper, needed_env, tmux_attach
 from devbox.core.ops.steps import record_base
 from devbox.core.ops.transfer import _remote_repo, git_push, target
 from devbox.core.ops.views import IN_VM, AgentRow
@@ -174,9 +174,10 @@ def vm_agent_stop(session: Devbox, branch: str, *, sink: Sink = null_sink) -> No
     report.step("done", f"the agent on {branch} stopped; the VM keeps running")
 
 
-def vm_agent_attach_argv(session: Devbox, branch: str) -> list[str]:
+def vm_agent_attach_argv(session: Devbox, branch: str, *, nested: bool = False) -> list[str]:
     _known(session, branch)
-    return transfer.ssh_argv(target(session), [*_socket(session, branch), "attach", "-t", SESSION], tty=True)
+    inner = tmux_attach(nested)[2:]  # after "tmux -u": the VM's tmux runs on the agent's own socket
+    return transfer.ssh_argv(target(session), [*_socket(session, branch), *inner], tty=True)
 
 
 def vm_agent_preview(session: Devbox, branch: str, *, lines: int = 200) -> str:
