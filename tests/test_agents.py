@@ -57,7 +57,8 @@ def test_an_agent_asks_is_answered_finishes_and_exits(project: Project) -> None:
     environ = podman("exec", str(name), "cat", f"/proc/{pid}/environ").stdout
     assert f"DEVBOX_TEST_SECRET={secret}" in environ.split("\0")
 
-    assert project.devbox("agent", "send", "a1", "y").returncode == 0
+    sent = project.devbox("agent", "send", "a1", "y")
+    assert sent.returncode == 0 and sent.stdout.startswith("sent to the agent on a1: y"), sent  # not silent
     wait_for(lambda: state_of(project, "a1") in ("working", "done"), 30, "working again")
     wait_for(lambda: state_of(project, "a1") == "done", 60, "done")
     again = project.devbox("agent", "start", "a1", env=env)
@@ -69,6 +70,7 @@ def test_an_agent_asks_is_answered_finishes_and_exits(project: Project) -> None:
     assert podman("inspect", "-f", "{{.State.Status}}", str(name)).stdout.strip() == "running"
     plain = project.devbox("agents")
     assert plain.returncode == 0 and "a1" in plain.stdout and "exited" in plain.stdout
+    assert plain.stdout.split()[:5] == ["BRANCH", "STATE", "FOR", "ENV", "MESSAGE"]  # a header row
 
 
 def test_the_users_own_hooks_run_and_an_emptied_state_dir_is_written_again(project: Project) -> None:

@@ -285,6 +285,43 @@ def test_cli_diff_and_merge(tmp_path: Path) -> None:
     done = devbox("merge", "agent", "--into", "main", "--yes", "--commit-all", "wip")
     assert done.returncode == 0, done.stderr
     assert "after committing" in done.stdout and (repo / "f3.txt").read_text() == "wip\n"
+    assert f"its worktree stays at {wt}; remove it when you are done: ./devbox worktree remove --force agent" in (
+        done.stdout
+    )  # --yes: the teardown is not asked, only said
+
+
+def test_cli_merge_offers_the_teardown_in_a_terminal(tmp_path: Path) -> None:
+    """issue 33: the dashboard offers the worktree's teardown after a merge and the CLI did
+    not. In a terminal it asks, naming what would be lost; yes removes the worktree, the
+    branch stays."""
+    import pty
+    import select
+    import time
+
+    repo, wt = conflicted(tmp_path)
+    env = {**os.environ, "DEVBOX_REPO": str(repo), "DEVBOX_PODMAN_URL": f"unix://{tmp_path}/no-podman.sock",
+           "DEVBOX_PODMAN_AUTOSTART": "0"}  # fmt: skip
+    main, sub = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "devbox.cli", "merge", "agent", "--into", "main"], cwd=repo,
+                            env=env, stdin=sub, stdout=sub, stderr=sub, start_new_session=True)  # fmt: skip
+    os.close(sub)
+    out, answered = bytearray(), 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if select.select([main], [], [], 0.1)[0]:
+            try:
+                out += os.read(main, 65536)
+            except OSError:
+                break
+        if out.count(b"[y/N]") > answered:  # the merge's question, then the teardown's
+            answered += 1
+            os.write(main, b"y\n")
+    proc.wait(timeout=30)
+    os.close(main)
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0 and answered == 2, text
+    assert f"Remove worktree {wt} and its container (the branch stays)?" in text
+    assert not wt.exists() and git(repo, "rev-parse", "--verify", "-q", "agent").returncode == 0
 
 
 def test_push_for_review_then_the_pr_command(tmp_path: Path) -> None:

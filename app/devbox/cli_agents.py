@@ -96,7 +96,9 @@ def cmd_agent_attach(ctx: Context) -> int:
 
 def cmd_agent_send(ctx: Context) -> int:
     send = ops.vm_agent_send if ctx.args.vm else (ops.host_agent_send if _on_host(ctx) else ops.agent_send)
-    send(ctx.session, ctx.args.branch, " ".join(ctx.args.text))
+    text = " ".join(ctx.args.text)
+    send(ctx.session, ctx.args.branch, text)
+    print(f"sent to the agent on {ctx.args.branch}: {text[:60]}{'…' if len(text) > 60 else ''} (then Enter)")
     return ExitCode.OK
 
 
@@ -115,7 +117,9 @@ def cmd_agents(ctx: Context) -> int:
         return ExitCode.OK
     if not rows:
         print("no environments (devbox agent start BRANCH --prompt TEXT)")
+        return ExitCode.OK
     now = time.time()
+    print(f"{'BRANCH':<28} {'STATE':<10} {'FOR':>7}  {'ENV':<8} MESSAGE")
     for r in rows:
         s = r.agent
         age = labels.duration(now - s.since) if s.since else "-"

@@ -27,7 +27,8 @@ def cmd_compare(ctx: Context) -> int:
     if a.json:
         print_json(cmp.to_json())
         return ExitCode.OK
-    print(f"{cmp.task}: {len(cmp.candidates)} copies from {cmp.base}")
+    copies = "1 copy" if len(cmp.candidates) == 1 else f"{len(cmp.candidates)} copies"
+    print(f"{cmp.task}: {copies} from {cmp.base}")
     print(table(cmp))
     for c in cmp.candidates:
         print(f"\n{c.branch}: {len(c.commits)} commit(s)")

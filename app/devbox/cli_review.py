@@ -11,7 +11,7 @@ from typing import Any
 from devbox.cli_common import Context, print_json
 from devbox.cli_vm import confirm
 from devbox.core import ops
-from devbox.core.errors import ExitCode, Refused
+from devbox.core.errors import DevboxError, ExitCode, Refused
 
 
 def _count(added: int | None, deleted: int | None) -> str:
@@ -49,7 +49,35 @@ def cmd_diff(ctx: Context) -> int:
 
 
 def cmd_merge(ctx: Context) -> int:
-    return ExitCode.OK if land(ctx) is not None else ExitCode.REFUSED
+    res = land(ctx)
+    if res is None:
+        return ExitCode.REFUSED
+    offer_teardown(ctx, res.branch)
+    return ExitCode.OK
+
+
+def offer_teardown(ctx: Context, branch: str) -> None:
+    """After a landing, as the dashboard does: the worktree's teardown, naming what it would
+    lose, asked in a terminal (no is the default); with --yes or no terminal, only how."""
+    try:
+        wt = ops.find_worktree(ctx.session, branch)
+    except DevboxError:
+        return  # no worktree of its own (a branch landed from the main checkout's repository)
+    if wt.is_main:
+        return
+    command = f"./devbox worktree remove --force {branch}"
+    if ctx.args.yes or not (sys.stdin.isatty() and sys.stderr.isatty()):
+        print(f"its worktree stays at {wt.path}; remove it when you are done: {command}")
+        return
+    found = ops.worktree_loss(ctx.session, wt)
+    lines = found.loss.lines() or ["nothing uncommitted, unpushed or running"]
+    lines += [f"(containers not checked: {found.unchecked})"] if found.unchecked else []
+    if not confirm(f"Remove worktree {wt.path} and its container (the branch stays)?", lines):
+        print(f"kept {wt.path}; later: {command}")
+        return
+    ctx.log_name = "worktree-remove"
+    ops.remove_worktree(ctx.session, branch, force=True, sink=ctx.sink, cancel=ctx.cancel)
+    ctx.renderer.close()
 
 
 def land(ctx: Context) -> ops.Merged | None:

@@ -138,7 +138,12 @@ def read(directory: Path) -> AgentState:
     try:
         dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
-        why = "the state directory is missing" if exc.errno == errno.ENOENT else f"state directory: {exc.strerror}"
+        if exc.errno == errno.ENOENT:
+            why = "the state directory is missing"
+        elif exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(directory):
+            why = "the state directory is a symlink (not followed)"
+        else:
+            why = f"state directory: {exc.strerror}"
         return AgentState("unknown", problem=why)
     try:
         try:
@@ -146,6 +151,8 @@ def read(directory: Path) -> AgentState:
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 return AgentState("unknown", problem="no event yet")
+            if exc.errno == errno.ELOOP:  # O_NOFOLLOW's answer to a symlink
+                return AgentState("unknown", problem=f"{EVENTS} is a symlink (not followed)")
             return AgentState("unknown", problem=f"{EVENTS}: not a regular file ({exc.strerror})")
         try:
             st = os.fstat(fd)

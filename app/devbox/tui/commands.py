@@ -86,20 +86,30 @@ COMMANDS: tuple[Command, ...] = (
             "agent's state, most urgent first", "`./devbox agents`", footer=True, applies=_not_fleet),
     Command("resources", "R", "Resources", "the resources view: worktrees, containers, VMs, the image, disk and "
             "VM chain", "`./devbox status`", footer=True, applies=_not_resources),
+    Command("attach_agent", "enter", "Attach agent", "attach to the selected agent's terminal (fleet view); "
+            "tmux's detach key (`ctrl+b d`) comes back; inside your own tmux, `ctrl+b ctrl+b d` (the agent's "
+            "status line says so)", "`./devbox agent attach BRANCH`", mutates=True, footer=True,
+            applies=_agent_row),
     Command("next_needing", "right_square_bracket", "Next needs-you", "select the next agent that needs you "
             "(wraps)", applies=_fleet, footer=True),
     Command("previous_needing", "left_square_bracket", "Prev needs-you", "select the previous agent that needs "
             "you", applies=_fleet),
-    Command("attach_agent", "enter", "Attach agent", "attach to the selected agent's terminal (fleet view); "
-            "tmux's detach key (`ctrl+b d`) comes back", "`./devbox agent attach BRANCH`", mutates=True,
-            footer=True, applies=_agent_row),
     Command("detail_tab", "t", "Preview/Diff/Log", "switch the detail area: Preview (the selected agent's "
             "terminal, captured live), Diff (the selected branch against its base: files, commits, uncommitted "
             "files, predicted conflicts, the file's patch) and Log (the operations); an operation you start shows "
-            "its Log", "`./devbox diff BRANCH`"),
+            "its Log", "`./devbox diff BRANCH`", footer=True),
+    Command("merge", "M", "Merge", "land the selected branch on its base: a dialog with the strategy (merge, "
+            "rebase, squash), the commits and files that land; a predicted conflict, uncommitted work or nothing "
+            "to land leaves only Cancel; after the merge, the worktree's teardown dialog",
+            "`./devbox merge BRANCH --strategy S --yes`", mutates=True, footer=True, applies=_linked_worktree),
+    Command("compare", "C", "Compare", "the Compare view of the selected copy's task (`agent start TASK --count "
+            "N`): the copies side by side (agent state, commits, files +/-, uncommitted, conflicts, check); "
+            "`←`/`→` choose, `enter` picks one (the merge dialog, then a dialog naming what removing the other copies "
+            "loses), `c` runs `review.check_command` in each", "`./devbox compare TASK [--check]`, "
+            "`./devbox pick BRANCH`", footer=True, applies=_linked_worktree),
     Command("new", "n", "New", "dialog: branch (checked as you type) and optional base ref, then worktree + container",
             "`./start-work BRANCH --detach [--from REF]`", mutates=True, footer=True),
-    Command("attach", "a", "Attach", "a login shell in the selected container (started first if needed); the "
+    Command("attach", "a", "Shell", "a login shell in the selected container (started first if needed); the "
             "dashboard steps aside and comes back when the shell exits", "`./start-work BRANCH`", mutates=True,
             footer=True, applies=_attachable),
     Command("rebuild", "b", "Rebuild", "build the image if stale", "`./devbox image build`", mutates=True,
@@ -111,15 +121,6 @@ COMMANDS: tuple[Command, ...] = (
     Command("remove_container", "x", "Rm container", "remove the selected container and its volumes, after a "
             "dialog that names what is lost", "`./devbox container rm --force BRANCH`", mutates=True, footer=True,
             applies=_container),
-    Command("merge", "M", "Merge", "land the selected branch on its base: a dialog with the strategy (merge, "
-            "rebase, squash), the commits and files that land; a predicted conflict, uncommitted work or nothing "
-            "to land leaves only Cancel; after the merge, the worktree's teardown dialog",
-            "`./devbox merge BRANCH --strategy S --yes`", mutates=True, footer=True, applies=_linked_worktree),
-    Command("compare", "C", "Compare", "the Compare view of the selected copy's task (`agent start TASK --count "
-            "N`): the copies side by side (agent state, commits, files +/-, uncommitted, conflicts, check); "
-            "`←`/`→` choose, `enter` picks one (the merge dialog, then a dialog naming what removing the other copies "
-            "loses), `c` runs `review.check_command` in each", "`./devbox compare TASK [--check]`, "
-            "`./devbox pick BRANCH`", applies=_linked_worktree),
     Command("fetch", "h", "Fetch", "the selected environment on another host: its commits into "
             "`refs/remotes/HOST/BRANCH` (then Diff and Merge work on them)", "`./devbox fetch BRANCH`", mutates=True,
             applies=_host_row),

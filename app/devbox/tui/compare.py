@@ -9,6 +9,7 @@ reloads when its checks finish."""
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -125,8 +126,9 @@ class CompareScreen(ModalScreen["str | None"]):
         if first and self.start in branches:
             self.chosen = branches.index(self.start)
         self.chosen = min(self.chosen, len(branches) - 1)
-        check = " ".join(cmp.check_command) if cmp.check_command else "none (review.check_command)"
-        self.query_one("#compare-summary", Plain).update(f"{len(branches)} copies from {cmp.base} · check: {check}")
+        check = shlex.join(cmp.check_command) if cmp.check_command else "none (review.check_command)"
+        copies = "1 copy" if len(branches) == 1 else f"{len(branches)} copies"
+        self.query_one("#compare-summary", Plain).update(f"{copies} from {cmp.base} · check: {check}")
         box = self.query_one("#compare-cards", Horizontal)
         cards = list(box.query(Card))
         if len(cards) != len(branches):

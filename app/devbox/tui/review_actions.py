@@ -7,6 +7,7 @@ dialog names what each other copy would lose. A mixin of DevboxApp, like fleet_a
 
 from __future__ import annotations
 
+import shlex
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -143,7 +144,7 @@ class ReviewActions:
             return
         names = [p.branch for p in plans]
         losses = [f"{p.branch}: " + "; ".join(p.losses) for p in plans]
-        cmd = f"./devbox worktree remove --force --delete-branch BRANCH, for {', '.join(names)}"
+        cmd = " && ".join(f"./devbox worktree remove --force --delete-branch {shlex.quote(b)}" for b in names)
 
         def discard(sink: Sink, cancel: threading.Event) -> None:
             ops.discard(self.session, names, sink=sink, cancel=cancel)
