@@ -19,8 +19,10 @@ CLI runs locally when it sees the same storage as the API service, else with ``-
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+import socket
 import sys
 import threading
 import time
@@ -412,27 +414,47 @@ class Podman(ContainerLogs):
                     raise
 
     # streams the dashboard follows --------------------------------------------------------
-    def events(self, cancel: threading.Event, *, window: int = 2) -> Iterator[ContainerEvent]:
+    def events(self, cancel: threading.Event) -> Iterator[ContainerEvent]:
         """Container events (create, start, died, remove, ...) as they happen, until ``cancel``.
 
-        Each request asks for a window of ``window`` seconds (``until``), so the stream ends
-        by itself and ``cancel`` is honoured within that time: no thread is left blocked on
-        a socket when the app quits.
+        One streaming request that the service answers as events happen (it follows its
+        events file). Asking in short windows (``until``) instead made the service read its
+        whole events file again at every window: 1.4% of a core, for ever, growing with the
+        file. ``cancel`` shuts the request's socket down, which ends the read at once: no
+        thread is left blocked on it when the app quits (podman-py's ``events()`` keeps its
+        response to itself, hence the raw API here). A stream the service ends is asked again
+        from the last event seen.
         """
-        since = int(time.time())
+        since = str(int(time.time()))
         seen: set[tuple[str, str, str]] = set()
         while not cancel.is_set():
-            until = int(time.time()) + window
+            params = {"stream": True, "since": since, "filters": json.dumps({"type": ["container"]})}
             with self.api("following podman events"):
-                for raw in self.client.events(since=since, until=until, filters={"type": "container"}, decode=True):
-                    ev = _event(raw)
-                    key = (ev.time_nano, ev.id, ev.action)
-                    if key not in seen:
-                        seen.add(key)
-                        yield ev
-            since = until
+                res = self.client.api.get("/events", params=params, stream=True)
+                done = threading.Event()
+                threading.Thread(target=_shut_on, args=(res, cancel, done), daemon=True,
+                                 name="podman-events-cancel").start()  # fmt: skip
+                try:
+                    for line in res.iter_lines():
+                        if not line:
+                            continue
+                        ev = _event(json.loads(line))
+                        key = (ev.time_nano, ev.id, ev.action)
+                        if key not in seen:
+                            seen.add(key)
+                            if ev.time_nano[:-9]:
+                                since = ev.time_nano[:-9]  # (seconds: the service's resolution for since)
+                            yield ev
+                except Exception:
+                    if cancel.is_set():
+                        return  # the read that cancel ended
+                    raise
+                finally:
+                    done.set()
+                    res.close()
             if len(seen) > 10_000:
                 seen.clear()
+            cancel.wait(1.0)  # the service ended the stream (a restart): ask again shortly
 
     def stats(self, names: list[str]) -> dict[str, ContainerStats]:
         """CPU and memory of running containers, one API call for all of them."""
@@ -487,3 +509,15 @@ class Podman(ContainerLogs):
         for name in pass_env:
             argv += ["--env", name]
         return [*argv, ref, *command]
+
+
+def _shut_on(res: Any, cancel: threading.Event, done: threading.Event) -> None:
+    """When ``cancel`` is set (and the stream is still open), shut the response's socket down:
+    a thread blocked reading it wakes at once (closing it from here would not wake it)."""
+    while not done.is_set():
+        if cancel.wait(0.5):
+            sock = getattr(getattr(res.raw, "_connection", None), "sock", None)
+            with contextlib.suppress(OSError):
+                if sock is not None:
+                    sock.shutdown(socket.SHUT_RDWR)
+            return

@@ -18,6 +18,7 @@ import contextlib
 import gc
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -25,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.command import CommandPalette
@@ -64,6 +65,9 @@ from devbox.tui.vm_actions import VmActions
 
 POLL = 2.0  # seconds between git/status polls (podman events wake the poll at once)
 RADAR_PER_POLL = 24  # new branch pairs asked of git merge-tree per poll (core/ops/radar.py)
+RADAR_EVERY = 30.0  # seconds the radar's answer stands while no worktree's branch moved
+POLL_IDLE = 6.0  # seconds between polls once nobody has touched the dashboard for IDLE_AFTER
+IDLE_AFTER = 30.0  # (podman events, the agents' hooks and any key still refresh at once)
 WORKER_THREADS = 64  # pollers, followers, and every operation at once (each a thread)
 HOSTS_WAIT = 1.0  # seconds a poll waits for other hosts' agents; a slower host answers at the next poll
 
@@ -89,6 +93,10 @@ class DevboxApp(FleetActions, ReviewActions, Runs, VmActions, App[None]):
         self.status: ops.Status | None = None
         self.last_update: StatusUpdated | None = None
         self.agent_watcher = notify.Watcher()  # which agents moved since the last look
+        self.state_cache = ops.StateCache()  # git asked each poll only where something may have changed
+        self.looking_at = ""  # the selected row's branch
+        self._last_radar: tuple[tuple[tuple[str | None, str], ...], ops.Radar, float] | None = None
+        self._last_input = time.monotonic()  # the poll slows down when nobody uses the dashboard
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._quitting = False  # q confirmed: runs that end now were interrupted
@@ -218,6 +226,14 @@ class DevboxApp(FleetActions, ReviewActions, Runs, VmActions, App[None]):
             help_text = f"key {keys[cmd.id]}" + (f" · {cmd.cli.strip('`')}" if cmd.cli.startswith("`") else "")
             yield SystemCommand(f"devbox: {cmd.title}", help_text, partial(self.run_action, cmd.id))
 
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key | events.MouseDown):  # someone is using it: the quick poll
+            was_idle = time.monotonic() - self._last_input >= IDLE_AFTER
+            self._last_input = time.monotonic()
+            if was_idle:
+                self._wake.set()  # what changed meanwhile, now rather than within POLL_IDLE
+        await super().on_event(event)
+
     # background work --------------------------------------------------------------------
     def modal_open(self) -> bool:
         """A devbox dialog on top (the command palette is not one: it lists the actions)."""
@@ -229,11 +245,13 @@ class DevboxApp(FleetActions, ReviewActions, Runs, VmActions, App[None]):
         while not (worker.is_cancelled or self._stop.is_set()):
             if not self.modal_open():
                 self.post_message(self.snapshot())
-            self._wake.wait(POLL)
+            self._wake.wait(POLL if time.monotonic() - self._last_input < IDLE_AFTER else POLL_IDLE)
             self._wake.clear()
 
     def snapshot(self) -> StatusUpdated:
-        st = ops.status(self.session, hosts_wait=HOSTS_WAIT)
+        if self.looking_at:  # (set on the UI thread: a str is read whole)
+            self.state_cache.want([self.looking_at])  # the row someone looks at is always asked afresh
+        st = ops.status(self.session, hosts_wait=HOSTS_WAIT, cache=self.state_cache)
         rows = st.worktrees.value or ()
         try:
             act = ops.activity(self.session, rows)
@@ -243,10 +261,22 @@ class DevboxApp(FleetActions, ReviewActions, Runs, VmActions, App[None]):
         if st.containers.value:
             with contextlib.suppress(DevboxError):
                 stats = ops.container_stats(self.session, st.containers.value)
-        radar = None
-        with contextlib.suppress(DevboxError):  # a few new pairs per poll: 20 agents never stall it
-            radar = ops.conflicts(self.session, limit=RADAR_PER_POLL)
+        radar = self._radar(rows)
         return StatusUpdated(st, act, stats, ops.vm_overview(self.session, st.disk.value, st.vms), radar)
+
+    def _radar(self, rows: tuple[ops.WorktreeRow, ...]) -> ops.Radar | None:
+        """The conflict radar, asked again only when a branch moved, pairs are still pending,
+        or ``RADAR_EVERY`` passed (a base branch no worktree has checked out may move)."""
+        heads = tuple((r.worktree.branch, r.worktree.head) for r in rows)
+        last = self._last_radar
+        if last is not None and last[0] == heads and not last[1].pending and time.monotonic() - last[2] < RADAR_EVERY:
+            return last[1]
+        try:  # a few new pairs per poll: 20 agents never stall it
+            radar = ops.conflicts(self.session, limit=RADAR_PER_POLL, worktrees=[r.worktree for r in rows])
+        except DevboxError:
+            return None
+        self._last_radar = (heads, radar, time.monotonic())
+        return radar
 
     @work(thread=True, exit_on_error=False, group="events", exclusive=True, description="podman events")
     def follow_podman_events(self) -> None:
@@ -472,6 +502,7 @@ class DevboxApp(FleetActions, ReviewActions, Runs, VmActions, App[None]):
         return AttachReady(argv)
 
     def action_refresh(self) -> None:
+        self.state_cache.forget()  # r asks git about every worktree again
         self._wake.set()
 
 

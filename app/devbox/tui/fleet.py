@@ -14,14 +14,16 @@ Log tab is the same log pane either way.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
@@ -32,12 +34,14 @@ from devbox.core.agent_state import AgentState
 from devbox.core.errors import DevboxError
 from devbox.core.git import Activity
 from devbox.core.podman_records import ContainerStats
+from devbox.tui.commands import BY_ID
 from devbox.tui.panes import Plain, ReconciledTable
 
 if TYPE_CHECKING:
     from devbox.core.session import Devbox
 
-PREVIEW_POLL = 1.0  # seconds between captures of the selected agent's terminal
+PREVIEW_POLL = 1.0  # seconds between captures of the selected agent's terminal while it changes
+PREVIEW_IDLE = 8.0  # at most this long between captures of a terminal that stopped changing
 MARK = {
     "needs you": "!",
     "error": "x",
@@ -81,6 +85,11 @@ NARROW = 72  # below it (a 60-column terminal) the env, CPU and mem columns leav
 
 
 class FleetTable(ReconciledTable):
+    # Enter is the table's (it selects the row, which attaches: FleetView.Chosen); shown in the
+    # footer under the registry's title, which the app's own binding cannot be while the table has the focus
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "select_cursor", BY_ID["attach_agent"].title, key_display="⏎", show=True)
+    ]
     COLUMNS: tuple[tuple[str, str], ...] = (
         ("branch", "branch"),
         ("agent", "agent"),
@@ -101,6 +110,8 @@ class FleetTable(ReconciledTable):
         """Every column shown fits: 80 columns show what matters without scrolling, wider
         terminals add the message, narrower ones keep the branch, the agent and its changes."""
         cls = type(self)
+        if not width:  # not laid out (the other view is on show): as it was
+            return
         columns = cls.WIDE_COLUMNS if width >= WIDE else cls.COLUMNS if width >= NARROW else cls.NARROW_COLUMNS
         if columns != self.COLUMNS:
             self.COLUMNS = columns
@@ -174,7 +185,7 @@ class FleetView(Vertical):
         self.radar: ops.Radar | None = None
 
     def compose(self) -> ComposeResult:
-        yield Plain("Fleet: agents, most urgent first", classes="pane-title")
+        yield Plain("Fleet: agents, most urgent first · * not looked at yet", classes="pane-title")
         yield Plain("", id="fleet-problem", classes="problem")
         yield FleetTable(id="fleet")
 
@@ -258,6 +269,7 @@ class PreviewPane(Vertical):
         self.on_host = ""  # another host's name: its terminal is read through ssh
         self.capture = False
         self.hint = ""
+        self._poke = threading.Event()  # capture now: another row, its state moved, or the pane goes
 
     def compose(self) -> ComposeResult:
         yield Plain("Preview: select an agent", id="preview-title", classes="pane-title")
@@ -268,6 +280,7 @@ class PreviewPane(Vertical):
         if branch != self.branch:
             self.branch = branch
             self.query_one("#preview", Static).update("")
+            self._poke.set()
         self.in_vm = row is not None and row.container_state == "vm"
         self.on_host = row.host if row is not None else ""
         # a terminal to capture: a running container or the VM, with an agent started there
@@ -282,10 +295,22 @@ class PreviewPane(Vertical):
         if title != self.title:
             self.title = title
             self.query_one("#preview-title", Static).update(Text(title))
+            self._poke.set()  # its state moved: what it shows now
+
+    def poke(self) -> None:
+        """Capture now (the tab came on show, the app closes)."""
+        self._poke.set()
+
+    def on_unmount(self) -> None:
+        self._poke.set()  # the worker's wait ends with the pane
 
     @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
     def follow(self, session: Devbox, shown: Callable[[], bool]) -> None:
+        """Each capture is a ``podman exec`` (about 60 ms of CPU): once a second while the
+        terminal changes, then less often the longer it stays the same (an agent waiting for
+        its person prints nothing), at once when the row or its state changes."""
         worker = get_current_worker()
+        interval, last = PREVIEW_POLL, ("", "")
         while not worker.is_cancelled:
             branch = self.branch
             if branch and shown() and self.capture:
@@ -294,8 +319,11 @@ class PreviewPane(Vertical):
                     text = (ops.host_agent_preview if self.on_host else preview)(session, branch)
                 except DevboxError as exc:
                     text = f"({exc.message})"
+                interval = min(interval * 2, PREVIEW_IDLE) if (branch, text) == last else PREVIEW_POLL
+                last = (branch, text)
                 self.app.call_from_thread(self._show, branch, text)
-            time.sleep(PREVIEW_POLL)
+            self._poke.wait(interval)
+            self._poke.clear()
 
     def _show(self, branch: str, text: str) -> None:
         if branch == self.branch and self.is_mounted:

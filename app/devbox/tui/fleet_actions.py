@@ -74,6 +74,9 @@ class FleetActions:
         def _status_updated(self, *args: Any) -> Any: ...
         def _attach_ready(self, argv: list[str]) -> Any: ...
 
+        state_cache: ops.StateCache
+        looking_at: str
+
     @work(thread=True, exit_on_error=False, group="agent-states", exclusive=True, description="agent states")
     def follow_agent_states(self) -> None:
         """A cheap stat poll of the agents' state files: a hook's write reaches the fleet in
@@ -88,9 +91,13 @@ class FleetActions:
             now = agent_state.signature(dirs())
             if now == last or self.last_update is None:
                 continue
-            last = now
             conts = self.last_update.status.containers.value
+            moved = {name for name, *_ in set(now) ^ set(last)}
+            last = now
             if conts is not None:
+                # an agent's hooks reported: its worktree is asked afresh at the next poll (the
+                # others wait for theirs, StateCache)
+                self.state_cache.want(c.branch for c in conts if c.name in moved)
                 self.post_message(AgentsUpdated(ops.agent_rows(self.session, conts)))
 
     def on_agents_updated(self, msg: AgentsUpdated) -> None:
@@ -166,6 +173,8 @@ class FleetActions:
 
     def on_tabbed_content_tab_activated(self, _event: object) -> None:
         self._follow_selection()  # the Diff tab loads the selected branch when it is shown
+        if self._preview_shown():
+            self.main.query_one(PreviewPane).poke()  # the terminal as it is now, not in a few seconds
 
     def _preview_shown(self) -> bool:
         """From the preview's worker: capture only while its tab is on show."""
@@ -185,6 +194,7 @@ class FleetActions:
             row, c = self.selection()
             branch = (row.worktree.branch if row is not None else None) or (c.branch if c is not None else "") or ""
             agent = next((r for r in self.fleet.rows if r.branch == branch), None)
+        self.looking_at = branch
         self.main.query_one(PreviewPane).follow_row(agent, branch)
         if self.main.query_one("#detail", TabbedContent).active == "diff-tab":
             radar = self.fleet.radar

@@ -82,6 +82,7 @@ class LogPane(Vertical):
         self.filter_text = ""
         self._notes: Run | None = None
         self._switched = False  # the shown run changed: the widget is refilled at the next tick
+        self._shown_title = "Log: nothing has run yet"
 
     def compose(self) -> ComposeResult:
         yield Plain("Log: nothing has run yet", id="log-title")
@@ -202,7 +203,11 @@ class LogPane(Vertical):
             flt = f"  filter: {self.filter_text!r}" if self.filter_text else ""
             follow = "" if self.query_one("#log", Log).auto_scroll else "  [paused: f follows]"
             text = f"Log {run.label()}  ({run.log.path}){others}{flt}{follow}{prog}"
-        self.query_one("#log-title", Static).update(text)
+        # only a changed title: an update re-lays out the screen, and this runs every TICK
+        # (unchanged, it was most of an idle dashboard's CPU)
+        if text != self._shown_title:
+            self._shown_title = text
+            self.query_one("#log-title", Static).update(text)
 
     def toggle_follow(self) -> bool:
         log = self.query_one("#log", Log)

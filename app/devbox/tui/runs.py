@@ -46,6 +46,7 @@ class Runs:
         def selection(self) -> tuple[Any, Any]: ...
 
         session: Any
+        state_cache: Any
 
         def call_from_thread(self, callback: Callable[..., Any], *args: Any, **kwargs: Any) -> Any: ...
 
@@ -92,6 +93,7 @@ class Runs:
         else:
             pane.finish(run, "interrupted" if self._quitting else "done")
         finally:
+            self.state_cache.forget()  # what it changed is asked of git at the next poll
             self._wake.set()
 
     def action_cancel_op(self) -> None:

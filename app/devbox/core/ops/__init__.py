@@ -10,6 +10,7 @@ job, and returns a frozen record.
 | ``status`` | image, worktrees, containers; each section on its own | ``Status`` |
 | ``image_status`` / ``build_image`` | freshness with reasons / build when stale | ``ImageStatus`` |
 | ``list_worktrees`` / ``add_worktree`` | git worktrees | rows / ``Worktree`` |
+| ``StateCache`` | a poller's memory of the worktrees' git states (``status(cache=)``) | — |
 | ``worktree_loss`` / ``remove_worktree`` | what would be lost / remove it | ``Loss``, ``Removed`` |
 | ``start_work`` | worktree, fresh image, running container | ``StartResult`` |
 | ``start_several`` | ``start_work`` for several branches at once (one image check) | ``StartedSeveral`` |
@@ -172,7 +173,14 @@ if TYPE_CHECKING:
         vm_up,
         watch_vms,
     )
-    from devbox.core.ops.worktrees import add_worktree, find_worktree, list_worktrees, remove_worktree, worktree_loss
+    from devbox.core.ops.worktrees import (
+        StateCache,
+        add_worktree,
+        find_worktree,
+        list_worktrees,
+        remove_worktree,
+        worktree_loss,
+    )
 
 _WHERE = {
     "host_agent_attach_argv": "fleet_host",
@@ -282,6 +290,7 @@ _WHERE = {
     "plan_dir_push": "transfer",
     "list_containers": "containers",
     "list_worktrees": "worktrees",
+    "StateCache": "worktrees",
     "remove_container": "containers",
     "remove_worktree": "worktrees",
     "ssh_argv": "transfer",
@@ -336,6 +345,7 @@ __all__ = [
     "Section",
     "StartResult",
     "StartedSeveral",
+    "StateCache",
     "Status",
     "TaskStarted",
     "TemplateCheck",

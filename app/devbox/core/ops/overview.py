@@ -12,24 +12,26 @@ from devbox.core.image import ImageStatus
 from devbox.core.ops.fleet import agent_rows
 from devbox.core.ops.views import AgentRow, Section, Status
 from devbox.core.ops.vm import list_vms
-from devbox.core.ops.worktrees import rows
+from devbox.core.ops.worktrees import StateCache, rows
 from devbox.core.session import Devbox
 
 
 def status(
-    session: Devbox, *, sink: Sink = null_sink, cancel: threading.Event | None = None, hosts_wait: float | None = None
-) -> Status:
+    session: Devbox, *, sink: Sink = null_sink, cancel: threading.Event | None = None, hosts_wait: float | None = None,
+    cache: StateCache | None = None,
+) -> Status:  # fmt: skip
     """Sources, image, worktrees, containers, the VM disk and the VMs. podman being down costs the
     image, containers and disk sections (each says why and how to fix it); the worktrees
     and the sources still list. ``hosts_wait``: how long other hosts' agents may hold the
-    answer up (the dashboard's bound; see ``host_agent_rows``)."""
+    answer up (the dashboard's bound; see ``host_agent_rows``); ``cache``: the dashboard's
+    memory of the worktrees' git states (``StateCache``)."""
     settings = session.settings
     sources = Section.fetch(lambda: image.scan_sources(settings))  # no podman needed
     with ThreadPoolExecutor(max_workers=3) as pool:
         conts_f = pool.submit(Section.fetch, lambda: tuple(containers.list_containers(settings, session.podman)))
         image_f = pool.submit(Section.fetch, lambda: image.status(settings, session.podman, sources.value))
         conts = conts_f.result()
-        wts = Section.fetch(lambda: rows(session, conts.value, cancel))
+        wts = Section.fetch(lambda: rows(session, conts.value, cancel, cache))
         vms_f = pool.submit(Section.fetch, lambda: list_vms(session))
         from devbox.core.ops.fleet_host import host_agent_rows
         from devbox.core.ops.fleet_vm import vm_agent_rows  # ssh and transfer: only when status runs

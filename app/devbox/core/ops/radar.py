@@ -11,6 +11,7 @@ no poll waits on 190 merges.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from devbox.core import branch_notes, git, git_merge
@@ -53,20 +54,22 @@ class Radar:
                               for c in self.clashes]}  # fmt: skip
 
 
-def conflicts(session: Devbox, *, limit: int | None = None) -> Radar:
+def conflicts(session: Devbox, *, limit: int | None = None, worktrees: Sequence[git.Worktree] | None = None) -> Radar:
     """Every pair of active branches and each branch against its base; ``limit``: ask git
-    about at most that many uncached pairs (the rest are ``pending``)."""
+    about at most that many uncached pairs (the rest are ``pending``); ``worktrees``: as a
+    ``status`` just listed them (its environments' commits already fetched)."""
     repo = session.settings.repo
     heads: dict[str, str] = {}
-    worktrees = git.list_worktrees(repo)
-    if sync_branches(session, [w.branch for w in worktrees if w.branch]).moved:
-        worktrees = git.list_worktrees(repo)  # (a branch may have moved)
+    if worktrees is None:
+        worktrees = git.list_worktrees(repo)
+        if sync_branches(session, [w.branch for w in worktrees if w.branch]).moved:
+            worktrees = git.list_worktrees(repo)  # (a branch may have moved)
     for w in worktrees:
         if w.branch and not w.is_main and not w.prunable:
             heads[w.branch] = w.head
     pairs: list[tuple[str, str, bool]] = [(a, b, False) for a, b in itertools.combinations(sorted(heads), 2)]
     bases = branch_notes.recorded_bases(repo)
-    main = git.current_branch(repo) if len(bases) < len(heads) else ""
+    main = next((w.branch or "" for w in worktrees if w.is_main), "")  # the main checkout's branch
     for branch in sorted(heads):
         base = bases.get(branch) or main
         if base and base != branch and base not in heads:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from devbox.core import containers, git
@@ -18,17 +21,57 @@ from devbox.core.ops.views import Section, WorktreeList, WorktreeLoss, WorktreeR
 from devbox.core.session import Devbox
 
 
+@dataclass
+class StateCache:
+    """A poller's memory of each worktree's git state, so that a dashboard left open does
+    not run ``git status`` in every worktree every poll: a worktree is asked again when its
+    HEAD moved, when it is ``wanted`` (the row someone looks at, an agent whose hooks just
+    reported), or when its answer is older than ``max_age`` (edits made without a hook:
+    a person's, an agent's without hooks). ``forget`` after anything devbox changed."""
+
+    max_age: float = 15.0
+    wanted: set[str] = field(default_factory=set)  # branches to ask now; emptied by each use
+    known: dict[Path, tuple[str, float, git.WorktreeState]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def want(self, branches: Iterable[str]) -> None:
+        with self._lock:
+            self.wanted.update(branches)
+
+    def forget(self) -> None:
+        with self._lock:
+            self.known.clear()
+
+    def states(self, wts: list[git.Worktree], cancel: threading.Event | None) -> list[git.WorktreeState]:
+        now = time.monotonic()
+        with self._lock:
+            wanted, self.wanted = self.wanted, set()
+            known = dict(self.known)
+        stale = [w for w in wts if (hit := known.get(w.path)) is None or hit[0] != w.head
+                 or now - hit[1] > self.max_age or (w.branch or "") in wanted]  # fmt: skip
+        fresh = dict(zip((w.path for w in stale), git.states(stale, cancel), strict=True))
+        with self._lock:
+            for path, st in fresh.items():
+                head = next(w.head for w in stale if w.path == path)
+                self.known[path] = (head, now, st)
+            present = {w.path for w in wts}
+            for gone in [p for p in self.known if p not in present]:
+                del self.known[gone]
+        return [fresh[w.path] if w.path in fresh else known[w.path][2] for w in wts]
+
+
 def rows(
-    session: Devbox, conts: tuple[Container, ...] | None, cancel: threading.Event | None = None
-) -> tuple[WorktreeRow, ...]:
-    """Every worktree with its git state and its container (a missing directory still lists)."""
+    session: Devbox, conts: tuple[Container, ...] | None, cancel: threading.Event | None = None,
+    cache: StateCache | None = None,
+) -> tuple[WorktreeRow, ...]:  # fmt: skip
+    """Every worktree with its git state and its container (a missing directory still lists);
+    ``cache``: a poller's, to ask git only about the worktrees that may have changed."""
     if conts:
         sync_branches(session, conts=conts, cancel=cancel)  # the environments' new commits first
     wts = git.list_worktrees(session.settings.repo)
     by_branch = {c.branch: c for c in conts or ()}
-    return tuple(
-        WorktreeRow(w, s, by_branch.get(w.branch or "")) for w, s in zip(wts, git.states(wts, cancel), strict=True)
-    )
+    states = cache.states(wts, cancel) if cache is not None else git.states(wts, cancel)
+    return tuple(WorktreeRow(w, s, by_branch.get(w.branch or "")) for w, s in zip(wts, states, strict=True))
 
 
 def list_worktrees(session: Devbox, *, cancel: threading.Event | None = None) -> WorktreeList:
