@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import subprocess
 import threading
 import time
@@ -24,7 +25,7 @@ from devbox.tui.logpane import CAP, LogPane
 from devbox.tui.panes import ContainersTable, WorktreesTable
 from tui_wait import showing, until
 
-from conftest import Project, git
+from conftest import BASE_IMAGE, Project, git
 
 pytestmark = pytest.mark.podman
 
@@ -372,3 +373,44 @@ def test_operations_run_apart_and_a_build_is_cancelled_from_the_dashboard(projec
     assert ops.image_status(Devbox.open(project.root, env=project.env)).id == old_image  # still tagged
     left = subprocess.run(["pgrep", "-f", "sleep 67"], capture_output=True, text=True).stdout.split()
     assert not left, "the cancelled build's RUN step is still running"
+
+
+def test_podman_events_come_as_one_stream_and_cancel_ends_it_at_once(project: Project) -> None:
+    """The dashboard's event follow (issue 33, idle CPU): one request the service answers as
+    events happen (asking in 2 s windows made it re-read its whole events file each time);
+    a container's create arrives, and cancel ends the blocked read within a second."""
+    import threading
+    import time as clock
+
+    from devbox.core.containers import LABEL_REPO
+
+    session = Devbox.open(project.root, env=project.env)
+    cancel = threading.Event()
+    got: list[str] = []
+    ended = threading.Event()
+
+    def follow() -> None:
+        for ev in ops.watch_containers(session, cancel):
+            got.append(ev.action)
+        ended.set()
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    clock.sleep(1.0)
+    name = f"devbox-events-{os.getpid()}"
+    made = subprocess.run(["podman", "create", "--name", name, "--label", f"{LABEL_REPO}={project.root}",
+                           BASE_IMAGE, "true"], capture_output=True, text=True)  # fmt: skip
+    try:
+        assert made.returncode == 0, made.stderr
+        deadline = clock.monotonic() + 15
+        while "create" not in got and clock.monotonic() < deadline:
+            clock.sleep(0.1)
+        assert "create" in got, got
+        clock.sleep(3)  # the read blocks: no window ends it
+        assert not ended.is_set()
+        t0 = clock.monotonic()
+        cancel.set()
+        assert ended.wait(2.0) and clock.monotonic() - t0 < 1.0  # the socket shut: within its 0.5 s look
+    finally:
+        subprocess.run(["podman", "rm", "-f", name], capture_output=True)
+        session.close()

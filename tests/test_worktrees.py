@@ -507,3 +507,38 @@ def test_a_worktree_add_that_meets_another_add_half_way_is_made_once(tmp_path: P
     assert any("adding again" in line for line in lines)  # the race was met, not missed
     assert git(root, "branch", "--list", "mine").count("mine") == 1
     assert (tmp_path / "wt" / "mine" / "bootc" / "Containerfile").is_file()
+
+
+def test_the_dashboards_state_cache_asks_git_only_where_something_may_have_changed(tmp_path: Path) -> None:
+    """issue 33 (an idle dashboard's CPU): the poller's StateCache reuses a worktree's git
+    state until its HEAD moves, it is wanted (the selected row, an agent whose hooks just
+    wrote) or its answer is older than max_age; forget() makes every worktree asked again."""
+    from devbox.core.ops.worktrees import StateCache
+
+    root = repo(tmp_path)
+    for b in ("a", "b"):
+        assert cli(root, "worktree", "add", b).returncode == 0
+    wts = {w.branch: w for w in gitmod.list_worktrees(root)}
+    a, b = tmp_path / "proj.worktrees" / "a", tmp_path / "proj.worktrees" / "b"
+    cache = StateCache(max_age=3600)
+
+    def states() -> dict[str | None, gitmod.WorktreeState]:
+        listed = gitmod.list_worktrees(root)
+        return {w.branch: s for w, s in zip(listed, cache.states(listed, None), strict=True)}
+
+    assert not states()["a"].dirty and len(cache.known) == len(wts)
+    (a / "edit.txt").write_text("an edit no hook reported\n")
+    (b / "edit.txt").write_text("another\n")
+    assert not states()["a"].dirty  # not asked again: nothing said it may have changed
+    cache.want(["a"])
+    got = states()
+    assert got["a"].dirty and not got["b"].dirty  # only the wanted one was asked
+    git(b, "add", "edit.txt")
+    git(b, "commit", "-qm", "b commits")  # its HEAD moved: asked again
+    assert states()["b"].dirty is False and states()["b"].ahead is None
+    (b / "more.txt").write_text("x\n")
+    aged = StateCache(max_age=0.0)  # an answer of any age is too old: every worktree asked
+    listed = gitmod.list_worktrees(root)
+    assert {w.branch: s.dirty for w, s in zip(listed, aged.states(listed, None), strict=True)}["b"] is True
+    cache.forget()
+    assert states()["b"].dirty is True
