@@ -94,6 +94,7 @@ class PodmanService:
             stdout=(self.root / "service.log").open("ab"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            cwd=self.root,  # conmon writes a file named "oom" into it when a memory limit kills
         )
         deadline = time.monotonic() + 30
         while not ping(self.url):

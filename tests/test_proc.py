@@ -142,3 +142,20 @@ def test_started_at_is_epoch_seconds() -> None:
         child.kill()
         child.wait()
     assert proc_table.started_at(child.pid) is None
+
+
+def test_a_daemon_runs_in_the_root_directory_not_where_devbox_was_run(tmp_path: Path) -> None:
+    """A service devbox starts (podman.autostart) outlives the run: its working directory is
+    where its helpers write (conmon's "oom" file appeared in the user's checkout) and stays
+    busy, so it is "/"."""
+    out = tmp_path / "cwd.txt"
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        proc.spawn_daemon(["sh", "-c", f"pwd > {out}"], tool="sh")
+    finally:
+        os.chdir(here)
+    deadline = time.monotonic() + 10
+    while not (out.exists() and out.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert out.read_text().strip() == "/"

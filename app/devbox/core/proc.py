@@ -444,10 +444,13 @@ def stop(child: subprocess.Popen[bytes], grace: float = 2.0) -> None:
 
 
 def spawn_daemon(argv: Sequence[str], *, tool: str, log: Path | None = None) -> int:
-    """Start a service that outlives this run on purpose (the caller says so); return its pid."""
+    """Start a service that outlives this run on purpose (the caller says so); return its pid.
+    It runs in "/", not in the directory devbox was run from: a daemon's working directory is
+    where its helpers write (conmon leaves a file named ``oom`` there when a container's
+    memory limit kills something) and stays busy for the daemon's life."""
     out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
     try:
-        child = _popen(argv, tool, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+        child = _popen(argv, tool, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, cwd="/")
     finally:
         if log is not None:
             out.close()  # type: ignore[union-attr]
