@@ -570,6 +570,10 @@ def test_the_merge_dialog_cancel_changes_nothing_confirm_lands_what_it_listed(tm
 
                 await pilot.press("M")
                 await until(pilot, lambda: showing(app, MergeDialog))
+                dialog = app.screen
+                await pilot.press("X", "x", "C")  # the dashboard's keys: none acts behind the dialog
+                await pilot.pause(0.3)
+                assert app.screen is dialog and len(app.screen_stack) == 2
                 await pilot.press("down", "down", "right")  # squash, then the Squash button
                 assert app.screen.focused is app.screen.query_one("#confirm", Button)
                 await pilot.press("enter")

@@ -186,6 +186,8 @@ def allowed(app: DevboxApp, action: str, *, read_only: bool) -> bool | None:
         return True  # Textual's own actions
     if cmd.mutates and read_only:
         return False
+    if app.modal_open():  # a dialog's keys are its own: none acts on the dashboard behind it
+        return False
     return True if cmd.applies is None else cmd.applies(app)
 
 

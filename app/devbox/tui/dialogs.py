@@ -30,6 +30,9 @@ class FittedDialog(ModalScreen[T]):
     Wrapping within the width is the stylesheet's (``#dialog``: at most the screen's width)."""
 
     def on_mount(self) -> None:
+        # toasts sit at the bottom right, over the buttons of a dialog on a small terminal:
+        # those shown go (a modal screen has no toast rack: new ones wait until it closes)
+        self.app.clear_notifications()
         self.call_after_refresh(self._fit)
 
     def on_resize(self) -> None:
