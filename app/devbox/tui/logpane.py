@@ -167,7 +167,9 @@ class LogPane(Vertical):
         return self.shown.log.path if self.shown is not None else None
 
     def running(self) -> list[Run]:
-        return [r for r in self.runs if r.running]
+        """The operations still running (the dashboard's own notes are not one: they made q
+        ask "1 operation(s) running (dashboard): stop them and quit?" after any note)."""
+        return [r for r in self.runs if r.running and r is not self._notes]
 
     # on the UI thread -------------------------------------------------------------------
     def flush(self) -> None:
