@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input, Label, Static
+from textual.widgets import Input, Static
 
 from devbox.core.session import Devbox
 from devbox.tui.app import make_app
@@ -140,7 +140,7 @@ def test_transfer_keys_push_a_worktree_and_its_branch(tmp_path: Path) -> None:
                 await until(pilot, lambda: showing(app, TransferPaths))
                 await pilot.click("#go")
                 await until(pilot, lambda: showing(app, ConfirmTeardown), 60)
-                assert "Push 96M into the VM?" in str(app.screen.query_one("#dialog-title", Label).render())
+                assert "Push 96M into the VM?" in str(app.screen.query_one("#dialog-title").render())
                 await pilot.press("escape")
                 await until(pilot, lambda: not isinstance(app.screen, ConfirmTeardown))
                 assert not (HOME / proj.root.name / "big.bin").exists()  # nothing sent without a yes

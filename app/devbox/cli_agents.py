@@ -89,7 +89,7 @@ def cmd_agent_attach(ctx: Context) -> int:
     nested = bool(os.environ.get("TMUX"))  # inside the user's tmux: its prefix key comes first
     argv = attach(ctx.session, ctx.args.branch, nested=nested)
     if nested:
-        sys.stderr.write(ops.NESTED_HINT + "\n")
+        sys.stderr.write(ops.attach_hint(nested) + "\n")
     sys.stdout.flush()
     os.execv(argv[0], argv)  # the terminal is tmux's until its detach key
 

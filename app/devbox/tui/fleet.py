@@ -270,6 +270,7 @@ class PreviewPane(Vertical):
         self.capture = False
         self.hint = ""
         self._poke = threading.Event()  # capture now: another row, its state moved, or the pane goes
+        self._closed = False
 
     def compose(self) -> ComposeResult:
         yield Plain("Preview: select an agent", id="preview-title", classes="pane-title")
@@ -302,7 +303,8 @@ class PreviewPane(Vertical):
         self._poke.set()
 
     def on_unmount(self) -> None:
-        self._poke.set()  # the worker's wait ends with the pane
+        self._closed = True
+        self._poke.set()  # the worker's wait ends with the pane, and it captures no more
 
     @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
     def follow(self, session: Devbox, shown: Callable[[], bool]) -> None:
@@ -311,7 +313,7 @@ class PreviewPane(Vertical):
         its person prints nothing), at once when the row or its state changes."""
         worker = get_current_worker()
         interval, last = PREVIEW_POLL, ("", "")
-        while not worker.is_cancelled:
+        while not (worker.is_cancelled or self._closed):
             branch = self.branch
             if branch and shown() and self.capture:
                 try:

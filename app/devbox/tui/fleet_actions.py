@@ -247,5 +247,5 @@ class FleetActions:
                                   severity="warning", timeout=8)  # fmt: skip
             return
         if nested:
-            self.call_from_thread(self.log_pane.note, f"{branch}: {ops.NESTED_HINT}")
+            self.call_from_thread(self.log_pane.note, f"{branch}: {ops.attach_hint(nested)}")
         self.post_message(self._attach_ready(argv))

@@ -75,7 +75,6 @@ if TYPE_CHECKING:
     )
     from devbox.core.ops.envsync import sync_branches
     from devbox.core.ops.fleet import (
-        NESTED_HINT,
         AgentStarted,
         agent_attach_argv,
         agent_preview,
@@ -84,6 +83,7 @@ if TYPE_CHECKING:
         agent_start,
         agent_state_dirs,
         agent_stop,
+        attach_hint,
         branch_from_prompt,
         list_agents,
     )
@@ -220,7 +220,7 @@ _WHERE = {
     "AgentRow": "views",
     "AgentStarted": "fleet",
     "agent_attach_argv": "fleet",
-    "NESTED_HINT": "fleet",
+    "attach_hint": "fleet",
     "agent_preview": "fleet",
     "agent_rows": "fleet",
     "agent_send": "fleet",
@@ -321,7 +321,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "NESTED_HINT",
     "AgentRow",
     "AgentStarted",
     "BranchDiff",
@@ -368,6 +367,7 @@ __all__ = [
     "agent_state_dirs",
     "agent_stop",
     "attach_argv",
+    "attach_hint",
     "base_blocker",
     "branch_from_prompt",
     "branch_patch",

@@ -167,6 +167,11 @@ def agent_stop(session: Devbox, branch: str, *, sink: Sink = null_sink) -> None:
 NESTED_HINT = "devbox: in your tmux, C-b C-b d detaches from the agent (C-b d detaches your own tmux)"
 
 
+def attach_hint(nested: bool) -> str:
+    """What a face says before attaching from inside the user's tmux ("" otherwise)."""
+    return NESTED_HINT if nested else ""
+
+
 def tmux_attach(nested: bool) -> list[str]:
     """The agent's tmux attach. Inside the user's own tmux (``nested``) that tmux takes the
     prefix key first, so its detach key would leave the agent on screen and detach the
