@@ -220,9 +220,11 @@ def test_a_killed_agent_reads_exited_not_its_last_hook(project: Project) -> None
     assert project.devbox("agent", "start", "k1", "--prompt", "work 0.1").returncode == 0
     wait_for(lambda: state_of(project, "k1") == "done", 60, "done")
     name = str(agents(project)["k1"]["container"])
-    # the agent with it, at once: a SIGHUP'd agent may still say SessionEnd itself, and this
-    # is about the agent that says nothing
-    assert podman("exec", name, "sh", "-c", "kill -9 $(pidof claude) $(pidof tmux)").returncode == 0
+    # the wrapper shell first (SIGKILL: it writes no exit line), then the agent and tmux at
+    # once: a SIGHUP'd agent may still say SessionEnd itself, and this is about the agent
+    # that says nothing
+    kill = "pane=$(tmux -u display -p -t devbox-agent '#{pane_pid}') && kill -9 $pane $(pidof claude) $(pidof tmux)"
+    assert podman("exec", name, "sh", "-c", kill).returncode == 0
     row = agents(project)["k1"]
     assert row["state"] == "exited" and "tmux session is gone" in str(row["message"]), row
 

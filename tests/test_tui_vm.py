@@ -130,6 +130,8 @@ def test_transfer_keys_push_a_worktree_and_its_branch(tmp_path: Path) -> None:
                 await pilot.click("#go")
                 target = HOME / remote.value
                 await until(pilot, lambda: (target / "notes.txt").exists(), 60)
+                # rsync writes file by file: the push is over only when its operation is
+                await until(pilot, lambda: not app.query_one(LogPane).running(), 60)
                 assert (target / "notes.txt").read_text() == "pushed from the dashboard\n"
                 subprocess.run(["rm", "-rf", str(target)], check=True)
 
