@@ -42,6 +42,26 @@ def add_binaries(root: Path, binaries: tuple[str, ...]) -> None:
         shutil.copy2(binary, root / "bin" / Path(binary).name)
 
 
+# squid (the egress proxy devbox runs from the environment's image, as bootc/Containerfile
+# installs it) with the helpers and data it opens at start, and curl to reach through it
+PROXY_BINARIES = ("/usr/sbin/squid", "/usr/bin/curl")
+PROXY_DATA = ("/usr/lib/squid/unlinkd", "/usr/share/squid/mime.conf", "/usr/share/squid/icons",
+              "/usr/share/squid-langpack/templates")  # fmt: skip
+
+
+def add_proxy(root: Path) -> None:
+    add_binaries(root, PROXY_BINARIES)
+    for path in PROXY_DATA:
+        dest = root / path.lstrip("/")
+        if Path(path).is_dir():
+            shutil.copytree(path, dest, symlinks=True, dirs_exist_ok=True)
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
+    (root / "usr/share/squid/errors").symlink_to("../squid-langpack")
+    (root / "usr/share/squid-langpack/errorpage.css").write_text("")
+
+
 def make_rootfs(root: Path) -> None:
     (root / "bin").mkdir(parents=True)
     shutil.copy2("/bin/busybox", root / "bin" / "busybox")
@@ -61,6 +81,7 @@ def make_rootfs(root: Path) -> None:
     for terminfo in (*TERMINFO, *LOCALES):
         if Path(terminfo).is_dir():
             shutil.copytree(terminfo, root / terminfo.lstrip("/"), symlinks=True, dirs_exist_ok=True)
+    add_proxy(root)
     from fakeagent import build
 
     shutil.copy2(build(), root / "bin" / "claude")  # the stand-in agent (tests/fake_claude)

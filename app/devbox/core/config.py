@@ -16,8 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devbox.core import agent_config, host_config
+from devbox.core import agent_config, egress, host_config
 from devbox.core.agent_config import AgentSpec
+from devbox.core.egress import Policy
 from devbox.core.errors import ConfigError
 from devbox.core.host_config import HostSpec
 from devbox.core.repo_root import CONFIG_NAME
@@ -44,7 +45,21 @@ DEFAULTS: dict[str, dict[str, Value]] = {
     },
     # an environment's share of the machine: memory ("8g", "512m"; "" = half the machine's,
     # "none" = no limit), cpus ("1.5"; "" = all but one, "none" = no limit), pids (0 = no limit)
-    "container": {"shell": "/bin/bash", "network": "", "memory": "", "cpus": "", "pids": 4096},
+    "container": {
+        "shell": "/bin/bash",
+        "network": "",
+        "memory": "",
+        "cpus": "",
+        "pids": 4096,
+        # where an environment may connect (core/egress.py): "open" (podman's network,
+        # as a person's start-work shell has it), "allow" (only the names in allow,
+        # through devbox's proxy) or "none"; agents have their own (agents.NAME.egress).
+        # allow: names every environment may reach ("pypi.org", "*.example.com",
+        # "host:8443"); egress_dns: the resolvers the proxy asks ([]: the machine's)
+        "egress": "open",
+        "allow": [""],
+        "egress_dns": [""],
+    },
     "libvirt": {"uri": "qemu:///system"},
     # run on an agent's move into needs you / done / error, with branch, state and message
     # as its last three arguments (never through a shell); empty: none
@@ -158,6 +173,8 @@ class Settings:
     agents: Mapping[str, AgentSpec] = field(default_factory=lambda: dict(agent_config.BUILT_IN))
     hosts: Mapping[str, HostSpec] = field(default_factory=dict)  # [hosts.NAME]; "local" is implicit
     limits: Limits = field(default_factory=lambda: Limits())
+    egress: Policy = field(default_factory=lambda: Policy("open"))  # [container] egress, allow
+    egress_dns: tuple[str, ...] = ()
 
     @property
     def repo_name(self) -> str:
@@ -320,6 +337,8 @@ def load(repo: Path, env: Mapping[str, str] | None = None) -> Settings:
         shell=text("container", "shell"),
         network=text("container", "network"),
         limits=_limits(values["container"], origin),
+        egress=_egress(values["container"], origin),
+        egress_dns=_addresses(values["container"]["egress_dns"], origin("container", "egress_dns")),
         libvirt_uri=text("libvirt", "uri"),
         notify_command=tuple(str(x) for x in values["notify"]["command"] if str(x)),  # type: ignore[union-attr]
         pr_command=tuple(str(x) for x in values["merge"]["pr_command"] if str(x)),  # type: ignore[union-attr]
@@ -373,6 +392,32 @@ def _vm(v: Mapping[str, Value], repo: Path, origin: Callable[[str, str], str]) -
         ssh_timeout=_positive(v["ssh_timeout"], origin("vm", "ssh_timeout")),
         on_image_change=_choice(str(v["on_image_change"]), ("replace", "upgrade"), origin("vm", "on_image_change")),
     )
+
+
+def _egress(v: Mapping[str, Value], origin: Callable[[str, str], str]) -> Policy:
+    mode = str(v["egress"]).strip()
+    if mode not in egress.MODES:
+        raise ConfigError(f"{origin('container', 'egress')}: {mode!r} is not one of {', '.join(egress.MODES)}",
+                          'e.g. egress = "allow"')  # fmt: skip
+    entries = [str(e) for e in v["allow"] if str(e).strip()]  # type: ignore[union-attr]
+    try:
+        return Policy(mode, egress.parse_rules(entries))
+    except egress.PolicyError as exc:
+        raise ConfigError(f"{origin('container', 'allow')}: {exc}", 'e.g. allow = ["pypi.org"]') from None
+
+
+def _addresses(raw: Value, where: str) -> tuple[str, ...]:
+    import ipaddress
+
+    found = []
+    for item in raw if isinstance(raw, list) else ():
+        if not str(item).strip():
+            continue
+        try:
+            found.append(str(ipaddress.ip_address(str(item).strip())))
+        except ValueError:
+            raise ConfigError(f"{where}: {item!r} is not an IP address", 'e.g. egress_dns = ["10.0.0.53"]') from None
+    return tuple(found)
 
 
 SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.I)

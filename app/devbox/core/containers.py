@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from devbox.core.config import Limits, Settings
+from devbox.core.egress import Wiring
 from devbox.core.podman import Podman
 from devbox.core.podman_records import ContainerRecord, CreateSpec, Mount
 
@@ -57,6 +58,7 @@ class Container:
     started_at: float | None = None
     pid: int = 0  # its main process on the host, while running
     limits: Limits | None = None  # as made (None: made before devbox set limits)
+    egress: str = "open"  # its network's mode as made (core/egress.py)
 
     @property
     def running(self) -> bool:
@@ -76,6 +78,7 @@ class Container:
             "started_at": self.started_at,
             "stale_image": self.stale(current_image_id),
             "limits": None if self.limits is None else dataclasses.asdict(self.limits),
+            "egress": self.egress,
         }
 
     @classmethod
@@ -91,6 +94,7 @@ class Container:
             started_at=rec.started_at,
             pid=rec.pid,
             limits=Limits.from_label(labels.get(LABEL_LIMITS, "")),
+            egress=labels.get(LABEL_EGRESS, "open"),
         )
 
 
@@ -126,6 +130,7 @@ class HostUser:
 AGENT_STATE_MOUNT = "/run/devbox-agent"  # where the agent's hooks write (agent-hook's default)
 STATE_SIZE = 16 << 20  # bytes: the state directory is a tmpfs of this size (writes past it fail inside)
 LABEL_LIMITS = "devbox.limits"  # memory=BYTES,cpus=N,pids=N as the container was made with
+LABEL_EGRESS = "devbox.egress"  # open | allow | none: the network it was made on (core/egress.py)
 
 
 def agent_state_dir(c: Container) -> Path | None:
@@ -160,6 +165,7 @@ def spec(
     objects: Path,
     limits: Limits,
     repo: Path | None = None,
+    wiring: Wiring | None = None,
 ) -> CreateSpec:
     """The isolation contract of a branch's container, as a podman create spec. ``gitdir``
     and ``dotgit``: the environment's own git directory and the file naming it
@@ -180,6 +186,7 @@ def spec(
             LABEL_WORKTREE: str(worktree),
             LABEL_IMAGE: image_id,
             LABEL_LIMITS: limits.label(),
+            LABEL_EGRESS: wiring.policy.mode if wiring else "open",
         },
         env={
             "DEVBOX_UID": str(user.uid),
@@ -187,6 +194,7 @@ def spec(
             "DEVBOX_USER": user.name,
             "DEVBOX_WORKDIR": str(worktree),
             "DEVBOX_BRANCH": branch,
+            **(wiring.env if wiring else {}),
             **env,
         },
         mounts=(
@@ -208,7 +216,10 @@ def spec(
         user="0:0",  # the entrypoint starts as root (in the container) and drops to the user
         cap_add=ENTRYPOINT_CAPS,
         userns="keep-id" if rootless else "",  # host UID -> same UID inside; refused by rootful podman
-        network=settings.network,
+        network=wiring.network if wiring else settings.network,
+        networks=wiring.networks if wiring else {},
+        dns=wiring.dns if wiring else (),
+        sysctls=wiring.sysctls if wiring else {},
         read_only=True,
         # writable scratch space on the read-only root, as podman's --read-only-tmpfs makes it
         # (explicit: podman 4.x ignores the API's read_write_tmpfs): sticky and world-writable

@@ -377,10 +377,18 @@ class Podman(ContainerLogs):
             kwargs["pids_limit"] = spec.pids
         if spec.userns:
             kwargs["userns_mode"] = spec.userns
-        if spec.network in ("none", "host", "private", "slirp4netns", "pasta"):
+        if spec.networks:
+            kwargs["networks"] = {n: ({"static_ips": [ip]} if ip else {}) for n, ip in spec.networks.items()}
+        elif spec.network in ("none", "host", "private", "slirp4netns", "pasta"):
             kwargs["network_mode"] = spec.network
         elif spec.network:
             kwargs["network"] = spec.network
+        if spec.dns:
+            kwargs["dns"] = list(spec.dns)
+        if spec.sysctls:
+            kwargs["sysctls"] = dict(spec.sysctls)
+        if spec.entrypoint:
+            kwargs["entrypoint"] = list(spec.entrypoint)
         with self.api(f"creating {spec.name}"):
             c = self.client.containers.create(spec.image, **kwargs)
             return _container(c.attrs) if c.attrs.get("State") else self._must(spec.name)
@@ -476,6 +484,42 @@ class Podman(ContainerLogs):
             )
         return out
 
+    # networks ---------------------------------------------------------------------------
+    def create_network(self, name: str, *, internal: bool, labels: Mapping[str, str]) -> tuple[str, ...]:
+        """A bridge network (``internal``: no route out, no gateway on the host, no DNS);
+        its subnets, as podman chose them."""
+        with self.api(f"creating network {name}"):
+            net = self.client.networks.create(name, internal=internal, dns_enabled=False, labels=dict(labels))
+            return _subnets(net.attrs)
+
+    def network_subnets(self, name: str) -> tuple[str, ...] | None:
+        """The network's subnets; None when there is no such network."""
+        with self.api(f"inspecting network {name}"):
+            try:
+                return _subnets(self.client.networks.get(name).attrs)
+            except Exception as exc:
+                if type(exc).__name__.endswith("NotFound"):
+                    return None
+                raise
+
+    def networks(self, labels: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
+        """Networks carrying ``labels``: name -> subnets."""
+        filters = {"label": [f"{k}={v}" if v else k for k, v in labels.items()]}
+        with self.api("listing networks"):
+            found = self.client.networks.list(filters=filters)
+            return {str(n.attrs.get("name", n.name)): _subnets(n.attrs) for n in found}
+
+    def remove_network(self, name: str) -> bool:
+        """Remove a network no container uses; False when it did not exist."""
+        with self.api(f"removing network {name}"):
+            try:
+                self.client.networks.remove(name, force=False)
+            except Exception as exc:
+                if type(exc).__name__.endswith("NotFound"):
+                    return False
+                raise
+            return True
+
     # volumes ----------------------------------------------------------------------------
     def volume_exists(self, name: str) -> bool:
         with self.api(f"inspecting volume {name}"):
@@ -509,6 +553,10 @@ class Podman(ContainerLogs):
         for name in pass_env:
             argv += ["--env", name]
         return [*argv, ref, *command]
+
+
+def _subnets(attrs: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(str(s["subnet"]) for s in attrs.get("subnets") or () if isinstance(s, dict) and s.get("subnet"))
 
 
 def _shut_on(res: Any, cancel: threading.Event, done: threading.Event) -> None:

@@ -23,12 +23,12 @@ class ContainerLogs:
     def api(self, doing: str) -> contextlib.AbstractContextManager[None]:
         raise NotImplementedError  # Podman.api
 
-    def logs(self, ref: str, *, tail: int = 50, since: int | None = None) -> list[str]:
-        """The last lines of a container's output (stdout and stderr)."""
+    def logs(self, ref: str, *, tail: int | str = 50, since: int | None = None, stderr: bool = True) -> list[str]:
+        """The last lines of a container's output (stdout and stderr; ``tail="all"``: all of it)."""
         with self.api(f"reading the log of {ref}"):
             try:
                 c = self.client.containers.prepare_model({"Id": ref})  # by name: no inspect first
-                raw = c.logs(stdout=True, stderr=True, tail=tail, since=since, stream=False)
+                raw = c.logs(stdout=True, stderr=stderr, tail=tail, since=since, stream=False)
             except Exception as exc:
                 if type(exc).__name__.endswith("NotFound"):
                     return []
@@ -36,13 +36,13 @@ class ContainerLogs:
             data = raw if isinstance(raw, bytes) else b"".join(raw)
             return data.decode(errors="replace").splitlines()
 
-    def stream_logs(self, ref: str, since: int) -> Iterator[str]:
+    def stream_logs(self, ref: str, since: int, *, stderr: bool = True) -> Iterator[str]:
         """A container's output lines from ``since`` (epoch seconds) as they are written; the
         stream ends when the container stops or is removed (podman notices within ~0.5 s).
         One request that waits in the service: no polling while a container starts."""
         with self.api(f"following the log of {ref}"):
             c = self.client.containers.prepare_model({"Id": ref})  # by name: no inspect first (see start)
-            chunks = cast(Iterator[bytes], c.logs(stdout=True, stderr=True, since=since, stream=True, follow=True))
+            chunks = cast(Iterator[bytes], c.logs(stdout=True, stderr=stderr, since=since, stream=True, follow=True))
             rest = b""
             for chunk in chunks:
                 *lines, rest = (rest + chunk).split(b"\n")
@@ -50,7 +50,9 @@ class ContainerLogs:
             if rest:
                 yield rest.decode(errors="replace")
 
-    def follow_logs(self, ref: str, cancel: threading.Event, *, tail: int = 200) -> Iterator[str]:
+    def follow_logs(
+        self, ref: str, cancel: threading.Event, *, tail: int | str = 200, stderr: bool = True
+    ) -> Iterator[str]:
         """A container's output as it comes (``podman logs -f``), until ``cancel`` or the
         container is gone. Reads in windows (``until``) so that ``cancel`` is honoured."""
         since: str | None = None
@@ -64,7 +66,7 @@ class ContainerLogs:
                     if type(exc).__name__.endswith("NotFound"):
                         return
                     raise
-                params: dict[str, Any] = {"stdout": True, "stderr": True, "timestamps": True, "until": until}
+                params: dict[str, Any] = {"stdout": True, "stderr": stderr, "timestamps": True, "until": until}
                 if first:
                     params["tail"] = tail
                 elif since is not None:

@@ -106,6 +106,12 @@ class CreateSpec:
     pids: int = 0  # 0: podman's default
     init: bool = True
     no_new_privileges: bool = True
+    # egress (core/egress.py): networks by name, each with a fixed address or "" (any);
+    # when given, they replace ``network``
+    networks: Mapping[str, str] = field(default_factory=dict)
+    dns: tuple[str, ...] = ()  # the resolv.conf nameservers; (): podman's own choice
+    sysctls: Mapping[str, str] = field(default_factory=dict)
+    entrypoint: tuple[str, ...] = ()  # (): the image's
 
 
 def _ts(value: object) -> float | None:

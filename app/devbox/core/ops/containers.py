@@ -7,9 +7,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from devbox.core import branch_notes, containers, envgit, git, image, labels
+from devbox.core import branch_notes, containers, egress, envgit, git, image, labels
 from devbox.core.config import Limits
 from devbox.core.containers import Container
+from devbox.core.egress import Policy
 from devbox.core.errors import (
     BadName,
     Cancelled,
@@ -23,6 +24,7 @@ from devbox.core.errors import (
 )
 from devbox.core.events import Event, Reporter, Sink, Subject, null_sink
 from devbox.core.locks import hold
+from devbox.core.ops import egress as egress_ops
 from devbox.core.ops.results import ContainerList, Loss, Problem, Removed, StartedSeveral, StartResult
 from devbox.core.ops.steps import branch_lock, ensure_worktree, remove_container_record
 from devbox.core.session import Devbox
@@ -176,12 +178,18 @@ def _create(
     *,
     keep_var: bool = False,
     absent: bool = False,
+    policy: Policy,
 ) -> Container:
-    """Create and start the branch's container; a failed or interrupted start leaves nothing.
+    """Create and start the branch's container under its egress ``policy`` (for ``allow``,
+    its network and proxy first); a failed or interrupted start leaves nothing.
     ``absent``: the caller found no container by this name under the branch's lock."""
     podman = session.podman
     settings = session.settings
+    if not absent and containers.get(podman, name) is not None:
+        raise Refused(f"container {name} already exists (made by another devbox run)", "run start-work again")
     env_git = envgit.prepare(settings, name, wt, branch_notes.recorded_base(settings.repo, branch))
+    addresses = egress_ops.host_addresses() if policy.mode == "allow" else ()
+    wiring = egress_ops.wire(podman, settings, name, image_id, policy, addresses=addresses, report=report)
     spec = containers.spec(
         settings,
         name=name,
@@ -195,20 +203,27 @@ def _create(
         dotgit=env_git.dotgit,
         objects=settings.repo / ".git" / "objects",
         limits=settings.limits if podman.limits_enforced() else Limits(),
+        wiring=wiring,
     )
-    if not absent and containers.get(podman, name) is not None:
-        raise Refused(f"container {name} already exists (made by another devbox run)", "run start-work again")
     try:
         podman.create(spec)
         since = int(time.time()) - 1
         podman.start(name)
-        return _wait_ready(session, name, cancel, since)
+        started = _wait_ready(session, name, cancel, since)
+        if policy.mode == "allow":
+            egress_ops.wait_proxy(podman, name, cancel)
+        if cancel.is_set():
+            raise Cancelled(f"interrupted while {name} was starting")
+        egress.write_record(settings.build_dir, name, policy)
+        return started
     except BaseException as exc:
         half = containers.get(podman, name)
+        gone = []
         if half is not None:
             gone = remove_container_record(session, half, force=True, report=report, keep_var=keep_var)
-            if isinstance(exc, Cancelled):
-                raise Cancelled(f"interrupted while {name} was starting", f"removed {', '.join(gone)}") from None
+        gone += egress_ops.unwire(podman, name)  # (a start that failed before the container)
+        if isinstance(exc, Cancelled) and gone:
+            raise Cancelled(f"interrupted while {name} was starting", f"removed {', '.join(gone)}") from None
         if isinstance(exc, PodmanError):
             cause = exc.message.split(" failed: ", 1)[-1]
             raise PodmanError(f"podman could not start {name}: {cause}", exc.remedy) from None
@@ -224,9 +239,13 @@ def start_work(
     sink: Sink = null_sink,
     cancel: threading.Event | None = None,
     image_status: image.ImageStatus | None = None,
+    policy: Policy | None = None,
 ) -> StartResult:
     """A worktree for ``branch``, a fresh-enough image, and the branch's container running.
-    ``image_status``: the image's status as the caller just asked it (``start_several``)."""
+    ``image_status``: the image's status as the caller just asked it (``start_several``).
+    ``policy``: the egress a new environment gets (None: ``[container] egress``); an
+    environment that exists keeps its own (recorded; ``--recreate`` too), and a different
+    mode asked of it is refused with the way to get it."""
     cancel = cancel or threading.Event()
     settings = session.settings
     report = Reporter(sink, "start-work")
@@ -269,25 +288,37 @@ def start_work(
         r = report.about(Subject("container", name))
         existing = containers.get(podman, name)
         stale = existing is not None and existing.stale(img.info.id)
+        recorded = egress.read_record(settings.build_dir, name)
         if existing is not None and recreate:
-            r.step("start", f"recreating {name} from {img.info.short_id} (keeping its /var)")
+            keep = policy or recorded or Policy(existing.egress)
+            r.step("start", f"recreating {name} from {img.info.short_id} (keeping its /var; egress {keep.mode})")
             remove_container_record(session, existing, force=True, report=r, keep_var=True)
-            c = _create(session, name, branch, wt, img.info.id, r, cancel, keep_var=True)
+            c = _create(session, name, branch, wt, img.info.id, r, cancel, keep_var=True, policy=keep)
             r.step("done", f"{name} recreated")
             return StartResult(c, wt, "recreated", False)
         if existing is None:
-            r.step("start", f"creating {name}")
-            c = _create(session, name, branch, wt, img.info.id, r, cancel, absent=True)
+            chosen = policy or (recorded if recreate and recorded else settings.egress)
+            r.step("start", f"creating {name} (egress {chosen.describe()})")
+            c = _create(session, name, branch, wt, img.info.id, r, cancel, absent=True, policy=chosen)
             r.step("done", f"{name} running")
             return StartResult(c, wt, "created", False)
+        if policy is not None and policy.mode != existing.egress:
+            raise Refused(
+                f"{branch}'s environment has egress {existing.egress}, not {policy.mode}: it is chosen when an "
+                "environment is made",
+                f"remake it with that policy: devbox start-work {branch} --recreate --egress {policy.mode} "
+                f"(or ask for {existing.egress}: --egress {existing.egress})",
+            )
         note = f" (made from an older image; --recreate switches to {img.info.short_id})" if stale else ""
         if existing.running:
             r.step("skip", f"{name} is running{note}")
             return StartResult(existing, wt, "running", stale)
         r.step("start", f"starting stopped {name}{note}")
         since = int(time.time()) - 1
-        podman.start(name)
         try:
+            if existing.egress == "allow":  # its proxy first, with the rules recorded since it was made
+                egress_ops.restart_proxy(session, name, recorded or Policy("allow"), cancel)
+            podman.start(name)
             started = _wait_ready(session, name, cancel, since)
         except Cancelled:
             podman.stop(name, timeout=2)
@@ -305,6 +336,7 @@ def start_several(
     sink: Sink = null_sink,
     cancel: threading.Event | None = None,
     then: Callable[[str, StartResult, Sink], None] | None = None,
+    policy: Policy | None = None,
 ) -> StartedSeveral:
     """``start_work`` for several branches at once (``start-work A B C --detach``): the image
     is checked (and built, if stale) once, then each branch starts in a worker of its own.
@@ -338,7 +370,7 @@ def start_several(
     def start(branch: str) -> StartResult | Problem:
         try:
             res = start_work(session, branch, from_ref=from_ref, recreate=recreate, sink=one_at_a_time,
-                             cancel=cancel, image_status=current)  # fmt: skip
+                             cancel=cancel, image_status=current, policy=policy)  # fmt: skip
             if then is not None and not cancel.is_set():
                 then(branch, res, one_at_a_time)
             return res

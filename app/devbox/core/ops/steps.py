@@ -8,11 +8,12 @@ import hashlib
 import threading
 from pathlib import Path
 
-from devbox.core import branch_notes, containers, envgit, git
+from devbox.core import branch_notes, containers, egress, envgit, git
 from devbox.core.containers import Container
 from devbox.core.errors import NotFound, Refused
 from devbox.core.events import Reporter, Subject
 from devbox.core.locks import hold
+from devbox.core.ops import egress as egress_ops
 from devbox.core.session import Devbox
 
 
@@ -87,9 +88,11 @@ def remove_container_record(
     for vol in (etc_vol,) if keep_var else (etc_vol, var_vol):
         if podman.remove_volume(vol):
             gone.append(f"volume {vol}")
-    if not keep_var:  # the record of its agent and its git directory go with it (the caller
-        # has brought its commits to the host first, or named them as lost)
+    gone += egress_ops.unwire(podman, c.name)  # its proxy and network (a recreate makes new ones)
+    if not keep_var:  # the record of its agent, its egress and its git directory go with it (the
+        # caller has brought its commits to the host first, or named them as lost)
         containers.agent_record(session.settings, c.name).unlink(missing_ok=True)
+        egress.drop_record(session.settings.build_dir, c.name)
         envgit.remove(session.settings, c.name)
     report.log(f"removed {', '.join(gone)}", source="podman")
     return gone

@@ -1,0 +1,278 @@
+"""An environment's egress made real (the policy is ``core/egress.py``): its own internal
+network and its proxy container for ``allow``, no network for ``none``, and what reads
+and changes a running environment's policy: ``net log``, ``net allow``, ``net deny``.
+
+The proxy runs from the environment's own image (squid is in bootc/Containerfile) in a
+container of its own: another network namespace, another PID namespace, no capabilities,
+a read-only root, bounded memory and processes. The environment can reach it only on its
+port; nothing in the environment can signal it, read its configuration or write its log.
+Its configuration travels in its environment and ``podman exec``, never through a file
+the host shares, so the same code serves another host's podman.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from devbox.core import egress, proc
+from devbox.core.config import Settings
+from devbox.core.egress import Connection, Policy, PolicyError, Tally, Wiring
+from devbox.core.errors import BadName, ContainerFailed, NotFound, Refused
+from devbox.core.events import Reporter, Sink, Subject, null_sink
+from devbox.core.podman import Podman
+from devbox.core.podman_records import CreateSpec
+from devbox.core.session import Devbox
+
+LABEL_FOR = "devbox.egress-for"  # on the network and the proxy: the environment's container
+PROXY_MEMORY = 256 << 20
+PROXY_PIDS = 128
+PROXY_READY = "Accepting HTTP Socket connections"
+NO_IPV6 = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
+# the proxy's configuration arrives in its environment; a reload writes it again first
+CONF_PATH = "/tmp/squid.conf"
+START = f'printf "%s" "$DEVBOX_EGRESS_CONF" > {CONF_PATH} && exec squid -N -f {CONF_PATH}'
+RELOAD = f'printf "%s" "$DEVBOX_EGRESS_CONF" > {CONF_PATH}.new && mv {CONF_PATH}.new {CONF_PATH} && squid -k reconfigure -f {CONF_PATH}'  # noqa: E501
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NAMED_MODES = ("none", "host", "private", "slirp4netns", "pasta")  # container.network words, not networks
+
+
+def network_name(container: str) -> str:
+    return f"{container}-net"
+
+
+def proxy_name(container: str) -> str:
+    return f"{container}-egress"
+
+
+def outside_network(settings: Settings) -> str:
+    """The network the proxy reaches out through: ``container.network`` when it names one."""
+    return settings.network if settings.network and settings.network not in NAMED_MODES else "podman"
+
+
+def host_addresses() -> tuple[str, ...]:
+    """This machine's addresses (``ip -j addr``); () where ``ip`` is missing."""
+    try:
+        done = proc.run(["ip", "-j", "addr"], tool="ip", timeout=10)
+    except Exception:  # (ToolMissing: the remaining checks still hold; said in the README)
+        return ()
+    return egress.host_addresses(done.stdout) if done.ok else ()
+
+
+def refused(podman: Podman, settings: Settings, addresses: Sequence[str]) -> list[str]:
+    """Where a proxy must never connect beyond ALWAYS_REFUSED: the machine's ``addresses``,
+    its outside network (the host's gateway, environments whose egress is open) and every
+    environment's own network."""
+    found = [*(podman.network_subnets(outside_network(settings)) or ()), *addresses]
+    for subs in podman.networks({LABEL_FOR: ""}).values():
+        found += subs
+    return sorted(set(found))
+
+
+def wire(
+    podman: Podman, settings: Settings, name: str, image_id: str, policy: Policy, *, addresses: Sequence[str],
+    report: Reporter,
+) -> Wiring:  # fmt: skip
+    """The network side of environment ``name`` under ``policy``: for ``allow`` its network
+    and its proxy, made and started (``addresses``: the machine's own, never connected to).
+    A failure removes what it made."""
+    if policy.mode == "open":
+        return Wiring(policy, network=settings.network)
+    if policy.mode == "none":
+        return Wiring(policy, network="none", sysctls=NO_IPV6)
+    net, proxy = network_name(name), proxy_name(name)
+    labels = {LABEL_FOR: name}
+    unwire(podman, name)  # a leftover of an interrupted start
+    subnets = podman.create_network(net, internal=True, labels=labels)
+    try:
+        if not subnets:
+            raise ContainerFailed(f"podman gave {net} no subnet", "see `podman network inspect " + net + "`")
+        address = egress.proxy_address(subnets[0])
+        outside = outside_network(settings)
+        conf = egress.squid_conf(policy, refused=refused(podman, settings, addresses), dns=settings.egress_dns)
+        podman.create(CreateSpec(
+            name=proxy, image=image_id, command=(), entrypoint=("/bin/sh", "-c", START),
+            labels=labels, env={"DEVBOX_EGRESS_CONF": conf, "PATH": PATH}, mounts=(), workdir="/tmp",
+            hostname="devbox-egress", user="65534:65534", cap_add=(), networks={net: address, outside: ""},
+            tmpfs=(("/tmp", "1777", 64 << 20), ("/run", "755", 1 << 20)), memory=PROXY_MEMORY, pids=PROXY_PIDS,
+        ))  # fmt: skip
+        podman.start(proxy)
+    except BaseException:
+        unwire(podman, name)
+        raise
+    report.log(f"egress: {policy.describe()} through {proxy} ({address}:{egress.PROXY_PORT})", source="devbox")
+    return Wiring(policy, networks={net: ""}, dns=("127.0.0.1",), sysctls=NO_IPV6, env=egress.proxy_env(address),
+                  made=(f"network {net}", f"container {proxy}"))  # fmt: skip
+
+
+def wait_proxy(podman: Podman, name: str, cancel: threading.Event, timeout: float = 20.0) -> None:
+    """Until the proxy of ``name`` listens (its log says so), or why it does not."""
+    proxy = proxy_name(name)
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = podman.logs(proxy, tail=200)
+        if any(PROXY_READY in ln for ln in lines):
+            return
+        rec = podman.container(proxy)
+        if rec is None or rec.state != "running" or time.monotonic() > deadline:
+            last = next((ln for ln in reversed(lines) if ln.strip()), "no output")
+            raise ContainerFailed(
+                f"the egress proxy of {name} did not start: {last[:300]}",
+                "is squid in the image (bootc/Containerfile installs it)? or start with --egress open",
+                detail=tuple(ln[:400] for ln in lines[-15:]),
+            )
+        if cancel.wait(0.1):
+            return  # the caller says it was interrupted
+
+
+def restart_proxy(session: Devbox, name: str, policy: Policy, cancel: threading.Event) -> None:
+    """A stopped environment's proxy started again under ``policy`` (its recorded rules: the
+    ones it was made with are in its environment, what ``net allow`` changed is not)."""
+    podman = session.podman
+    rec = podman.container(proxy_name(name))
+    if rec is None:
+        raise NotFound(f"the egress proxy of {name} is gone", f"remake both: devbox start-work {name} --recreate")
+    if rec.state != "running":
+        podman.start(proxy_name(name))
+    wait_proxy(podman, name, cancel)
+    reload(session, name, policy, addresses=host_addresses())
+
+
+def unwire(podman: Podman, name: str) -> list[str]:
+    """Remove the proxy and network of environment ``name`` (after the environment itself:
+    a network in use stays); what went, as said to the user."""
+    gone = []
+    proxy = proxy_name(name)
+    if podman.container(proxy) is not None:
+        podman.remove(proxy, force=True)
+        gone.append(f"container {proxy}")
+    if podman.network_subnets(network_name(name)) is not None and podman.remove_network(network_name(name)):
+        gone.append(f"network {network_name(name)}")
+    return gone
+
+
+# a running environment's policy -----------------------------------------------------------
+@dataclass(frozen=True)
+class NetPolicy:
+    """``net allow`` / ``net deny``: the environment's policy after the change."""
+
+    branch: str
+    container: str
+    policy: Policy
+    changed: tuple[str, ...]  # the entries added or taken away
+
+
+def _env(session: Devbox, branch: str) -> str:
+    """The container of ``branch``'s environment."""
+    from devbox.core.ops.containers import find_container  # (it imports this module)
+
+    return find_container(session, branch).name
+
+
+def policy_of(session: Devbox, container: str) -> Policy:
+    """The recorded policy of an environment (one made before egress existed: open)."""
+    return egress.read_record(session.settings.build_dir, container) or Policy("open")
+
+
+def _change(session: Devbox, branch: str, entries: Sequence[str], widen: bool, sink: Sink) -> NetPolicy:
+    name = _env(session, branch)
+    before = policy_of(session, name)
+    if before.mode != "allow":
+        fix = f"devbox start-work {branch} --recreate --egress allow" + "".join(f" --allow {e}" for e in entries)
+        raise Refused(f"{branch}'s egress is {before.mode}: there is no list to change", fix)
+    try:
+        after = before.widened(entries) if widen else before.narrowed(entries)
+        asked = egress.parse_rules(entries)
+    except PolicyError as exc:
+        raise BadName(str(exc), "e.g. devbox net allow BRANCH pypi.org") from None
+    changed = tuple(r.text() for r in asked if (r in after.allow) == widen and (r in before.allow) != widen)
+    report = Reporter(sink, "net-allow" if widen else "net-deny", Subject("container", name))
+    reload(session, name, after, addresses=host_addresses())
+    egress.write_record(session.settings.build_dir, name, after)  # so --recreate keeps it
+    report.step("done", f"{branch}: {after.describe()}")
+    return NetPolicy(branch, name, after, changed)
+
+
+def reload(session: Devbox, name: str, policy: Policy, *, addresses: Sequence[str]) -> None:
+    """The running proxy's rules replaced in place (``squid -k reconfigure``): the agent and
+    its open connections carry on."""
+    podman = session.podman
+    proxy = proxy_name(name)
+    rec = podman.container(proxy)
+    if rec is None or rec.state != "running":
+        raise NotFound(f"the egress proxy of {name} is not running", f"devbox start-work {name} --recreate")
+    conf = egress.squid_conf(policy, refused=refused(podman, session.settings, addresses),
+                             dns=session.settings.egress_dns)  # fmt: skip
+    done = proc.run([*podman.cli(), "exec", "--user", "65534:65534", "--env", "DEVBOX_EGRESS_CONF", "--env",
+                     f"PATH={PATH}", proxy, "/bin/sh", "-c", RELOAD], tool="podman",
+                    env={"DEVBOX_EGRESS_CONF": conf}, timeout=30)  # fmt: skip
+    if not done.ok:
+        raise ContainerFailed(f"the egress proxy of {name} did not take the change: {done.last_error()}",
+                              f"see `podman logs {proxy}`")  # fmt: skip
+
+
+def net_allow(session: Devbox, branch: str, hosts: Sequence[str], *, sink: Sink = null_sink) -> NetPolicy:
+    """Widen ``branch``'s allow list while it runs (recorded: ``--recreate`` keeps it)."""
+    return _change(session, branch, hosts, True, sink)
+
+
+def net_deny(session: Devbox, branch: str, hosts: Sequence[str], *, sink: Sink = null_sink) -> NetPolicy:
+    """Narrow ``branch``'s allow list while it runs (recorded: ``--recreate`` keeps it)."""
+    return _change(session, branch, hosts, False, sink)
+
+
+# what the proxy saw ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class NetLog:
+    branch: str
+    container: str
+    policy: Policy
+    connections: tuple[Connection, ...]
+    tally: Tally
+
+
+def net_log(session: Devbox, branch: str) -> NetLog:
+    """Every request ``branch``'s proxy answered or refused, oldest first."""
+    name = _env(session, branch)
+    conns = connections(session.podman, name)
+    return NetLog(branch, name, policy_of(session, name), conns, egress.tally(conns))
+
+
+def connections(podman: Podman, name: str) -> tuple[Connection, ...]:
+    lines = podman.logs(proxy_name(name), tail="all", stderr=False)
+    return tuple(c for c in map(egress.parse_line, lines) if c is not None)
+
+
+def follow_log(session: Devbox, branch: str, cancel: threading.Event) -> Iterator[Connection]:
+    """The proxy's requests as they come, until ``cancel`` or the proxy is gone."""
+    name = _env(session, branch)
+    for line in session.podman.follow_logs(proxy_name(name), cancel, tail=0, stderr=False):
+        conn = egress.parse_line(line)
+        if conn is not None:
+            yield conn
+
+
+class Tallies:
+    """Each environment's refusals for the rows, read incrementally: a proxy's log is read
+    whole once, then from the last second seen (kept per proxy, in the session)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[float, Tally]] = {}
+        self._lock = threading.Lock()
+
+    def of(self, podman: Podman, name: str) -> Tally:
+        proxy = proxy_name(name)
+        with self._lock:
+            last_ts, known = self._seen.get(proxy, (0.0, Tally()))
+        since = int(last_ts) if last_ts else None
+        lines = podman.logs(proxy, tail="all", since=since, stderr=False)
+        new = [c for c in map(egress.parse_line, lines) if c is not None and c.time > last_ts]
+        if not new:
+            return known
+        add = egress.tally(new)
+        now = Tally(known.refused + add.refused, add.last or known.last, known.seen + add.seen)
+        with self._lock:
+            self._seen[proxy] = (max(c.time for c in new), now)
+        return now
