@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from devbox import __version__
 from devbox.cli_common import Context, failures, print_json
+from devbox.cli_net import egress_flags
 from devbox.core import early_plan, labels, ops, plan_launch
 from devbox.core.containers import Container
 from devbox.core.errors import BadName, Cancelled, DevboxError, ExitCode
@@ -61,9 +62,11 @@ def cmd_start_work(ctx: Context) -> int:
         sys.stderr.write(f"devbox: --host auto: {why}\n")
     if a.host and a.host != "local":
         return _start_on_host(ctx)
+    policy = ops.choose_policy(ctx.session, mode=a.egress, allow=a.allow)
     res = ops.start_work(
-        ctx.session, a.branch, from_ref=a.from_ref, recreate=a.recreate, sink=ctx.sink, cancel=ctx.cancel
-    )
+        ctx.session, a.branch, from_ref=a.from_ref, recreate=a.recreate, sink=ctx.sink, cancel=ctx.cancel,
+        policy=policy,
+    )  # fmt: skip
     ctx.renderer.close()
     command = a.cmd or [ctx.settings.shell, "-l"]
     if a.detach or not _interactive():
@@ -81,8 +84,9 @@ def _start_several(ctx: Context) -> int:
     if not a.detach or a.cmd or a.host:
         raise BadName("several branches start detached, here, without --cmd",
                       "add --detach (then attach to one: ./start-work BRANCH)")  # fmt: skip
+    policy = ops.choose_policy(ctx.session, mode=a.egress, allow=a.allow)
     res = ops.start_several(ctx.session, a.branch, from_ref=a.from_ref, recreate=a.recreate, sink=ctx.sink,
-                            cancel=ctx.cancel)  # fmt: skip
+                            cancel=ctx.cancel, policies={b: policy for b in a.branch} if policy else None)  # fmt: skip
     ctx.renderer.close()
     for r in res.started:
         print(r.container.name)
@@ -239,6 +243,7 @@ ELSEWHERE = {
     "cli_compare": ("compare", "pick"),
     "cli_init": ("init",),
     "cli_hosts": ("host",),
+    "cli_net": ("net",),
 }
 
 
@@ -292,6 +297,7 @@ def _register_own(sub: Any) -> None:
         "there, the worktree and container are made there (devbox fetch brings commits back)",
     )
     p.add_argument("--cmd", nargs=argparse.REMAINDER, help="run this instead of a login shell (e.g. start-claude)")
+    egress_flags(p, "[container] egress, open unless set")
     p.set_defaults(handler=cmd_start_work)
     p = sub.add_parser(
         "fetch", help="an environment's commits to this machine now (another host's: into refs/remotes/HOST/BRANCH)"

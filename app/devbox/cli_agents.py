@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from devbox.cli_common import Context, failures, print_json
+from devbox.cli_net import egress_flags
 from devbox.core import git, labels, notify, ops
 from devbox.core.errors import BadName, ExitCode, NotFound
 
@@ -51,9 +52,15 @@ def cmd_agent_start(ctx: Context) -> int:
         print(f"{res.agent} started on {res.branch} ({res.container} on {a.host}); attach: devbox agent attach "
               f"{res.branch}")  # fmt: skip
         return ExitCode.OK
-    start = ops.vm_agent_start if a.vm else ops.agent_start
-    res = start(ctx.session, branch, prompt=prompt, agent=agents[0], from_ref=a.from_ref, sink=ctx.sink,
-                cancel=ctx.cancel)  # fmt: skip
+    if a.vm:
+        if a.egress or a.allow:
+            raise BadName("--egress and --allow are the VM's own, not one agent's there",
+                          "set [vm] egress in devbox.toml")  # fmt: skip
+        res = ops.vm_agent_start(ctx.session, branch, prompt=prompt, agent=agents[0], from_ref=a.from_ref,
+                                 sink=ctx.sink, cancel=ctx.cancel)  # fmt: skip
+    else:
+        res = ops.agent_start(ctx.session, branch, prompt=prompt, agent=agents[0], from_ref=a.from_ref,
+                              egress=a.egress, allow=a.allow, sink=ctx.sink, cancel=ctx.cancel)  # fmt: skip
     ctx.renderer.close()
     vm = "--vm " if a.vm else ""
     print(f"{res.agent} started on {res.branch} ({res.container}); attach: devbox agent attach {vm}{res.branch}")
@@ -69,7 +76,7 @@ def _start_copies(ctx: Context, prompt: str | None, agents: list[str]) -> int:
         raise BadName("no task name and no prompt to name one after", "give TASK, or --prompt TEXT")
     ctx.log_name = "agent-start"
     res = ops.start_task(ctx.session, task, count=a.count, prompt=prompt, agents=agents, from_ref=a.from_ref,
-                         sink=ctx.sink, cancel=ctx.cancel)  # fmt: skip
+                         egress=a.egress, allow=a.allow, sink=ctx.sink, cancel=ctx.cancel)  # fmt: skip
     ctx.renderer.close()
     for s in res.started:
         print(f"{s.agent} started on {s.branch} ({s.container})")
@@ -181,6 +188,7 @@ def register(sub: Any) -> None:
     p.add_argument("--from", dest="from_ref", metavar="REF", help="a new branch starts at REF")
     p.add_argument("--vm", action="store_true", help="in the VM, over ssh (the branch is pushed there first)")
     p.add_argument("--host", metavar="NAME", help="in an environment on another host ([hosts.NAME], or auto)")
+    egress_flags(p, "the agent's, allow: its own endpoints and [container] allow")
     p.set_defaults(handler=cmd_agent_start)
     p = ag.add_parser("attach", help="the agent's terminal (tmux; its detach key brings you back)")
     p.add_argument("branch")

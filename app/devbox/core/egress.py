@@ -290,6 +290,23 @@ class Tally:
         return f"blocked {self.refused} (last {self.last.host}:{self.last.port})"
 
 
+@dataclass(frozen=True)
+class EgressView:
+    """An environment's egress as a row shows it: its policy and its refusals so far."""
+
+    mode: str
+    allow: tuple[str, ...] = ()
+    refused: int = 0
+    last: str = ""  # host:port of the last refusal
+
+    def badge(self) -> str:
+        """``blocked N`` with the last destination, for a fleet row ("" when none)."""
+        return f"blocked {self.refused} ({self.last})" if self.refused else ""
+
+    def to_json(self) -> dict[str, object]:
+        return {"mode": self.mode, "allow": list(self.allow), "refused": self.refused, "last_refused": self.last}
+
+
 def tally(connections: Iterable[Connection]) -> Tally:
     refused, last, seen = 0, None, 0
     for c in connections:

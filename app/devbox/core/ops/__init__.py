@@ -39,6 +39,9 @@ job, and returns a frozen record.
 | ``host_list`` / ``host_check`` | every host, asked at once / what devbox needs on one | rows / ``Check`` tuple |
 | ``host_start_work`` / ``fetch`` / ``host_remove`` | an environment on a host / its commits back / remove | records |
 | ``discard_plan`` / ``discard`` | what tearing down the copies not picked loses / do it | ``Discard`` / ``Removed`` |
+| ``choose_policy`` | the egress a start asks for (an agent's or ``[container]``'s, flags over it) | ``Policy`` |
+| ``net_log`` / ``follow_net_log`` | what an environment's proxy answered and refused | ``NetLog`` |
+| ``net_allow`` / ``net_deny`` | widen / narrow a running environment's list (kept) | ``NetPolicy`` |
 
 Imported lazily (PEP 562): ``from devbox.core import ops`` costs nothing until an
 operation is used, so ``./devbox vm ssh`` never loads the container operations and
@@ -72,6 +75,15 @@ if TYPE_CHECKING:
         save_seen_marks,
         seen_marks,
         watch_containers,
+    )
+    from devbox.core.ops.egress import (
+        NetLog,
+        NetPolicy,
+        choose_policy,
+        follow_net_log,
+        net_allow,
+        net_deny,
+        net_log,
     )
     from devbox.core.ops.envsync import sync_branches
     from devbox.core.ops.fleet import (
@@ -183,6 +195,13 @@ if TYPE_CHECKING:
     )
 
 _WHERE = {
+    "choose_policy": "egress",
+    "follow_net_log": "egress",
+    "net_allow": "egress",
+    "net_deny": "egress",
+    "net_log": "egress",
+    "NetLog": "egress",
+    "NetPolicy": "egress",
     "host_agent_attach_argv": "fleet_host",
     "host_agent_preview": "fleet_host",
     "host_agent_rows": "fleet_host",
@@ -337,6 +356,8 @@ __all__ = [
     "Loss",
     "Merged",
     "Moved",
+    "NetLog",
+    "NetPolicy",
     "Problem",
     "Pushed",
     "Radar",
@@ -374,6 +395,7 @@ __all__ = [
     "build_disk",
     "build_image",
     "check_templates",
+    "choose_policy",
     "compare",
     "conflicts",
     "container_loss",
@@ -390,6 +412,7 @@ __all__ = [
     "find_container",
     "find_worktree",
     "follow_container_log",
+    "follow_net_log",
     "git_pull",
     "git_push",
     "host_agent_attach_argv",
@@ -412,6 +435,9 @@ __all__ = [
     "list_vms",
     "list_worktrees",
     "merge",
+    "net_allow",
+    "net_deny",
+    "net_log",
     "pick_host",
     "plan_dir_push",
     "predict_merge",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from devbox.core import branch_notes, containers, egress, envgit, git, image, labels
 from devbox.core.config import Limits
@@ -336,12 +336,13 @@ def start_several(
     sink: Sink = null_sink,
     cancel: threading.Event | None = None,
     then: Callable[[str, StartResult, Sink], None] | None = None,
-    policy: Policy | None = None,
+    policies: Mapping[str, Policy] | None = None,
 ) -> StartedSeveral:
     """``start_work`` for several branches at once (``start-work A B C --detach``): the image
     is checked (and built, if stale) once, then each branch starts in a worker of its own.
     Ten starts in one process pay Python's start, devbox's imports and podman-py's once,
     not ten times. One branch failing does not stop the others: the result says what each did.
+    ``policies``: the egress each new environment asks for (``start_work``'s ``policy``).
     ``then(branch, result, sink)`` runs in the branch's worker once its environment is up
     (``agent start TASK --count N`` starts each copy's agent there); its error is the
     branch's failure. ``cancel`` stops every start (each removes what it half made) and
@@ -370,7 +371,7 @@ def start_several(
     def start(branch: str) -> StartResult | Problem:
         try:
             res = start_work(session, branch, from_ref=from_ref, recreate=recreate, sink=one_at_a_time,
-                             cancel=cancel, image_status=current, policy=policy)  # fmt: skip
+                             cancel=cancel, image_status=current, policy=(policies or {}).get(branch))  # fmt: skip
             if then is not None and not cancel.is_set():
                 then(branch, res, one_at_a_time)
             return res

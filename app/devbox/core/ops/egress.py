@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from devbox.core import egress, proc
 from devbox.core.config import Settings
-from devbox.core.egress import Connection, Policy, PolicyError, Tally, Wiring
-from devbox.core.errors import BadName, ContainerFailed, NotFound, Refused
+from devbox.core.egress import Connection, EgressView, Policy, PolicyError, Tally, Wiring
+from devbox.core.errors import BadName, ContainerFailed, DevboxError, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.podman import Podman
 from devbox.core.podman_records import CreateSpec
@@ -37,6 +37,28 @@ START = f'printf "%s" "$DEVBOX_EGRESS_CONF" > {CONF_PATH} && exec squid -N -f {C
 RELOAD = f'printf "%s" "$DEVBOX_EGRESS_CONF" > {CONF_PATH}.new && mv {CONF_PATH}.new {CONF_PATH} && squid -k reconfigure -f {CONF_PATH}'  # noqa: E501
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NAMED_MODES = ("none", "host", "private", "slirp4netns", "pasta")  # container.network words, not networks
+
+
+def choose_policy(
+    session: Devbox, *, mode: str = "", allow: Sequence[str] = (), agent: str | None = None
+) -> Policy | None:
+    """The egress a start asks for: ``agent``'s (its ``egress`` and ``allow``, then every
+    environment's ``[container] allow``), else ``[container]``'s; ``mode`` (``--egress``)
+    and ``allow`` (``--allow``) over it. None: a plain start that asks for nothing (an
+    environment that exists keeps its own)."""
+    settings = session.settings
+    if agent is None and not mode and not allow:
+        return None
+    if mode and mode not in egress.MODES:
+        raise BadName(f"--egress {mode!r} is not one of {', '.join(egress.MODES)}", "e.g. --egress allow")
+    try:
+        if agent is not None:
+            spec = settings.agents[agent]
+            base = Policy(spec.egress, egress.parse_rules(spec.allow))
+            return egress.choose(mode=mode, allow=allow, base=base, extra=[r.text() for r in settings.egress.allow])
+        return egress.choose(mode=mode, allow=allow, base=settings.egress)
+    except PolicyError as exc:
+        raise BadName(str(exc), "e.g. --allow pypi.org") from None
 
 
 def network_name(container: str) -> str:
@@ -245,13 +267,28 @@ def connections(podman: Podman, name: str) -> tuple[Connection, ...]:
     return tuple(c for c in map(egress.parse_line, lines) if c is not None)
 
 
-def follow_log(session: Devbox, branch: str, cancel: threading.Event) -> Iterator[Connection]:
+def follow_net_log(session: Devbox, branch: str, cancel: threading.Event) -> Iterator[Connection]:
     """The proxy's requests as they come, until ``cancel`` or the proxy is gone."""
     name = _env(session, branch)
     for line in session.podman.follow_logs(proxy_name(name), cancel, tail=0, stderr=False):
         conn = egress.parse_line(line)
         if conn is not None:
             yield conn
+
+
+def view(session: Devbox, container: str, mode: str, running: bool) -> EgressView:
+    """An environment's egress for its row: the recorded policy and, for ``allow``, its
+    proxy's refusals so far (read incrementally: ``TALLIES``)."""
+    policy = egress.read_record(session.settings.build_dir, container) or Policy(mode)
+    allow = tuple(r.text() for r in policy.allow) if policy.mode == "allow" else ()
+    if policy.mode != "allow":
+        return EgressView(policy.mode, allow)
+    try:
+        t = TALLIES.of(session.podman, container) if running else TALLIES.known(container)
+    except DevboxError:  # its proxy is gone or podman stopped answering: the row still shows
+        t = TALLIES.known(container)
+    last = f"{t.last.host}:{t.last.port}" if t.last else ""
+    return EgressView(policy.mode, allow, t.refused, last)
 
 
 class Tallies:
@@ -261,6 +298,10 @@ class Tallies:
     def __init__(self) -> None:
         self._seen: dict[str, tuple[float, Tally]] = {}
         self._lock = threading.Lock()
+
+    def known(self, name: str) -> Tally:
+        with self._lock:
+            return self._seen.get(proxy_name(name), (0.0, Tally()))[1]
 
     def of(self, podman: Podman, name: str) -> Tally:
         proxy = proxy_name(name)
@@ -276,3 +317,6 @@ class Tallies:
         with self._lock:
             self._seen[proxy] = (max(c.time for c in new), now)
         return now
+
+
+TALLIES = Tallies()  # one per process: the dashboard's poll reads each proxy's new lines only

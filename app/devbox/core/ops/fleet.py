@@ -18,6 +18,7 @@ import os
 import shlex
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from devbox.core.errors import BadName, ContainerFailed, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.filesystem import read_json, write_json
 from devbox.core.ops.containers import find_container, start_work
+from devbox.core.ops.egress import choose_policy
+from devbox.core.ops.egress import view as egress_view
 from devbox.core.ops.views import AgentRow
 from devbox.core.session import Devbox
 
@@ -98,13 +101,16 @@ def _wrapper(spec: AgentSpec, prompt: str | None) -> str:
 
 def agent_start(
     session: Devbox, branch: str, *, prompt: str | None = None, agent: str = "claude", from_ref: str | None = None,
-    sink: Sink = null_sink, cancel: threading.Event | None = None,
+    egress: str = "", allow: Sequence[str] = (), sink: Sink = null_sink, cancel: threading.Event | None = None,
 ) -> AgentStarted:  # fmt: skip
-    """Worktree, container, then the agent in its tmux session (refused when one runs)."""
+    """Worktree, container, then the agent in its tmux session (refused when one runs). A
+    new environment gets the agent's egress (``egress``/``allow``: ``--egress``/``--allow``
+    over it); one that exists with another mode is refused with the way to change it."""
     cancel = cancel or threading.Event()
     spec = _spec(session, agent)
     secrets = needed_env(spec, agent)
-    res = start_work(session, branch, from_ref=from_ref, sink=sink, cancel=cancel)
+    policy = choose_policy(session, mode=egress, allow=allow, agent=agent)
+    res = start_work(session, branch, from_ref=from_ref, sink=sink, cancel=cancel, policy=policy)
     return launch_agent(session, branch, res.container, spec, secrets, prompt, sink)
 
 
@@ -261,7 +267,8 @@ def agent_rows(session: Devbox, conts: tuple[Container, ...]) -> tuple[AgentRow,
         record = read_json(containers.agent_record(session.settings, c.name))
         if state_dir is None:  # its state lived in the container's tmpfs: gone with it
             rows.append(AgentRow(c.branch, c.name, c.state, agent_state.AgentState(
-                "exited" if record else "no agent", problem=f"its container is {c.state}")))  # fmt: skip
+                "exited" if record else "no agent", problem=f"its container is {c.state}"),
+                egress=egress_view(session, c.name, c.egress, False)))  # fmt: skip
             continue
         state = _believable_time(agent_state.read(state_dir), c)
         hookless = isinstance(record, dict) and record.get("hooks") == "none"
@@ -277,7 +284,9 @@ def agent_rows(session: Devbox, conts: tuple[Container, ...]) -> tuple[AgentRow,
         if c.worktree and not os.path.isdir(c.worktree):  # what the agent said is about work that is gone
             why = f"its worktree {c.worktree} was deleted: {labels.missing_worktree_fix(c.branch)}"
             state = agent_state.AgentState("missing", state.since, why, state.last_event, state.events)
-        rows.append(AgentRow(c.branch, c.name, c.state, state))
+        rows.append(
+            AgentRow(c.branch, c.name, c.state, state, egress=egress_view(session, c.name, c.egress, c.running))
+        )
     return tuple(sorted(rows, key=_urgency))
 
 

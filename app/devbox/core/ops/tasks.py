@@ -36,6 +36,7 @@ from devbox.core.events import Reporter, Sink, Stream, Subject, null_sink
 from devbox.core.filesystem import read_json, write_json
 from devbox.core.git_merge import Commit
 from devbox.core.ops.containers import start_several
+from devbox.core.ops.egress import choose_policy
 from devbox.core.ops.envsync import sync_branches
 from devbox.core.ops.fleet import AgentStarted, _spec, agent_rows, launch_agent, needed_env
 from devbox.core.ops.results import Problem, Removed, StartResult
@@ -136,7 +137,8 @@ def copy_names(task: str, count: int) -> list[str]:
 
 def start_task(
     session: Devbox, task: str, *, count: int, prompt: str | None, agents: Sequence[str] = ("claude",),
-    from_ref: str | None = None, sink: Sink = null_sink, cancel: threading.Event | None = None,
+    from_ref: str | None = None, egress: str = "", allow: Sequence[str] = (), sink: Sink = null_sink,
+    cancel: threading.Event | None = None,
 ) -> TaskStarted:  # fmt: skip
     """TASK-1..N from the same base commit, each with its environment and agent, all at once
     (``start_several``; four copies took 4.9-5.4 s here, against 6.9-7.7 s one after
@@ -162,6 +164,7 @@ def start_task(
     report = Reporter(sink, "agent-start", Subject("task", task))
     report.step("start", f"{count} copies of {task} from {base or base_commit[:12]} ({base_commit[:12]})")
     agent_of = dict(zip(branches, per_copy, strict=True))
+    policies = {b: choose_policy(session, mode=egress, allow=allow, agent=agent_of[b]) for b in branches}
     started: dict[str, AgentStarted] = {}
 
     def launch(branch: str, res: StartResult, one_at_a_time: Sink) -> None:  # in the copy's own worker
@@ -170,7 +173,8 @@ def start_task(
                                        one_at_a_time)  # fmt: skip
 
     try:  # every copy at once (start_several), each from the commit: they all start at one point
-        several = start_several(session, branches, from_ref=base_commit, sink=sink, cancel=cancel, then=launch)
+        several = start_several(session, branches, from_ref=base_commit, sink=sink, cancel=cancel, then=launch,
+                                policies={b: p for b, p in policies.items() if p is not None})  # fmt: skip
     finally:  # each copy that was made is the task's, whatever became of the others
         for branch in branches:
             if git.rev(repo, f"refs/heads/{branch}"):

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # VM mode's records and the agents': a start-work must not lo
     from devbox.core.agent_state import AgentState
     from devbox.core.builder import DiskStatus
     from devbox.core.containers import Container
+    from devbox.core.egress import EgressView
     from devbox.core.freshness import SourceTree
     from devbox.core.git import Worktree, WorktreeState
     from devbox.core.image import ImageStatus
@@ -75,10 +76,12 @@ class AgentRow:
     container_state: str
     agent: AgentState
     host: str = ""  # another host's name ([hosts.NAME]); "" here
+    egress: EgressView | None = None  # None: not known here (the VM's, another host's for now)
 
     def to_json(self) -> dict[str, Any]:
         return {"branch": self.branch, "container": self.container, "container_state": self.container_state,
-                "host": self.host or "local", **self.agent.to_json()}  # fmt: skip
+                "host": self.host or "local", **self.agent.to_json(),
+                "egress": self.egress.to_json() if self.egress else None}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ class Status:
     vms: Section[tuple[Vm, ...]] = Section()
     agents: Section[tuple[AgentRow, ...]] = Section()
 
-    SCHEMA = 2  # 2: the agents section
+    SCHEMA = 3  # 2: the agents section; 3: each agent's and container's egress
 
     @property
     def image_id(self) -> str | None:
