@@ -29,6 +29,11 @@ def _container(app: DevboxApp) -> bool | None:
     return True if app.selection()[1] is not None else None
 
 
+def _allow_egress(app: DevboxApp) -> bool | None:
+    _, c = app.selection()
+    return True if c is not None and c.egress == "allow" else None
+
+
 def _linked_worktree(app: DevboxApp) -> bool | None:
     row, _ = app.selection()
     return True if row is not None and not row.worktree.is_main else None
@@ -130,6 +135,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("refresh", "r", "Refresh", "refresh now", "`./devbox status`"),
     Command("container_log", "l", "Container log", "follow the selected container's own log",
             "`podman logs -f NAME`", applies=_container),
+    Command("net_log", "e", "Net log", "the selected environment's egress: what its proxy answered and refused "
+            "(each refusal with its destination), then each request as it comes", "`./devbox net log BRANCH "
+            "--follow`", applies=_allow_egress),
     Command("filter_log", "slash", "Filter log", "filter the log"),
     Command("follow_log", "f", "Follow log", "pause / resume following the log"),
     Command("cancel_op", "c", "Cancel", "cancel the shown (or newest) running operation, after a one-line `y/N`",

@@ -151,10 +151,19 @@ class FleetTable(ReconciledTable):
             if clashes.get(r.branch):  # would conflict with that many branches (or its base)
                 changes += f" ⚠ {clashes[r.branch]}"
             st = stats.get(r.container)
+            # refusals of its egress proxy: counted in the env column, the last destination
+            # where the message column shows (a 100-column terminal), else in `e` (net log)
+            blocked = ""
+            if r.egress is not None and r.egress.refused:
+                blocked = f" blocked {r.egress.refused}" + (
+                    f" ({r.egress.last})" if self.COLUMNS == self.WIDE_COLUMNS else ""
+                )
+                if narrow:
+                    changes += f" ⛔{r.egress.refused}"
             cells = {
                 "branch": r.branch,
                 "agent": f"{MARK.get(s.state, ' ')} {shown_state} {age}{unseen}".rstrip(),
-                "env": r.container_state + (f"@{r.host}" if r.host else ""),
+                "env": r.container_state + (f"@{r.host}" if r.host else "") + blocked,
                 "changes": changes,
                 "cpu": f"{st.cpu_percent:.0f}%" if st else "-",
                 "mem": labels.size(st.mem_bytes) if st else "-",

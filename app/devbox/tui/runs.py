@@ -170,6 +170,20 @@ class Runs:
             lambda sink, cancel: ops.follow_container_log(self.session, name, sink=sink, cancel=cancel),
         )
 
+    def action_net_log(self) -> None:
+        _, c = self.selection()
+        if c is None:
+            return
+        for run in self.log_pane.running():  # one followed net log at a time
+            if run.name.startswith("net-"):
+                run.cancel.set()
+        branch = c.branch
+        self.run_op(
+            f"net-{branch}",
+            f"devbox net log {branch} --follow",
+            lambda sink, cancel: ops.watch_net_log(self.session, branch, sink=sink, cancel=cancel),
+        )
+
     def action_filter_log(self) -> None:
         self.log_pane.open_filter()
 

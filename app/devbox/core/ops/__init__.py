@@ -40,7 +40,7 @@ job, and returns a frozen record.
 | ``host_start_work`` / ``fetch`` / ``host_remove`` | an environment on a host / its commits back / remove | records |
 | ``discard_plan`` / ``discard`` | what tearing down the copies not picked loses / do it | ``Discard`` / ``Removed`` |
 | ``choose_policy`` | the egress a start asks for (an agent's or ``[container]``'s, flags over it) | ``Policy`` |
-| ``net_log`` / ``follow_net_log`` | what an environment's proxy answered and refused | ``NetLog`` |
+| ``net_log`` / ``follow_net_log`` / ``watch_net_log`` | what an environment's proxy answered and refused | ``NetLog`` |
 | ``net_allow`` / ``net_deny`` | widen / narrow a running environment's list (kept) | ``NetPolicy`` |
 
 Imported lazily (PEP 562): ``from devbox.core import ops`` costs nothing until an
@@ -84,6 +84,7 @@ if TYPE_CHECKING:
         net_allow,
         net_deny,
         net_log,
+        watch_net_log,
     )
     from devbox.core.ops.envsync import sync_branches
     from devbox.core.ops.fleet import (
@@ -202,6 +203,7 @@ _WHERE = {
     "net_log": "egress",
     "NetLog": "egress",
     "NetPolicy": "egress",
+    "watch_net_log": "egress",
     "host_agent_attach_argv": "fleet_host",
     "host_agent_preview": "fleet_host",
     "host_agent_rows": "fleet_host",
@@ -470,6 +472,7 @@ __all__ = [
     "vm_up",
     "vm_upgrade",
     "watch_containers",
+    "watch_net_log",
     "watch_vms",
     "worktree_loss",
 ]

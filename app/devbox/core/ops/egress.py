@@ -262,6 +262,22 @@ def net_log(session: Devbox, branch: str) -> NetLog:
     return NetLog(branch, name, policy_of(session, name), conns, egress.tally(conns))
 
 
+def watch_net_log(session: Devbox, branch: str, *, sink: Sink = null_sink, cancel: threading.Event) -> NetLog:
+    """``net log --follow`` as an operation's log (the dashboard's ``e``): the requests so
+    far, then each as it comes, until ``cancel``."""
+    log = net_log(session, branch)
+    report = Reporter(sink, "net-log", Subject("container", log.container))
+    report.log(f"{branch}: egress {log.policy.describe()}; {log.tally.refused} refused of {log.tally.seen}")
+    if log.policy.mode != "allow":
+        report.log("no proxy: egress open reaches what the host reaches, none reaches nothing")
+        return log
+    for c in log.connections:
+        report.log(c.line(), source="proxy")
+    for c in follow_net_log(session, branch, cancel):
+        report.log(c.line(), source="proxy")
+    return log
+
+
 def connections(podman: Podman, name: str) -> tuple[Connection, ...]:
     lines = podman.logs(proxy_name(name), tail="all", stderr=False)
     return tuple(c for c in map(egress.parse_line, lines) if c is not None)

@@ -1,0 +1,285 @@
+"""Egress from inside real containers (issue 28): an environment whose egress is ``allow``
+reaches the names on its list through its proxy and nothing else; ``none`` reaches nothing;
+``open`` is as before; every refusal is in ``devbox net log`` and the fleet's row.
+
+"Outside" is a world this module makes and removes: a podman network of its own with two
+web servers (HTTP on 80, TLS on 443) and a DNS server (dnsmasq, never forwarding) that
+answers ``allowed.test``, ``denied.test``, ``api.test``, ``host.test`` (this machine's own
+address on that network, where a service of the test listens) and ``meta.test``
+(169.254.169.254). No other address is ever a target.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from conftest import SESSION, Project
+from rootfs import add_binaries, import_base, make_rootfs
+
+pytestmark = pytest.mark.podman
+
+USER = "1000:1000"  # the environment's user, as an agent runs
+
+
+def podman(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def must(*args: str) -> str:
+    res = podman(*args)
+    assert res.returncode == 0, f"podman {' '.join(args)}: {res.stderr}"
+    return res.stdout.strip()
+
+
+@dataclass(frozen=True)
+class World:
+    network: str
+    allowed: str  # addresses of the servers
+    denied: str
+    api: str
+    dns: str
+    gateway: str  # this machine, on the world's network
+    host_port: int  # a service of the test listening on this machine
+
+
+class _Hello(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        body = b"the host's own service\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def world(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    tmp = tmp_path_factory.mktemp("world")
+    root = tmp / "rootfs"
+    make_rootfs(root)
+    add_binaries(root, ("/usr/bin/openssl", "/usr/sbin/dnsmasq"))
+    image = f"localhost/devbox-test-world-{SESSION}:1"
+    import_base("podman", root, image)
+    certs = tmp / "certs"
+    certs.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test",
+                    "-addext", "subjectAltName=DNS:allowed.test,DNS:denied.test,DNS:api.test",
+                    "-keyout", str(certs / "key.pem"), "-out", str(certs / "cert.pem")],
+                   check=True, capture_output=True)  # fmt: skip
+    certs.chmod(0o755)
+    for f in certs.iterdir():
+        f.chmod(0o644)
+    net = f"devbox-test-world-{uuid.uuid4().hex[:8]}"
+    must("network", "create", net)
+    info = json.loads(must("network", "inspect", net))[0]
+    subnet = ipaddress.ip_network(info["subnets"][0]["subnet"])
+    gateway = str(info["subnets"][0].get("gateway") or next(subnet.hosts()))
+    at = {name: str(subnet.network_address + n) for name, n in (("allowed", 10), ("denied", 11), ("api", 12),
+                                                                 ("dns", 53))}  # fmt: skip
+    names: list[str] = []
+    server = None
+    try:
+        for name in ("allowed", "denied", "api"):
+            (tmp / name).mkdir()
+            (tmp / name / "index.html").write_text(f"hello from {name}.test\n")
+            serve = ("httpd -p 80 -h /srv && exec openssl s_server -quiet -accept 443 -cert /certs/cert.pem "
+                     "-key /certs/key.pem -www")  # fmt: skip
+            names.append(f"{net}-{name}")
+            must("run", "-d", "--name", names[-1], "--network", net, "--ip", at[name], "-v", f"{tmp / name}:/srv:ro",
+                 "-v", f"{certs}:/certs:ro", image, "sh", "-c", serve)  # fmt: skip
+        answers = [f"--address=/{n}.test/{at[n]}" for n in ("allowed", "denied", "api")]
+        answers += [f"--address=/host.test/{gateway}", "--address=/meta.test/169.254.169.254"]
+        names.append(f"{net}-dns")
+        must("run", "-d", "--name", names[-1], "--network", net, "--ip", at["dns"], image, "dnsmasq", "-k",
+             "--no-resolv", "--no-hosts", "--user=root", "--pid-file=", *answers)  # fmt: skip
+        # on this machine's address in the world only (the bridge has it once a container is on it)
+        server = ThreadingHTTPServer((gateway, 0), _Hello)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        yield World(net, at["allowed"], at["denied"], at["api"], at["dns"], gateway, server.server_address[1])
+    finally:
+        if server is not None:
+            server.shutdown()
+        for name in names:
+            podman("rm", "-f", "-t", "0", name)
+        podman("network", "rm", "-f", net)
+        podman("rmi", "-f", image)
+
+
+def configure(project: Project, world: World, container: str = "", agents: str = "") -> None:
+    with (project.root / "devbox.toml").open("a") as fh:
+        fh.write(f'[container]\negress_dns = ["{world.dns}"]\n{container}\n{agents}')
+
+
+def inside(container: str, script: str, timeout: float = 120) -> dict[str, str]:
+    """Run ``script`` in ``container`` as its user; each ``NAME=value`` line it prints, as a dict."""
+    res = podman("exec", "--user", USER, container, "sh", "-c", script, timeout=timeout)
+    return dict(ln.split("=", 1) for ln in res.stdout.splitlines() if "=" in ln)
+
+
+def started(project: Project, *args: str) -> str:
+    res = project.devbox("start-work", *args, "--detach")
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip().splitlines()[-1]
+
+
+def agents_json(project: Project) -> dict[str, dict[str, object]]:
+    res = project.devbox("agents", "--json")
+    assert res.returncode == 0, res.stderr
+    return {row["branch"]: row for row in json.loads(res.stdout)}
+
+
+def net_log(project: Project, branch: str) -> dict[str, object]:
+    res = project.devbox("net", "log", branch, "--json")
+    assert res.returncode == 0, res.stderr
+    return dict(json.loads(res.stdout))
+
+
+CURL = 'curl -sk -m 8 -o /dev/null -w "%{http_code}"'
+
+
+def test_allow_reaches_its_names_and_nothing_else(project: Project, world: World) -> None:
+    configure(project, world, 'egress = "allow"\nallow = ["allowed.test", "host.test", "meta.test"]')
+    other = started(project, "o1", "--egress", "open")  # another environment, on podman's network
+    other_ip = must("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", other)
+    name = started(project, "a1")
+    seen = inside(name, f"""
+        echo https_allowed=$(curl -sk -m 8 https://allowed.test/ | grep -q s_server && echo 1)
+        echo http_allowed=$(curl -s -m 8 http://allowed.test/)
+        echo denied=$({CURL} https://denied.test/; echo " $?")
+        echo denied_ip=$({CURL} http://{world.denied}/; echo " $?")
+        echo denied_ip_direct=$({CURL} --noproxy '*' http://{world.denied}/; echo " $?")
+        echo host_by_name=$({CURL} http://host.test:{world.host_port}/; echo " $?")
+        echo host_direct=$({CURL} --noproxy '*' http://{world.gateway}:{world.host_port}/; echo " $?")
+        echo host_loopback=$({CURL} http://127.0.0.1:{world.host_port}/; echo " $?")
+        echo host_loopback_proxy=$({CURL} --noproxy '' -x "$HTTP_PROXY" http://127.0.0.1:{world.host_port}/; echo " $?")
+        echo meta_by_name=$({CURL} http://meta.test/; echo " $?")
+        echo meta_direct=$({CURL} --noproxy '*' http://169.254.169.254/; echo " $?")
+        echo other_env=$({CURL} --noproxy '*' http://{other_ip}/; echo " $?")
+        echo other_env_proxy=$({CURL} http://{other_ip}/; echo " $?")
+        echo dns=$(nslookup denied.test >/dev/null 2>&1; echo $?)
+        echo routes="$(ip route | tr '\n' ';')"
+        echo ipv6=$(cat /proc/sys/net/ipv6/conf/all/disable_ipv6)
+    """)  # fmt: skip
+    assert seen["https_allowed"] == "1", seen  # TLS through CONNECT, to the real server
+    assert seen["http_allowed"] == "hello from allowed.test", seen
+    assert seen["denied"] == "000 56", seen  # the proxy said no to the CONNECT (403, curl: 56)
+    assert seen["denied_ip"] == "403 0", seen  # an address is refused even by the proxy
+    assert seen["host_by_name"] == "403 0", seen  # an allowed name that leads to the host
+    assert seen["meta_by_name"] == "403 0", seen  # ... or to cloud metadata
+    assert seen["host_loopback_proxy"] == "403 0", seen  # the host's loopback, asked of the proxy
+    assert seen["other_env_proxy"] == "403 0", seen
+    for key in ("denied_ip_direct", "host_direct", "meta_direct", "other_env", "host_loopback"):
+        assert seen[key].endswith(" 7"), (key, seen)  # no route: curl could not connect at all
+    assert seen["dns"] != "0", seen  # no name resolves inside (the proxy resolves)
+    assert "default" not in seen["routes"] and seen["routes"].count(";") == 1, seen  # its own subnet only
+    assert seen["ipv6"] == "1", seen  # no IPv6: not even link-local
+
+    log = net_log(project, "a1")
+    refused = {(c["host"], c["port"]) for c in log["connections"] if c["refused"]}  # type: ignore[union-attr]
+    for dest in (("denied.test", 443), (world.denied, 80), ("host.test", world.host_port), ("meta.test", 80),
+                 ("127.0.0.1", world.host_port), (other_ip, 80)):  # fmt: skip
+        assert dest in refused, (dest, refused)
+    assert log["refused"] == len([c for c in log["connections"] if c["refused"]]) >= 6  # type: ignore[union-attr]
+    row = agents_json(project)["a1"]["egress"]
+    assert row["mode"] == "allow" and row["refused"] == log["refused"], row  # type: ignore[index]
+    assert agents_json(project)["o1"]["egress"]["mode"] == "open"  # type: ignore[index]
+    text = project.devbox("net", "log", "a1", "--refused")
+    assert text.returncode == 0 and "refused" in text.stdout and "denied.test:443" in text.stdout
+    assert "allowed.test" not in text.stdout.split("\n", 1)[1]  # --refused: only the refusals
+
+
+def test_net_allow_widens_a_running_agent_at_once_and_recreate_keeps_it(project: Project, world: World) -> None:
+    configure(project, world, agents='[agents.claude]\ncommand = ["claude"]\nenv = []\nallow = ["allowed.test"]\n')
+    assert project.devbox("agent", "start", "w1", "--prompt", "work 30").returncode == 0
+    name = str(agents_json(project)["w1"]["container"])
+    assert inside(name, f'echo code=$({CURL} https://denied.test/)')["code"] == "000"
+    agent_pid = must("exec", name, "pidof", "claude")
+    res = project.devbox("net", "allow", "w1", "denied.test")
+    assert res.returncode == 0 and "denied.test allowed" in res.stdout, res.stderr
+    t0 = time.monotonic()
+    assert inside(name, f'echo code=$({CURL} https://denied.test/)')["code"] == "200"
+    assert time.monotonic() - t0 < 3
+    assert must("exec", name, "pidof", "claude") == agent_pid  # the agent never restarted
+    assert agents_json(project)["w1"]["egress"]["allow"] == ["allowed.test", "denied.test"]  # type: ignore[index]
+
+    assert project.devbox("agent", "stop", "w1").returncode == 0
+    assert project.devbox("start-work", "w1", "--recreate", "--detach").returncode == 0
+    assert inside(name, f'echo code=$({CURL} https://denied.test/)')["code"] == "200"  # kept
+    assert project.devbox("net", "deny", "w1", "denied.test").returncode == 0
+    assert inside(name, f'echo code=$({CURL} https://denied.test/)')["code"] == "000"
+    bad = project.devbox("net", "allow", "w1", world.denied)
+    assert bad.returncode != 0 and "address" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_none_reaches_nothing_and_open_is_as_before(project: Project, world: World) -> None:
+    configure(project, world)
+    boxed = started(project, "n1", "--egress", "none")
+    seen = inside(boxed, f"""
+        echo routes=$(ip route | wc -l)
+        echo direct=$({CURL} --noproxy '*' http://{world.allowed}/; echo " $?")
+        echo lo=$(ip -o link | grep -vc ': lo:')
+    """)  # fmt: skip
+    assert seen == {"routes": "0", "direct": "000 7", "lo": "0"}, seen
+    assert net_log(project, "n1")["policy"] == {"mode": "none", "allow": []}
+    opened = started(project, "p1")  # start-work's default: open, as a person's shell
+    seen = inside(opened, f"echo direct=$(curl -s -m 8 http://{world.allowed}/)")
+    assert seen["direct"] == "hello from allowed.test", seen
+
+
+def test_an_agent_gets_its_own_endpoints_not_the_internet(project: Project, world: World) -> None:
+    """The stand-in agent's API (api.test) is reachable only because its list names it;
+    [container] allow adds to every environment's list."""
+    configure(project, world, 'allow = ["allowed.test"]',
+              '[agents.claude]\ncommand = ["claude"]\nenv = []\nallow = ["api.test"]\n')  # fmt: skip
+    assert project.devbox("start-work", "plain", "--detach").returncode == 0  # open: a person's
+    refused = project.devbox("agent", "start", "plain", "--prompt", "work 1")
+    assert refused.returncode != 0 and "--recreate --egress allow" in refused.stderr, refused.stderr
+    assert project.devbox("agent", "start", "g1", "--prompt", "work 30").returncode == 0
+    name = str(agents_json(project)["g1"]["container"])
+    seen = inside(name, f"""
+        echo api=$({CURL} https://api.test/)
+        echo listed=$({CURL} https://allowed.test/)
+        echo other=$({CURL} https://denied.test/)
+    """)  # fmt: skip
+    assert seen == {"api": "200", "listed": "200", "other": "000"}, seen  # (000: the CONNECT was refused)
+    policy = net_log(project, "g1")["policy"]
+    assert policy == {"mode": "allow", "allow": ["api.test", "allowed.test"]}, policy
+
+
+def test_the_agent_cannot_reach_or_reconfigure_its_proxy(project: Project, world: World) -> None:
+    """The proxy is another container: the agent cannot see its processes, read or write its
+    configuration, use squid's manager interface, or take a way out around it."""
+    configure(project, world, 'egress = "allow"\nallow = ["allowed.test"]')
+    name = started(project, "h1")
+    proxy = f"{name}-egress"
+    addr = must("exec", name, "sh", "-c", "echo $HTTPS_PROXY").removeprefix("http://").rsplit(":", 1)[0]
+    seen = inside(name, f"""
+        echo squid_seen=$(pidof squid >/dev/null; echo $?)
+        echo mgr=$({CURL} http://{addr}:3128/squid-internal-mgr/menu)
+        echo mgr_via=$({CURL} http://allowed.test/squid-internal-mgr/config -x http://{addr}:3128 -H 'Host: {addr}')
+        echo other_port=$(curl -s -m 5 -o /dev/null --noproxy '*' http://{addr}:22/; echo $?)
+        echo own_proxy=$(HTTPS_PROXY=http://{world.allowed}:80 {CURL} https://denied.test/; echo " $?")
+        echo set_v6=$(echo 0 > /proc/sys/net/ipv6/conf/all/disable_ipv6 2>/dev/null; echo $?)
+    """)  # fmt: skip
+    assert seen["squid_seen"] == "1", seen  # another PID namespace: nothing to signal
+    assert seen["mgr"] in ("403", "404"), seen
+    assert seen["other_port"] == "7", seen  # the proxy's port and nothing else
+    assert seen["own_proxy"].endswith(" 7") or seen["own_proxy"].startswith("000"), seen  # no route to it
+    assert seen["set_v6"] != "0", seen
+    conf = must("inspect", "-f", "{{.Config.User}} {{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapAdd}}", proxy)
+    assert conf.startswith("65534:65534 true"), conf
+    assert shutil.which("podman")  # (the checks above ran through it)
