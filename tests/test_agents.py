@@ -76,7 +76,7 @@ def test_an_agent_asks_is_answered_finishes_and_exits(project: Project) -> None:
 def test_the_users_own_hooks_run_and_an_emptied_state_dir_is_written_again(project: Project) -> None:
     with (project.root / "devbox.toml").open("a") as fh:
         fh.write('[agents.claude]\ncommand = ["claude"]\nenv = []\n')
-    res = project.devbox("start-work", "b1", "--detach")
+    res = project.devbox("start-work", "b1", "--detach", "--egress", "allow")  # the agent's mode, for it
     assert res.returncode == 0, res.stderr
     name = res.stdout.strip().splitlines()[-1]
     user_settings = '{"hooks": {"Stop": [{"hooks": [{"type": "command", "command": "echo ran >> $HOME/user-hook"}]}]}}'
@@ -122,7 +122,11 @@ def test_status_json_has_the_agents_section(project: Project) -> None:
     assert project.devbox("agent", "start", "s1", "--prompt", "work 0.1").returncode == 0
     wait_for(lambda: state_of(project, "s1") == "done", 60, "done")
     data = json.loads(project.devbox("status", "--json").stdout)
-    assert data["schema"] == 2 and [(a["branch"], a["state"]) for a in data["agents"]] == [("s1", "done")]
+    assert data["schema"] == 3 and [(a["branch"], a["state"]) for a in data["agents"]] == [("s1", "done")]
+    # schema 3: each environment's egress (an agent's own by default: its endpoints, nothing else)
+    assert data["agents"][0]["egress"] == {"mode": "allow", "allow": ["api.anthropic.com", "statsig.anthropic.com"],
+                                           "refused": 0, "last_refused": ""}  # fmt: skip
+    assert [c["egress"] for c in data["containers"]] == ["allow"]
 
 
 def test_watch_notifies_once_per_transition(project: Project, tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ def test_status_json_with_podman_down_is_valid_and_says_why(tmp_path: Path) -> N
     )
     assert res.returncode == 0, res.stderr
     data = json.loads(res.stdout)
-    assert data["schema"] == 2 and data["repo"] == str(root.resolve())
+    assert data["schema"] == 3 and data["repo"] == str(root.resolve())
     assert data["containers"] == [] and data["image"] is None
     err = data["errors"]["containers"]
     assert "does not exist" in err["message"] and "podman system service" in err["remedy"]
