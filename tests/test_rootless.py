@@ -180,3 +180,24 @@ def test_rootless_disk_build_names_the_rootful_way(rootless: tuple[AsUser, Path]
     last = res.stderr.strip().splitlines()[-1]
     assert "must run as root" in last and f"podman image scp {user.name}@localhost::" in last
     assert not (proj.root / ".build" / "disk.qcow2").exists()
+
+
+def test_rootless_egress_allow_is_enforced_by_the_users_podman(rootless: tuple[AsUser, Path]) -> None:
+    """The proxy and the internal network work in rootless podman too (its networks live in
+    the user's rootless network namespace): no route out, a refusal logged."""
+    user, tmp = rootless
+    proj = make_project(tmp, "egress")
+    subprocess.run(["chown", "-R", f"{user.uid}:{user.gid}", str(tmp)], check=True)
+    devbox = (SYSTEM_PYTHON, "-m", "devbox.cli")
+    env = {"DEVBOX_REPO": str(proj.root)}
+    res = user.run(*devbox, "start-work", "boxed", "--detach", "--egress", "allow", "--allow", "allowed.test",
+                   cwd=proj.root, **env)  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    script = 'ip route | grep -c default; curl -s -m 5 -o /dev/null -w "%{http_code}\\n" http://denied.test/'
+    res = user.run(*devbox, "container", "exec", "boxed", "--", "sh", "-c", script, cwd=proj.root, **env)
+    assert res.stdout.split() == ["0", "403"], res.stdout + res.stderr
+    log = user.run(*devbox, "net", "log", "boxed", "--json", cwd=proj.root, **env)
+    assert log.returncode == 0, log.stderr
+    assert [(c["host"], c["refused"]) for c in json.loads(log.stdout)["connections"]] == [("denied.test", True)]
+    rm = user.run(*devbox, "container", "rm", "boxed", "--force", cwd=proj.root, **env)
+    assert rm.returncode == 0 and "network" in rm.stdout + rm.stderr, rm.stdout + rm.stderr

@@ -378,6 +378,8 @@ class Podman(ContainerLogs):
         if spec.userns:
             kwargs["userns_mode"] = spec.userns
         if spec.networks:
+            # bridge said outright: rootless podman's default is slirp4netns, which takes no networks
+            kwargs["network_mode"] = "bridge"
             kwargs["networks"] = {n: ({"static_ips": [ip]} if ip else {}) for n, ip in spec.networks.items()}
         elif spec.network in ("none", "host", "private", "slirp4netns", "pasta"):
             kwargs["network_mode"] = spec.network
