@@ -120,6 +120,8 @@ def host(tmp_path: Path, base_image: str) -> Iterator[Host]:
         names = h.podman("ps", "-a", "--filter", f"label=devbox.repo={h.root}/mirror.git", "--format", "{{.Names}}")
         for name in names.stdout.split():
             h.podman("rm", "--force", "--volumes", name)
+            h.podman("rm", "--force", f"{name}-egress")  # its egress proxy and network, if it had them
+            h.podman("network", "rm", "--force", f"{name}-net")
         image = next(line.split('"')[1] for line in (proj.root / "devbox.toml").read_text().splitlines()
                      if line.startswith("name = "))  # fmt: skip
         h.podman("rmi", "--force", image, BASE_IMAGE)  # this session's base, copied there by start-work
@@ -299,6 +301,33 @@ def test_start_work_on_a_host_fetch_its_commits_and_remove_it(host: Host) -> Non
     assert git(proj.root, "log", "-1", "--format=%s", "refs/remotes/h1/feat").strip() == "second on h1"  # kept here
     assert not marker.exists(), marker.read_text()
     assert (host.root / "mirror.git" / "config").read_bytes() == mirror_config
+
+
+@pytest.mark.podman
+def test_egress_on_a_host_is_enforced_by_its_own_podman(host: Host) -> None:
+    """issue 28 on the other machine: its podman makes the environment's internal network
+    and proxy; no route out there, refusals logged there and read here, net allow reloads
+    that proxy over the tunnel (a name let through reaches the proxy's resolver, here
+    where the host has no DNS to ask: 502 or 503, rather than the refusal's 403)."""
+    proj = host.project
+    res = proj.devbox("start-work", "fenced", "--host", "h1", "--detach", "--egress", "allow", "--allow", "ok.test",
+                      timeout=900)  # fmt: skip
+    assert res.returncode == 0, res.stderr + res.stdout
+    name = res.stdout.strip().splitlines()[-1].split()[0]
+    assert f"{name}-egress" in host.podman("ps", "--format", "{{.Names}}").stdout  # the host's own podman
+    probe = 'ip route | grep -c default; curl -s -m 8 -o /dev/null -w "%{http_code}\n" http://blocked.test/'
+    inside = proj.devbox("start-work", "fenced", "--host", "h1", "--cmd", "sh", "-c", probe)
+    assert inside.stdout.split()[-2:] == ["0", "403"], inside.stdout + inside.stderr
+    log = proj.devbox("net", "log", "fenced", "--json")
+    assert log.returncode == 0, log.stderr
+    conns = json.loads(log.stdout)["connections"]
+    assert [(c["host"], c["refused"]) for c in conns] == [("blocked.test", True)], conns
+    assert proj.devbox("net", "allow", "fenced", "blocked.test").returncode == 0
+    inside = proj.devbox("start-work", "fenced", "--host", "h1", "--cmd", "sh", "-c", probe)
+    assert inside.stdout.split()[-2] == "0" and inside.stdout.split()[-1] in ("502", "503"), inside.stdout
+    gone = proj.devbox("worktree", "remove", "fenced", "--force")
+    assert gone.returncode == 0 and f"network {name}-net on h1" in gone.stdout, gone.stdout + gone.stderr
+    assert f"{name}-egress" not in host.podman("ps", "-a", "--format", "{{.Names}}").stdout
 
 
 @pytest.mark.podman

@@ -97,7 +97,9 @@ def _start_on_host(ctx: Context) -> int:
     a = ctx.args
     if a.recreate:
         raise BadName("--recreate is not there yet for --host", "remove it there first: devbox worktree remove BRANCH")
-    res = ops.host_start_work(ctx.session, a.host, a.branch, from_ref=a.from_ref, sink=ctx.sink, cancel=ctx.cancel)
+    policy = ops.choose_policy(ctx.session, mode=a.egress, allow=a.allow)
+    res = ops.host_start_work(ctx.session, a.host, a.branch, from_ref=a.from_ref, sink=ctx.sink, cancel=ctx.cancel,
+                              policy=policy)  # fmt: skip
     ctx.renderer.close()
     command = a.cmd or [ctx.settings.shell, "-l"]
     if a.detach or not _interactive():

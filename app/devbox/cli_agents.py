@@ -47,7 +47,7 @@ def cmd_agent_start(ctx: Context) -> int:
         if a.vm:
             raise BadName("--vm and --host name two places", "give one")
         res = ops.host_agent_start(ctx.session, a.host, branch, prompt=prompt, agent=agents[0], from_ref=a.from_ref,
-                                   sink=ctx.sink, cancel=ctx.cancel)  # fmt: skip
+                                   egress=a.egress, allow=a.allow, sink=ctx.sink, cancel=ctx.cancel)  # fmt: skip
         ctx.renderer.close()
         print(f"{res.agent} started on {res.branch} ({res.container} on {a.host}); attach: devbox agent attach "
               f"{res.branch}")  # fmt: skip

@@ -12,6 +12,7 @@ the host shares, so the same code serves another host's podman.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -149,7 +150,9 @@ def wait_proxy(podman: Podman, name: str, cancel: threading.Event, timeout: floa
             return  # the caller says it was interrupted
 
 
-def restart_proxy(session: Devbox, name: str, policy: Policy, cancel: threading.Event) -> None:
+def restart_proxy(
+    session: Devbox, name: str, policy: Policy, cancel: threading.Event, *, addresses: Sequence[str] | None = None
+) -> None:
     """A stopped environment's proxy started again under ``policy`` (its recorded rules: the
     ones it was made with are in its environment, what ``net allow`` changed is not)."""
     podman = session.podman
@@ -159,7 +162,7 @@ def restart_proxy(session: Devbox, name: str, policy: Policy, cancel: threading.
     if rec.state != "running":
         podman.start(proxy_name(name))
     wait_proxy(podman, name, cancel)
-    reload(session, name, policy, addresses=host_addresses())
+    reload(session, name, policy, addresses=host_addresses() if addresses is None else addresses)
 
 
 def unwire(podman: Podman, name: str) -> list[str]:
@@ -193,13 +196,46 @@ def _env(session: Devbox, branch: str) -> str:
     return find_container(session, branch).name
 
 
+@contextlib.contextmanager
+def _place(session: Devbox, branch: str) -> Iterator[tuple[Devbox, str, Sequence[str] | None]]:
+    """Where ``branch``'s environment is: this machine's podman, or its host's through an ssh
+    tunnel (the host's podman enforces its egress); the session there, the container's name
+    and that machine's addresses (None: this one's, asked when needed)."""
+    from devbox.core.ops.remote import _addresses, host_of  # (it imports this module)
+
+    host = host_of(session, branch)
+    if not host:
+        yield session, _env(session, branch), None
+        return
+    from devbox.core import containers, hosts
+    from devbox.core.ops.hostlist import spec_of
+
+    s = session.settings
+    spec = spec_of(session, host)
+    f = hosts.probe(s, spec)
+    with hosts.Tunnel(s, spec, f.socket) as url:
+        podman = Podman(url, timeout=s.podman_timeout)
+        try:
+            there = Devbox(s, user=session.user, notify=session.notify, podman=podman)
+            yield there, containers.container_name(s, branch), _addresses(s, spec)
+        finally:
+            podman.close()
+
+
 def policy_of(session: Devbox, container: str) -> Policy:
     """The recorded policy of an environment (one made before egress existed: open)."""
     return egress.read_record(session.settings.build_dir, container) or Policy("open")
 
 
 def _change(session: Devbox, branch: str, entries: Sequence[str], widen: bool, sink: Sink) -> NetPolicy:
-    name = _env(session, branch)
+    with _place(session, branch) as (there, name, addresses):
+        return _change_at(there, branch, name, entries, widen, sink, addresses)
+
+
+def _change_at(
+    session: Devbox, branch: str, name: str, entries: Sequence[str], widen: bool, sink: Sink,
+    addresses: Sequence[str] | None,
+) -> NetPolicy:  # fmt: skip
     before = policy_of(session, name)
     if before.mode != "allow":
         fix = f"devbox start-work {branch} --recreate --egress allow" + "".join(f" --allow {e}" for e in entries)
@@ -211,7 +247,7 @@ def _change(session: Devbox, branch: str, entries: Sequence[str], widen: bool, s
         raise BadName(str(exc), "e.g. devbox net allow BRANCH pypi.org") from None
     changed = tuple(r.text() for r in asked if (r in after.allow) == widen and (r in before.allow) != widen)
     report = Reporter(sink, "net-allow" if widen else "net-deny", Subject("container", name))
-    reload(session, name, after, addresses=host_addresses())
+    reload(session, name, after, addresses=host_addresses() if addresses is None else addresses)
     egress.write_record(session.settings.build_dir, name, after)  # so --recreate keeps it
     report.step("done", f"{branch}: {after.describe()}")
     return NetPolicy(branch, name, after, changed)
@@ -256,10 +292,11 @@ class NetLog:
 
 
 def net_log(session: Devbox, branch: str) -> NetLog:
-    """Every request ``branch``'s proxy answered or refused, oldest first."""
-    name = _env(session, branch)
-    conns = connections(session.podman, name)
-    return NetLog(branch, name, policy_of(session, name), conns, egress.tally(conns))
+    """Every request ``branch``'s proxy answered or refused, oldest first (on its host, when
+    it has one)."""
+    with _place(session, branch) as (there, name, _):
+        conns = connections(there.podman, name)
+        return NetLog(branch, name, policy_of(session, name), conns, egress.tally(conns))
 
 
 def watch_net_log(session: Devbox, branch: str, *, sink: Sink = null_sink, cancel: threading.Event) -> NetLog:
@@ -285,11 +322,11 @@ def connections(podman: Podman, name: str) -> tuple[Connection, ...]:
 
 def follow_net_log(session: Devbox, branch: str, cancel: threading.Event) -> Iterator[Connection]:
     """The proxy's requests as they come, until ``cancel`` or the proxy is gone."""
-    name = _env(session, branch)
-    for line in session.podman.follow_logs(proxy_name(name), cancel, tail=0, stderr=False):
-        conn = egress.parse_line(line)
-        if conn is not None:
-            yield conn
+    with _place(session, branch) as (there, name, _):
+        for line in there.podman.follow_logs(proxy_name(name), cancel, tail=0, stderr=False):
+            conn = egress.parse_line(line)
+            if conn is not None:
+                yield conn
 
 
 def view(session: Devbox, container: str, mode: str, running: bool) -> EgressView:

@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import shlex
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 
-from devbox.core import agent_state, branch_notes, containers, hosts
+from devbox.core import agent_state, branch_notes, containers, egress, hosts
+from devbox.core.egress import EgressView
 from devbox.core.errors import ContainerFailed, DevboxError, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.filesystem import write_json
 from devbox.core.host_config import HostSpec
+from devbox.core.ops.egress import choose_policy
 from devbox.core.ops.fleet import EXIT_EVENT, SESSION, AgentStarted, _spec, _wrapper, needed_env, tmux_attach
 from devbox.core.ops.fleet_vm import parse_states
 from devbox.core.ops.hostlist import spec_of
@@ -52,13 +55,16 @@ rm -f "$tmp"
 
 def host_agent_start(
     session: Devbox, host: str, branch: str, *, prompt: str | None = None, agent: str = "claude",
-    from_ref: str | None = None, sink: Sink = null_sink, cancel: threading.Event | None = None,
+    from_ref: str | None = None, egress: str = "", allow: Sequence[str] = (), sink: Sink = null_sink,
+    cancel: threading.Event | None = None,
 ) -> AgentStarted:  # fmt: skip
-    """The environment on ``host`` (made if needed), then the agent in its tmux session."""
+    """The environment on ``host`` (made if needed, under the agent's egress as there), then
+    the agent in its tmux session."""
     cancel = cancel or threading.Event()
     a = _spec(session, agent)
     secrets = needed_env(a, agent)
-    started = host_start_work(session, host, branch, from_ref=from_ref, sink=sink, cancel=cancel)
+    policy = choose_policy(session, mode=egress, allow=allow, agent=agent)
+    started = host_start_work(session, host, branch, from_ref=from_ref, sink=sink, cancel=cancel, policy=policy)
     s = session.settings
     spec = spec_of(session, host)
     f = hosts.known(s, spec)  # host_start_work just probed it
@@ -182,7 +188,9 @@ def _rows_on(session: Devbox, host: str, branches: list[str]) -> list[AgentRow]:
         state = agent_state.fold(data, cut=len(data) >= agent_state.MAX_BYTES)
         if not data:
             state = agent_state.AgentState("no agent")
-        rows.append(AgentRow(branch, name, "running" if up else "stopped", state, host))
+        rows.append(
+            AgentRow(branch, name, "running" if up else "stopped", state, host, egress=_recorded(session, name))
+        )
     return rows
 
 
@@ -196,3 +204,10 @@ def host_agent_preview(session: Devbox, branch: str, *, lines: int = 200) -> str
     except DevboxError as exc:
         return f"({exc.message})"
     return done.stdout.rstrip("\n") if done.ok else f"(no agent runs here: devbox agent start {branch} --host ...)"
+
+
+def _recorded(session: Devbox, name: str) -> EgressView:
+    """An environment's egress on another host as recorded here (its refusals are in its
+    proxy's log there: ``devbox net log BRANCH``; a row does not open a tunnel to count them)."""
+    p = egress.read_record(session.settings.build_dir, name) or egress.Policy("open")
+    return EgressView(p.mode, tuple(r.text() for r in p.allow) if p.mode == "allow" else ())

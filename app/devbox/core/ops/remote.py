@@ -20,13 +20,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from devbox.core import branch_notes, containers, envgit, git, hosts, image, transfer
-from devbox.core.config import Limits
+from devbox.core import branch_notes, containers, egress, envgit, git, hosts, image, transfer
+from devbox.core.config import Limits, Settings
 from devbox.core.containers import HostUser
+from devbox.core.egress import Policy
 from devbox.core.errors import Cancelled, DevboxError, NotAvailable, NotFound, Refused, ToolMissing
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.host_config import HostSpec
 from devbox.core.locks import hold
+from devbox.core.ops import egress as egress_ops
 from devbox.core.ops.containers import _wait_ready
 from devbox.core.ops.hostlist import spec_of
 from devbox.core.ops.steps import branch_lock, record_base
@@ -110,9 +112,11 @@ def _url(spec: HostSpec, path: str) -> str:
 
 def host_start_work(
     session: Devbox, host: str, branch: str, *, from_ref: str | None = None, sink: Sink = null_sink,
-    cancel: threading.Event | None = None,
+    cancel: threading.Event | None = None, policy: Policy | None = None,
 ) -> HostStarted:  # fmt: skip
-    """The branch's environment on ``host`` (see the module): made, started or found running."""
+    """The branch's environment on ``host`` (see the module): made, started or found running.
+    ``policy``: a new environment's egress, enforced by the host's own podman (its network,
+    its proxy there; None: ``[container] egress``)."""
     cancel = cancel or threading.Event()
     s = session.settings
     spec = spec_of(session, host)
@@ -156,12 +160,12 @@ def host_start_work(
             raise NotAvailable(f"could not make the worktree on {host}: {made.last_error()}", "see the message")
         git.config_set(s.repo, f"branch.{branch}.{HOST_KEY}", host)
         with hosts.Tunnel(s, spec, f.socket) as url:
-            return _container(session, spec, f, where, branch, url, report, cancel)
+            return _container(session, spec, f, where, branch, url, report, cancel, policy)
 
 
 def _container(
     session: Devbox, spec: HostSpec, f: hosts.Facts, where: Layout, branch: str, url: str, report: Reporter,
-    cancel: threading.Event,
+    cancel: threading.Event, asked: Policy | None,
 ) -> HostStarted:  # fmt: skip
     s = session.settings
     podman = Podman(url, timeout=s.podman_timeout, notify=session.notify)
@@ -175,22 +179,32 @@ def _container(
         name = containers.container_name(s, branch)
         r = report.about(Subject("container", name))
         existing = containers.get(podman, name)
+        if existing is not None and asked is not None and asked.mode != existing.egress:
+            raise Refused(f"{branch}'s environment on {spec.name} has egress {existing.egress}, not {asked.mode}",
+                          f"remove it there and start again with --egress {asked.mode}: devbox worktree remove "
+                          f"{branch}, or ask for {existing.egress}: --egress {existing.egress}")  # fmt: skip
+        policy = asked or s.egress
         if existing is not None and existing.running:
             r.step("skip", f"{name} is running on {spec.name}")
             return HostStarted(spec.name, branch, name, where.worktree, "running")
         if existing is not None:
             r.step("start", f"starting stopped {name} on {spec.name}")
             since = int(time.time()) - 1
+            if existing.egress == "allow":
+                recorded = egress.read_record(s.build_dir, name) or Policy("allow")
+                egress_ops.restart_proxy(there, name, recorded, cancel, addresses=_addresses(s, spec))
             podman.start(name)
             _wait_ready(there, name, cancel, since)
             return HostStarted(spec.name, branch, name, where.worktree, "started")
-        r.step("start", f"creating {name} on {spec.name}")
+        r.step("start", f"creating {name} on {spec.name} (egress {policy.describe()})")
+        addresses = _addresses(s, spec) if policy.mode == "allow" else ()
+        wiring = egress_ops.wire(podman, there.settings, name, img.info.id, policy, addresses=addresses, report=r)
         env_root = f"{where.gitdirs}/{name}"
         create = containers.spec(
             there.settings, name=name, branch=branch, worktree=Path(where.worktree), image_id=img.info.id,
             user=there.user, rootless=podman.rootless(), env=git.identity(s.repo), repo=Path(where.mirror),
             gitdir=Path(f"{env_root}/git"), dotgit=Path(f"{env_root}/dotgit"), objects=Path(f"{where.mirror}/objects"),
-            limits=s.limits if podman.limits_enforced() else Limits(),
+            limits=s.limits if podman.limits_enforced() else Limits(), wiring=wiring,
         )  # fmt: skip
         base = branch_notes.recorded_base(s.repo, branch)
         made = hosts.run(
@@ -198,22 +212,32 @@ def _container(
             spec,
             ["sh", "-c", ENV_GIT, "envgit", env_root, where.mirror, branch, where.worktree, base, envgit.CONFIG],
         )
-        if not made.ok:
-            raise NotAvailable(f"could not make {env_root} on {spec.name}: {made.last_error()}", "see the message")
-        podman.create(create)
         try:
+            if not made.ok:
+                raise NotAvailable(f"could not make {env_root} on {spec.name}: {made.last_error()}", "see the message")
+            podman.create(create)
             since = int(time.time()) - 1
             podman.start(name)
             _wait_ready(there, name, cancel, since)
+            if policy.mode == "allow":
+                egress_ops.wait_proxy(podman, name, cancel)
+            egress.write_record(s.build_dir, name, policy)
         except BaseException:
             podman.remove(name, force=True)  # nothing half-made is left there
             for vol in containers.volume_names(name):
                 podman.remove_volume(vol)
+            egress_ops.unwire(podman, name)
             raise
         r.step("done", f"{name} running on {spec.name} in {where.worktree}")
         return HostStarted(spec.name, branch, name, where.worktree, "created")
     finally:
         podman.close()
+
+
+def _addresses(s: Settings, spec: HostSpec) -> tuple[str, ...]:
+    """The host's own addresses (its proxy never connects to them): ``ip -j addr`` there."""
+    done = hosts.run(s, spec, ["ip", "-j", "addr"])
+    return egress.host_addresses(done.stdout) if done.ok else ()
 
 
 def _copy_bases(session: Devbox, there: Devbox, report: Reporter) -> None:
@@ -340,6 +364,8 @@ def host_remove(
             for vol in containers.volume_names(name):
                 if podman.remove_volume(vol):
                     removed.append(f"volume {vol}")
+            removed += [f"{what} on {host}" for what in egress_ops.unwire(podman, name)]
+            egress.drop_record(s.build_dir, name)
         finally:
             podman.close()
     gone = hosts.run(s, spec, ["sh", "-c", 'git -C "$1" worktree remove --force "$2" 2>/dev/null; rm -rf "$2" "$4"; '
