@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -55,7 +54,7 @@ class World:
 
 
 class _Hello(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         body = b"the host's own service\n"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -206,21 +205,21 @@ def test_net_allow_widens_a_running_agent_at_once_and_recreate_keeps_it(project:
     configure(project, world, agents='[agents.claude]\ncommand = ["claude"]\nenv = []\nallow = ["allowed.test"]\n')
     assert project.devbox("agent", "start", "w1", "--prompt", "work 30").returncode == 0
     name = str(agents_json(project)["w1"]["container"])
-    assert inside(name, f'echo code=$({CURL} https://denied.test/)')["code"] == "000"
+    assert inside(name, f"echo code=$({CURL} https://denied.test/)")["code"] == "000"
     agent_pid = must("exec", name, "pidof", "claude")
     res = project.devbox("net", "allow", "w1", "denied.test")
     assert res.returncode == 0 and "denied.test allowed" in res.stdout, res.stderr
     t0 = time.monotonic()
-    assert inside(name, f'echo code=$({CURL} https://denied.test/)')["code"] == "200"
+    assert inside(name, f"echo code=$({CURL} https://denied.test/)")["code"] == "200"
     assert time.monotonic() - t0 < 3
     assert must("exec", name, "pidof", "claude") == agent_pid  # the agent never restarted
     assert agents_json(project)["w1"]["egress"]["allow"] == ["allowed.test", "denied.test"]  # type: ignore[index]
 
     assert project.devbox("agent", "stop", "w1").returncode == 0
     assert project.devbox("start-work", "w1", "--recreate", "--detach").returncode == 0
-    assert inside(name, f'echo code=$({CURL} https://denied.test/)')["code"] == "200"  # kept
+    assert inside(name, f"echo code=$({CURL} https://denied.test/)")["code"] == "200"  # kept
     assert project.devbox("net", "deny", "w1", "denied.test").returncode == 0
-    assert inside(name, f'echo code=$({CURL} https://denied.test/)')["code"] == "000"
+    assert inside(name, f"echo code=$({CURL} https://denied.test/)")["code"] == "000"
     bad = project.devbox("net", "allow", "w1", world.denied)
     assert bad.returncode != 0 and "address" in bad.stderr and "Traceback" not in bad.stderr
 
