@@ -188,8 +188,14 @@ def _create(
     if not absent and containers.get(podman, name) is not None:
         raise Refused(f"container {name} already exists (made by another devbox run)", "run start-work again")
     env_git = envgit.prepare(settings, name, wt, branch_notes.recorded_base(settings.repo, branch))
-    addresses = egress_ops.host_addresses() if policy.mode == "allow" else ()
-    wiring = egress_ops.wire(podman, settings, name, image_id, policy, addresses=addresses, report=report)
+    early = egress_ops.EgressStart(podman, settings, name, image_id, policy, addresses=None, report=report,
+                                   cancel=cancel, fresh=absent)  # fmt: skip
+    try:
+        wiring = early.wiring()
+    except BaseException:
+        early.join_quietly()
+        egress_ops.unwire(podman, name)
+        raise
     spec = containers.spec(
         settings,
         name=name,
@@ -210,13 +216,13 @@ def _create(
         since = int(time.time()) - 1
         podman.start(name)
         started = _wait_ready(session, name, cancel, since)
-        if policy.mode == "allow":
-            egress_ops.wait_proxy(podman, name, cancel)
+        early.join()
         if cancel.is_set():
             raise Cancelled(f"interrupted while {name} was starting")
         egress.write_record(settings.build_dir, name, policy)
         return started
     except BaseException as exc:
+        early.join_quietly()  # its start ends first (quickly: it listens, or its squid exits), then goes
         half = containers.get(podman, name)
         gone = []
         if half is not None:

@@ -94,40 +94,85 @@ def refused(podman: Podman, settings: Settings, addresses: Sequence[str]) -> lis
     return sorted(set(found))
 
 
-def wire(
-    podman: Podman, settings: Settings, name: str, image_id: str, policy: Policy, *, addresses: Sequence[str],
-    report: Reporter,
-) -> Wiring:  # fmt: skip
-    """The network side of environment ``name`` under ``policy``: for ``allow`` its network
-    and its proxy, made and started (``addresses``: the machine's own, never connected to).
-    A failure removes what it made."""
-    if policy.mode == "open":
-        return Wiring(policy, network=settings.network)
-    if policy.mode == "none":
-        return Wiring(policy, network="none", sysctls=NO_IPV6)
-    net, proxy = network_name(name), proxy_name(name)
-    labels = {LABEL_FOR: name}
-    unwire(podman, name)  # a leftover of an interrupted start
-    subnets = podman.create_network(net, internal=True, labels=labels)
-    try:
-        if not subnets:
-            raise ContainerFailed(f"podman gave {net} no subnet", "see `podman network inspect " + net + "`")
-        address = egress.proxy_address(subnets[0])
-        outside = outside_network(settings)
-        conf = egress.squid_conf(policy, refused=refused(podman, settings, addresses), dns=settings.egress_dns)
-        podman.create(CreateSpec(
-            name=proxy, image=image_id, command=(), entrypoint=("/bin/sh", "-c", START),
-            labels=labels, env={"DEVBOX_EGRESS_CONF": conf, "PATH": PATH}, mounts=(), workdir="/tmp",
-            hostname="devbox-egress", user="65534:65534", cap_add=(), networks={net: address, outside: ""},
-            tmpfs=(("/tmp", "1777", 64 << 20), ("/run", "755", 1 << 20)), memory=PROXY_MEMORY, pids=PROXY_PIDS,
-        ))  # fmt: skip
-        podman.start(proxy)
-    except BaseException:
-        unwire(podman, name)
-        raise
-    report.log(f"egress: {policy.describe()} through {proxy} ({address}:{egress.PROXY_PORT})", source="devbox")
-    return Wiring(policy, networks={net: ""}, dns=("127.0.0.1",), sysctls=NO_IPV6, env=egress.proxy_env(address),
-                  made=(f"network {net}", f"container {proxy}"))  # fmt: skip
+class EgressStart:
+    """An environment's egress being made, in a thread of its own while the environment itself
+    is created and started: for ``allow``, its network (then ``wiring()`` answers: the
+    environment can be created), then its proxy's create, start and first listen (``join``).
+    For ``open`` and ``none`` there is nothing to wait for. On any failure the caller joins,
+    then calls ``unwire``. (What the proxy costs a new environment: bench/new_env.py.)"""
+
+    def __init__(
+        self, podman: Podman, settings: Settings, name: str, image_id: str, policy: Policy, *,
+        addresses: Sequence[str] | None, report: Reporter, cancel: threading.Event, fresh: bool = False,
+    ) -> None:  # fmt: skip
+        self.policy = policy
+        self._wiring: Wiring | None = None
+        self._failed: list[BaseException] = []
+        self._known = threading.Event()
+        self._thread: threading.Thread | None = None
+        if policy.mode == "open":
+            self._wiring = Wiring(policy, network=settings.network)
+        elif policy.mode == "none":
+            self._wiring = Wiring(policy, network="none", sysctls=NO_IPV6)
+        else:
+            args = (podman, settings, name, image_id, addresses, report, cancel, fresh)
+            self._thread = threading.Thread(target=self._run, args=args, name=f"egress-{name}", daemon=True)
+            self._thread.start()
+            return
+        self._known.set()
+
+    def _run(
+        self, podman: Podman, settings: Settings, name: str, image_id: str, addresses: Sequence[str] | None,
+        report: Reporter, cancel: threading.Event, fresh: bool,
+    ) -> None:  # fmt: skip
+        try:
+            net, proxy = network_name(name), proxy_name(name)
+            labels = {LABEL_FOR: name}
+            if not fresh:
+                unwire(podman, name)  # a leftover of an interrupted start
+            subnets = podman.create_network(net, internal=True, labels=labels)
+            if not subnets:
+                raise ContainerFailed(f"podman gave {net} no subnet", f"see `podman network inspect {net}`")
+            address = egress.proxy_address(subnets[0])
+            made = (f"network {net}", f"container {proxy}")
+            self._wiring = Wiring(self.policy, networks={net: ""}, dns=("127.0.0.1",), sysctls=NO_IPV6,
+                                  env=egress.proxy_env(address), made=made)  # fmt: skip
+            self._known.set()
+            found = host_addresses() if addresses is None else addresses
+            conf = egress.squid_conf(self.policy, refused=refused(podman, settings, found), dns=settings.egress_dns)
+            podman.create(CreateSpec(
+                name=proxy, image=image_id, command=(), entrypoint=("/bin/sh", "-c", START),
+                labels=labels, env={"DEVBOX_EGRESS_CONF": conf, "PATH": PATH}, mounts=(), workdir="/tmp",
+                hostname="devbox-egress", user="65534:65534", cap_add=(),
+                networks={net: address, outside_network(settings): ""},
+                tmpfs=(("/tmp", "1777", 64 << 20), ("/run", "755", 1 << 20)), memory=PROXY_MEMORY, pids=PROXY_PIDS,
+            ))  # fmt: skip
+            podman.start(proxy)
+            report.log(f"egress: {self.policy.describe()} through {proxy} ({address}:{egress.PROXY_PORT})")
+            wait_proxy(podman, name, cancel)
+        except BaseException as exc:  # (raised again in the caller's thread: wiring, join)
+            self._failed.append(exc)
+        finally:
+            self._known.set()
+
+    def wiring(self) -> Wiring:
+        """What the environment's create spec takes (waits for its network)."""
+        self._known.wait()
+        if self._wiring is None:
+            raise self._failed[0]
+        return self._wiring
+
+    def join_quietly(self) -> None:
+        """Until it is over, whatever became of it (a failed start cleans up after it)."""
+        if self._thread is not None:
+            self._thread.join()
+
+    def join(self) -> None:
+        """Until the proxy listens; its failure, raised here."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._failed:
+            raise self._failed[0]
 
 
 def wait_proxy(podman: Podman, name: str, cancel: threading.Event, timeout: float = 20.0) -> None:

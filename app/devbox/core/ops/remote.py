@@ -198,7 +198,14 @@ def _container(
             return HostStarted(spec.name, branch, name, where.worktree, "started")
         r.step("start", f"creating {name} on {spec.name} (egress {policy.describe()})")
         addresses = _addresses(s, spec) if policy.mode == "allow" else ()
-        wiring = egress_ops.wire(podman, there.settings, name, img.info.id, policy, addresses=addresses, report=r)
+        proxy = egress_ops.EgressStart(podman, there.settings, name, img.info.id, policy, addresses=addresses,
+                                       report=r, cancel=cancel)  # fmt: skip
+        try:
+            wiring = proxy.wiring()
+        except BaseException:
+            proxy.join_quietly()
+            egress_ops.unwire(podman, name)
+            raise
         env_root = f"{where.gitdirs}/{name}"
         create = containers.spec(
             there.settings, name=name, branch=branch, worktree=Path(where.worktree), image_id=img.info.id,
@@ -219,10 +226,10 @@ def _container(
             since = int(time.time()) - 1
             podman.start(name)
             _wait_ready(there, name, cancel, since)
-            if policy.mode == "allow":
-                egress_ops.wait_proxy(podman, name, cancel)
+            proxy.join()
             egress.write_record(s.build_dir, name, policy)
         except BaseException:
+            proxy.join_quietly()
             podman.remove(name, force=True)  # nothing half-made is left there
             for vol in containers.volume_names(name):
                 podman.remove_volume(vol)
