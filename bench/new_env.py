@@ -8,6 +8,7 @@ tmpfs mounts, the entrypoint's capabilities) and a wait for the entrypoint's rea
 (polled as devbox polls it). Prints the medians and their ratio (target <= 1.3), where a
 start-work's time goes (in-process, from its own step events: up to the worktree, the
 image check, the container's create/start/ready, and podman-py's import measured apart),
+the same start with ``--egress allow`` (its own network and egress proxy) against it,
 and N at once (1, 5, 10 in parallel processes; target: ten <= 4x one on 2 cores), then ten
 in one command (``start-work B1 .. B10 --detach``, ``ops.start_several``) against the same
 target. Beside them, what bounds ten at once on this machine: the same work by hand, ten at
@@ -90,9 +91,9 @@ def by_hand(podman: str, repo: Path, image_id: str, name: str, env: dict[str, st
     return (time.perf_counter() - t) * 1000
 
 
-def ours(devbox: list[str], branch: str, env: dict[str, str]) -> float:
+def ours(devbox: list[str], branch: str, env: dict[str, str], *extra: str) -> float:
     t = time.perf_counter()
-    run([*devbox, "start-work", branch, "--detach"], env)
+    run([*devbox, "start-work", branch, "--detach", *extra], env)
     return (time.perf_counter() - t) * 1000
 
 
@@ -153,12 +154,15 @@ def main() -> None:
         made: list[str] = ["warm"]
         hand: list[float] = []
         mine: list[float] = []
+        fenced: list[float] = []  # egress = allow: its own network and proxy
         imports: list[float] = []
         try:
             for i in range(args.rounds):
                 hand.append(by_hand(podman, proj.root, image_id, f"hand-{i}", env))
                 mine.append(ours(devbox, f"new-{i}", env))
                 made.append(f"new-{i}")
+                fenced.append(ours(devbox, f"fenced-{i}", env, "--egress", "allow", "--allow", "pypi.org"))
+                made.append(f"fenced-{i}")
                 t = time.perf_counter()
                 subprocess.run([sys.executable, "-c", "import podman"], check=True)
                 imports.append((time.perf_counter() - t) * 1000)
@@ -204,6 +208,9 @@ def main() -> None:
         print(f"  {what:<40} {ms:7.1f} ms")
     print(f"  python -c 'import podman' (podman-py, a process of its own):  {start:7.1f} ms")
     print(f"ratio start-work / by hand: {o / b:5.2f}   target <= 1.3: {'OK' if o / b <= 1.3 else 'MISSED'}")
+    f = statistics.median(fenced)
+    print(f"`start-work NEW --detach --egress allow` (its network and proxy): {f:7.1f} ms")
+    print(f"ratio egress allow / open:  {f / o:5.2f}   target <= 1.1: {'OK' if f / o <= 1.1 else 'MISSED'}")
     one = group[1]
     for n, ms in group.items():
         print(f"{n:>2} at once: {ms:7.1f} ms ({ms / one:4.2f}x one){' (median of three)' if n == 1 else ''}")

@@ -282,3 +282,23 @@ def test_the_agent_cannot_reach_or_reconfigure_its_proxy(project: Project, world
     conf = must("inspect", "-f", "{{.Config.User}} {{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapAdd}}", proxy)
     assert conf.startswith("65534:65534 true"), conf
     assert shutil.which("podman")  # (the checks above ran through it)
+
+
+def test_the_proxy_stops_starts_and_goes_with_its_environment(project: Project, world: World) -> None:
+    """stop stops both; start-work starts both again under the policy as changed since (its
+    proxy was made with the first list); removal takes the proxy and the network and says so."""
+    configure(project, world, 'egress = "allow"\nallow = ["allowed.test"]')
+    name = started(project, "l1")
+    assert project.devbox("net", "allow", "l1", "denied.test").returncode == 0
+    assert project.devbox("container", "stop", "l1").returncode == 0
+    states = must("inspect", "-f", "{{.Name}} {{.State.Status}}", name, f"{name}-egress")
+    assert states.splitlines() == [f"{name} exited", f"{name}-egress exited"], states
+    assert started(project, "l1") == name
+    assert inside(name, f"echo code=$({CURL} https://denied.test/)")["code"] == "200"  # the changed list
+    gone = project.devbox("container", "rm", "l1", "--force")
+    assert gone.returncode == 0, gone.stderr
+    assert (
+        f"container {name}-egress" in gone.stdout + gone.stderr and f"network {name}-net" in gone.stdout + gone.stderr
+    )
+    assert not must("ps", "-a", "--filter", f"name={name}", "--format", "{{.Names}}")
+    assert podman("network", "exists", f"{name}-net").returncode != 0

@@ -89,6 +89,8 @@ def stop_container(
     report = Reporter(sink, "container-stop", Subject("container", c.name))
     report.step("start", f"stopping {c.name}")
     session.podman.stop(c.name)
+    if c.egress == "allow":  # its proxy with it (start-work starts both again); it keeps no state
+        session.podman.stop(egress_ops.proxy_name(c.name), timeout=1)
     after = containers.get(session.podman, c.name) or c
     report.step("done", f"{c.name} {after.state}")
     return after
