@@ -64,6 +64,15 @@ resource "libvirt_domain" "vm" {
     wait_for_lease = var.wait_for_lease
   }
 
+  # [vm] egress: a new VM is born with devbox's network filter on its interface (devbox puts
+  # it on, or takes it off, a running VM in place: a change here never replaces the VM)
+  dynamic "xml" {
+    for_each = var.network_filter == "" ? [] : [var.network_filter]
+    content {
+      xslt = templatefile("${path.module}/filter.xsl.tftpl", { filter = xml.value })
+    }
+  }
+
   console {
     type        = "pty"
     target_type = "serial"
@@ -74,5 +83,6 @@ resource "libvirt_domain" "vm" {
   # volume: a new root volume (a new disk) must make a new VM.
   lifecycle {
     replace_triggered_by = [libvirt_volume.root.id]
+    ignore_changes       = [xml]
   }
 }

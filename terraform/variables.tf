@@ -89,3 +89,9 @@ variable "qemu_agent" {
   type        = bool
   default     = true
 }
+
+variable "network_filter" {
+  description = "the libvirt network filter a new VM's interface is born with (devbox defines it: [vm] egress); empty: none"
+  type        = string
+  default     = ""
+}

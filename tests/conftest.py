@@ -292,3 +292,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     no test may depend on another having run first."""
     if os.environ.get("DEVBOX_TEST_REVERSE") == "1":
         items.reverse()
+
+
+# the egress tests' outside world (tests/egress_world.py), a fixture for every module
+from egress_world import world  # noqa: E402, F401

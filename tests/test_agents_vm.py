@@ -81,7 +81,9 @@ def test_an_agent_in_the_vm_asks_is_answered_finishes_and_stops(vm_agent_project
     proj, made = vm_agent_project
     branch = f"vm-{uuid.uuid4().hex[:6]}"
     made.append(branch)
-    started = devbox(proj, "agent", "start", "--vm", branch, "--prompt", "work 1; ask Bash deploy; say finished")
+    started = devbox(
+        proj, "agent", "start", "--vm", "--egress", "open", branch, "--prompt", "work 1; ask Bash deploy; say finished"
+    )
     assert started.returncode == 0, started.stderr
     assert f"attach: devbox agent attach --vm {branch}" in started.stdout
     row = wait_state(proj, branch, "needs you")
@@ -94,12 +96,12 @@ def test_an_agent_in_the_vm_asks_is_answered_finishes_and_stops(vm_agent_project
     logs = proj.root / ".build" / "logs"
     assert not any(token in p.read_text(errors="replace") for p in logs.glob("*.log"))
 
-    again = devbox(proj, "agent", "start", "--vm", branch, "--prompt", "work 1")
+    again = devbox(proj, "agent", "start", "--vm", "--egress", "open", branch, "--prompt", "work 1")
     assert again.returncode != 0 and "already runs" in again.stderr  # one agent per branch
 
     other = f"vm-{uuid.uuid4().hex[:6]}"  # a second branch: a worktree of its own in the VM
     made.append(other)
-    second = devbox(proj, "agent", "start", "--vm", other, "--prompt", "work 300")
+    second = devbox(proj, "agent", "start", "--vm", "--egress", "open", other, "--prompt", "work 300")
     assert second.returncode == 0, second.stderr
     assert (HOME / "repos" / f"{proj.root.name}.worktrees" / other / ".claude").is_dir()
     wait_state(proj, other, "working")
@@ -120,7 +122,7 @@ def test_vm_state_is_untrusted_and_a_lost_tmux_reads_as_exited(vm_agent_project)
     proj, made = vm_agent_project
     branch = f"vm-{uuid.uuid4().hex[:6]}"
     made.append(branch)
-    assert devbox(proj, "agent", "start", "--vm", branch, "--prompt", "work 300").returncode == 0
+    assert devbox(proj, "agent", "start", "--vm", "--egress", "open", branch, "--prompt", "work 300").returncode == 0
     wait_state(proj, branch, "working")
     session = Devbox.open(proj.root, env={**proj.env, "DEVBOX_TEST_TOKEN": TOKEN})
     try:
@@ -151,7 +153,12 @@ def test_the_dashboard_shows_a_vm_agent_on_its_poll(vm_agent_project) -> None:  
     proj, made = vm_agent_project
     branch = f"vm-{uuid.uuid4().hex[:6]}"
     made.append(branch)
-    assert devbox(proj, "agent", "start", "--vm", branch, "--prompt", "work 2; ask Bash ship-it").returncode == 0
+    assert (
+        devbox(
+            proj, "agent", "start", "--vm", "--egress", "open", branch, "--prompt", "work 2; ask Bash ship-it"
+        ).returncode
+        == 0
+    )
     session = Devbox.open(proj.root, env={**proj.env, "DEVBOX_TEST_TOKEN": TOKEN})
 
     async def go() -> None:

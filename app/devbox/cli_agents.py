@@ -53,11 +53,11 @@ def cmd_agent_start(ctx: Context) -> int:
               f"{res.branch}")  # fmt: skip
         return ExitCode.OK
     if a.vm:
-        if a.egress or a.allow:
-            raise BadName("--egress and --allow are the VM's own, not one agent's there",
-                          "set [vm] egress in devbox.toml")  # fmt: skip
+        if a.allow:
+            raise BadName("--allow names what one environment reaches; the VM's list is its own",
+                          "set [vm] allow in devbox.toml, then ./vm-up.sh")  # fmt: skip
         res = ops.vm_agent_start(ctx.session, branch, prompt=prompt, agent=agents[0], from_ref=a.from_ref,
-                                 sink=ctx.sink, cancel=ctx.cancel)  # fmt: skip
+                                 egress=a.egress, sink=ctx.sink, cancel=ctx.cancel)  # fmt: skip
     else:
         res = ops.agent_start(ctx.session, branch, prompt=prompt, agent=agents[0], from_ref=a.from_ref,
                               egress=a.egress, allow=a.allow, sink=ctx.sink, cancel=ctx.cancel)  # fmt: skip

@@ -9,14 +9,16 @@ from typing import Any
 
 from devbox.cli_common import Context, print_json
 from devbox.core import ops
-from devbox.core.errors import ExitCode
+from devbox.core.errors import BadName, ExitCode
 
 LOG_SCHEMA = 1  # net log --json: {"schema", "branch", "container", "policy", "refused", "connections"}
 
 
 def cmd_net_log(ctx: Context) -> int:
     a = ctx.args
-    log = ops.net_log(ctx.session, a.branch)
+    if a.vm == bool(a.branch):
+        raise BadName("net log takes BRANCH, or --vm for the VM's", "e.g. devbox net log my-branch")
+    log = ops.vm_net_log(ctx.session) if a.vm else ops.net_log(ctx.session, a.branch)
     if a.json:
         print_json({"schema": LOG_SCHEMA, "branch": log.branch, "container": log.container,
                     "policy": log.policy.as_json(), "refused": log.tally.refused,
@@ -26,6 +28,8 @@ def cmd_net_log(ctx: Context) -> int:
     print(f"{log.branch}: egress {log.policy.describe()}; {log.tally.refused} refused of {log.tally.seen}")
     for c in shown:
         print(c.line())
+    if a.follow and a.vm:
+        raise BadName("--follow is for an environment's log", "devbox net log --vm again shows what came since")
     if a.follow:
         for c in ops.follow_net_log(ctx.session, a.branch, ctx.cancel):
             if c.refused or not a.refused:
@@ -58,7 +62,8 @@ def register(sub: Any) -> None:
         "net", help="where an environment may connect: its proxy's log, its allow list"
     ).add_subparsers(dest="net_cmd", required=True)
     p = net.add_parser("log", help="what BRANCH's proxy answered and refused (egress = allow)")
-    p.add_argument("branch")
+    p.add_argument("branch", nargs="?")
+    p.add_argument("--vm", action="store_true", help="the VM's proxy ([vm] egress = allow) instead")
     p.add_argument("--follow", action="store_true", help="then each request as it comes, until Ctrl-C")
     p.add_argument("--refused", action="store_true", help="only the refused ones")
     p.add_argument("--json", action="store_true")

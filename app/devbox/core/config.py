@@ -92,6 +92,11 @@ DEFAULTS: dict[str, dict[str, Value]] = {
         # when only the image changed and the VM runs: "replace" makes a new disk and VM (the
         # original chain); "upgrade" updates the VM in place (bootc switch/upgrade, /var kept)
         "on_image_change": "replace",
+        # where the VM may connect (core/egress.py): "open" (libvirt's network, as before),
+        # "allow" (only the names in allow and [container] allow, through devbox's proxy on
+        # the host) or "none"; enforced on the host by a libvirt network filter
+        "egress": "open",
+        "allow": [""],
     },
     # devbox-tui: action id -> key(s); the actions and their default keys are declared in
     # devbox/tui/commands.py (the dashboard warns about an id it does not know)
@@ -118,6 +123,7 @@ class VmSettings:
     ssh: str = ""
     ssh_timeout: int = 10
     on_image_change: str = "replace"
+    egress: Policy = field(default_factory=lambda: Policy("open"))
 
 
 @dataclass(frozen=True)
@@ -391,19 +397,20 @@ def _vm(v: Mapping[str, Value], repo: Path, origin: Callable[[str, str], str]) -
         ssh=ssh,
         ssh_timeout=_positive(v["ssh_timeout"], origin("vm", "ssh_timeout")),
         on_image_change=_choice(str(v["on_image_change"]), ("replace", "upgrade"), origin("vm", "on_image_change")),
+        egress=_egress(v, origin, "vm"),
     )
 
 
-def _egress(v: Mapping[str, Value], origin: Callable[[str, str], str]) -> Policy:
+def _egress(v: Mapping[str, Value], origin: Callable[[str, str], str], section: str = "container") -> Policy:
     mode = str(v["egress"]).strip()
     if mode not in egress.MODES:
-        raise ConfigError(f"{origin('container', 'egress')}: {mode!r} is not one of {', '.join(egress.MODES)}",
+        raise ConfigError(f"{origin(section, 'egress')}: {mode!r} is not one of {', '.join(egress.MODES)}",
                           'e.g. egress = "allow"')  # fmt: skip
     entries = [str(e) for e in v["allow"] if str(e).strip()]  # type: ignore[union-attr]
     try:
         return Policy(mode, egress.parse_rules(entries))
     except egress.PolicyError as exc:
-        raise ConfigError(f"{origin('container', 'allow')}: {exc}", 'e.g. allow = ["pypi.org"]') from None
+        raise ConfigError(f"{origin(section, 'allow')}: {exc}", 'e.g. allow = ["pypi.org"]') from None
 
 
 def _addresses(raw: Value, where: str) -> tuple[str, ...]:

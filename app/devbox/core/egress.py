@@ -190,13 +190,13 @@ def _regex(rule: Rule) -> str:
     return r"\." + re.escape(rule.host).replace(r"\-", "-") + "$"
 
 
-def squid_conf(policy: Policy, *, refused: Sequence[str], dns: Sequence[str] = ()) -> str:
+def squid_conf(policy: Policy, *, refused: Sequence[str], dns: Sequence[str] = (), listen: str = "") -> str:
     """squid.conf for ``policy``: names matched before anything is resolved, addresses in
     ``refused`` (and ALWAYS_REFUSED) never connected to, nothing cached, every request one
     line on standard output."""
     lines = [
         f"logformat devbox {LOG_MARK} %ts.%03tu %Ss %>Hs %rm %>rd %>rP %>a",
-        f"http_port {PROXY_PORT}",
+        f"http_port {listen or PROXY_PORT}",
         "visible_hostname devbox-egress",
         "pid_filename /tmp/squid.pid",
         "coredump_dir /tmp",
@@ -342,10 +342,32 @@ def proxy_address(subnet: str) -> str:
     return str(net.broadcast_address - 1)
 
 
-def proxy_env(address: str) -> dict[str, str]:
+def nwfilter_xml(name: str, *, proxy: tuple[str, int] | None) -> str:
+    """The libvirt network filter for a VM: ARP and DHCP, ssh into it (devbox reaches it so),
+    TCP to its proxy on the host when ``proxy`` (address, port), and nothing else, IPv6
+    included. libvirt keeps the state of the TCP it lets through, so replies pass."""
+    out = (f"  <rule action='accept' direction='out' priority='100'><tcp dstipaddr='{proxy[0]}' "
+           f"dstportstart='{proxy[1]}'/></rule>\n") if proxy else ""  # fmt: skip
+    return (
+        f"<filter name='{name}' chain='root'>\n"
+        "  <filterref filter='no-mac-spoofing'/>\n"
+        "  <filterref filter='allow-arp'/>\n"
+        "  <filterref filter='allow-dhcp'/>\n"
+        # (the drop below is netfilter's, after the bridge's: DHCP is let through there too)
+        "  <rule action='accept' direction='out' priority='100'><udp srcportstart='68' dstportstart='67'/></rule>\n"
+        "  <rule action='accept' direction='in' priority='100'><udp srcportstart='67' dstportstart='68'/></rule>\n"
+        f"{out}"
+        "  <rule action='accept' direction='in' priority='100'><tcp dstportstart='22'/></rule>\n"
+        "  <rule action='drop' direction='inout' priority='500'><all/></rule>\n"
+        "  <rule action='drop' direction='inout' priority='500'><all-ipv6/></rule>\n"
+        "</filter>\n"
+    )
+
+
+def proxy_env(address: str, port: int = PROXY_PORT) -> dict[str, str]:
     """What tells the environment's tools to go through the proxy (curl, git, pip, npm,
     node agents and Rust ones all read these)."""
-    url = f"http://{address}:{PROXY_PORT}"
+    url = f"http://{address}:{port}"
     keep = "localhost,127.0.0.1,::1"
     return {"HTTP_PROXY": url, "HTTPS_PROXY": url, "http_proxy": url, "https_proxy": url,
             "NO_PROXY": keep, "no_proxy": keep, "DEVBOX_EGRESS": "allow"}  # fmt: skip

@@ -383,6 +383,75 @@ def network_active(uri: str, network: str) -> bool | None:
             return None
 
 
+def network_gateway(uri: str, network: str) -> str:
+    """The network's IPv4 address on the host (its bridge's: the VM's gateway); "" when none."""
+    libvirt = _module()
+    with connect(uri, read_only=True) as conn:
+        try:
+            root = ET.fromstring(conn.networkLookupByName(network).XMLDesc(0))
+        except libvirt.libvirtError:
+            return ""
+    for ip in root.findall("./ip"):
+        if ip.get("family", "ipv4") == "ipv4" and ip.get("address"):
+            return str(ip.get("address"))
+    return ""
+
+
+def set_filter(uri: str, domain: str, name: str, xml: str | None) -> bool:
+    """Put the network filter ``name`` (defined from ``xml``) on the domain's interface, live
+    and in its definition; ``xml`` None takes it off and undefines it. libvirtd enforces it
+    in the host's own netfilter tables, on the VM's tap device: nothing inside the guest
+    (its root included) can change it. Returns whether the interface changed."""
+    libvirt = _module()
+    with connect(uri) as conn:
+        if xml is not None:
+            try:  # a filter is redefined under its own UUID (libvirt refuses the name twice)
+                known = conn.nwfilterLookupByName(name).UUIDString()
+            except libvirt.libvirtError:
+                known = ""
+            root = ET.fromstring(xml)
+            if known and root.find("uuid") is None:
+                ET.SubElement(root, "uuid").text = known
+            conn.nwfilterDefineXML(ET.tostring(root, encoding="unicode"))
+        try:
+            dom = conn.lookupByName(domain)
+        except libvirt.libvirtError:
+            dom = None
+        changed = False
+        if dom is not None:
+            iface = _xml(dom).find("./devices/interface")
+            if iface is not None:
+                ref = iface.find("filterref")
+                if xml is None and ref is not None:
+                    iface.remove(ref)
+                    changed = True
+                elif xml is not None and (ref is None or ref.get("filter") != name):
+                    if ref is not None:
+                        iface.remove(ref)
+                    ET.SubElement(iface, "filterref", {"filter": name})
+                    changed = True
+                if changed:
+                    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+                    if dom.isActive():
+                        flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+                    dom.updateDeviceFlags(ET.tostring(iface, encoding="unicode"), flags)
+        if xml is None:
+            with contextlib.suppress(libvirt.libvirtError):  # (already gone)
+                conn.nwfilterLookupByName(name).undefine()
+        return changed
+
+
+def has_filter(uri: str, domain: str) -> str:
+    """The network filter on the domain's interface ("" when none, or no such domain)."""
+    libvirt = _module()
+    with connect(uri, read_only=True) as conn:
+        try:
+            iface = _xml(conn.lookupByName(domain)).find("./devices/interface/filterref")
+        except libvirt.libvirtError:
+            return ""
+    return "" if iface is None else str(iface.get("filter", ""))
+
+
 def pool_active(uri: str, pool: str) -> bool | None:
     libvirt = _module()
     with connect(uri, read_only=True) as conn:

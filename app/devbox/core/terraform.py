@@ -33,6 +33,7 @@ VARIABLES = frozenset(
     {
         "libvirt_uri", "name", "repo", "disk_path", "disk_key", "pool", "network", "user", "ssh_public_key",
         "memory_mib", "vcpus", "disk_size_bytes", "domain_type", "cpu_mode", "wait_for_lease", "qemu_agent",
+        "network_filter",
     }
 )  # fmt: skip
 OUTPUTS = frozenset({"name", "ip", "mac", "disk_key"})

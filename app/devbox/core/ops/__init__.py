@@ -41,6 +41,7 @@ job, and returns a frozen record.
 | ``discard_plan`` / ``discard`` | what tearing down the copies not picked loses / do it | ``Discard`` / ``Removed`` |
 | ``choose_policy`` | the egress a start asks for (an agent's or ``[container]``'s, flags over it) | ``Policy`` |
 | ``net_log`` / ``follow_net_log`` / ``watch_net_log`` | what an environment's proxy answered and refused | ``NetLog`` |
+| ``vm_net_log`` | the same for the VM's proxy (``[vm] egress``, on the host) | ``NetLog`` |
 | ``net_allow`` / ``net_deny`` | widen / narrow a running environment's list (kept) | ``NetPolicy`` |
 
 Imported lazily (PEP 562): ``from devbox.core import ops`` costs nothing until an
@@ -186,6 +187,7 @@ if TYPE_CHECKING:
         vm_up,
         watch_vms,
     )
+    from devbox.core.ops.vm_egress import vm_net_log
     from devbox.core.ops.worktrees import (
         StateCache,
         add_worktree,
@@ -204,6 +206,7 @@ _WHERE = {
     "NetLog": "egress",
     "NetPolicy": "egress",
     "watch_net_log": "egress",
+    "vm_net_log": "vm_egress",
     "host_agent_attach_argv": "fleet_host",
     "host_agent_preview": "fleet_host",
     "host_agent_rows": "fleet_host",
@@ -466,6 +469,7 @@ __all__ = [
     "vm_agent_stop",
     "vm_down",
     "vm_loss",
+    "vm_net_log",
     "vm_overview",
     "vm_ssh",
     "vm_status",

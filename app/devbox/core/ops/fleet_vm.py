@@ -25,6 +25,7 @@ from devbox.core import agent_state, git, transfer
 from devbox.core.errors import DevboxError, NotFound, Refused
 from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.filesystem import read_json, write_json
+from devbox.core.ops import vm_egress
 from devbox.core.ops.fleet import EXIT_EVENT, SESSION, AgentStarted, _spec, _wrapper, needed_env, tmux_attach
 from devbox.core.ops.steps import record_base
 from devbox.core.ops.transfer import _remote_repo, git_push, target
@@ -89,12 +90,23 @@ def _record(session: Devbox, branch: str, agent: str | None) -> None:
 
 def vm_agent_start(
     session: Devbox, branch: str, *, prompt: str | None = None, agent: str = "claude", from_ref: str | None = None,
-    sink: Sink = null_sink, cancel: threading.Event | None = None,
+    egress: str = "", sink: Sink = null_sink, cancel: threading.Event | None = None,
 ) -> AgentStarted:  # fmt: skip
-    """The branch into the VM, a worktree there, then the agent in its own tmux server."""
+    """The branch into the VM, a worktree there, then the agent in its own tmux server. The
+    VM's egress is the VM's (``[vm] egress``, enforced on the host): an agent is not started
+    in a VM whose egress is open unless ``egress`` says "open" (``--egress open``)."""
     cancel = cancel or threading.Event()
     spec = _spec(session, agent)
     secrets = needed_env(spec, agent)
+    fence = vm_egress.recorded(session)
+    if egress and egress != fence.mode:
+        raise Refused(f"the VM's egress is {fence.mode}, not {egress}: it is the VM's ([vm] egress)",
+                      f'set [vm] egress = "{egress}" in devbox.toml, then ./vm-up.sh')  # fmt: skip
+    if fence.mode == "open" and egress != "open":
+        raise Refused("the VM's egress is open: an agent there would reach anything the host reaches",
+                      'fence it: [vm] egress = "allow" in devbox.toml, then ./vm-up.sh; or accept it: '
+                      f"devbox agent start --vm {branch} --egress open")  # fmt: skip
+    proxy = "".join(f"export {k}={shlex.quote(v)}; " for k, v in fence.env().items())
     repo = session.settings.repo
     git.check_branch_name(branch)
     if not git.rev(repo, f"refs/heads/{branch}"):  # a new branch starts at REF (or HEAD), like start-work
@@ -122,7 +134,7 @@ def vm_agent_start(
         f"if {tmux} has-session -t {SESSION} 2>/dev/null; then echo devbox-agent-running; exit 3; fi; "
         # the credentials, one NAME=value line each on stdin, for the new tmux server only
         f'for n in {names}; do IFS= read -r line; export "$n=${{line#*=}}"; done; '
-        f'export DEVBOX_AGENT_STATE="$HOME/{state}"; cd "$tree"; echo "devbox-agent-dir ${{tree#"$HOME"/}}"; '
+        f'{proxy}export DEVBOX_AGENT_STATE="$HOME/{state}"; cd "$tree"; echo "devbox-agent-dir ${{tree#"$HOME"/}}"; '
         f"{tmux} new-session -d -s {SESSION} -x 200 -y 50 sh -c {shlex.quote(_wrapper(spec, prompt))}"
     )
     report.step("start", f"{agent} in the VM")

@@ -21,6 +21,7 @@ from devbox.core.events import Reporter, Sink, Subject, null_sink
 from devbox.core.filesystem import read_json
 from devbox.core.freshness import Verdict
 from devbox.core.locks import hold
+from devbox.core.ops import vm_egress
 from devbox.core.ops.views import Section
 from devbox.core.ops.vm_follow import follow, following
 from devbox.core.ops.vm_host import place
@@ -95,6 +96,7 @@ def setting_variables(session: Devbox) -> dict[str, Any]:
         "domain_type": v.domain_type,
         "cpu_mode": v.cpu_mode,
         "qemu_agent": v.qemu_agent,
+        "network_filter": vm_egress.filter_for(session, domain_name(session)),
     }
 
 
@@ -105,6 +107,7 @@ class VmUp:
     applied: bool  # terraform changed something
     reasons: tuple[str, ...]  # why it did (or why nothing was needed)
     warnings: tuple[str, ...]  # e.g. the CPU mode libvirt really gave the VM
+    egress: str = "open"  # [vm] egress as enforced now (core/ops/vm_egress.py)
 
 
 def vm_up(
@@ -141,6 +144,8 @@ def vm_up(
             raise
         before: libvirt.Vm | None = None
         try:
+            # its filter defined and its proxy listening before terraform boots a VM that needs them
+            vm_egress.apply(session, domain_name(session), vm_report, cancel)
             _recover_interrupted(session, runner, vm_report)
             before = libvirt.find_vm(session.libvirt_uri, domain_name(session))
             wanted = variables(session, disk)
@@ -174,12 +179,13 @@ def vm_up(
             ip = str(out.get("ip") or after.ip)
             if not ip and after.running and s.vm.wait_for_lease:
                 ip = libvirt.wait_for_address(session.libvirt_uri, after.name, 120, cancel)
+            fenced = vm_egress.apply(session, after.name, vm_report, cancel)  # a VM made before: in place
             warnings = _check_cpu(session, after)
             for w in warnings:
                 vm_report.log(f"WARNING: {w}", stream="stderr")
             if plan.changes:
                 vm_report.step("done", f"{after.name} {after.state}" + (f" at {ip}" if ip else " (no address yet)"))
-            return VmUp(after.name, ip, plan.changes, reasons, warnings)
+            return VmUp(after.name, ip, plan.changes, reasons, warnings, fenced.mode)
         except BaseException as exc:
             if isinstance(exc, DevboxError):
                 vm_report.step("fail", exc.message)
@@ -359,6 +365,9 @@ def vm_down(session: Devbox, *, sink: Sink = null_sink, cancel: threading.Event 
             from devbox.core.ops.fleet_vm import RECORD  # (ssh and transfer: imported when needed)
 
             s.build_path(RECORD).unlink(missing_ok=True)  # the VM's agents went with it
+            with contextlib.suppress(DevboxError):  # its proxy and filter (podman down: the next vm up renews)
+                for what in vm_egress.remove(session, domain_name(session)):
+                    report.log(f"removed {what}")
             with contextlib.suppress(DevboxError):  # podman down: the next disk build cleans up
                 builder.clean_leftovers(s, session.podman, report)
             _forget_host_key(session)
