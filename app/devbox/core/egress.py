@@ -365,8 +365,8 @@ def nwfilter_xml(name: str, *, proxy: tuple[str, int] | None) -> str:
 
 
 def proxy_env(address: str, port: int = PROXY_PORT) -> dict[str, str]:
-    """What tells the environment's tools to go through the proxy (curl, git, pip, npm,
-    node agents and Rust ones all read these)."""
+    """What tells the environment's tools to go through the proxy (curl, git, pip and npm
+    read these; Claude Code documents HTTPS_PROXY)."""
     url = f"http://{address}:{port}"
     keep = "localhost,127.0.0.1,::1"
     return {"HTTP_PROXY": url, "HTTPS_PROXY": url, "http_proxy": url, "https_proxy": url,
