@@ -38,6 +38,8 @@ volume_path = "{root}/graph/volumes"
 static_dir = "{root}/graph/libpod"
 [containers]
 default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+[network]
+network_config_dir = "{root}/net"
 """
 STORAGE_CONF = """\
 [storage]
@@ -119,7 +121,10 @@ def podman_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanS
     if exe is None:
         pytest.fail("podman is not installed (CI installs it: bash .ci/run)")
     root = Path(tempfile.mkdtemp(prefix=f"devbox-podman-{SESSION}-"))  # short: overlay mount options
-    for d in ("graph", "run", "tmp"):
+    # its networks too: `podman system reset` at the end removes every network in the
+    # configuration directory, which was the machine's (/etc/cni/net.d): another run's
+    # environments, and yours, lost theirs
+    for d in ("graph", "run", "tmp", "net"):
         (root / d).mkdir()
     (root / "containers.conf").write_text(CONTAINERS_CONF.format(root=root))
     (root / "storage.conf").write_text(STORAGE_CONF.format(root=root))
