@@ -126,13 +126,16 @@ def cmd_agents(ctx: Context) -> int:
         print("no environments (devbox agent start BRANCH --prompt TEXT)")
         return ExitCode.OK
     now = time.time()
-    print(f"{'BRANCH':<28} {'STATE':<10} {'FOR':>7}  {'ENV':<8} MESSAGE")
+    print(f"{'BRANCH':<28} {'STATE':<10} {'FOR':>7}  {'ENV':<8} {'EGRESS':<7} MESSAGE")
     for r in rows:
         s = r.agent
         age = labels.duration(now - s.since) if s.since else "-"
         why = s.message or s.problem
         where = r.container_state + (f"@{r.host}" if r.host else "")
-        print(f"{r.branch:<28} {s.state:<10} {age:>7}  {where:<8} {why}")
+        fence = r.egress.mode if r.egress else "-"
+        if r.egress and r.egress.refused:  # (devbox net log BRANCH: each one)
+            why = f"{r.egress.badge()}; {why}" if why else r.egress.badge()
+        print(f"{r.branch:<28} {s.state:<10} {age:>7}  {where:<8} {fence:<7} {why}")
     return ExitCode.OK
 
 

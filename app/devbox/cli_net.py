@@ -31,7 +31,8 @@ def cmd_net_log(ctx: Context) -> int:
     if a.follow and a.vm:
         raise BadName("--follow is for an environment's log", "devbox net log --vm again shows what came since")
     if a.follow:
-        for c in ops.follow_net_log(ctx.session, a.branch, ctx.cancel):
+        shown = max((c.time for c in log.connections), default=0.0)
+        for c in ops.follow_net_log(ctx.session, a.branch, ctx.cancel, after=shown):
             if c.refused or not a.refused:
                 print(json.dumps(c.as_json()) if a.json else c.line(), flush=True)
     return ExitCode.OK

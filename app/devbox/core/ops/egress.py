@@ -355,7 +355,8 @@ def watch_net_log(session: Devbox, branch: str, *, sink: Sink = null_sink, cance
         return log
     for c in log.connections:
         report.log(c.line(), source="proxy")
-    for c in follow_net_log(session, branch, cancel):
+    shown = max((c.time for c in log.connections), default=0.0)
+    for c in follow_net_log(session, branch, cancel, after=shown):
         report.log(c.line(), source="proxy")
     return log
 
@@ -365,12 +366,15 @@ def connections(podman: Podman, name: str) -> tuple[Connection, ...]:
     return tuple(c for c in map(egress.parse_line, lines) if c is not None)
 
 
-def follow_net_log(session: Devbox, branch: str, cancel: threading.Event) -> Iterator[Connection]:
-    """The proxy's requests as they come, until ``cancel`` or the proxy is gone."""
+def follow_net_log(
+    session: Devbox, branch: str, cancel: threading.Event, *, after: float = 0.0
+) -> Iterator[Connection]:
+    """The proxy's requests as they come (those after ``after``, epoch seconds: what a caller
+    showed already is not said again), until ``cancel`` or the proxy is gone."""
     with _place(session, branch) as (there, name, _):
         for line in there.podman.follow_logs(proxy_name(name), cancel, tail=0, stderr=False):
             conn = egress.parse_line(line)
-            if conn is not None:
+            if conn is not None and conn.time > after:
                 yield conn
 
 
