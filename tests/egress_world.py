@@ -13,14 +13,37 @@ import json
 import subprocess
 import threading
 import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from conftest import SESSION
 from rootfs import add_binaries, import_base, make_rootfs
+
+
+def make_index(root: Path) -> None:
+    """A PEP 503 simple index with one package, tinypkg 1.0, as a wheel made here by hand."""
+    wheel = root / "packages" / "tinypkg-1.0-py3-none-any.whl"
+    wheel.parent.mkdir(parents=True)
+    files = {
+        "tinypkg/__init__.py": "ANSWER = 'installed through the egress proxy'\n",
+        "tinypkg-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.0\n",
+        "tinypkg-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: devbox-tests\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    record = "".join(f"{name},," + "\n" for name in files) + "tinypkg-1.0.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, text in {**files, "tinypkg-1.0.dist-info/RECORD": record}.items():
+            zf.writestr(name, text)
+    (root / "simple" / "tinypkg").mkdir(parents=True)
+    link = f'<a href="/packages/{wheel.name}">{wheel.name}</a>'
+    (root / "simple" / "tinypkg" / "index.html").write_text(f"<html><body>{link}</body></html>\n")
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def podman(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -39,6 +62,7 @@ class World:
     allowed: str  # addresses of the servers
     denied: str
     api: str
+    index: str  # a Python package index (index.test): a wheel of tinypkg under /simple/
     dns: str
     gateway: str  # this machine, on the world's network
     host_port: int  # a service of the test listening on this machine
@@ -79,7 +103,7 @@ def world(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     subnet = ipaddress.ip_network(info["subnets"][0]["subnet"])
     gateway = str(info["subnets"][0].get("gateway") or next(subnet.hosts()))
     at = {name: str(subnet.network_address + n) for name, n in (("allowed", 10), ("denied", 11), ("api", 12),
-                                                                 ("dns", 53))}  # fmt: skip
+                                                                 ("index", 13), ("dns", 53))}  # fmt: skip
     names: list[str] = []
     server = None
     try:
@@ -91,7 +115,11 @@ def world(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             names.append(f"{net}-{name}")
             must("run", "-d", "--name", names[-1], "--network", net, "--ip", at[name], "-v", f"{tmp / name}:/srv:ro",
                  "-v", f"{certs}:/certs:ro", image, "sh", "-c", serve)  # fmt: skip
-        answers = [f"--address=/{n}.test/{at[n]}" for n in ("allowed", "denied", "api")]
+        make_index(tmp / "index")
+        names.append(f"{net}-index")
+        must("run", "-d", "--name", names[-1], "--network", net, "--ip", at["index"], "-v",
+             f"{tmp / 'index'}:/srv:ro", image, "httpd", "-f", "-p", "80", "-h", "/srv")  # fmt: skip
+        answers = [f"--address=/{n}.test/{at[n]}" for n in ("allowed", "denied", "api", "index")]
         answers += [f"--address=/host.test/{gateway}", "--address=/meta.test/169.254.169.254"]
         names.append(f"{net}-dns")
         must("run", "-d", "--name", names[-1], "--network", net, "--ip", at["dns"], image, "dnsmasq", "-k",
@@ -99,7 +127,8 @@ def world(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         # on this machine's address in the world only (the bridge has it once a container is on it)
         server = ThreadingHTTPServer((gateway, 0), _Hello)
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        yield World(net, at["allowed"], at["denied"], at["api"], at["dns"], gateway, server.server_address[1])
+        yield World(net, at["allowed"], at["denied"], at["api"], at["index"], at["dns"], gateway,
+                    server.server_address[1])  # fmt: skip
     finally:
         if server is not None:
             server.shutdown()

@@ -12,14 +12,17 @@ address on that network, where a service of the test listens) and ``meta.test``
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
 from egress_world import World, must, podman
 
 from conftest import Project
+from rootfs import _libs
 
 pytestmark = pytest.mark.podman
 
@@ -210,3 +213,40 @@ def test_the_proxy_stops_starts_and_goes_with_its_environment(project: Project, 
     )
     assert not must("ps", "-a", "--filter", f"name={name}", "--format", "{{.Names}}")
     assert podman("network", "exists", f"{name}-net").returncode != 0
+
+
+PYTHON = ("/usr/bin/python3.11", "/usr/lib/python3.11", "/usr/lib/python3/dist-packages/pip")
+
+
+def test_pip_installs_from_an_index_on_the_list_and_from_nowhere_else(project: Project, world: World) -> None:
+    """The agent's own flow: pip (this machine's Python and pip, copied into the project's
+    image) installs from the package index its list names, through the proxy; the same
+    index under a name not on the list is refused."""
+    py = project.bootc / "python"
+    for path in PYTHON:  # (the base's /usr/bin is a link to /bin: the interpreter goes there)
+        dest = py / path.lstrip("/").replace("usr/bin/", "bin/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if Path(path).is_dir():
+            shutil.copytree(path, dest, symlinks=True, ignore=shutil.ignore_patterns("test", "__pycache__", "idlelib"))
+        else:
+            shutil.copy2(path, dest)
+    for lib in _libs(PYTHON[0]):  # the libraries it loads (the base has glibc's own)
+        target = py / lib.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(os.path.realpath(lib), target)
+    cf = project.bootc / "Containerfile"
+    cf.write_text(cf.read_text().replace("COPY homedir/", "COPY python/ /\nCOPY homedir/", 1))
+    configure(project, world, 'egress = "allow"\nallow = ["index.test"]')
+    name = started(project, "pip1")
+    pip = ("python3.11 -m pip install -q --disable-pip-version-check --no-cache-dir --target /tmp/site "
+           "--trusted-host {0} --index-url http://{0}/simple/ tinypkg")  # fmt: skip
+    seen = inside(name, f"""
+        {pip.format("index.test")} >/tmp/pip.log 2>&1; echo listed=$?
+        echo answer="$(PYTHONPATH=/tmp/site python3.11 -c 'import tinypkg; print(tinypkg.ANSWER)')"
+        rm -rf /tmp/site; {pip.format(world.index)} >/dev/null 2>&1; echo by_address=$?
+        echo log="$(tail -n 1 /tmp/pip.log)"
+    """, timeout=300)  # fmt: skip
+    assert seen["listed"] == "0" and seen["answer"] == "installed through the egress proxy", seen
+    assert seen["by_address"] != "0", seen
+    refused = [c for c in net_log(project, "pip1")["connections"] if c["refused"]]  # type: ignore[union-attr]
+    assert {c["host"] for c in refused} == {world.index}, refused

@@ -18,8 +18,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from devbox import __version__
-from devbox.cli_common import Context, failures, print_json
-from devbox.cli_net import egress_flags
+from devbox.cli_common import Context, egress_flags, failures, print_json
 from devbox.core import early_plan, labels, ops, plan_launch
 from devbox.core.containers import Container
 from devbox.core.errors import BadName, Cancelled, DevboxError, ExitCode

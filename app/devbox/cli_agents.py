@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from devbox.cli_common import Context, failures, print_json
-from devbox.cli_net import egress_flags
+from devbox.cli_common import Context, egress_flags, failures, print_json
 from devbox.core import git, labels, notify, ops
 from devbox.core.errors import BadName, ExitCode, NotFound
 

@@ -83,3 +83,11 @@ def failures(failed: Sequence[tuple[str, Problem]]) -> int:
     for name, why in failed:
         sys.stderr.write(f"devbox: {name}: {why.one_line()}\n")
     return failed[0][1].exit_code if failed else 0
+
+
+def egress_flags(p: argparse.ArgumentParser, default: str) -> None:
+    """--egress and --allow on the commands that make environments."""
+    p.add_argument("--egress", choices=("open", "allow", "none"), default="",
+                   help=f"where a new environment may connect (default: {default})")  # fmt: skip
+    p.add_argument("--allow", action="append", default=[], metavar="HOST",
+                   help="a name it may reach besides its list (with --egress allow); repeatable")  # fmt: skip

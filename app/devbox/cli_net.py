@@ -3,8 +3,6 @@ proxy answered and refused, and its allow list changed while it runs (core/ops/e
 
 from __future__ import annotations
 
-import argparse
-import json
 from typing import Any
 
 from devbox.cli_common import Context, print_json
@@ -18,6 +16,8 @@ def cmd_net_log(ctx: Context) -> int:
     a = ctx.args
     if a.vm == bool(a.branch):
         raise BadName("net log takes BRANCH, or --vm for the VM's", "e.g. devbox net log my-branch")
+    if a.follow and (a.vm or a.json):
+        raise BadName("--follow is for an environment's log, as text", "devbox net log BRANCH --follow")
     log = ops.vm_net_log(ctx.session) if a.vm else ops.net_log(ctx.session, a.branch)
     if a.json:
         print_json({"schema": LOG_SCHEMA, "branch": log.branch, "container": log.container,
@@ -28,13 +28,11 @@ def cmd_net_log(ctx: Context) -> int:
     print(f"{log.branch}: egress {log.policy.describe()}; {log.tally.refused} refused of {log.tally.seen}")
     for c in shown:
         print(c.line())
-    if a.follow and a.vm:
-        raise BadName("--follow is for an environment's log", "devbox net log --vm again shows what came since")
     if a.follow:
-        shown = max((c.time for c in log.connections), default=0.0)
-        for c in ops.follow_net_log(ctx.session, a.branch, ctx.cancel, after=shown):
+        last = max((c.time for c in log.connections), default=0.0)
+        for c in ops.follow_net_log(ctx.session, a.branch, ctx.cancel, after=last):
             if c.refused or not a.refused:
-                print(json.dumps(c.as_json()) if a.json else c.line(), flush=True)
+                print(c.line(), flush=True)
     return ExitCode.OK
 
 
@@ -74,11 +72,3 @@ def register(sub: Any) -> None:
         p.add_argument("branch")
         p.add_argument("host", nargs="+", help="pypi.org, *.example.com, host:8443")
         p.set_defaults(handler=handler)
-
-
-def egress_flags(p: argparse.ArgumentParser, default: str) -> None:
-    """--egress and --allow on the commands that make environments."""
-    p.add_argument("--egress", choices=("open", "allow", "none"), default="",
-                   help=f"where a new environment may connect (default: {default})")  # fmt: skip
-    p.add_argument("--allow", action="append", default=[], metavar="HOST",
-                   help="a name it may reach besides its list (with --egress allow); repeatable")  # fmt: skip
