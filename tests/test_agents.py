@@ -70,7 +70,9 @@ def test_an_agent_asks_is_answered_finishes_and_exits(project: Project) -> None:
     assert podman("inspect", "-f", "{{.State.Status}}", str(name)).stdout.strip() == "running"
     plain = project.devbox("agents")
     assert plain.returncode == 0 and "a1" in plain.stdout and "exited" in plain.stdout
-    assert plain.stdout.split()[:5] == ["BRANCH", "STATE", "FOR", "ENV", "MESSAGE"]  # a header row
+    assert plain.stdout.split()[:6] == ["BRANCH", "STATE", "FOR", "ENV", "EGRESS", "MESSAGE"]  # a header row
+    a1 = next(line.split() for line in plain.stdout.splitlines() if line.startswith("a1 "))
+    assert a1[4] == "allow", a1  # an agent's own policy: its endpoints only
 
 
 def test_the_users_own_hooks_run_and_an_emptied_state_dir_is_written_again(project: Project) -> None:

@@ -156,33 +156,29 @@ class Runs:
         self.push_screen(ConfirmTeardown(title, losses, cmd, **dialog), answered)
 
     # the log pane's own keys ---------------------------------------------------------------
+    def _follow_one(self, prefix: str, title: str, follow: Callable[[Sink, threading.Event], object]) -> None:
+        """``follow`` as an operation of its own, in place of the one with the same ``prefix``
+        (one followed log of a kind at a time)."""
+        for run in self.log_pane.running():
+            if run.name.startswith(prefix.split("-", 1)[0] + "-"):
+                run.cancel.set()
+        self.run_op(prefix, title, follow)
+
     def action_container_log(self) -> None:
         _, c = self.selection()
-        if c is None:
-            return
-        for run in self.log_pane.running():  # one followed container log at a time
-            if run.name.startswith("log-"):
-                run.cancel.set()
-        name = c.name
-        self.run_op(
-            f"log-{c.branch}",
-            f"podman logs -f {c.name}",
-            lambda sink, cancel: ops.follow_container_log(self.session, name, sink=sink, cancel=cancel),
-        )
+        if c is not None:
+            name = c.name
+            self._follow_one(f"log-{c.branch}", f"podman logs -f {name}",
+                             lambda sink, cancel: ops.follow_container_log(self.session, name, sink=sink,
+                                                                           cancel=cancel))  # fmt: skip
 
     def action_net_log(self) -> None:
         _, c = self.selection()
-        if c is None:
-            return
-        for run in self.log_pane.running():  # one followed net log at a time
-            if run.name.startswith("net-"):
-                run.cancel.set()
-        branch = c.branch
-        self.run_op(
-            f"net-{branch}",
-            f"devbox net log {branch} --follow",
-            lambda sink, cancel: ops.watch_net_log(self.session, branch, sink=sink, cancel=cancel),
-        )
+        if c is not None:
+            branch = c.branch
+            self._follow_one(f"net-{branch}", f"devbox net log {branch} --follow",
+                             lambda sink, cancel: ops.watch_net_log(self.session, branch, sink=sink,
+                                                                    cancel=cancel))  # fmt: skip
 
     def action_filter_log(self) -> None:
         self.log_pane.open_filter()

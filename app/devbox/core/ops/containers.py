@@ -192,12 +192,7 @@ def _create(
     env_git = envgit.prepare(settings, name, wt, branch_notes.recorded_base(settings.repo, branch))
     early = egress_ops.EgressStart(podman, settings, name, image_id, policy, addresses=None, report=report,
                                    cancel=cancel, fresh=absent)  # fmt: skip
-    try:
-        wiring = early.wiring()
-    except BaseException:
-        early.join_quietly()
-        egress_ops.unwire(podman, name)
-        raise
+    wiring = early.wiring()
     spec = containers.spec(
         settings,
         name=name,

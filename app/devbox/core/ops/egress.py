@@ -98,14 +98,15 @@ class EgressStart:
     """An environment's egress being made, in a thread of its own while the environment itself
     is created and started: for ``allow``, its network (then ``wiring()`` answers: the
     environment can be created), then its proxy's create, start and first listen (``join``).
-    For ``open`` and ``none`` there is nothing to wait for. On any failure the caller joins,
-    then calls ``unwire``. (What the proxy costs a new environment: bench/new_env.py.)"""
+    For ``open`` and ``none`` there is nothing to wait for. On a failure after ``wiring()``
+    the caller joins, then calls ``unwire``. (What the proxy costs: bench/new_env.py.)"""
 
     def __init__(
         self, podman: Podman, settings: Settings, name: str, image_id: str, policy: Policy, *,
         addresses: Sequence[str] | None, report: Reporter, cancel: threading.Event, fresh: bool = False,
     ) -> None:  # fmt: skip
         self.policy = policy
+        self._podman, self._name = podman, name
         self._wiring: Wiring | None = None
         self._failed: list[BaseException] = []
         self._known = threading.Event()
@@ -156,9 +157,12 @@ class EgressStart:
             self._known.set()
 
     def wiring(self) -> Wiring:
-        """What the environment's create spec takes (waits for its network)."""
+        """What the environment's create spec takes (waits for its network); when that failed,
+        what it made is removed first."""
         self._known.wait()
         if self._wiring is None:
+            self.join_quietly()
+            unwire(self._podman, self._name)
             raise self._failed[0]
         return self._wiring
 

@@ -200,12 +200,7 @@ def _container(
         addresses = _addresses(s, spec) if policy.mode == "allow" else ()
         proxy = egress_ops.EgressStart(podman, there.settings, name, img.info.id, policy, addresses=addresses,
                                        report=r, cancel=cancel)  # fmt: skip
-        try:
-            wiring = proxy.wiring()
-        except BaseException:
-            proxy.join_quietly()
-            egress_ops.unwire(podman, name)
-            raise
+        wiring = proxy.wiring()
         env_root = f"{where.gitdirs}/{name}"
         create = containers.spec(
             there.settings, name=name, branch=branch, worktree=Path(where.worktree), image_id=img.info.id,
