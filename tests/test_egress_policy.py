@@ -133,3 +133,20 @@ def test_a_policy_that_is_not_one_is_one_line_with_the_fix(tmp_path: Path, toml:
     with pytest.raises(ConfigError) as err:
         load(_repo(tmp_path, toml), env={})
     assert said in err.value.message and err.value.remedy
+
+
+def test_a_fenced_vm_without_xsltproc_is_one_line_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """terraform's libvirt provider applies the filter's xslt with xsltproc: without it, vm up
+    says so before anything is made (here: a PATH that really has no xsltproc)."""
+    import threading
+
+    from devbox.core.errors import ToolMissing
+    from devbox.core.events import Reporter
+    from devbox.core.ops import vm_egress
+    from devbox.core.session import Devbox
+
+    session = Devbox(load(_repo(tmp_path, '[vm]\negress = "allow"\n'), env={}))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(ToolMissing) as err:
+        vm_egress.apply(session, "devbox-x", Reporter(lambda e: None, "vm-up"), threading.Event())
+    assert "xsltproc" in err.value.message and "apt-get install xsltproc" in err.value.remedy

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import socket
 import threading
 from dataclasses import dataclass
 
 from devbox.core import egress, libvirt
 from devbox.core.egress import Policy
-from devbox.core.errors import NotAvailable
+from devbox.core.errors import NotAvailable, ToolMissing
 from devbox.core.events import Reporter
 from devbox.core.ops.egress import PATH, START, NetLog, connections, host_addresses, refused, wait_proxy
 from devbox.core.podman_records import CreateSpec
@@ -105,6 +106,9 @@ def apply(session: Devbox, domain: str, report: Reporter, cancel: threading.Even
             report.log(f"egress: open (the filter and proxy of {domain} removed)")
         _write(session, state, want)
         return state
+    if shutil.which("xsltproc") is None:  # terraform's libvirt provider applies the filter's xslt with it
+        raise ToolMissing("xsltproc is missing: a new VM is born with its network filter through it",
+                          "sudo dnf install libxslt (Debian/Ubuntu: sudo apt-get install xsltproc)")  # fmt: skip
     if "+ssh" in uri:
         raise NotAvailable(f"[vm] egress = {want.mode!r} is enforced on this machine only, and the VM is on another",
                            'set [vm] egress = "open" for it, or run the VM here')  # fmt: skip
