@@ -250,3 +250,38 @@ def test_pip_installs_from_an_index_on_the_list_and_from_nowhere_else(project: P
     assert seen["by_address"] != "0", seen
     refused = [c for c in net_log(project, "pip1")["connections"] if c["refused"]]  # type: ignore[union-attr]
     assert {c["host"] for c in refused} == {world.index}, refused
+
+
+def test_the_dashboard_row_counts_refusals_and_e_shows_them(project: Project, world: World) -> None:
+    """The fleet's row says blocked N with the last destination (a wide terminal), and ``e``
+    follows the environment's net log in the log pane, each refusal with its destination."""
+    import asyncio
+
+    from devbox.core import ops
+    from devbox.core.session import Devbox
+    from devbox.tui.app import StatusUpdated, make_app
+    from devbox.tui.fleet import FleetTable
+    from devbox.tui.logpane import LogPane
+    from tui_wait import until
+
+    configure(project, world, 'egress = "allow"\nallow = ["allowed.test"]')
+    name = started(project, "d1")
+    assert inside(name, f"echo code=$({CURL} http://denied.test/)")["code"] == "403"
+    with Devbox.open(project.root, env=project.env) as session:
+        st = ops.status(session)
+        app = make_app(session, watch=False, view="fleet")
+
+        async def go() -> None:
+            async with app.run_test(size=(160, 45)) as pilot:
+                app.post_message(StatusUpdated(st, {}, {}, None))
+                table = app.query_one(FleetTable)
+                await until(pilot, lambda: "d1" in table._shown)
+                assert "running blocked 1 (denied.test:80)" in [str(c) for c in table._shown["d1"]]
+                table.focus()
+                await pilot.press("e")
+                pane = app.query_one(LogPane)
+                await until(pilot, lambda: any("refused" in ln and "denied.test:80" in ln for ln in pane.ring), 30)
+                for run in pane.running():
+                    run.cancel.set()
+
+        asyncio.run(go())

@@ -399,10 +399,14 @@ def view(session: Devbox, container: str, mode: str, running: bool) -> EgressVie
 
 class Tallies:
     """Each environment's refusals for the rows, read incrementally: a proxy's log is read
-    whole once, then from the last second seen (kept per proxy, in the session)."""
+    whole once, then from the last second seen, and at most every ``EVERY`` seconds (the
+    dashboard polls every few seconds; podman reads a log file through to answer ``since``)."""
+
+    EVERY = 10.0
 
     def __init__(self) -> None:
         self._seen: dict[str, tuple[float, Tally]] = {}
+        self._read: dict[str, float] = {}  # proxy -> when its log was last read (monotonic)
         self._lock = threading.Lock()
 
     def known(self, name: str) -> Tally:
@@ -411,8 +415,12 @@ class Tallies:
 
     def of(self, podman: Podman, name: str) -> Tally:
         proxy = proxy_name(name)
+        now_mono = time.monotonic()
         with self._lock:
             last_ts, known = self._seen.get(proxy, (0.0, Tally()))
+            if proxy in self._read and now_mono - self._read[proxy] < self.EVERY:
+                return known
+            self._read[proxy] = now_mono
         since = int(last_ts) if last_ts else None
         lines = podman.logs(proxy, tail="all", since=since, stderr=False)
         new = [c for c in map(egress.parse_line, lines) if c is not None and c.time > last_ts]
