@@ -192,6 +192,8 @@ def test_the_agent_cannot_reach_or_reconfigure_its_proxy(project: Project, world
     assert seen["set_v6"] != "0", seen
     conf = must("inspect", "-f", "{{.Config.User}} {{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapAdd}}", proxy)
     assert conf.startswith("65534:65534 true"), conf
+    # what it writes on the host is bounded: its log (every request the agent makes) rotates
+    assert must("inspect", "-f", "{{.HostConfig.LogConfig.Size}}", proxy) in ("16MB", "16MiB", "16.78MB", "16777216")
     assert shutil.which("podman")  # (the checks above ran through it)
 
 

@@ -85,6 +85,8 @@ def test_the_log_is_read_back_and_anything_else_is_ignored() -> None:
         "devbox-egress 1.0 TCP_DENIED 403 G3T h 80 10.0.0.2",
     ):
         assert egress.parse_line(bad) is None, bad
+    bad = egress.parse_line("devbox-egress 1796696876.308 NONE_NONE 400 CONNECT - - 10.89.0.2")
+    assert bad is not None and bad.refused  # a request squid would not read connected nowhere
     t = egress.tally([c, ok, c])
     assert (t.refused, t.seen, t.last) == (2, 3, c)
 

@@ -273,7 +273,10 @@ def parse_line(line: str) -> Connection | None:
         return None
     if not HOST_TEXT.match(host) or not method.isalpha() or not re.match(r"^[A-Z_]+(/[A-Z_]+)?$", result):
         return None
-    return Connection(when, result.startswith("TCP_DENIED") or code == 403, method, host, port_no, code, result)
+    # refused: by the policy (TCP_DENIED, 403), or a request squid would not even read
+    # (NONE_NONE/400: nothing was connected to)
+    refused = result.startswith(("TCP_DENIED", "NONE")) or code == 403
+    return Connection(when, refused, method, host, port_no, code, result)
 
 
 @dataclass(frozen=True)

@@ -391,6 +391,8 @@ class Podman(ContainerLogs):
             kwargs["sysctls"] = dict(spec.sysctls)
         if spec.entrypoint:
             kwargs["entrypoint"] = list(spec.entrypoint)
+        if spec.log_size:
+            kwargs["log_config"] = {"Type": "k8s-file", "Config": {"size": spec.log_size}}
         with self.api(f"creating {spec.name}"):
             c = self.client.containers.create(spec.image, **kwargs)
             return _container(c.attrs) if c.attrs.get("State") else self._must(spec.name)

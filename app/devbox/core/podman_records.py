@@ -112,6 +112,7 @@ class CreateSpec:
     dns: tuple[str, ...] = ()  # the resolv.conf nameservers; (): podman's own choice
     sysctls: Mapping[str, str] = field(default_factory=dict)
     entrypoint: tuple[str, ...] = ()  # (): the image's
+    log_size: int = 0  # bytes its log file may reach (podman's k8s-file rotates it); 0: unbounded
 
 
 def _ts(value: object) -> float | None:

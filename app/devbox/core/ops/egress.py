@@ -30,6 +30,9 @@ from devbox.core.session import Devbox
 LABEL_FOR = "devbox.egress-for"  # on the network and the proxy: the environment's container
 PROXY_MEMORY = 256 << 20
 PROXY_PIDS = 128
+# the proxy's log (every request the environment makes, one line each): an agent that
+# floods it fills this much of the host's disk, no more (podman keeps the newest part)
+PROXY_LOG_SIZE = 16 << 20
 PROXY_READY = "Accepting HTTP Socket connections"
 NO_IPV6 = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
 # the proxy's configuration arrives in its environment; a reload writes it again first
@@ -147,6 +150,7 @@ class EgressStart:
                 hostname="devbox-egress", user="65534:65534", cap_add=(),
                 networks={net: address, outside_network(settings): ""},
                 tmpfs=(("/tmp", "1777", 64 << 20), ("/run", "755", 1 << 20)), memory=PROXY_MEMORY, pids=PROXY_PIDS,
+                log_size=PROXY_LOG_SIZE,
             ))  # fmt: skip
             podman.start(proxy)
             report.log(f"egress: {self.policy.describe()} through {proxy} ({address}:{egress.PROXY_PORT})")

@@ -31,7 +31,7 @@ from devbox.core import egress, libvirt
 from devbox.core.egress import Policy
 from devbox.core.errors import NotAvailable, ToolMissing
 from devbox.core.events import Reporter
-from devbox.core.ops.egress import PATH, START, NetLog, connections, host_addresses, refused, wait_proxy
+from devbox.core.ops.egress import PATH, PROXY_LOG_SIZE, START, NetLog, connections, host_addresses, refused, wait_proxy
 from devbox.core.podman_records import CreateSpec
 from devbox.core.session import Devbox
 
@@ -136,6 +136,7 @@ def apply(session: Devbox, domain: str, report: Reporter, cancel: threading.Even
                 labels={"devbox.egress-for": domain, LABEL_CONF: digest},
                 env={"DEVBOX_EGRESS_CONF": conf, "PATH": PATH}, mounts=(), workdir="/tmp", hostname="devbox-egress",
                 user="65534:65534", cap_add=(), network="host", memory=256 << 20, pids=128,
+                log_size=PROXY_LOG_SIZE,
                 tmpfs=(("/tmp", "1777", 64 << 20), ("/run", "755", 1 << 20)),
             ))  # fmt: skip
             podman.start(proxy)
