@@ -47,6 +47,7 @@ from devbox.core.podman_client import (
     translate,
 )
 from devbox.core.podman_logs import ContainerLogs
+from devbox.core.podman_networks import ContainerNetworks
 from devbox.core.podman_records import (
     ContainerEvent,
     ContainerRecord,
@@ -67,7 +68,7 @@ KNOWN_FOR = 2.0  # seconds an expected image's quick answer serves (Podman.expec
 CPU_PERIOD = 100_000  # microseconds: the CFS period a CPU limit is a quota of
 
 
-class Podman(ContainerLogs):
+class Podman(ContainerLogs, ContainerNetworks):
     """One front door to podman: a lazily made podman-py client and the CLI beside it."""
 
     def __init__(
@@ -488,42 +489,6 @@ class Podman(ContainerLogs):
             )
         return out
 
-    # networks ---------------------------------------------------------------------------
-    def create_network(self, name: str, *, internal: bool, labels: Mapping[str, str]) -> tuple[str, ...]:
-        """A bridge network (``internal``: no route out, no gateway on the host, no DNS);
-        its subnets, as podman chose them."""
-        with self.api(f"creating network {name}"):
-            net = self.client.networks.create(name, internal=internal, dns_enabled=False, labels=dict(labels))
-            return _subnets(net.attrs)
-
-    def network_subnets(self, name: str) -> tuple[str, ...] | None:
-        """The network's subnets; None when there is no such network."""
-        with self.api(f"inspecting network {name}"):
-            try:
-                return _subnets(self.client.networks.get(name).attrs)
-            except Exception as exc:
-                if type(exc).__name__.endswith("NotFound"):
-                    return None
-                raise
-
-    def networks(self, labels: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
-        """Networks carrying ``labels``: name -> subnets."""
-        filters = {"label": [f"{k}={v}" if v else k for k, v in labels.items()]}
-        with self.api("listing networks"):
-            found = self.client.networks.list(filters=filters)
-            return {str(n.attrs.get("name", n.name)): _subnets(n.attrs) for n in found}
-
-    def remove_network(self, name: str) -> bool:
-        """Remove a network no container uses; False when it did not exist."""
-        with self.api(f"removing network {name}"):
-            try:
-                self.client.networks.remove(name, force=False)
-            except Exception as exc:
-                if type(exc).__name__.endswith("NotFound"):
-                    return False
-                raise
-            return True
-
     # volumes ----------------------------------------------------------------------------
     def volume_exists(self, name: str) -> bool:
         with self.api(f"inspecting volume {name}"):
@@ -557,10 +522,6 @@ class Podman(ContainerLogs):
         for name in pass_env:
             argv += ["--env", name]
         return [*argv, ref, *command]
-
-
-def _subnets(attrs: Mapping[str, Any]) -> tuple[str, ...]:
-    return tuple(str(s["subnet"]) for s in attrs.get("subnets") or () if isinstance(s, dict) and s.get("subnet"))
 
 
 def _shut_on(res: Any, cancel: threading.Event, done: threading.Event) -> None:
